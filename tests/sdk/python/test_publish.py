@@ -206,7 +206,7 @@ def test_callback_and_failure_callback(client, receiver, uid):
     keys = Receiver(USER1["current"], USER1["next"])
     for req, url in ((cb_req, cb), (fcb_req, fcb)):
         assert req.method == "POST"
-        assert req.header("Content-Type", ).startswith("application/json")
+        assert req.header("Content-Type").startswith("application/json")
         assert req.header("Upstash-Message-Id") and req.header("Upstash-Message-Id") != res.message_id
         keys.verify(signature=req.header("Upstash-Signature"), body=req.text, url=url)
         body = req.json()

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Run the official-SDK test suites against a tern binary:
+#   * Python: `qstash` (tests/sdk/python, pytest, venv in tests/sdk/python/.venv)
+#   * JS:     `@upstash/qstash` (tests/sdk/js, node --test, node_modules via npm ci)
+#
+# Usage: scripts/sdk-tests.sh [--python-only | --js-only] [--no-install]
+#   TERN_BIN   tern binary (default: target/debug/tern, relative to the repo root).
+#              Build it with: cargo build -p tern-server --bin tern
+#   PYTHON     python interpreter used to create the venv (default: python3)
+#   PYTEST_ARGS / NODE_TEST_ARGS   extra arguments for the runners (word-split)
+#
+# Each suite starts its own `tern dev --port <free port> --data-dir <fresh temp dir>`;
+# all network traffic stays on 127.0.0.1. Installs are idempotent: they rerun only when
+# requirements.txt / package-lock.json (or the interpreter version) change.
+# Exits non-zero if any step or any test fails.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY_DIR="$ROOT/tests/sdk/python"
+JS_DIR="$ROOT/tests/sdk/js"
+VENV="$PY_DIR/.venv"
+PYTHON="${PYTHON:-python3}"
+
+run_python=1
+run_js=1
+do_install=1
+for arg in "$@"; do
+  case "$arg" in
+    --python-only) run_js=0 ;;
+    --js-only) run_python=0 ;;
+    --no-install) do_install=0 ;;
+    -h | --help)
+      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      exit 0
+      ;;
+    *)
+      echo "sdk-tests: unknown argument: $arg" >&2
+      exit 2
+      ;;
+  esac
+done
+
+log() { printf '\n==> %s\n' "$*"; }
+die() {
+  printf 'sdk-tests: %s\n' "$*" >&2
+  exit 2
+}
+
+hash_of() { # hash_of FILE EXTRA... -> stable fingerprint
+  {
+    cat "$1"
+    shift
+    printf '%s\n' "$@"
+  } | sha256sum | cut -d' ' -f1
+}
+
+# Optional wall-clock guard per suite (coreutils timeout, if present).
+guard() {
+  if command -v timeout >/dev/null 2>&1; then
+    timeout --kill-after=15 "${SDK_TESTS_TIMEOUT:-900}" "$@"
+  else
+    "$@"
+  fi
+}
+
+# --- the binary --------------------------------------------------------------
+TERN_BIN="${TERN_BIN:-target/debug/tern}"
+case "$TERN_BIN" in
+  /*) ;;
+  *) TERN_BIN="$ROOT/$TERN_BIN" ;;
+esac
+[ -x "$TERN_BIN" ] || die "tern binary not found or not executable: $TERN_BIN (build it with: cargo build -p tern-server --bin tern, or set TERN_BIN)"
+export TERN_BIN
+
+# Deliveries and SDK calls go to 127.0.0.1 only: keep any configured proxy away from loopback.
+for var in NO_PROXY no_proxy; do
+  cur="${!var:-}"
+  export "$var=${cur:+$cur,}127.0.0.1,localhost,::1"
+done
+# Never let the JS SDK switch to dev mode (it would try to download its own server).
+unset QSTASH_DEV QSTASH_DEV_PORT QSTASH_REGION QSTASH_URL QSTASH_TOKEN \
+  QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY 2>/dev/null || true
+
+# --- Python: venv + pip install -r requirements.txt ----------------------------
+setup_python() {
+  command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
+  local py_version stamp want
+  py_version="$("$PYTHON" -c 'import sys; print(sys.version)')" || die "$PYTHON does not run"
+
+  # a venv whose interpreter no longer runs (python upgraded/moved) is rebuilt
+  if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "removing broken venv $VENV"
+    rm -rf "$VENV"
+  fi
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating venv $VENV"
+    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+      # e.g. Debian without python3-venv (no ensurepip): venv without pip, then let the
+      # host pip install into it.
+      rm -rf "$VENV"
+      "$PYTHON" -m venv --without-pip "$VENV" || die "cannot create a venv with $PYTHON"
+    fi
+  fi
+
+  stamp="$VENV/.sdk-tests-stamp"
+  want="$(hash_of "$PY_DIR/requirements.txt" "$py_version")"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+    "$VENV/bin/python" -c 'import qstash, pytest' >/dev/null 2>&1; then
+    echo "python deps up to date"
+    return 0
+  fi
+  log "pip install -r tests/sdk/python/requirements.txt"
+  if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt" ||
+      die "pip install failed"
+  else
+    "$PYTHON" -m pip --python "$VENV/bin/python" install --quiet --disable-pip-version-check \
+      -r "$PY_DIR/requirements.txt" || die "pip install (via host pip) failed"
+  fi
+  printf '%s\n' "$want" >"$stamp"
+}
+
+# --- JS: npm ci -----------------------------------------------------------------
+setup_js() {
+  command -v node >/dev/null 2>&1 || die "node not found"
+  command -v npm >/dev/null 2>&1 || die "npm not found"
+  local major stamp want
+  major="$(node -p 'process.versions.node.split(".")[0]')"
+  [ "$major" -ge 20 ] 2>/dev/null || die "node >= 20 required (found $(node --version))"
+
+  stamp="$JS_DIR/node_modules/.sdk-tests-stamp"
+  want="$(hash_of "$JS_DIR/package-lock.json" "$(node --version)")"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$JS_DIR/node_modules/@upstash/qstash" ]; then
+    echo "js deps up to date"
+    return 0
+  fi
+  log "npm ci (tests/sdk/js)"
+  (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
+  printf '%s\n' "$want" >"$stamp"
+}
+
+if [ "$do_install" = 1 ]; then
+  [ "$run_python" = 1 ] && setup_python
+  [ "$run_js" = 1 ] && setup_js
+fi
+
+# --- run ---------------------------------------------------------------------------
+py_rc=skipped
+js_rc=skipped
+
+if [ "$run_python" = 1 ]; then
+  log "pytest tests/sdk/python (TERN_BIN=$TERN_BIN)"
+  # shellcheck disable=SC2086
+  (cd "$PY_DIR" && guard "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-})
+  py_rc=$?
+fi
+
+if [ "$run_js" = 1 ]; then
+  log "node --test tests/sdk/js (TERN_BIN=$TERN_BIN)"
+  # shellcheck disable=SC2086
+  (cd "$JS_DIR" && guard node --test --test-concurrency=1 ${NODE_TEST_ARGS:-} ./*.test.mjs)
+  js_rc=$?
+fi
+
+log "sdk-tests: python=$py_rc js=$js_rc"
+for rc in "$py_rc" "$js_rc"; do
+  if [ "$rc" != skipped ] && [ "$rc" != 0 ]; then
+    exit 1
+  fi
+done
+exit 0
