@@ -1,0 +1,171 @@
+//! The values that cross the store boundary: what to write, what to select, what comes back.
+
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tern_core::{AttemptResponse, LogState, Message, MessageId, MessageSpec};
+
+/// A message to store durably.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub id: MessageId,
+    pub user_id: String,
+    pub spec: MessageSpec,
+    pub body: Bytes,
+    pub created_at: i64,
+    /// When the first attempt is due (the message's `notBefore`).
+    pub due_at: i64,
+    pub dedup: Option<DedupClaim>,
+    /// A DLQ entry this message replaces (DLQ retry): the message is stored only if the entry
+    /// still exists, and the entry is removed in the same commit.
+    pub consumes_dlq_entry: Option<String>,
+}
+
+/// A deduplication key that stays claimed until `expires_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedupClaim {
+    pub key: String,
+    pub expires_at: i64,
+}
+
+/// What happened to one [`NewMessage`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created,
+    /// An earlier message holds the deduplication key; nothing was stored.
+    Duplicate(MessageId),
+    /// The DLQ entry to replace is gone (retried or deleted concurrently); nothing was stored.
+    DlqEntryGone,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    Retry {
+        at: i64,
+    },
+    /// Retries exhausted or non-retryable: the message moves to the DLQ under `dlq_id`.
+    Failed {
+        dlq_id: String,
+    },
+}
+
+/// The end of one attempt, with the callback messages it triggers.
+#[derive(Debug, Clone)]
+pub struct AttemptOutcome {
+    /// The message as it was claimed.
+    pub message: Arc<Message>,
+    pub finished_at: i64,
+    pub response: AttemptResponse,
+    pub next: NextStep,
+    /// The callback of this attempt, if the message has one.
+    pub callback: Option<NewMessage>,
+    /// The failure callback, when `next` is `Failed` and the message has one.
+    pub failure_callback: Option<NewMessage>,
+}
+
+/// Which messages a cancel applies to.
+#[derive(Debug, Clone)]
+pub enum CancelSelection {
+    Ids(Vec<MessageId>),
+    /// Unfinished messages matching the filter (an empty filter matches all), oldest first.
+    Filter {
+        filter: MessageFilter,
+        limit: Option<usize>,
+    },
+}
+
+/// The result of a cancel.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CancelOutcome {
+    /// Messages whose cancel was recorded.
+    pub cancelled: u64,
+    /// Selected messages that exist at all (finished ones included), for 404 decisions.
+    pub found: u64,
+}
+
+/// Filters shared by logs, the DLQ and bulk cancel. Within a field values are alternatives;
+/// fields combine with AND. Not every endpoint uses every field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    pub message_ids: Vec<String>,
+    pub urls: Vec<String>,
+    pub topic_names: Vec<String>,
+    pub queue_names: Vec<String>,
+    pub schedule_ids: Vec<String>,
+    pub labels: Vec<String>,
+    pub flow_control_keys: Vec<String>,
+    pub caller_ips: Vec<String>,
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    /// DLQ entry ids (DLQ only).
+    pub dlq_ids: Vec<String>,
+    /// Log entry states (logs only).
+    pub states: Vec<LogState>,
+    /// Status of the last response (DLQ only).
+    pub response_statuses: Vec<u16>,
+    /// Inclusive time bounds, Unix ms: log time, DLQ entry time, or creation time for cancel.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    #[default]
+    LatestFirst,
+    EarliestFirst,
+}
+
+/// A page request. Cursors are opaque strings produced by the previous page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub cursor: Option<String>,
+    pub count: usize,
+    pub order: Order,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more items may follow.
+    pub cursor: Option<String>,
+}
+
+/// One log entry with the message it belongs to.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub time: i64,
+    pub state: LogState,
+    pub error: Option<String>,
+    pub next_delivery_time: Option<i64>,
+    pub response: Option<AttemptResponse>,
+    pub message: Arc<Message>,
+}
+
+/// A user's signing keys as last rotated, with the configured pair they were derived from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKeys {
+    pub current: String,
+    pub next: String,
+    /// The configured keys at rotation time; when configuration changes, it wins again.
+    pub configured_current: String,
+    pub configured_next: String,
+}
+
+/// How long finished data is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Log entries, and finished messages that are not in the DLQ.
+    pub logs: Duration,
+    /// DLQ entries.
+    pub dlq: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PurgeStats {
+    pub logs: u64,
+    pub messages: u64,
+    pub dlq_entries: u64,
+    pub dedup_keys: u64,
+}

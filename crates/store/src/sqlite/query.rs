@@ -1,0 +1,319 @@
+//! Read queries: filters turned into SQL, keyset pagination, and the reads behind the traits.
+
+use super::rows::{MESSAGE_COLUMN_COUNT, message_columns, message_from_row, response_from_row};
+use crate::error::{Result, StoreError};
+use crate::model::*;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::sync::Arc;
+use tern_core::{LogState, Message, MessageId};
+
+/// A growing `WHERE` clause with its positional parameters.
+pub struct SqlFilter {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl SqlFilter {
+    pub fn new(clause: &str, param: impl Into<Value>) -> Self {
+        SqlFilter {
+            clauses: vec![clause.to_string()],
+            params: vec![param.into()],
+        }
+    }
+
+    pub fn push(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
+        self.clauses.push(clause.to_string());
+        self.params.extend(params);
+    }
+
+    pub fn push_raw(&mut self, clause: &str) {
+        self.clauses.push(clause.to_string());
+    }
+
+    /// `column IN (?, ?, …)` when `values` is not empty.
+    pub fn push_in<T: Clone + Into<Value>>(&mut self, column: &str, values: &[T]) {
+        if values.is_empty() {
+            return;
+        }
+        let marks = vec!["?"; values.len()].join(", ");
+        self.push(
+            &format!("{column} IN ({marks})"),
+            values.iter().cloned().map(Into::into),
+        );
+    }
+
+    pub fn clause(&self) -> String {
+        self.clauses.join(" AND ")
+    }
+
+    pub fn params(&self) -> &[Value] {
+        &self.params
+    }
+}
+
+/// Adds the message-level filters; `time_column` is what `fromDate`/`toDate` bound.
+pub fn message_filter(
+    sql: &mut SqlFilter,
+    filter: &MessageFilter,
+    alias: &str,
+    time_column: Option<&str>,
+) {
+    sql.push_in(&format!("{alias}.id"), &filter.message_ids);
+    sql.push_in(&format!("{alias}.url"), &filter.urls);
+    sql.push_in(&format!("{alias}.topic_name"), &filter.topic_names);
+    sql.push_in(&format!("{alias}.queue_name"), &filter.queue_names);
+    sql.push_in(&format!("{alias}.schedule_id"), &filter.schedule_ids);
+    sql.push_in(
+        &format!("{alias}.flow_control_key"),
+        &filter.flow_control_keys,
+    );
+    sql.push_in(&format!("{alias}.caller_ip"), &filter.caller_ips);
+    sql.push_in(&format!("{alias}.host"), &filter.hosts);
+    sql.push_in(&format!("{alias}.path"), &filter.paths);
+    sql.push_in(&format!("{alias}.dlq_id"), &filter.dlq_ids);
+    let statuses: Vec<i64> = filter
+        .response_statuses
+        .iter()
+        .map(|s| i64::from(*s))
+        .collect();
+    sql.push_in(&format!("{alias}.response_status"), &statuses);
+    if !filter.labels.is_empty() {
+        let alternatives =
+            vec![format!("instr({alias}.labels, ?) > 0"); filter.labels.len()].join(" OR ");
+        sql.push(
+            &format!("({alternatives})"),
+            filter
+                .labels
+                .iter()
+                .map(|label| Value::Text(format!(",{label},"))),
+        );
+    }
+    if let Some(column) = time_column {
+        if let Some(from) = filter.from_ms {
+            sql.push(&format!("{column} >= ?"), [Value::Integer(from)]);
+        }
+        if let Some(to) = filter.to_ms {
+            sql.push(&format!("{column} <= ?"), [Value::Integer(to)]);
+        }
+    }
+}
+
+/// A decoded cursor: `<time>-<tiebreak>` from a previous page, or a bare time (the TS SDK
+/// starts log pagination with `Date.now()`).
+enum Cursor {
+    After(i64, Value),
+    AtOrBefore(i64),
+}
+
+fn parse_cursor(
+    cursor: Option<&str>,
+    tiebreak_is_integer: bool,
+) -> Result<Option<Cursor>, StoreError> {
+    let Some(cursor) = cursor.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(time) = cursor.parse::<i64>() {
+        return Ok(Some(Cursor::AtOrBefore(time)));
+    }
+    let invalid = || StoreError::InvalidInput(format!("invalid cursor {cursor:?}"));
+    let (time, tiebreak) = cursor.split_once('-').ok_or_else(invalid)?;
+    let time = time.parse::<i64>().map_err(|_| invalid())?;
+    let tiebreak = if tiebreak_is_integer {
+        Value::Integer(tiebreak.parse().map_err(|_| invalid())?)
+    } else {
+        Value::Text(tiebreak.to_string())
+    };
+    Ok(Some(Cursor::After(time, tiebreak)))
+}
+
+/// Adds the keyset condition and returns the `ORDER BY` for `(time, tiebreak)` pagination.
+fn paginate(
+    sql: &mut SqlFilter,
+    page: &PageRequest,
+    time: &str,
+    tiebreak: &str,
+    integer_tiebreak: bool,
+) -> Result<String> {
+    let (direction, before, at_or) = match page.order {
+        Order::LatestFirst => ("DESC", "<", "<="),
+        Order::EarliestFirst => ("ASC", ">", ">="),
+    };
+    match parse_cursor(page.cursor.as_deref(), integer_tiebreak)? {
+        Some(Cursor::After(at, key)) => sql.push(
+            &format!("({time} {before} ? OR ({time} = ? AND {tiebreak} {before} ?))"),
+            [Value::Integer(at), Value::Integer(at), key],
+        ),
+        Some(Cursor::AtOrBefore(at)) => {
+            sql.push(&format!("{time} {at_or} ?"), [Value::Integer(at)])
+        }
+        None => {}
+    }
+    Ok(format!(
+        "ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {}",
+        page.count + 1
+    ))
+}
+
+pub fn list_logs(
+    connection: &Connection,
+    user_id: &str,
+    filter: &MessageFilter,
+    page: &PageRequest,
+) -> Result<Page<LogEntry>> {
+    let mut sql = SqlFilter::new("l.user_id = ?", user_id.to_string());
+    sql.push_in("l.message_id", &filter.message_ids);
+    let message_level = MessageFilter {
+        message_ids: Vec::new(),
+        from_ms: None,
+        to_ms: None,
+        ..filter.clone()
+    };
+    message_filter(&mut sql, &message_level, "m", None);
+    let states: Vec<i64> = filter.states.iter().map(|state| state.code()).collect();
+    sql.push_in("l.state", &states);
+    if let Some(from) = filter.from_ms {
+        sql.push("l.time >= ?", [Value::Integer(from)]);
+    }
+    if let Some(to) = filter.to_ms {
+        sql.push("l.time <= ?", [Value::Integer(to)]);
+    }
+    let order = paginate(&mut sql, page, "l.time", "l.seq", true)?;
+    let query = format!(
+        "SELECT {}, l.seq, l.time, l.state, l.error, l.next_delivery_time, l.response_status, l.response_headers, l.response_body
+         FROM logs l JOIN messages m ON m.id = l.message_id WHERE {} {order}",
+        message_columns("m"),
+        sql.clause()
+    );
+    let mut statement = connection.prepare(&query)?;
+    let mut rows = statement.query(params_from_iter(sql.params()))?;
+    let mut entries = Vec::new();
+    let mut keys = Vec::new();
+    // Entries of one message share one decoded copy of it.
+    let mut last: Option<Arc<Message>> = None;
+    let base = MESSAGE_COLUMN_COUNT;
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let message = match &last {
+            Some(message) if message.id.to_string() == id => Arc::clone(message),
+            _ => Arc::new(message_from_row(row, 0)?),
+        };
+        last = Some(Arc::clone(&message));
+        let state: i64 = row.get(base + 2)?;
+        keys.push((row.get::<_, i64>(base + 1)?, row.get::<_, i64>(base)?));
+        entries.push(LogEntry {
+            time: row.get(base + 1)?,
+            state: LogState::from_code(state)
+                .ok_or_else(|| StoreError::Corrupt(format!("log state {state}")))?,
+            error: row.get(base + 3)?,
+            next_delivery_time: row.get(base + 4)?,
+            response: response_from_row(row, base + 5, None)?,
+            message,
+        });
+    }
+    let cursor = (entries.len() > page.count).then(|| {
+        entries.truncate(page.count);
+        let (time, seq) = keys[page.count - 1];
+        format!("{time}-{seq}")
+    });
+    Ok(Page {
+        items: entries,
+        cursor,
+    })
+}
+
+pub fn list_dlq(
+    connection: &Connection,
+    user_id: &str,
+    filter: &MessageFilter,
+    page: &PageRequest,
+) -> Result<Page<Message>> {
+    let mut sql = SqlFilter::new("m.user_id = ?", user_id.to_string());
+    sql.push_raw("m.dlq_id IS NOT NULL");
+    message_filter(&mut sql, filter, "m", Some("m.dlq_at"));
+    let order = paginate(&mut sql, page, "m.dlq_at", "m.id", false)?;
+    let query = format!(
+        "SELECT {}, m.dlq_at FROM messages m WHERE {} {order}",
+        message_columns("m"),
+        sql.clause()
+    );
+    let mut statement = connection.prepare(&query)?;
+    let mut rows = statement.query(params_from_iter(sql.params()))?;
+    let mut messages = Vec::new();
+    let mut keys = Vec::new();
+    while let Some(row) = rows.next()? {
+        keys.push(row.get::<_, i64>(MESSAGE_COLUMN_COUNT)?);
+        messages.push(message_from_row(row, 0)?);
+    }
+    let cursor = (messages.len() > page.count).then(|| {
+        messages.truncate(page.count);
+        format!("{}-{}", keys[page.count - 1], messages[page.count - 1].id)
+    });
+    Ok(Page {
+        items: messages,
+        cursor,
+    })
+}
+
+pub fn get_dlq(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
+    let query = format!(
+        "SELECT {} FROM messages m WHERE m.dlq_id = ?1 AND m.user_id = ?2",
+        message_columns("m")
+    );
+    connection
+        .prepare_cached(&query)?
+        .query_row(params![dlq_id, user_id], |row| Ok(message_from_row(row, 0)))
+        .optional()?
+        .transpose()
+}
+
+pub fn get_message(
+    connection: &Connection,
+    user_id: &str,
+    id: MessageId,
+) -> Result<Option<Message>> {
+    let query = format!(
+        "SELECT {} FROM messages m WHERE m.id = ?1 AND m.user_id = ?2",
+        message_columns("m")
+    );
+    connection
+        .prepare_cached(&query)?
+        .query_row(params![id.to_string(), user_id], |row| {
+            Ok(message_from_row(row, 0))
+        })
+        .optional()?
+        .transpose()
+}
+
+/// Loads claimed messages by id (any user); missing ids are skipped.
+pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<Message>> {
+    let query = format!(
+        "SELECT {} FROM messages m WHERE m.id = ?1",
+        message_columns("m")
+    );
+    let mut statement = connection.prepare_cached(&query)?;
+    let mut messages = Vec::with_capacity(ids.len());
+    for id in ids {
+        if let Some(message) = statement
+            .query_row([id.to_string()], |row| Ok(message_from_row(row, 0)))
+            .optional()?
+        {
+            messages.push(message?);
+        }
+    }
+    Ok(messages)
+}
+
+pub fn load_keys(connection: &Connection, user_id: &str) -> Result<Option<StoredKeys>> {
+    Ok(connection
+        .prepare_cached("SELECT current, next, configured_current, configured_next FROM signing_keys WHERE user_id = ?1")?
+        .query_row([user_id], |row| {
+            Ok(StoredKeys {
+                current: row.get(0)?,
+                next: row.get(1)?,
+                configured_current: row.get(2)?,
+                configured_next: row.get(3)?,
+            })
+        })
+        .optional()?)
+}

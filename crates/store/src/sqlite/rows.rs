@@ -1,0 +1,157 @@
+//! Conversions between SQLite rows and domain values.
+
+use crate::error::{Result, StoreError};
+use crate::model::NewMessage;
+use bytes::Bytes;
+use rusqlite::{Connection, Row, params};
+use tern_core::message::url_host_and_path;
+use tern_core::{AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState};
+
+/// The columns [`message_from_row`] reads, in order; prefix with a table alias when joining.
+pub fn message_columns(alias: &str) -> String {
+    [
+        "id",
+        "user_id",
+        "state",
+        "due_at",
+        "retried",
+        "created_at",
+        "not_before",
+        "finished_at",
+        "dlq_id",
+        "spec",
+        "body",
+        "response_status",
+        "response_headers",
+        "response_body",
+        "response_error",
+    ]
+    .iter()
+    .map(|column| format!("{alias}.{column}"))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// Number of columns in [`message_columns`].
+pub const MESSAGE_COLUMN_COUNT: usize = 15;
+
+pub fn message_from_row(row: &Row<'_>, offset: usize) -> Result<Message> {
+    let id: String = row.get(offset)?;
+    let state: i64 = row.get(offset + 2)?;
+    let spec: String = row.get(offset + 9)?;
+    let body: Vec<u8> = row.get(offset + 10)?;
+    Ok(Message {
+        id: id
+            .parse()
+            .map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
+        user_id: row.get(offset + 1)?,
+        state: MessageState::from_code(state)
+            .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        due_at: row.get(offset + 3)?,
+        retried: row.get(offset + 4)?,
+        created_at: row.get(offset + 5)?,
+        not_before: row.get(offset + 6)?,
+        finished_at: row.get(offset + 7)?,
+        dlq_id: row.get(offset + 8)?,
+        spec: serde_json::from_str(&spec)?,
+        body: Bytes::from(body),
+        last_response: response_from_row(row, offset + 11, Some(offset + 14))?,
+    })
+}
+
+/// Reads `status, headers, body[, error]` columns; `None` when no status was stored.
+pub fn response_from_row(
+    row: &Row<'_>,
+    offset: usize,
+    error_column: Option<usize>,
+) -> Result<Option<AttemptResponse>> {
+    let status: Option<u16> = row.get(offset)?;
+    let Some(status) = status else {
+        return Ok(None);
+    };
+    let headers: Option<String> = row.get(offset + 1)?;
+    let body: Option<Vec<u8>> = row.get(offset + 2)?;
+    let error = match error_column {
+        Some(column) => row.get(column)?,
+        None => None,
+    };
+    Ok(Some(AttemptResponse {
+        status,
+        headers: headers
+            .map(|json| serde_json::from_str(&json))
+            .transpose()?
+            .unwrap_or_default(),
+        body: body.map(Bytes::from).unwrap_or_default(),
+        error,
+    }))
+}
+
+pub fn headers_json(headers: &HeaderList) -> Option<String> {
+    (!headers.is_empty()).then(|| serde_json::to_string(headers).expect("headers serialise"))
+}
+
+/// Labels stored as `,a,b,` so that one label matches with `instr`.
+pub fn labels_column(labels: &[String]) -> Option<String> {
+    (!labels.is_empty()).then(|| format!(",{},", labels.join(",")))
+}
+
+pub fn insert_message(connection: &Connection, message: &NewMessage) -> Result<()> {
+    let spec = &message.spec;
+    let (host, path) = url_host_and_path(&spec.url);
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO messages (id, user_id, state, due_at, retried, created_at, not_before, url, host, path,
+            topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, spec, body)
+         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?4, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    )?;
+    statement.execute(params![
+        message.id.to_string(),
+        message.user_id,
+        MessageState::Pending.code(),
+        message.due_at,
+        message.created_at,
+        spec.url,
+        host,
+        path,
+        spec.topic_name,
+        spec.queue_name,
+        spec.schedule_id,
+        spec.flow_control.as_ref().map(|flow| &flow.key),
+        labels_column(&spec.labels),
+        spec.caller_ip,
+        serde_json::to_string(spec)?,
+        message.body.as_ref(),
+    ])?;
+    Ok(())
+}
+
+/// One log row to append.
+pub struct LogRow<'a> {
+    pub user_id: &'a str,
+    pub message_id: MessageId,
+    pub time: i64,
+    pub state: LogState,
+    pub error: Option<&'a str>,
+    pub next_delivery_time: Option<i64>,
+    pub response: Option<&'a AttemptResponse>,
+}
+
+pub fn insert_log(connection: &Connection, log: LogRow<'_>) -> Result<()> {
+    let mut statement = connection.prepare_cached(
+        "INSERT INTO logs (user_id, message_id, time, state, error, next_delivery_time,
+            response_status, response_headers, response_body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    statement.execute(params![
+        log.user_id,
+        log.message_id.to_string(),
+        log.time,
+        log.state.code(),
+        log.error,
+        log.next_delivery_time,
+        log.response.map(|response| response.status),
+        log.response
+            .and_then(|response| headers_json(&response.headers)),
+        log.response.map(|response| response.body.as_ref()),
+    ])?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The SQLite schema, connection settings and migrations.
+//!
+//! One `messages` row per message for its whole life: pending, finished (kept for log
+//! retention) or in the DLQ (`dlq_id` set). Log entries reference messages instead of copying
+//! them, so a message body is stored once however many entries it has.
+
+use rusqlite::Connection;
+
+/// States below this code are unfinished (see `MessageState::code`).
+pub const FIRST_TERMINAL_STATE: i64 = 3;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE messages (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    due_at INTEGER,
+    retried INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    not_before INTEGER NOT NULL,
+    finished_at INTEGER,
+    url TEXT NOT NULL,
+    host TEXT NOT NULL,
+    path TEXT NOT NULL,
+    topic_name TEXT,
+    queue_name TEXT,
+    schedule_id TEXT,
+    flow_control_key TEXT,
+    labels TEXT,
+    caller_ip TEXT,
+    dlq_id TEXT,
+    dlq_at INTEGER,
+    spec TEXT NOT NULL,
+    body BLOB NOT NULL,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body BLOB,
+    response_error TEXT
+);
+CREATE INDEX messages_unfinished ON messages(due_at, id) WHERE state < 3;
+CREATE INDEX messages_user_unfinished ON messages(user_id, created_at) WHERE state < 3;
+CREATE INDEX messages_dlq ON messages(user_id, dlq_at, id) WHERE dlq_id IS NOT NULL;
+CREATE INDEX messages_dlq_id ON messages(dlq_id) WHERE dlq_id IS NOT NULL;
+CREATE INDEX messages_finished ON messages(finished_at) WHERE finished_at IS NOT NULL AND dlq_id IS NULL;
+
+CREATE TABLE logs (
+    seq INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    error TEXT,
+    next_delivery_time INTEGER,
+    response_status INTEGER,
+    response_headers TEXT,
+    response_body BLOB
+);
+CREATE INDEX logs_user_time ON logs(user_id, time, seq);
+CREATE INDEX logs_message ON logs(message_id);
+
+CREATE TABLE dedup (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE INDEX dedup_expiry ON dedup(expires_at);
+
+CREATE TABLE signing_keys (
+    user_id TEXT PRIMARY KEY,
+    current TEXT NOT NULL,
+    next TEXT NOT NULL,
+    configured_current TEXT NOT NULL,
+    configured_next TEXT NOT NULL
+);
+"#];
+
+/// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:
+/// an acknowledged publish survives power loss, and group commit keeps that affordable.
+pub fn configure(connection: &Connection, durable: bool) -> rusqlite::Result<()> {
+    connection.busy_timeout(std::time::Duration::from_secs(30))?;
+    connection.pragma_update(None, "journal_mode", "WAL")?;
+    connection.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
+    connection.pragma_update(None, "foreign_keys", "OFF")?;
+    connection.pragma_update(None, "cache_size", -65_536)?;
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
+    Ok(())
+}
+
+/// Brings the database to the newest schema version.
+pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
+    let version: usize = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let transaction = connection.transaction()?;
+        transaction.execute_batch(migration)?;
+        transaction.pragma_update(None, "user_version", index + 1)?;
+        transaction.commit()?;
+    }
+    Ok(())
+}
