@@ -1,1 +1,105 @@
+//! tern-engine: everything that runs in the background — the dispatcher, the signed HTTP
+//! delivery, retries, callbacks, DLQ moves and retention — plus the operations the API offers
+//! on top of the store. No HTTP server code lives here.
 
+pub mod clock;
+pub mod config;
+mod delivery;
+pub mod destinations;
+mod dispatcher;
+pub mod error;
+pub mod keys;
+mod operations;
+
+use clock::Clock;
+use config::EngineConfig;
+use error::Result;
+use keys::{Keyring, UserKeys};
+use std::sync::Arc;
+use tern_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use error::EngineError;
+pub use keys::SigningKeys;
+pub use operations::{DlqSelection, PublishRequest, Published};
+
+/// What the dispatcher, the attempts and the API operations share.
+struct Shared {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: EngineConfig,
+    keyring: Keyring,
+    http: reqwest::Client,
+}
+
+/// The running engine. Cheap to clone; [`Engine::shutdown`] stops it.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    background: TaskTracker,
+    attempts: TaskTracker,
+}
+
+impl Engine {
+    /// Loads the users' signing keys and starts the dispatcher and the retention task.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        users: &[UserKeys],
+    ) -> Result<Engine> {
+        let keyring = Keyring::load(Arc::clone(&store), users).await?;
+        let http = delivery::build_client(&config).map_err(|e| {
+            tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}"))
+        })?;
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            config,
+            keyring,
+            http,
+        });
+        let engine = Engine {
+            shared: Arc::clone(&shared),
+            stop: CancellationToken::new(),
+            background: TaskTracker::new(),
+            attempts: TaskTracker::new(),
+        };
+        engine.background.spawn(dispatcher::run(
+            Arc::clone(&shared),
+            engine.stop.clone(),
+            engine.attempts.clone(),
+        ));
+        engine
+            .background
+            .spawn(dispatcher::run_retention(shared, engine.stop.clone()));
+        Ok(engine)
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.shared.clock
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Stops claiming work, gives running attempts `shutdown_grace` to finish (the rest are
+    /// attempted again after restart), then commits everything recorded and closes the store.
+    pub async fn shutdown(&self) -> Result<()> {
+        self.stop.cancel();
+        self.background.close();
+        self.background.wait().await;
+        self.attempts.close();
+        if tokio::time::timeout(self.shared.config.shutdown_grace, self.attempts.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("attempts still running at shutdown will be made again after restart");
+        }
+        self.shared.store.shutdown().await?;
+        Ok(())
+    }
+}

@@ -22,8 +22,6 @@ use tern_core::{LogState, Message, MessageId, MessageState};
 use tokio::sync::{Notify, mpsc, oneshot};
 use writer::{WriteOp, Writer};
 
-pub use writer::PURGE_CHUNK;
-
 /// How the embedded store is opened.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 const MAX_BATCH: usize = 4096;
 
 /// The most rows one purge op deletes per table, so the writer never stalls for long.
-pub const PURGE_CHUNK: usize = 5000;
+const PURGE_CHUNK: usize = 5000;
 
 type Reply<T> = oneshot::Sender<Result<T>>;
 
@@ -605,10 +605,14 @@ fn purge(connection: &Connection, now: i64, retention: Retention) -> Result<Purg
         "DELETE FROM dedup WHERE (user_id, key) IN (SELECT user_id, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, chunk],
     )? as u64;
+    let more = [logs, messages, dlq_entries, dedup_keys]
+        .iter()
+        .any(|count| *count >= chunk as u64);
     Ok(PurgeStats {
         logs,
         messages,
         dlq_entries,
         dedup_keys,
+        more,
     })
 }

@@ -1,0 +1,47 @@
+//! What the engine can be tuned with. The server fills it from its layered configuration.
+
+use std::time::Duration;
+use tern_core::PublishLimits;
+use tern_store::Retention;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub limits: PublishLimits,
+    /// The largest accepted message body; destination responses are kept up to this size.
+    pub max_body_bytes: usize,
+    /// Attempts running at once across all users.
+    pub max_concurrent_deliveries: usize,
+    /// How long a deduplication id (or content hash) suppresses duplicates.
+    pub dedup_window: Duration,
+    /// How long `GET /v2/messages/{id}` still shows a finished message.
+    pub finished_message_visibility: Duration,
+    pub retention: Retention,
+    /// How often retention is applied.
+    pub purge_interval: Duration,
+    /// Sign with `nbf = iat` instead of `nbf = 0`.
+    pub jwt_nbf_is_iat: bool,
+    /// Deliver to loopback, private and link-local addresses (needed for local development).
+    pub allow_private_destinations: bool,
+    /// How long shutdown waits for running attempts before leaving them to be retried.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            limits: PublishLimits::default(),
+            max_body_bytes: 10 << 20,
+            max_concurrent_deliveries: 1024,
+            dedup_window: Duration::from_secs(600),
+            finished_message_visibility: Duration::from_secs(3600),
+            retention: Retention {
+                logs: Duration::from_secs(3 * 86_400),
+                dlq: Duration::from_secs(7 * 86_400),
+            },
+            purge_interval: Duration::from_secs(60),
+            jwt_nbf_is_iat: false,
+            allow_private_destinations: true,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

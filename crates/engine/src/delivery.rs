@@ -1,0 +1,335 @@
+//! One delivery attempt (spec §7, §8, §10): the exact request QStash sends, a fresh signature,
+//! the per-attempt timeout, and the classification of what came back.
+
+use crate::clock::Clock;
+use crate::config::EngineConfig;
+use crate::destinations::PublicOnlyResolver;
+use crate::keys::SigningKeys;
+use bytes::{Bytes, BytesMut};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+use std::time::Duration;
+use tern_core::ids::new_jwt_id;
+use tern_core::retry::{RETRY_HINT_HEADERS, RetryDelayExpr, next_retry_delay, parse_retry_hint};
+use tern_core::{AttemptResponse, HeaderList, Message, signing};
+use tern_store::NextStep;
+
+/// Forwarded headers that describe the transport and would corrupt the request if copied.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Builds the shared keep-alive client. Connections are pooled per host; HTTP/2 is used when
+/// the destination offers it over TLS.
+pub fn build_client(config: &EngineConfig) -> reqwest::Result<reqwest::Client> {
+    // reqwest is built without a default TLS provider; ring is ours. A second install (tests
+    // start several engines) is refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut builder = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024);
+    if !config.allow_private_destinations {
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+    }
+    builder.build()
+}
+
+/// Sends one attempt of `message` and waits for the answer, at most the message's timeout.
+pub async fn attempt(
+    client: &reqwest::Client,
+    clock: &dyn Clock,
+    config: &EngineConfig,
+    keys: &SigningKeys,
+    message: &Message,
+) -> AttemptResponse {
+    let spec = &message.spec;
+    if !config.allow_private_destinations
+        && let Err(refused) = crate::destinations::check_public_url(&spec.url)
+    {
+        return failure(refused.0);
+    }
+    let Ok(method) = reqwest::Method::from_bytes(spec.method.as_bytes()) else {
+        return failure(format!("invalid method {}", spec.method));
+    };
+    let started = clock.now_ms();
+    let signature = signing::sign(
+        &keys.current,
+        &spec.url,
+        &message.body,
+        started / 1000,
+        new_jwt_id(),
+        config.jwt_nbf_is_iat,
+    );
+    let request = client
+        .request(method, &spec.url)
+        .headers(request_headers(message, &signature))
+        .body(message.body.clone());
+
+    let max_timeout = config.limits.max_timeout.as_millis() as i64;
+    let timeout = spec
+        .timeout_ms
+        .map_or(max_timeout, |ms| (ms as i64).min(max_timeout));
+    let exchange = async {
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response_headers(response.headers());
+        let body = read_limited(response, config.max_body_bytes).await?;
+        Ok::<_, reqwest::Error>(AttemptResponse {
+            status,
+            headers,
+            body,
+            error: None,
+        })
+    };
+    tokio::select! {
+        result = exchange => match result {
+            Ok(mut response) => {
+                if !(200..300).contains(&response.status) {
+                    response.error = Some(format!("destination responded with status {}", response.status));
+                }
+                response
+            }
+            Err(error) => failure(describe(&error)),
+        },
+        () = clock.sleep_until(started + timeout) => failure(format!("timeout: no response within {timeout} ms")),
+    }
+}
+
+fn failure(error: String) -> AttemptResponse {
+    AttemptResponse {
+        status: 0,
+        error: Some(error),
+        ..AttemptResponse::default()
+    }
+}
+
+/// The error chain of a failed request, without the URL reqwest prefixes.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn request_headers(message: &Message, signature: &str) -> HeaderMap {
+    let spec = &message.spec;
+    let mut headers = HeaderMap::new();
+    for (name, value) in spec.headers.iter().chain(spec.passthrough.iter()) {
+        if NOT_FORWARDED.contains(&name.to_ascii_lowercase().as_str()) {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(name, value);
+        }
+    }
+    // Set last so that no forwarded header can replace them.
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(value) = HeaderValue::from_str(value) {
+            headers.insert(name, value);
+        }
+    };
+    set("user-agent", "Upstash-QStash");
+    set("upstash-message-id", &message.id.to_string());
+    set("upstash-signature", signature);
+    set("upstash-retried", &message.retried.to_string());
+    if let Some(schedule_id) = &spec.schedule_id {
+        set("upstash-schedule-id", schedule_id);
+    }
+    if let Some(topic_name) = &spec.topic_name {
+        set("upstash-topic-name", topic_name);
+    }
+    if let Some(caller_ip) = &spec.caller_ip {
+        set("upstash-caller-ip", caller_ip);
+    }
+    headers
+}
+
+fn response_headers(headers: &HeaderMap) -> HeaderList {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Reads the body, keeping at most `limit` bytes (the rest is drained and dropped).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Bytes> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = limit.saturating_sub(body.len());
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+    Ok(body.freeze())
+}
+
+/// What the attempt that got `response` leads to (spec §10).
+pub fn classify(
+    message: &Message,
+    response: &AttemptResponse,
+    now: i64,
+    dlq_id: impl FnOnce() -> String,
+) -> NextStep {
+    if (200..300).contains(&response.status) {
+        return NextStep::Delivered;
+    }
+    let non_retryable = response.status == 489
+        && response
+            .headers
+            .get("upstash-nonretryable-error")
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if non_retryable || message.retried >= message.spec.max_retries {
+        return NextStep::Failed { dlq_id: dlq_id() };
+    }
+    let hint = RETRY_HINT_HEADERS.iter().find_map(|name| {
+        response
+            .headers
+            .get(name)
+            .and_then(|value| parse_retry_hint(value, now))
+    });
+    let expression = message
+        .spec
+        .retry_delay
+        .as_deref()
+        .and_then(|source| RetryDelayExpr::parse(source).ok());
+    let delay = next_retry_delay(message.retried, expression.as_ref(), hint);
+    NextStep::Retry {
+        at: now + delay.as_millis() as i64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tern_core::{MessageId, MessageState, PublishLimits, PublishOptions};
+
+    fn message(headers: &[(&str, &str)], retried: u32) -> Message {
+        let options = PublishOptions::from_headers(headers.iter().copied(), true).unwrap();
+        Message {
+            id: MessageId::generate(),
+            user_id: "u".into(),
+            spec: options.to_spec(
+                "http://127.0.0.1:1/".into(),
+                Some("10.0.0.9".into()),
+                &PublishLimits::default(),
+            ),
+            body: Bytes::new(),
+            created_at: 0,
+            not_before: 0,
+            state: MessageState::Pending,
+            retried,
+            due_at: Some(0),
+            finished_at: None,
+            dlq_id: None,
+            last_response: None,
+        }
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)]) -> AttemptResponse {
+        let mut response = AttemptResponse {
+            status,
+            ..Default::default()
+        };
+        for (name, value) in headers {
+            response.headers.push(*name, *value);
+        }
+        response
+    }
+
+    #[test]
+    fn success_failure_and_retry_timing() {
+        let dlq = || "d".to_string();
+        assert_eq!(
+            classify(&message(&[], 0), &response(204, &[]), 0, dlq),
+            NextStep::Delivered
+        );
+        assert_eq!(
+            classify(&message(&[], 0), &response(500, &[]), 0, dlq),
+            NextStep::Retry { at: 12_182 }
+        );
+        assert_eq!(
+            classify(&message(&[], 1), &response(0, &[]), 0, dlq),
+            NextStep::Retry { at: 148_413 }
+        );
+        assert_eq!(
+            classify(&message(&[], 3), &response(500, &[]), 0, dlq),
+            NextStep::Failed { dlq_id: "d".into() }
+        );
+        let expression = message(&[("Upstash-Retry-Delay", "1000 * (1 + retried)")], 1);
+        assert_eq!(
+            classify(&expression, &response(500, &[]), 0, dlq),
+            NextStep::Retry { at: 2_000 }
+        );
+        let hinted = response(429, &[("Retry-After", "7")]);
+        assert_eq!(
+            classify(&expression, &hinted, 0, dlq),
+            NextStep::Retry { at: 7_000 }
+        );
+        let reset = response(429, &[("X-RateLimit-Reset-Tokens", "2s")]);
+        assert_eq!(
+            classify(&message(&[], 0), &reset, 0, dlq),
+            NextStep::Retry { at: 2_000 }
+        );
+    }
+
+    #[test]
+    fn status_489_with_the_header_fails_at_once() {
+        let dlq = || "d".to_string();
+        let non_retryable = response(489, &[("Upstash-NonRetryable-Error", "true")]);
+        assert_eq!(
+            classify(&message(&[], 0), &non_retryable, 0, dlq),
+            NextStep::Failed { dlq_id: "d".into() }
+        );
+        assert!(matches!(
+            classify(&message(&[], 0), &response(489, &[]), 0, dlq),
+            NextStep::Retry { .. }
+        ));
+    }
+
+    #[test]
+    fn protocol_headers_cannot_be_overridden() {
+        let message = message(
+            &[
+                ("Upstash-Forward-Upstash-Message-Id", "forged"),
+                ("Upstash-Forward-X-A", "1"),
+                ("Upstash-Forward-Content-Length", "9"),
+            ],
+            2,
+        );
+        let headers = request_headers(&message, "sig");
+        assert_eq!(
+            headers["upstash-message-id"],
+            message.id.to_string().as_str()
+        );
+        assert_eq!(headers["upstash-signature"], "sig");
+        assert_eq!(headers["upstash-retried"], "2");
+        assert_eq!(headers["user-agent"], "Upstash-QStash");
+        assert_eq!(headers["upstash-caller-ip"], "10.0.0.9");
+        assert_eq!(headers["x-a"], "1");
+        assert!(headers.get("content-length").is_none());
+    }
+}

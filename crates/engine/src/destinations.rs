@@ -1,0 +1,113 @@
+//! The operator's choice of where tern may deliver. Loopback and private addresses are allowed
+//! by default (local development needs them); when restricted, both IP literals and every
+//! address a host name resolves to are checked, so DNS cannot smuggle in a private target.
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use tern_core::Invalid;
+
+/// Whether `ip` is loopback, private, link-local, shared (CGNAT), unspecified or multicast.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_private_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private_v4(v4),
+            None => is_private_v6(v6),
+        },
+    }
+}
+
+fn is_private_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || (a == 100 && (64..128).contains(&b))
+}
+
+fn is_private_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00
+        || (first & 0xffc0) == 0xfe80
+}
+
+/// Rejects a destination URL whose host is a private IP literal or `localhost`.
+pub fn check_public_url(url: &str) -> Result<(), Invalid> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Ok(());
+    };
+    let private = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
+        Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
+        Some(url::Host::Domain(domain)) => {
+            domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
+        }
+        None => false,
+    };
+    if private {
+        Err(Invalid::new(format!(
+            "destination {url:?} is a private address, which this server does not deliver to"
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// A resolver that drops private addresses (used only when they are not allowed).
+pub struct PublicOnlyResolver;
+
+impl Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        Box::pin(async move {
+            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await?
+                .filter(|address| !is_private(address.ip()))
+                .collect();
+            if addresses.is_empty() {
+                return Err(format!("{} resolves only to private addresses", name.as_str()).into());
+            }
+            Ok(Box::new(addresses.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_private_ranges() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "100.128.0.1"] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[test]
+    fn rejects_private_literals_and_localhost() {
+        assert!(check_public_url("http://127.0.0.1:8080/x").is_err());
+        assert!(check_public_url("http://[::1]/").is_err());
+        assert!(check_public_url("http://LOCALHOST:3000/").is_err());
+        assert!(check_public_url("https://example.com/").is_ok());
+    }
+}

@@ -1,0 +1,177 @@
+//! The dispatcher: claims due messages from the store and runs their attempts, at most
+//! `max_concurrent_deliveries` at a time. It sleeps until the earliest due time or until the
+//! store signals new work; it never polls.
+
+use crate::Shared;
+use crate::delivery::{attempt, classify};
+use crate::error::Result;
+use std::sync::Arc;
+use tern_core::callback::callback_message;
+use tern_core::ids::new_dlq_id;
+use tern_core::message::CallbackTarget;
+use tern_core::{AttemptResponse, Message, MessageId};
+use tern_store::{AttemptOutcome, NewMessage, NextStep};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// The most messages taken in one claim.
+const CLAIM_BATCH: usize = 256;
+
+pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTracker) {
+    let signal = shared.store.work_signal();
+    let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_deliveries));
+    loop {
+        let free = slots.available_permits();
+        if free > 0 {
+            let limit = free.min(CLAIM_BATCH);
+            match shared.store.claim_due(shared.clock.now_ms(), limit).await {
+                Ok(batch) => {
+                    let full = batch.len() == limit;
+                    for message in batch {
+                        let slot = Arc::clone(&slots)
+                            .try_acquire_owned()
+                            .expect("a slot was free");
+                        let shared = Arc::clone(&shared);
+                        attempts.spawn(async move {
+                            run_attempt(&shared, message).await;
+                            drop(slot);
+                        });
+                    }
+                    if full {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "claiming due messages failed; trying again in a second");
+                    let retry_at = shared.clock.now_ms() + 1000;
+                    tokio::select! {
+                        () = shared.clock.sleep_until(retry_at) => continue,
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }
+        }
+        let next_due = shared.store.next_due_at();
+        tokio::select! {
+            () = signal.notified() => {}
+            () = shared.clock.sleep_until(next_due.unwrap_or(i64::MAX)), if next_due.is_some() => {}
+            permit = Arc::clone(&slots).acquire_owned(), if free == 0 => drop(permit),
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Runs one attempt and records its outcome; errors are logged (the message stays unfinished
+/// in the store and is attempted again after a restart).
+async fn run_attempt(shared: &Shared, message: Arc<Message>) {
+    if let Err(error) = try_attempt(shared, message.clone()).await {
+        tracing::error!(%error, message_id = %message.id, "recording an attempt failed");
+    }
+}
+
+async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
+    let Some(keys) = shared.keyring.get(&message.user_id) else {
+        // The user was removed from the configuration; the message can never be signed.
+        tracing::warn!(message_id = %message.id, user = %message.user_id, "message of an unknown user left undelivered");
+        return Ok(());
+    };
+    let started = shared.clock.now_ms();
+    shared
+        .store
+        .record_attempt_started(&message, started)
+        .await?;
+    let response = attempt(
+        &shared.http,
+        &*shared.clock,
+        &shared.config,
+        &keys,
+        &message,
+    )
+    .await;
+    let finished = shared.clock.now_ms();
+    let next = classify(&message, &response, finished, || new_dlq_id(finished));
+    let spec = &message.spec;
+    let callback = spec
+        .callback
+        .as_ref()
+        .map(|target| callback_new_message(shared, &message, target, &response, None, finished));
+    let failure_callback = match (&next, &spec.failure_callback) {
+        (NextStep::Failed { dlq_id }, Some(target)) => Some(callback_new_message(
+            shared,
+            &message,
+            target,
+            &response,
+            Some(dlq_id),
+            finished,
+        )),
+        _ => None,
+    };
+    tracing::debug!(message_id = %message.id, status = response.status, ?next, "attempt finished");
+    shared
+        .store
+        .record_attempt_outcome(AttemptOutcome {
+            message,
+            finished_at: finished,
+            response,
+            next,
+            callback,
+            failure_callback,
+        })
+        .await?;
+    Ok(())
+}
+
+fn callback_new_message(
+    shared: &Shared,
+    source: &Message,
+    target: &CallbackTarget,
+    response: &AttemptResponse,
+    dlq_id: Option<&str>,
+    now: i64,
+) -> NewMessage {
+    let callback = callback_message(
+        source,
+        target,
+        source.retried,
+        response,
+        dlq_id,
+        now,
+        &shared.config.limits,
+    );
+    NewMessage {
+        id: MessageId::generate(),
+        user_id: source.user_id.clone(),
+        spec: callback.spec,
+        body: callback.body.into(),
+        created_at: now,
+        due_at: callback.due_at,
+        dedup: None,
+        consumes_dlq_entry: None,
+    }
+}
+
+/// Applies retention every `purge_interval`, in chunks so the writer is never held for long.
+pub async fn run_retention(shared: Arc<Shared>, stop: CancellationToken) {
+    loop {
+        let wake_at = shared.clock.now_ms() + shared.config.purge_interval.as_millis() as i64;
+        tokio::select! {
+            () = shared.clock.sleep_until(wake_at) => {}
+            () = stop.cancelled() => return,
+        }
+        loop {
+            match shared
+                .store
+                .purge(shared.clock.now_ms(), shared.config.retention)
+                .await
+            {
+                Ok(stats) if stats.more => {}
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::error!(%error, "applying retention failed");
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The one error type of the engine layer; the server maps each variant to an HTTP status.
+
+use tern_core::Invalid;
+use tern_store::StoreError;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The request breaks a rule (400).
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    /// The named thing does not exist for this user (404).
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,276 @@
+//! The operations the API offers: publish, message reads and cancels, logs, the DLQ and
+//! signing keys. Handlers call these with validated domain values.
+
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use crate::keys::SigningKeys;
+use bytes::Bytes;
+use tern_core::dedup::{content_key, explicit_key};
+use tern_core::destination::Destination;
+use tern_core::{Invalid, Message, MessageId, PublishOptions};
+use tern_store::{
+    CancelSelection, DedupClaim, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page,
+    PageRequest,
+};
+
+/// A validated publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub destination: Destination,
+    pub options: PublishOptions,
+    pub body: Bytes,
+    pub caller_ip: Option<String>,
+}
+
+/// One message a publish created, or the earlier one it duplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub message_id: MessageId,
+    pub url: String,
+    pub deduplicated: bool,
+}
+
+/// Which DLQ entries an operation applies to.
+#[derive(Debug, Clone)]
+pub enum DlqSelection {
+    /// Exactly these entries.
+    Ids(Vec<String>),
+    /// One page of entries matching a filter.
+    Filter {
+        filter: MessageFilter,
+        page: PageRequest,
+    },
+}
+
+impl Engine {
+    /// Stores the message(s) of a publish durably; returns once they survive a crash.
+    pub async fn publish(&self, user_id: &str, request: PublishRequest) -> Result<Vec<Published>> {
+        let config = &self.shared.config;
+        let url = match &request.destination {
+            Destination::Url(url) => url.clone(),
+            Destination::UrlGroup(name) => {
+                return Err(EngineError::NotFound(format!("topic {name} not found")));
+            }
+            Destination::Api(_) => {
+                return Err(Invalid::new("api destinations are not supported").into());
+            }
+        };
+        if request.options.cron.is_some() {
+            return Err(Invalid::new(
+                "Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)",
+            )
+            .into());
+        }
+        if !config.allow_private_destinations {
+            crate::destinations::check_public_url(&url)?;
+        }
+        let now = self.shared.clock.now_ms();
+        let due_at = request.options.first_delivery_at(now, &config.limits)?;
+        let spec = request
+            .options
+            .to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+        let dedup_key = match (
+            &request.options.deduplication_id,
+            request.options.content_based_deduplication,
+        ) {
+            (Some(id), _) => Some(explicit_key(id, &url)),
+            (None, true) => Some(content_key(&url, &url, &spec.headers, &request.body)),
+            (None, false) => None,
+        };
+        let message = NewMessage {
+            id: MessageId::generate(),
+            user_id: user_id.to_string(),
+            spec,
+            body: request.body,
+            created_at: now,
+            due_at,
+            dedup: dedup_key.map(|key| DedupClaim {
+                key,
+                expires_at: now + config.dedup_window.as_millis() as i64,
+            }),
+            consumes_dlq_entry: None,
+        };
+        let id = message.id;
+        let outcomes = self.shared.store.insert_messages(vec![message]).await?;
+        let published = match outcomes.first() {
+            Some(InsertOutcome::Duplicate(existing)) => Published {
+                message_id: *existing,
+                url,
+                deduplicated: true,
+            },
+            _ => Published {
+                message_id: id,
+                url,
+                deduplicated: false,
+            },
+        };
+        Ok(vec![published])
+    }
+
+    /// A message of this user; finished ones stay visible for `finished_message_visibility`.
+    pub async fn message(&self, user_id: &str, id: &str) -> Result<Message> {
+        let not_found = || EngineError::NotFound(format!("message {id} not found"));
+        let id: MessageId = id.parse().map_err(|()| not_found())?;
+        let message = self
+            .shared
+            .store
+            .get_message(user_id, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let visible_until = message
+            .finished_at
+            .map(|at| at + self.shared.config.finished_message_visibility.as_millis() as i64);
+        if visible_until.is_some_and(|until| until < self.shared.clock.now_ms()) {
+            return Err(not_found());
+        }
+        Ok(message)
+    }
+
+    /// Cancels one message; 0 when it had already finished.
+    pub async fn cancel(&self, user_id: &str, id: &str) -> Result<u64> {
+        let not_found = || EngineError::NotFound(format!("message {id} not found"));
+        let id: MessageId = id.parse().map_err(|()| not_found())?;
+        let now = self.shared.clock.now_ms();
+        let outcome = self
+            .shared
+            .store
+            .cancel_messages(user_id, CancelSelection::Ids(vec![id]), now)
+            .await?;
+        if outcome.found == 0 {
+            return Err(not_found());
+        }
+        Ok(outcome.cancelled)
+    }
+
+    /// Cancels unfinished messages by id (unknown ids are skipped) or by filter.
+    pub async fn cancel_many(&self, user_id: &str, selection: CancelSelection) -> Result<u64> {
+        let now = self.shared.clock.now_ms();
+        Ok(self
+            .shared
+            .store
+            .cancel_messages(user_id, selection, now)
+            .await?
+            .cancelled)
+    }
+
+    pub async fn logs(
+        &self,
+        user_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<LogEntry>> {
+        Ok(self.shared.store.list_logs(user_id, filter, page).await?)
+    }
+
+    pub async fn dlq_list(
+        &self,
+        user_id: &str,
+        filter: &MessageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<Message>> {
+        Ok(self.shared.store.list_dlq(user_id, filter, page).await?)
+    }
+
+    pub async fn dlq_get(&self, user_id: &str, dlq_id: &str) -> Result<Message> {
+        self.shared
+            .store
+            .get_dlq(user_id, dlq_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")))
+    }
+
+    /// Removes DLQ entries; returns how many existed, and the cursor of a filtered page.
+    pub async fn dlq_delete(
+        &self,
+        user_id: &str,
+        selection: DlqSelection,
+    ) -> Result<(u64, Option<String>)> {
+        let (ids, cursor) = self.select_dlq(user_id, selection).await?;
+        let deleted = self.shared.store.delete_dlq(user_id, ids).await?;
+        Ok((deleted, cursor))
+    }
+
+    /// Publishes every selected entry again as a new message (its stored configuration,
+    /// overridden by `overrides`) and removes it from the DLQ, atomically per entry. Explicit
+    /// ids must all exist.
+    pub async fn dlq_retry(
+        &self,
+        user_id: &str,
+        selection: DlqSelection,
+        overrides: &PublishOptions,
+    ) -> Result<(Vec<MessageId>, Option<String>)> {
+        let explicit = matches!(selection, DlqSelection::Ids(_));
+        let (ids, cursor) = self.select_dlq(user_id, selection).await?;
+        let mut entries = Vec::with_capacity(ids.len());
+        for dlq_id in &ids {
+            match self.shared.store.get_dlq(user_id, dlq_id).await? {
+                Some(entry) => entries.push(entry),
+                None if explicit => {
+                    return Err(EngineError::NotFound(format!(
+                        "message {dlq_id} not found in the DLQ"
+                    )));
+                }
+                None => {}
+            }
+        }
+        let limits = &self.shared.config.limits;
+        let now = self.shared.clock.now_ms();
+        let due_at = overrides.first_delivery_at(now, limits)?;
+        let messages: Vec<NewMessage> = entries
+            .into_iter()
+            .map(|entry| {
+                let mut spec = entry.spec;
+                overrides.override_spec(&mut spec, limits);
+                NewMessage {
+                    id: MessageId::generate(),
+                    user_id: user_id.to_string(),
+                    spec,
+                    body: entry.body,
+                    created_at: now,
+                    due_at,
+                    dedup: None,
+                    consumes_dlq_entry: entry.dlq_id,
+                }
+            })
+            .collect();
+        let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
+        let outcomes = self.shared.store.insert_messages(messages).await?;
+        let created = ids
+            .into_iter()
+            .zip(outcomes)
+            .filter(|(_, outcome)| *outcome == InsertOutcome::Created)
+            .map(|(id, _)| id)
+            .collect();
+        Ok((created, cursor))
+    }
+
+    async fn select_dlq(
+        &self,
+        user_id: &str,
+        selection: DlqSelection,
+    ) -> Result<(Vec<String>, Option<String>)> {
+        match selection {
+            DlqSelection::Ids(ids) => Ok((ids, None)),
+            DlqSelection::Filter { filter, page } => {
+                let page = self.shared.store.list_dlq(user_id, &filter, &page).await?;
+                let ids = page
+                    .items
+                    .into_iter()
+                    .filter_map(|entry| entry.dlq_id)
+                    .collect();
+                Ok((ids, page.cursor))
+            }
+        }
+    }
+
+    pub fn signing_keys(&self, user_id: &str) -> Result<SigningKeys> {
+        self.shared
+            .keyring
+            .get(user_id)
+            .ok_or_else(|| EngineError::NotFound(format!("user {user_id} not found")))
+    }
+
+    pub async fn rotate_signing_keys(&self, user_id: &str) -> Result<SigningKeys> {
+        self.shared.keyring.rotate(user_id).await
+    }
+}
