@@ -1,0 +1,378 @@
+//! Layered configuration: the commented defaults in `defaults.toml` → a TOML file →
+//! `TERN_*` environment variables. Unknown keys anywhere are rejected.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tern_core::PublishLimits;
+use tern_core::duration::parse_duration;
+use tern_engine::config::EngineConfig;
+use tern_engine::keys::{SigningKeys, UserKeys};
+use thiserror::Error;
+use toml::{Table, Value};
+
+/// The defaults, with comments; `tern config` prints them.
+pub const DEFAULTS: &str = include_str!("../defaults.toml");
+
+/// Environment variables that configure the process rather than the config tree.
+const RESERVED_ENV: &[&str] = &["TERN_CONFIG"];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Invalid { origin: String, message: String },
+}
+
+fn invalid(origin: &str, message: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        origin: origin.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub storage: StorageSection,
+    pub limits: LimitsSection,
+    pub delivery: DeliverySection,
+    pub retention: RetentionSection,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    pub listen: String,
+    pub path_prefix: String,
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+    pub durable: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_body_bytes: usize,
+    pub default_retries: u32,
+    pub max_retries: u32,
+    pub max_delay: String,
+    pub max_timeout: String,
+    pub logs_page_size: usize,
+    pub dlq_page_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySection {
+    pub max_concurrent: usize,
+    pub allow_private_destinations: bool,
+    pub jwt_nbf: String,
+    pub shutdown_grace: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    pub logs: String,
+    pub dlq: String,
+    pub finished_message_visibility: String,
+    pub dedup_window: String,
+    pub purge_interval: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub id: String,
+    pub token: String,
+    #[serde(default)]
+    pub readonly_token: Option<String>,
+    pub current_signing_key: String,
+    pub next_signing_key: String,
+}
+
+impl Config {
+    /// The defaults alone.
+    pub fn defaults() -> Config {
+        Self::from_table(defaults_table(), "defaults").expect("the embedded defaults are valid")
+    }
+
+    /// Defaults, then `file` (if any), then `TERN_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = defaults_table();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let origin = path.display().to_string();
+            let overlay: Table = text.parse().map_err(|e| invalid(&origin, e))?;
+            merge(&mut table, overlay);
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("TERN_") else {
+                continue;
+            };
+            if RESERVED_ENV.contains(&name.as_str()) || key.is_empty() {
+                continue;
+            }
+            let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
+            set_path(&mut table, &path, env_value(&value))
+                .map_err(|message| invalid(&name, message))?;
+        }
+        Self::from_table(table, "configuration")
+    }
+
+    fn from_table(table: Table, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = Value::Table(table)
+            .try_into()
+            .map_err(|e| invalid(origin, e))?;
+        config.engine_config()?;
+        config.validate_users()?;
+        Ok(config)
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let mut ids = HashSet::new();
+        let mut tokens = HashSet::new();
+        for user in &self.users {
+            let origin = format!("users.{}", user.id);
+            if user.id.trim().is_empty() {
+                return Err(invalid("users", "every user needs a non-empty id"));
+            }
+            if !ids.insert(user.id.as_str()) {
+                return Err(invalid(&origin, "duplicate user id"));
+            }
+            for token in std::iter::once(&user.token).chain(user.readonly_token.as_ref()) {
+                if token.trim().is_empty() {
+                    return Err(invalid(&origin, "tokens must not be empty"));
+                }
+                if !tokens.insert(token.as_str()) {
+                    return Err(invalid(&origin, "a token may belong to one user only"));
+                }
+            }
+            if user.current_signing_key.trim().is_empty() || user.next_signing_key.trim().is_empty()
+            {
+                return Err(invalid(
+                    &origin,
+                    "current_signing_key and next_signing_key are required",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The engine's settings, with every duration parsed.
+    pub fn engine_config(&self) -> Result<EngineConfig, ConfigError> {
+        let duration = |key: &str, value: &str| parse_duration(value).map_err(|e| invalid(key, e));
+        let nbf_is_iat = match self.delivery.jwt_nbf.as_str() {
+            "zero" => false,
+            "iat" => true,
+            other => {
+                return Err(invalid(
+                    "delivery.jwt_nbf",
+                    format!("expected \"zero\" or \"iat\", got {other:?}"),
+                ));
+            }
+        };
+        if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 {
+            return Err(invalid("limits", "page sizes must be at least 1"));
+        }
+        if self.delivery.max_concurrent == 0 {
+            return Err(invalid("delivery.max_concurrent", "must be at least 1"));
+        }
+        Ok(EngineConfig {
+            limits: PublishLimits {
+                default_retries: self.limits.default_retries.min(self.limits.max_retries),
+                max_retries: self.limits.max_retries,
+                max_delay: duration("limits.max_delay", &self.limits.max_delay)?,
+                max_timeout: duration("limits.max_timeout", &self.limits.max_timeout)?,
+            },
+            max_body_bytes: self.limits.max_body_bytes,
+            max_concurrent_deliveries: self.delivery.max_concurrent,
+            dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
+            finished_message_visibility: duration(
+                "retention.finished_message_visibility",
+                &self.retention.finished_message_visibility,
+            )?,
+            retention: tern_store::Retention {
+                logs: duration("retention.logs", &self.retention.logs)?,
+                dlq: duration("retention.dlq", &self.retention.dlq)?,
+            },
+            purge_interval: duration("retention.purge_interval", &self.retention.purge_interval)?
+                .max(Duration::from_secs(1)),
+            jwt_nbf_is_iat: nbf_is_iat,
+            allow_private_destinations: self.delivery.allow_private_destinations,
+            shutdown_grace: duration("delivery.shutdown_grace", &self.delivery.shutdown_grace)?,
+        })
+    }
+
+    /// The users as the engine needs them (ids and configured keys).
+    pub fn user_keys(&self) -> Vec<UserKeys> {
+        self.users
+            .iter()
+            .map(|user| UserKeys {
+                user_id: user.id.clone(),
+                keys: SigningKeys {
+                    current: user.current_signing_key.clone(),
+                    next: user.next_signing_key.clone(),
+                },
+            })
+            .collect()
+    }
+}
+
+fn defaults_table() -> Table {
+    DEFAULTS.parse().expect("the embedded defaults parse")
+}
+
+/// Overlays `overlay` onto `base`: tables merge key by key, anything else is replaced.
+fn merge(base: &mut Table, overlay: Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Table(existing)), Value::Table(incoming)) => merge(existing, incoming),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// An environment value as TOML when it parses as a TOML value, else as a string.
+fn env_value(raw: &str) -> Value {
+    format!("value = {raw}")
+        .parse::<Table>()
+        .ok()
+        .and_then(|mut table| table.remove("value"))
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), String> {
+    let (last, parents) = path.split_last().ok_or("empty key")?;
+    let mut current = table;
+    for part in parents {
+        let entry = current
+            .entry(part.clone())
+            .or_insert_with(|| Value::Table(Table::new()));
+        current = entry
+            .as_table_mut()
+            .ok_or_else(|| format!("{part} is not a section"))?;
+    }
+    // Keep strings strings: a value like `8080` for a string setting must not become a number.
+    let value = match (current.get(last), value) {
+        (Some(Value::String(_)), Value::Integer(n)) => Value::String(n.to_string()),
+        (Some(Value::String(_)), Value::Float(f)) => Value::String(f.to_string()),
+        (Some(Value::String(_)), Value::Boolean(b)) => Value::String(b.to_string()),
+        (_, value) => value,
+    };
+    current.insert(last.clone(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented() {
+        let config = Config::defaults();
+        assert_eq!(config.server.listen, "0.0.0.0:8080");
+        assert!(config.storage.durable);
+        assert!(config.users.is_empty());
+        let engine = config.engine_config().unwrap();
+        assert_eq!(engine.limits.default_retries, 3);
+        assert_eq!(engine.dedup_window, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn file_then_environment_override_defaults() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("tern.toml");
+        std::fs::write(
+            &file,
+            r#"
+            [server]
+            listen = "127.0.0.1:9000"
+            [limits]
+            max_retries = 10
+            [[users]]
+            id = "acme"
+            token = "t1"
+            current_signing_key = "sig_a"
+            next_signing_key = "sig_b"
+            "#,
+        )
+        .unwrap();
+        let config = Config::load(
+            Some(&file),
+            env(&[
+                ("TERN_LIMITS__MAX_RETRIES", "20"),
+                ("TERN_RETENTION__LOGS", "14d"),
+                ("TERN_SERVER__PATH_PREFIX", "/q"),
+                ("TERN_CONFIG", "ignored"),
+                ("OTHER", "ignored"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen, "127.0.0.1:9000");
+        assert_eq!(config.server.path_prefix, "/q");
+        assert_eq!(config.limits.max_retries, 20);
+        assert_eq!(config.retention.logs, "14d");
+        assert_eq!(config.users.len(), 1);
+        assert_eq!(config.users[0].readonly_token, None);
+    }
+
+    #[test]
+    fn users_can_come_from_the_environment() {
+        let config = Config::load(
+            None,
+            env(&[(
+                "TERN_USERS",
+                r#"[{id = "a", token = "ta", readonly_token = "ra", current_signing_key = "sig_1", next_signing_key = "sig_2"}]"#,
+            )]),
+        )
+        .unwrap();
+        assert_eq!(config.users[0].readonly_token.as_deref(), Some("ra"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        for bad in [
+            vec![("TERN_SERVER__LISTNE", "x")],
+            vec![("TERN_NOPE", "1")],
+            vec![("TERN_LIMITS__MAX_DELAY", "soon")],
+            vec![("TERN_DELIVERY__JWT_NBF", "never")],
+            vec![("TERN_LIMITS__MAX_RETRIES", "many")],
+        ] {
+            let error = Config::load(None, env(&bad)).unwrap_err();
+            assert!(!error.to_string().is_empty(), "{bad:?}");
+        }
+        let duplicate = r#"[{id = "a", token = "t", current_signing_key = "s", next_signing_key = "n"},
+                            {id = "b", token = "t", current_signing_key = "s", next_signing_key = "n"}]"#;
+        assert!(Config::load(None, env(&[("TERN_USERS", duplicate)])).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Request extractors: who is calling (token → user, read-only or not), from which IP, and
+//! bodies read within the configured limit, with QStash-shaped rejections.
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Tokens of the configured users.
+#[derive(Debug, Default)]
+pub struct Users {
+    by_token: HashMap<String, (Arc<str>, bool)>,
+}
+
+impl Users {
+    pub fn new(users: &[crate::config::UserConfig]) -> Self {
+        let mut by_token = HashMap::new();
+        for user in users {
+            let id: Arc<str> = Arc::from(user.id.as_str());
+            by_token.insert(user.token.clone(), (Arc::clone(&id), false));
+            if let Some(readonly) = &user.readonly_token {
+                by_token.insert(readonly.clone(), (id, true));
+            }
+        }
+        Users { by_token }
+    }
+}
+
+/// An authenticated caller (spec §1): `Authorization: Bearer <token>` or `?qstash_token=`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: Arc<str>,
+    pub read_only: bool,
+    /// Whether the token came in the `Authorization` header (which is then never forwarded).
+    pub token_in_authorization: bool,
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let bearer = header.and_then(|value| {
+            let (scheme, token) = value.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        });
+        let (token, token_in_authorization) = match bearer {
+            Some(token) => (token, true),
+            None => {
+                let query = parts.uri.query().unwrap_or_default();
+                let token = url::form_urlencoded::parse(query.as_bytes())
+                    .find(|(key, _)| key == "qstash_token")
+                    .map(|(_, value)| value.into_owned());
+                match token {
+                    Some(token) => (token, false),
+                    None => {
+                        return Err(ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "missing token: send Authorization: Bearer <QSTASH_TOKEN>",
+                        ));
+                    }
+                }
+            }
+        };
+        let (user_id, read_only) = state
+            .users
+            .by_token
+            .get(&token)
+            .cloned()
+            .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
+        Ok(Caller {
+            user_id,
+            read_only,
+            token_in_authorization,
+        })
+    }
+}
+
+/// A caller allowed to change things: read-only tokens get 403.
+#[derive(Debug, Clone)]
+pub struct Writer(pub Caller);
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.read_only {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this token is read-only",
+            ));
+        }
+        Ok(Writer(caller))
+    }
+}
+
+/// The publisher's IP: the peer address, or the first `X-Forwarded-For` entry when the
+/// operator trusts a proxy.
+#[derive(Debug, Clone)]
+pub struct CallerIp(pub Option<String>);
+
+impl FromRequestParts<AppState> for CallerIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if state.api.trust_forwarded_for
+            && let Some(forwarded) = parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            && let Some(first) = forwarded
+                .split(',')
+                .map(str::trim)
+                .find(|ip| !ip.is_empty())
+        {
+            return Ok(CallerIp(Some(first.to_string())));
+        }
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip().to_string());
+        Ok(CallerIp(peer))
+    }
+}
+
+/// The request body, at most `max_body_bytes` (413 beyond).
+pub struct Body(pub Bytes);
+
+impl FromRequest<AppState> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let limit = state.api.max_body_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|error| {
+                let too_large = std::error::Error::source(&error)
+                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("the body is larger than the limit of {limit} bytes"),
+                    )
+                } else {
+                    ApiError::bad_request(format!("could not read the request body: {error}"))
+                }
+            })?;
+        Ok(Body(bytes))
+    }
+}
+
+/// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let Body(bytes) = Body::from_request(request, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(JsonBody(T::default()));
+        }
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+    }
+}

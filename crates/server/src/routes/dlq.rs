@@ -1,0 +1,164 @@
+//! The dead-letter queue (spec §5.8): list, get, delete one or many, retry one or many.
+
+use super::publish::publish_options;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody, Writer};
+use crate::query::{COMMON_FILTERS, Query};
+use crate::views;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tern_engine::DlqSelection;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/dlq", get(list).delete(delete_many))
+        .route("/v2/dlq/", get(list).delete(delete_many))
+        .route("/v2/dlq/{dlq_id}", get(get_one).delete(delete_one))
+        .route("/v2/dlq/retry", post(retry_many))
+        .route("/v2/dlq/retry/", post(retry_many))
+        .route("/v2/dlq/retry/{dlq_id}", post(retry_one))
+}
+
+/// Keys of the DLQ endpoints besides the common filters. `host` and `path` are not DLQ filters
+/// and are refused like any unknown key; `api` is the Go SDK's retired filter, ignored.
+const DLQ_KEYS: &[&str] = &[
+    "dlqIds",
+    "responseStatus",
+    "count",
+    "cursor",
+    "order",
+    "api",
+];
+
+async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Json<Value>> {
+    let query = Query::parse(uri.query());
+    query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
+    let page = query.page(state.api.dlq_page_size)?;
+    let entries = state
+        .engine
+        .dlq_list(&caller.user_id, &query.filter()?, &page)
+        .await?;
+    let mut body =
+        json!({ "messages": entries.items.iter().map(views::dlq_message).collect::<Vec<_>>() });
+    if let Some(cursor) = entries.cursor {
+        body["cursor"] = json!(cursor);
+    }
+    Ok(Json(body))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(dlq_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(views::dlq_message(
+        &state.engine.dlq_get(&caller.user_id, &dlq_id).await?,
+    )))
+}
+
+async fn delete_one(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(dlq_id): Path<String>,
+) -> ApiResult<()> {
+    let (deleted, _) = state
+        .engine
+        .dlq_delete(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()]))
+        .await?;
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!(
+            "message {dlq_id} not found in the DLQ"
+        )));
+    }
+    Ok(())
+}
+
+/// The JSON body Python and Go send for bulk operations.
+#[derive(Debug, Default, Deserialize)]
+struct IdsBody {
+    #[serde(default, rename = "dlqIds")]
+    dlq_ids: Option<Vec<String>>,
+}
+
+/// Explicit ids (query or body) win over filters; otherwise one page of filtered entries.
+fn selection(state: &AppState, query: &Query, body: IdsBody) -> ApiResult<DlqSelection> {
+    query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
+    let mut ids = query.values("dlqIds");
+    let body_ids = body.dlq_ids.is_some();
+    ids.extend(body.dlq_ids.unwrap_or_default());
+    if !ids.is_empty() || body_ids || query.has("dlqIds") {
+        return Ok(DlqSelection::Ids(ids));
+    }
+    Ok(DlqSelection::Filter {
+        filter: query.filter()?,
+        page: query.page(state.api.dlq_page_size)?,
+    })
+}
+
+async fn delete_many(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    uri: Uri,
+    JsonBody(body): JsonBody<IdsBody>,
+) -> ApiResult<Json<Value>> {
+    let selection = selection(&state, &Query::parse(uri.query()), body)?;
+    let (deleted, cursor) = state.engine.dlq_delete(&caller.user_id, selection).await?;
+    let mut body = json!({ "deleted": deleted });
+    if let Some(cursor) = cursor {
+        body["cursor"] = json!(cursor);
+    }
+    Ok(Json(body))
+}
+
+async fn retry_one(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(dlq_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
+    let (ids, _) = state
+        .engine
+        .dlq_retry(
+            &caller.user_id,
+            DlqSelection::Ids(vec![dlq_id.clone()]),
+            &overrides,
+        )
+        .await?;
+    let id = ids
+        .first()
+        .ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "messageId": id.to_string() })),
+    ))
+}
+
+async fn retry_many(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    uri: Uri,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<IdsBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let selection = selection(&state, &Query::parse(uri.query()), body)?;
+    let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
+    let (ids, cursor) = state
+        .engine
+        .dlq_retry(&caller.user_id, selection, &overrides)
+        .await?;
+    let responses: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({ "messageId": id.to_string() }))
+        .collect();
+    let mut body = json!({ "responses": responses });
+    if let Some(cursor) = cursor {
+        body["cursor"] = json!(cursor);
+    }
+    Ok((StatusCode::CREATED, Json(body)))
+}

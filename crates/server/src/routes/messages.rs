@@ -1,0 +1,81 @@
+//! Messages (spec §5.4): get, cancel one, and bulk cancel by ids or filters.
+
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{Caller, JsonBody, Writer};
+use crate::query::{COMMON_FILTERS, Query};
+use crate::views;
+use axum::extract::{Path, State};
+use axum::http::Uri;
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tern_core::MessageId;
+use tern_store::CancelSelection;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/messages/{id}", get(get_message).delete(cancel_message))
+        .route("/v2/message/{id}", get(get_message).delete(cancel_message))
+        .route("/v2/messages", delete(cancel_messages))
+        .route("/v2/messages/", delete(cancel_messages))
+}
+
+async fn get_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let message = state.engine.message(&caller.user_id, &id).await?;
+    Ok(Json(views::message(&message)))
+}
+
+async fn cancel_message(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let cancelled = state.engine.cancel(&caller.user_id, &id).await?;
+    Ok(Json(json!({ "cancelled": cancelled })))
+}
+
+/// The legacy JSON body of bulk cancel (Python and Go send ids this way).
+#[derive(Debug, Default, Deserialize)]
+struct CancelBody {
+    #[serde(default, rename = "messageIds")]
+    message_ids: Option<Vec<String>>,
+}
+
+/// Keys bulk cancel accepts besides the common filters. `count` and `cursor` are accepted and
+/// ignored: a filtered cancel always covers every match (what the SDKs now expect).
+const CANCEL_KEYS: &[&str] = &["messageIds", "host", "path", "count", "cursor"];
+
+async fn cancel_messages(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    uri: Uri,
+    JsonBody(body): JsonBody<CancelBody>,
+) -> ApiResult<Json<Value>> {
+    let query = Query::parse(uri.query());
+    query.only(&[COMMON_FILTERS, CANCEL_KEYS])?;
+    let mut ids = query.values("messageIds");
+    ids.extend(body.message_ids.unwrap_or_default());
+    let selection = if ids.is_empty() && !query.has("messageIds") {
+        let mut filter = query.filter()?;
+        filter.message_ids.clear();
+        CancelSelection::Filter {
+            filter,
+            limit: None,
+        }
+    } else {
+        // Ids that cannot name a message are skipped like unknown ones.
+        CancelSelection::Ids(
+            ids.iter()
+                .filter_map(|id| id.parse::<MessageId>().ok())
+                .collect(),
+        )
+    };
+    let cancelled = state.engine.cancel_many(&caller.user_id, selection).await?;
+    Ok(Json(json!({ "cancelled": cancelled })))
+}

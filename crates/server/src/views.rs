@@ -1,0 +1,186 @@
+//! Wire shapes of responses (spec §6): messages, DLQ entries and log entries as the SDKs parse
+//! them. Optional fields are omitted, never `null`; redacted values are hidden here.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+use tern_core::callback::forwarded_callback_headers;
+use tern_core::{AttemptResponse, Message};
+use tern_store::LogEntry;
+
+struct Object(Map<String, Value>);
+
+impl Object {
+    fn new() -> Self {
+        Object(Map::new())
+    }
+
+    fn set(&mut self, key: &str, value: impl Into<Value>) {
+        self.0.insert(key.to_string(), value.into());
+    }
+
+    fn set_opt<T: Into<Value>>(&mut self, key: &str, value: Option<T>) {
+        if let Some(value) = value {
+            self.set(key, value);
+        }
+    }
+}
+
+/// Raw text when the bytes are UTF-8, otherwise base64 under the `…Base64` key; nothing when
+/// empty.
+fn set_body(object: &mut Object, key: &str, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => object.set(key, text),
+        Err(_) => object.set(&format!("{key}Base64"), STANDARD.encode(bytes)),
+    }
+}
+
+/// The fields every message-shaped object shares (§6.1), with redaction applied.
+fn message_fields(message: &Message, object: &mut Object) {
+    let spec = &message.spec;
+    object.set("messageId", message.id.to_string());
+    object.set("url", spec.url.as_str());
+    object.set_opt("topicName", spec.topic_name.as_deref());
+    object.set_opt("urlGroup", spec.topic_name.as_deref());
+    object.set_opt("endpointName", spec.endpoint_name.as_deref());
+    object.set_opt("queueName", spec.queue_name.as_deref());
+    object.set_opt("scheduleId", spec.schedule_id.as_deref());
+    object.set("method", spec.method.as_str());
+    object.set(
+        "header",
+        json!(spec.redact.headers(&spec.headers).to_canonical_map()),
+    );
+    let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
+    if !callback_headers.is_empty() {
+        object.set("callbackHeader", json!(callback_headers.to_canonical_map()));
+    }
+    let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
+    if !failure_headers.is_empty() {
+        object.set(
+            "failureCallbackHeader",
+            json!(failure_headers.to_canonical_map()),
+        );
+    }
+    set_body(object, "body", &spec.redact.body(&message.body));
+    object.set("maxRetries", spec.max_retries);
+    object.set_opt("retryDelayExpression", spec.retry_delay.as_deref());
+    object.set("notBefore", message.not_before);
+    object.set("createdAt", message.created_at);
+    object.set_opt("callback", spec.callback.as_ref().map(|c| c.url.as_str()));
+    object.set_opt(
+        "failureCallback",
+        spec.failure_callback.as_ref().map(|c| c.url.as_str()),
+    );
+    object.set_opt("callerIP", spec.caller_ip.as_deref());
+    object.set_opt("callerIp", spec.caller_ip.as_deref());
+    object.set_opt("label", spec.labels.first().map(String::as_str));
+    if !spec.labels.is_empty() {
+        object.set("labels", json!(spec.labels));
+    }
+    if let Some(flow) = &spec.flow_control {
+        object.set("flowControlKey", flow.key.as_str());
+        object.set_opt("parallelism", flow.parallelism);
+        object.set_opt("rate", flow.rate);
+        object.set("period", flow.period_secs);
+    }
+}
+
+/// `GET /v2/messages/{id}`.
+pub fn message(message: &Message) -> Value {
+    let mut object = Object::new();
+    message_fields(message, &mut object);
+    Value::Object(object.0)
+}
+
+/// A DLQ entry: the message plus its last response (§6.2).
+pub fn dlq_message(message: &Message) -> Value {
+    let mut object = Object::new();
+    message_fields(message, &mut object);
+    object.set_opt("dlqId", message.dlq_id.as_deref());
+    let response = message.last_response.clone().unwrap_or_default();
+    object.set("responseStatus", response.status);
+    if !response.headers.is_empty() {
+        object.set("responseHeader", json!(response.headers.to_canonical_map()));
+    }
+    set_body(&mut object, "responseBody", &response.body);
+    Value::Object(object.0)
+}
+
+/// A log entry (§6.6): bodies in base64, both spellings of the renamed fields.
+pub fn log_entry(entry: &LogEntry) -> Value {
+    let message = &entry.message;
+    let spec = &message.spec;
+    let mut object = Object::new();
+    object.set("time", entry.time);
+    object.set("messageId", message.id.to_string());
+    object.set("state", entry.state.as_str());
+    object.set("url", spec.url.as_str());
+    object.set_opt("error", entry.error.as_deref());
+    object.set_opt("nextDeliveryTime", entry.next_delivery_time);
+    object.set_opt("topicName", spec.topic_name.as_deref());
+    object.set_opt("endpointName", spec.endpoint_name.as_deref());
+    object.set_opt("queueName", spec.queue_name.as_deref());
+    object.set_opt("scheduleId", spec.schedule_id.as_deref());
+    object.set(
+        "header",
+        json!(spec.redact.headers(&spec.headers).to_canonical_map()),
+    );
+    object.set("body", STANDARD.encode(spec.redact.body(&message.body)));
+    if let Some(response) = &entry.response {
+        log_response(&mut object, response);
+    }
+    object.set_opt("timeout", spec.timeout_ms);
+    object.set("method", spec.method.as_str());
+    object.set_opt("callback", spec.callback.as_ref().map(|c| c.url.as_str()));
+    object.set_opt(
+        "failureCallback",
+        spec.failure_callback.as_ref().map(|c| c.url.as_str()),
+    );
+    let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
+    if !callback_headers.is_empty() {
+        object.set(
+            "callbackHeaders",
+            json!(callback_headers.to_canonical_map()),
+        );
+    }
+    let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
+    if !failure_headers.is_empty() {
+        object.set(
+            "failureCallbackHeaders",
+            json!(failure_headers.to_canonical_map()),
+        );
+    }
+    object.set("maxRetries", spec.max_retries);
+    object.set_opt("retryDelayExpr", spec.retry_delay.as_deref());
+    object.set_opt("retryDelayExpression", spec.retry_delay.as_deref());
+    if let Some(flow) = &spec.flow_control {
+        object.set("flowControlKey", flow.key.as_str());
+        object.set_opt("parallelism", flow.parallelism);
+        object.set_opt("rate", flow.rate);
+        object.set("period", flow.period_secs);
+    }
+    object.set_opt("label", spec.labels.first().map(String::as_str));
+    if !spec.labels.is_empty() {
+        object.set("labels", json!(spec.labels));
+    }
+    object.set_opt("callerIP", spec.caller_ip.as_deref());
+    object.set_opt("callerIp", spec.caller_ip.as_deref());
+    Value::Object(object.0)
+}
+
+fn log_response(object: &mut Object, response: &AttemptResponse) {
+    if response.status != 0 {
+        object.set("responseStatus", response.status);
+    }
+    if !response.headers.is_empty() {
+        let headers = json!(response.headers.to_canonical_map());
+        object.set("responseHeader", headers.clone());
+        object.set("responseHeaders", headers);
+    }
+    if !response.body.is_empty() {
+        object.set("responseBody", STANDARD.encode(&response.body));
+    }
+}
