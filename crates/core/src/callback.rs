@@ -40,20 +40,11 @@ pub fn callback_message(
         None => Origin::Callback { source: source.id },
     };
     let due_at = options.first_delivery_at(now_ms, limits).unwrap_or(now_ms);
-    CallbackMessage {
-        spec,
-        body: callback_body(source, retried, response, dlq_id),
-        due_at,
-    }
+    CallbackMessage { spec, body: callback_body(source, retried, response, dlq_id), due_at }
 }
 
 /// The JSON body of §9.2.
-pub fn callback_body(
-    source: &Message,
-    retried: u32,
-    response: &AttemptResponse,
-    dlq_id: Option<&str>,
-) -> Vec<u8> {
+pub fn callback_body(source: &Message, retried: u32, response: &AttemptResponse, dlq_id: Option<&str>) -> Vec<u8> {
     let spec = &source.spec;
     let mut body = Map::new();
     body.insert("status".into(), json!(response.status));
@@ -74,19 +65,10 @@ pub fn callback_body(
     optional("endpointName", &spec.endpoint_name);
     optional("scheduleId", &spec.schedule_id);
     optional("callerIP", &spec.caller_ip);
-    optional(
-        "workflowRunId",
-        &spec
-            .passthrough
-            .get("Upstash-Workflow-RunId")
-            .map(str::to_string),
-    );
+    optional("workflowRunId", &spec.passthrough.get("Upstash-Workflow-RunId").map(str::to_string));
     body.insert("url".into(), json!(spec.url));
     body.insert("method".into(), json!(spec.method));
-    body.insert(
-        "sourceHeader".into(),
-        json!(spec.headers.to_canonical_map()),
-    );
+    body.insert("sourceHeader".into(), json!(spec.headers.to_canonical_map()));
     body.insert("sourceBody".into(), json!(STANDARD.encode(&source.body)));
     body.insert("notBefore".into(), json!(source.not_before));
     body.insert("createdAt".into(), json!(source.created_at));
@@ -98,9 +80,7 @@ pub fn callback_body(
 
 /// Headers of a callback target as shown in `callbackHeader` / `failureCallbackHeader`.
 pub fn forwarded_callback_headers(target: Option<&CallbackTarget>) -> HeaderList {
-    target
-        .map(CallbackTarget::forwarded_headers)
-        .unwrap_or_default()
+    target.map(CallbackTarget::forwarded_headers).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -122,11 +102,8 @@ mod tests {
             true,
         )
         .unwrap();
-        let mut spec = options.to_spec(
-            "http://127.0.0.1:1/dest".into(),
-            Some("10.0.0.1".into()),
-            &PublishLimits::default(),
-        );
+        let mut spec =
+            options.to_spec("http://127.0.0.1:1/dest".into(), Some("10.0.0.1".into()), &PublishLimits::default());
         spec.topic_name = Some("group".into());
         Message {
             id: MessageId::generate(),
@@ -147,30 +124,16 @@ mod tests {
     #[test]
     fn callback_carries_the_attempt_and_the_source() {
         let source = source();
-        let mut response = AttemptResponse {
-            status: 500,
-            ..Default::default()
-        };
+        let mut response = AttemptResponse { status: 500, ..Default::default() };
         response.headers.push("x-r", "1");
         response.body = "oops".into();
         let target = source.spec.callback.clone().unwrap();
-        let callback = callback_message(
-            &source,
-            &target,
-            1,
-            &response,
-            None,
-            10_000,
-            &PublishLimits::default(),
-        );
+        let callback = callback_message(&source, &target, 1, &response, None, 10_000, &PublishLimits::default());
         assert_eq!(callback.spec.url, "http://127.0.0.1:1/cb");
         assert_eq!(callback.spec.method, "PUT");
         assert_eq!(callback.spec.max_retries, 2);
         assert_eq!(callback.due_at, 15_000);
-        assert_eq!(
-            callback.spec.headers.get("content-type"),
-            Some("application/json")
-        );
+        assert_eq!(callback.spec.headers.get("content-type"), Some("application/json"));
         assert_eq!(callback.spec.headers.get("x-cb"), Some("1"));
         assert_eq!(callback.spec.origin, Origin::Callback { source: source.id });
         let body: Value = serde_json::from_slice(&callback.body).unwrap();
@@ -192,28 +155,10 @@ mod tests {
     #[test]
     fn failure_callback_names_the_dlq_entry() {
         let source = source();
-        let target = CallbackTarget {
-            url: "http://127.0.0.1:1/failed".into(),
-            options: HeaderList::new(),
-        };
-        let response = AttemptResponse {
-            status: 0,
-            error: Some("timeout".into()),
-            ..Default::default()
-        };
-        let callback = callback_message(
-            &source,
-            &target,
-            2,
-            &response,
-            Some("1-0"),
-            10_000,
-            &PublishLimits::default(),
-        );
-        assert_eq!(
-            callback.spec.origin,
-            Origin::FailureCallback { source: source.id }
-        );
+        let target = CallbackTarget { url: "http://127.0.0.1:1/failed".into(), options: HeaderList::new() };
+        let response = AttemptResponse { status: 0, error: Some("timeout".into()), ..Default::default() };
+        let callback = callback_message(&source, &target, 2, &response, Some("1-0"), 10_000, &PublishLimits::default());
+        assert_eq!(callback.spec.origin, Origin::FailureCallback { source: source.id });
         assert_eq!(callback.due_at, 10_000);
         let body: Value = serde_json::from_slice(&callback.body).unwrap();
         assert_eq!(body["dlqId"], "1-0");

@@ -42,20 +42,14 @@ pub fn parse_target(raw_destination: &str, raw_query: Option<&str>) -> Result<Ta
 
     let mut kept = Vec::new();
     let mut query_options = Vec::new();
-    for pair in raw_query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-    {
+    for pair in raw_query.unwrap_or_default().split('&').filter(|pair| !pair.is_empty()) {
         let raw_key = pair.split('=').next().unwrap_or_default();
         let key = decode_component(raw_key);
         if key == "qstash_token" {
             continue;
         }
         if strip_prefix_ignore_case(&key, "upstash-").is_some() {
-            let value = pair
-                .split_once('=')
-                .map(|(_, value)| decode_component(value));
+            let value = pair.split_once('=').map(|(_, value)| decode_component(value));
             query_options.push((key, value.unwrap_or_default()));
             continue;
         }
@@ -80,10 +74,7 @@ pub fn parse_target(raw_destination: &str, raw_query: Option<&str>) -> Result<Ta
         validate_name(&destination, "URL group")?;
         Destination::UrlGroup(destination)
     };
-    Ok(Target {
-        destination,
-        query_options,
-    })
+    Ok(Target { destination, query_options })
 }
 
 fn decode_component(raw: &str) -> String {
@@ -95,17 +86,14 @@ fn decode_component(raw: &str) -> String {
 
 /// Checks that `url` is an absolute http(s) URL with a host; `what` names it in the error.
 pub fn validate_url(url: &str, what: &str) -> Result<()> {
-    let parsed = url::Url::parse(url)
-        .map_err(|error| Invalid::new(format!("invalid {what} url {url:?}: {error}")))?;
+    let parsed = url::Url::parse(url).map_err(|error| Invalid::new(format!("invalid {what} url {url:?}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Invalid::new(format!(
             "invalid {what} url {url:?}: endpoint has invalid scheme, add http:// or https://"
         )));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(Invalid::new(format!(
-            "invalid {what} url {url:?}: missing host"
-        )));
+        return Err(Invalid::new(format!("invalid {what} url {url:?}: missing host")));
     }
     Ok(())
 }
@@ -114,15 +102,11 @@ pub fn validate_url(url: &str, what: &str) -> Result<()> {
 pub fn validate_name(name: &str, what: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= 256
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if valid {
         Ok(())
     } else {
-        Err(Invalid::new(format!(
-            "invalid {what} name {name:?}: use only letters, digits, '.', '_' and '-'"
-        )))
+        Err(Invalid::new(format!("invalid {what} name {name:?}: use only letters, digits, '.', '_' and '-'")))
     }
 }
 
@@ -139,23 +123,14 @@ mod tests {
 
     #[test]
     fn keeps_the_raw_url_and_reattaches_the_query() {
-        assert_eq!(
-            url("https://example.com/a//b", None),
-            "https://example.com/a//b"
-        );
+        assert_eq!(url("https://example.com/a//b", None), "https://example.com/a//b");
         assert_eq!(url("http://example.com", None), "http://example.com");
         assert_eq!(
-            url(
-                "https://mock.httpstatus.io/200",
-                Some("sleep=30000&qstash_token=abc&a=%20b")
-            ),
+            url("https://mock.httpstatus.io/200", Some("sleep=30000&qstash_token=abc&a=%20b")),
             "https://mock.httpstatus.io/200?sleep=30000&a=%20b"
         );
         assert_eq!(url("https:/example.com/x", None), "https://example.com/x");
-        assert_eq!(
-            url("https%3A%2F%2Fexample.com%2Fx", None),
-            "https://example.com/x"
-        );
+        assert_eq!(url("https%3A%2F%2Fexample.com%2Fx", None), "https://example.com/x");
         assert_eq!(url("HTTP://Example.com/", None), "HTTP://Example.com/");
     }
 
@@ -166,10 +141,7 @@ mod tests {
             Some("upstash-retries=3&x=1&Upstash-Delay=100s&upstash-header-forward=true"),
         )
         .unwrap();
-        assert_eq!(
-            target.destination,
-            Destination::Url("https://example.com/hook?x=1".into())
-        );
+        assert_eq!(target.destination, Destination::Url("https://example.com/hook?x=1".into()));
         assert_eq!(
             target.query_options,
             vec![
@@ -182,18 +154,9 @@ mod tests {
 
     #[test]
     fn recognises_groups_apis_and_errors() {
-        assert_eq!(
-            parse_target("my-group", None).unwrap().destination,
-            Destination::UrlGroup("my-group".into())
-        );
-        assert_eq!(
-            parse_target("api/llm", None).unwrap().destination,
-            Destination::Api("llm".into())
-        );
-        assert_eq!(
-            parse_target("", None).unwrap_err().0,
-            "a non-empty destination must be provided"
-        );
+        assert_eq!(parse_target("my-group", None).unwrap().destination, Destination::UrlGroup("my-group".into()));
+        assert_eq!(parse_target("api/llm", None).unwrap().destination, Destination::Api("llm".into()));
+        assert_eq!(parse_target("", None).unwrap_err().0, "a non-empty destination must be provided");
         assert!(parse_target("http://", None).is_err());
         assert!(parse_target("ftp://example.com", None).is_err());
         assert!(parse_target("not a group", None).is_err());

@@ -20,17 +20,13 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
     let mut total_nanos: f64 = 0.0;
     let mut rest = text;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
+        let number_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(invalid)?;
         if number_len == 0 {
             return Err(invalid());
         }
         let number: f64 = rest[..number_len].parse().map_err(|_| invalid())?;
         rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let nanos_per_unit = match &rest[..unit_len] {
             "d" => 86_400e9,
             "h" => 3_600e9,
@@ -82,9 +78,7 @@ mod tests {
 
     #[test]
     fn rejects_malformed_values() {
-        for bad in [
-            "", "s", "10x", "-5s", "1h-3m", "abc", "10 s", "1..5s", "1e400s",
-        ] {
+        for bad in ["", "s", "10x", "-5s", "1h-3m", "abc", "10 s", "1..5s", "1e400s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
         }
     }

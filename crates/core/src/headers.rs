@@ -22,30 +22,23 @@ impl HeaderList {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     /// The first value of `name`, compared case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(candidate, _)| candidate.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value)
+        self.iter().find(|(candidate, _)| candidate.eq_ignore_ascii_case(name)).map(|(_, value)| value)
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.0
-            .retain(|(candidate, _)| !candidate.eq_ignore_ascii_case(name));
+        self.0.retain(|(candidate, _)| !candidate.eq_ignore_ascii_case(name));
     }
 
     /// The map shape of API responses: canonical name → values in received order.
     pub fn to_canonical_map(&self) -> BTreeMap<String, Vec<String>> {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (name, value) in self.iter() {
-            map.entry(canonical_name(name))
-                .or_default()
-                .push(value.to_string());
+            map.entry(canonical_name(name)).or_default().push(value.to_string());
         }
         map
     }
@@ -63,11 +56,7 @@ pub fn canonical_name(name: &str) -> String {
     let mut upper = true;
     name.chars()
         .map(|c| {
-            let mapped = if upper {
-                c.to_ascii_uppercase()
-            } else {
-                c.to_ascii_lowercase()
-            };
+            let mapped = if upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() };
             upper = c == '-';
             mapped
         })
@@ -77,8 +66,7 @@ pub fn canonical_name(name: &str) -> String {
 /// Strips `prefix` from `name` when it starts with it, ignoring ASCII case.
 pub fn strip_prefix_ignore_case<'a>(name: &'a str, prefix: &str) -> Option<&'a str> {
     let head = name.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &name[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &name[prefix.len()..])
 }
 
 #[cfg(test)]
@@ -90,10 +78,7 @@ mod tests {
         assert_eq!(canonical_name("test-header"), "Test-Header");
         assert_eq!(canonical_name("CONTENT-TYPE"), "Content-Type");
         assert_eq!(canonical_name("x-a--b"), "X-A--B");
-        assert_eq!(
-            canonical_name("bypass-tunnel-reminder"),
-            "Bypass-Tunnel-Reminder"
-        );
+        assert_eq!(canonical_name("bypass-tunnel-reminder"), "Bypass-Tunnel-Reminder");
     }
 
     #[test]
@@ -102,25 +87,13 @@ mod tests {
         list.push("test-case", "value-uppercase, value-lowercase");
         list.push("Test-Case", "second");
         let map = list.to_canonical_map();
-        assert_eq!(
-            map["Test-Case"],
-            vec!["value-uppercase, value-lowercase", "second"]
-        );
+        assert_eq!(map["Test-Case"], vec!["value-uppercase, value-lowercase", "second"]);
     }
 
     #[test]
     fn prefix_stripping_ignores_case() {
-        assert_eq!(
-            strip_prefix_ignore_case("upstash-forward-X-A", "Upstash-Forward-"),
-            Some("X-A")
-        );
-        assert_eq!(
-            strip_prefix_ignore_case("Upstash-Fo", "Upstash-Forward-"),
-            None
-        );
-        assert_eq!(
-            strip_prefix_ignore_case("Üpstash-Forward-a", "Upstash-Forward-"),
-            None
-        );
+        assert_eq!(strip_prefix_ignore_case("upstash-forward-X-A", "Upstash-Forward-"), Some("X-A"));
+        assert_eq!(strip_prefix_ignore_case("Upstash-Fo", "Upstash-Forward-"), None);
+        assert_eq!(strip_prefix_ignore_case("Üpstash-Forward-a", "Upstash-Forward-"), None);
     }
 }

@@ -46,8 +46,7 @@ impl Serialize for MessageId {
 impl<'de> Deserialize<'de> for MessageId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse()
-            .map_err(|()| serde::de::Error::custom(format!("invalid message id {text:?}")))
+        text.parse().map_err(|()| serde::de::Error::custom(format!("invalid message id {text:?}")))
     }
 }
 
@@ -66,9 +65,7 @@ pub fn new_jwt_id() -> String {
 /// A fresh signing key: `sig_` plus 28 random base58 characters, like the dev keys.
 pub fn new_signing_key() -> String {
     const ALPHABET: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
-    let suffix: String = (0..28)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect();
+    let suffix: String = (0..28).map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char).collect();
     format!("sig_{suffix}")
 }
 

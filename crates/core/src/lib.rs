@@ -18,7 +18,5 @@ pub mod signing;
 pub use error::Invalid;
 pub use headers::HeaderList;
 pub use ids::MessageId;
-pub use message::{
-    AttemptResponse, FlowControl, LogState, Message, MessageSpec, MessageState, Origin,
-};
+pub use message::{AttemptResponse, FlowControl, LogState, Message, MessageSpec, MessageState, Origin};
 pub use options::{PublishLimits, PublishOptions};

@@ -180,16 +180,11 @@ impl LogState {
     }
 
     pub fn code(self) -> i64 {
-        Self::ALL
-            .iter()
-            .position(|state| *state == self)
-            .unwrap_or(0) as i64
+        Self::ALL.iter().position(|state| *state == self).unwrap_or(0) as i64
     }
 
     pub fn from_code(code: i64) -> Option<Self> {
-        usize::try_from(code)
-            .ok()
-            .and_then(|i| Self::ALL.get(i).copied())
+        usize::try_from(code).ok().and_then(|i| Self::ALL.get(i).copied())
     }
 
     /// Parses a `state` filter value; `IN_PROGRESS` stands for ACTIVE, RETRY and ERROR and
@@ -199,10 +194,7 @@ impl LogState {
         match upper.as_str() {
             "IN_PROGRESS" => Some(vec![Self::Active, Self::Retry, Self::Error]),
             "CANCELLED" => Some(vec![Self::Canceled]),
-            _ => Self::ALL
-                .iter()
-                .find(|state| state.as_str() == upper)
-                .map(|state| vec![*state]),
+            _ => Self::ALL.iter().find(|state| state.as_str() == upper).map(|state| vec![*state]),
         }
     }
 }
@@ -250,10 +242,7 @@ impl Message {
 /// Host (without port) and path of a destination URL, for the `host` and `path` filters.
 pub fn url_host_and_path(url: &str) -> (String, String) {
     match url::Url::parse(url) {
-        Ok(parsed) => (
-            parsed.host_str().unwrap_or_default().to_string(),
-            parsed.path().to_string(),
-        ),
+        Ok(parsed) => (parsed.host_str().unwrap_or_default().to_string(), parsed.path().to_string()),
         Err(_) => (String::new(), String::new()),
     }
 }
@@ -279,14 +268,8 @@ mod tests {
             LogState::parse_filter("in_progress"),
             Some(vec![LogState::Active, LogState::Retry, LogState::Error])
         );
-        assert_eq!(
-            LogState::parse_filter("CANCELLED"),
-            Some(vec![LogState::Canceled])
-        );
-        assert_eq!(
-            LogState::parse_filter("DELIVERED"),
-            Some(vec![LogState::Delivered])
-        );
+        assert_eq!(LogState::parse_filter("CANCELLED"), Some(vec![LogState::Canceled]));
+        assert_eq!(LogState::parse_filter("DELIVERED"), Some(vec![LogState::Delivered]));
         assert_eq!(LogState::parse_filter("PENDING"), None);
     }
 }

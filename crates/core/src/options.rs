@@ -126,8 +126,7 @@ impl PublishOptions {
                 }
                 continue;
             }
-            let invalid =
-                |what: &str| Invalid::new(format!("invalid {name} header {value:?}: {what}"));
+            let invalid = |what: &str| Invalid::new(format!("invalid {name} header {value:?}: {what}"));
             match lower.as_str() {
                 "upstash-method" => {
                     let method = value.trim().to_ascii_uppercase();
@@ -140,8 +139,7 @@ impl PublishOptions {
                     options.delay = Some(parse_duration(value).map_err(|e| invalid(&e.0))?);
                 }
                 "upstash-not-before" => {
-                    let seconds =
-                        parse_integer(value).ok_or_else(|| invalid("expected Unix seconds"))?;
+                    let seconds = parse_integer(value).ok_or_else(|| invalid("expected Unix seconds"))?;
                     options.not_before = Some(seconds);
                 }
                 "upstash-retries" => {
@@ -165,9 +163,7 @@ impl PublishOptions {
                     options.failure_callback = Some(value.trim().to_string());
                 }
                 "upstash-deduplication-id" => {
-                    options.deduplication_id = Some(value.trim())
-                        .filter(|id| !id.is_empty())
-                        .map(str::to_string);
+                    options.deduplication_id = Some(value.trim()).filter(|id| !id.is_empty()).map(str::to_string);
                 }
                 "upstash-content-based-deduplication" => {
                     options.content_based_deduplication =
@@ -176,18 +172,13 @@ impl PublishOptions {
                 "upstash-flow-control-key" => flow_key = Some(value),
                 "upstash-flow-control-value" => flow_value = Some(value),
                 "upstash-label" => {
-                    let labels: Vec<String> = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|label| !label.is_empty())
-                        .map(str::to_string)
-                        .collect();
+                    let labels: Vec<String> =
+                        value.split(',').map(str::trim).filter(|label| !label.is_empty()).map(str::to_string).collect();
                     options.labels = Some(labels).filter(|labels| !labels.is_empty());
                 }
                 "upstash-redact-fields" => options.redact = Some(Redaction::parse(value)?),
                 "upstash-header-forward" => {
-                    options.header_forward =
-                        parse_bool(value).ok_or_else(|| invalid("expected true or false"))?;
+                    options.header_forward = parse_bool(value).ok_or_else(|| invalid("expected true or false"))?;
                 }
                 "upstash-cron" => options.cron = Some(value.trim().to_string()),
                 "upstash-schedule-id" => options.schedule_id = Some(value.trim().to_string()),
@@ -195,15 +186,9 @@ impl PublishOptions {
                 "upstash-feature-set" => options.passthrough.push(name, value),
                 _ => {
                     if let Some(rest) = strip_prefix_ignore_case(name, "Upstash-Callback-") {
-                        options
-                            .callback_options
-                            .push(format!("Upstash-{rest}"), value);
-                    } else if let Some(rest) =
-                        strip_prefix_ignore_case(name, "Upstash-Failure-Callback-")
-                    {
-                        options
-                            .failure_callback_options
-                            .push(format!("Upstash-{rest}"), value);
+                        options.callback_options.push(format!("Upstash-{rest}"), value);
+                    } else if let Some(rest) = strip_prefix_ignore_case(name, "Upstash-Failure-Callback-") {
+                        options.failure_callback_options.push(format!("Upstash-{rest}"), value);
                     } else if strip_prefix_ignore_case(name, "Upstash-Workflow-").is_some() {
                         options.passthrough.push(name, value);
                     } else if strip_prefix_ignore_case(name, "Upstash-").is_none() {
@@ -225,10 +210,9 @@ impl PublishOptions {
                 ));
             }
         };
-        for (kind, nested) in [
-            ("callback", &options.callback_options),
-            ("failure callback", &options.failure_callback_options),
-        ] {
+        for (kind, nested) in
+            [("callback", &options.callback_options), ("failure callback", &options.failure_callback_options)]
+        {
             if nested.is_empty() {
                 continue;
             }
@@ -242,31 +226,20 @@ impl PublishOptions {
     }
 
     /// Resolves the options for a message to `url`, applying defaults and limits.
-    pub fn to_spec(
-        &self,
-        url: String,
-        caller_ip: Option<String>,
-        limits: &PublishLimits,
-    ) -> MessageSpec {
+    pub fn to_spec(&self, url: String, caller_ip: Option<String>, limits: &PublishLimits) -> MessageSpec {
         MessageSpec {
             url,
             method: self.method.clone().unwrap_or_else(|| "POST".to_string()),
             headers: self.forward.clone(),
             passthrough: self.passthrough.clone(),
-            max_retries: self
-                .retries
-                .unwrap_or(limits.default_retries)
-                .min(limits.max_retries),
+            max_retries: self.retries.unwrap_or(limits.default_retries).min(limits.max_retries),
             retry_delay: self.retry_delay.as_ref().map(|e| e.source().to_string()),
             timeout_ms: self.timeout_ms(limits),
-            callback: self.callback.clone().map(|url| CallbackTarget {
-                url,
-                options: self.callback_options.clone(),
-            }),
-            failure_callback: self.failure_callback.clone().map(|url| CallbackTarget {
-                url,
-                options: self.failure_callback_options.clone(),
-            }),
+            callback: self.callback.clone().map(|url| CallbackTarget { url, options: self.callback_options.clone() }),
+            failure_callback: self
+                .failure_callback
+                .clone()
+                .map(|url| CallbackTarget { url, options: self.failure_callback_options.clone() }),
             labels: self.labels.clone().unwrap_or_default(),
             flow_control: self.flow_control.clone(),
             redact: self.redact.clone().unwrap_or_default(),
@@ -304,16 +277,11 @@ impl PublishOptions {
             spec.timeout_ms = self.timeout_ms(limits);
         }
         if let Some(url) = &self.callback {
-            spec.callback = Some(CallbackTarget {
-                url: url.clone(),
-                options: self.callback_options.clone(),
-            });
+            spec.callback = Some(CallbackTarget { url: url.clone(), options: self.callback_options.clone() });
         }
         if let Some(url) = &self.failure_callback {
-            spec.failure_callback = Some(CallbackTarget {
-                url: url.clone(),
-                options: self.failure_callback_options.clone(),
-            });
+            spec.failure_callback =
+                Some(CallbackTarget { url: url.clone(), options: self.failure_callback_options.clone() });
         }
         if let Some(labels) = &self.labels {
             spec.labels = labels.clone();
@@ -398,39 +366,20 @@ mod tests {
         );
         assert_eq!(options.method.as_deref(), Some("PUT"));
         assert_eq!(options.retries, Some(2));
-        assert_eq!(
-            options.callback.as_deref(),
-            Some("http://127.0.0.1:1/cb?foo=bar")
-        );
+        assert_eq!(options.callback.as_deref(), Some("http://127.0.0.1:1/cb?foo=bar"));
         assert_eq!(
             options.callback_options.0,
-            vec![
-                ("Upstash-Retries".into(), "5".into()),
-                ("Upstash-Forward-X-Cb".into(), "yes".into()),
-            ]
+            vec![("Upstash-Retries".into(), "5".into()), ("Upstash-Forward-X-Cb".into(), "yes".into()),]
         );
-        assert_eq!(
-            options.failure_callback_options.0,
-            vec![("Upstash-Method".into(), "PUT".into())]
-        );
-        assert_eq!(
-            options.passthrough.0,
-            vec![("Upstash-Workflow-RunId".into(), "wfr_1".into())]
-        );
+        assert_eq!(options.failure_callback_options.0, vec![("Upstash-Method".into(), "PUT".into())]);
+        assert_eq!(options.passthrough.0, vec![("Upstash-Workflow-RunId".into(), "wfr_1".into())]);
     }
 
     #[test]
     fn header_forward_mode_forwards_plain_headers_but_not_the_token() {
-        let headers = [
-            ("Upstash-Header-Forward", "true"),
-            ("X-Plain", "kept"),
-            ("Authorization", "Bearer t"),
-        ];
+        let headers = [("Upstash-Header-Forward", "true"), ("X-Plain", "kept"), ("Authorization", "Bearer t")];
         let with_token = PublishOptions::from_headers(headers.iter().copied(), true).unwrap();
-        assert_eq!(
-            with_token.forward.0,
-            vec![("X-Plain".into(), "kept".into())]
-        );
+        assert_eq!(with_token.forward.0, vec![("X-Plain".into(), "kept".into())]);
         let without_token = PublishOptions::from_headers(headers.iter().copied(), false).unwrap();
         assert_eq!(without_token.forward.get("authorization"), Some("Bearer t"));
     }
@@ -456,32 +405,19 @@ mod tests {
             assert!(!error.0.is_empty(), "{name}: {value} should be rejected");
         }
         assert!(parse(&[("Upstash-Flow-Control-Key", "k")]).is_err());
-        assert!(
-            parse(&[
-                ("Upstash-Flow-Control-Key", "k"),
-                ("Upstash-Flow-Control-Value", "")
-            ])
-            .is_err()
-        );
+        assert!(parse(&[("Upstash-Flow-Control-Key", "k"), ("Upstash-Flow-Control-Value", "")]).is_err());
     }
 
     #[test]
     fn resolves_defaults_and_limits() {
-        let limits = PublishLimits {
-            max_retries: 5,
-            max_timeout: Duration::from_secs(60),
-            ..PublishLimits::default()
-        };
-        let spec = parse(&[])
-            .unwrap()
-            .to_spec("http://x/".into(), None, &limits);
-        assert_eq!(
-            (spec.method.as_str(), spec.max_retries, spec.timeout_ms),
-            ("POST", 3, None)
+        let limits = PublishLimits { max_retries: 5, max_timeout: Duration::from_secs(60), ..PublishLimits::default() };
+        let spec = parse(&[]).unwrap().to_spec("http://x/".into(), None, &limits);
+        assert_eq!((spec.method.as_str(), spec.max_retries, spec.timeout_ms), ("POST", 3, None));
+        let spec = parse(&[("Upstash-Retries", "50"), ("Upstash-Timeout", "2m")]).unwrap().to_spec(
+            "http://x/".into(),
+            None,
+            &limits,
         );
-        let spec = parse(&[("Upstash-Retries", "50"), ("Upstash-Timeout", "2m")])
-            .unwrap()
-            .to_spec("http://x/".into(), None, &limits);
         assert_eq!((spec.max_retries, spec.timeout_ms), (5, Some(60_000)));
     }
 
@@ -490,15 +426,8 @@ mod tests {
         let limits = PublishLimits::default();
         let now = 1_000_000_000_000;
         let delayed = parse(&[("Upstash-Delay", "10s")]).unwrap();
-        assert_eq!(
-            delayed.first_delivery_at(now, &limits).unwrap(),
-            now + 10_000
-        );
-        let both = parse(&[
-            ("Upstash-Delay", "10s"),
-            ("Upstash-Not-Before", "1000000005"),
-        ])
-        .unwrap();
+        assert_eq!(delayed.first_delivery_at(now, &limits).unwrap(), now + 10_000);
+        let both = parse(&[("Upstash-Delay", "10s"), ("Upstash-Not-Before", "1000000005")]).unwrap();
         assert_eq!(both.first_delivery_at(now, &limits).unwrap(), now + 5_000);
         let past = parse(&[("Upstash-Not-Before", "5")]).unwrap();
         assert_eq!(past.first_delivery_at(now, &limits).unwrap(), now);
@@ -509,12 +438,12 @@ mod tests {
     #[test]
     fn overrides_replace_only_what_is_given() {
         let limits = PublishLimits::default();
-        let mut spec = parse(&[("Upstash-Retries", "2"), ("Upstash-Forward-A", "1")])
-            .unwrap()
-            .to_spec("http://x/".into(), None, &limits);
-        parse(&[("Upstash-Retries", "0"), ("Upstash-Forward-B", "2")])
-            .unwrap()
-            .override_spec(&mut spec, &limits);
+        let mut spec = parse(&[("Upstash-Retries", "2"), ("Upstash-Forward-A", "1")]).unwrap().to_spec(
+            "http://x/".into(),
+            None,
+            &limits,
+        );
+        parse(&[("Upstash-Retries", "0"), ("Upstash-Forward-B", "2")]).unwrap().override_spec(&mut spec, &limits);
         assert_eq!(spec.max_retries, 0);
         assert_eq!(spec.headers.get("a"), Some("1"));
         assert_eq!(spec.headers.get("b"), Some("2"));

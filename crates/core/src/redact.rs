@@ -21,11 +21,7 @@ impl Redaction {
     /// Parses `body`, `header`/`headers` and `header[Name]`/`headers[Name]`, comma-separated.
     pub fn parse(value: &str) -> Result<Self> {
         let mut redaction = Redaction::default();
-        for item in value
-            .split(',')
-            .map(str::trim)
-            .filter(|item| !item.is_empty())
-        {
+        for item in value.split(',').map(str::trim).filter(|item| !item.is_empty()) {
             let lower = item.to_ascii_lowercase();
             if lower == "body" {
                 redaction.body = true;
@@ -53,11 +49,7 @@ impl Redaction {
 
     /// The body as API responses show it.
     pub fn body(&self, body: &[u8]) -> Vec<u8> {
-        if self.body {
-            redacted(body).into_bytes()
-        } else {
-            body.to_vec()
-        }
+        if self.body { redacted(body).into_bytes() } else { body.to_vec() }
     }
 
     /// The headers as API responses show them.
@@ -65,16 +57,9 @@ impl Redaction {
         headers
             .iter()
             .map(|(name, value)| {
-                let hidden = self.all_headers
-                    || self
-                        .headers
-                        .iter()
-                        .any(|redacted| redacted.eq_ignore_ascii_case(name));
-                let value = if hidden {
-                    redacted(value.as_bytes())
-                } else {
-                    value.to_string()
-                };
+                let hidden =
+                    self.all_headers || self.headers.iter().any(|redacted| redacted.eq_ignore_ascii_case(name));
+                let value = if hidden { redacted(value.as_bytes()) } else { value.to_string() };
                 (name.to_string(), value)
             })
             .collect()

@@ -83,28 +83,14 @@ impl Function {
 
 impl RetryDelayExpr {
     pub fn parse(source: &str) -> Result<Self> {
-        let mut parser = Parser {
-            input: source.as_bytes(),
-            position: 0,
-            depth: 0,
-        };
+        let mut parser = Parser { input: source.as_bytes(), position: 0, depth: 0 };
         let root = parser.expression().and_then(|root| {
             parser.skip_spaces();
-            if parser.position < parser.input.len() {
-                Err(parser.error("unexpected character"))
-            } else {
-                Ok(root)
-            }
+            if parser.position < parser.input.len() { Err(parser.error("unexpected character")) } else { Ok(root) }
         });
-        let root = root.map_err(|reason| {
-            Invalid::new(format!(
-                "invalid Upstash-Retry-Delay expression {source:?}: {reason}"
-            ))
-        })?;
-        Ok(RetryDelayExpr {
-            source: source.trim().to_string(),
-            root,
-        })
+        let root = root
+            .map_err(|reason| Invalid::new(format!("invalid Upstash-Retry-Delay expression {source:?}: {reason}")))?;
+        Ok(RetryDelayExpr { source: source.trim().to_string(), root })
     }
 
     pub fn source(&self) -> &str {
@@ -121,11 +107,7 @@ impl RetryDelayExpr {
     pub fn delay(&self, retried: u32) -> Duration {
         let millis = self.evaluate(retried);
         if !millis.is_finite() || millis <= 0.0 {
-            return if millis == f64::INFINITY {
-                MAX_RETRY_DELAY
-            } else {
-                Duration::ZERO
-            };
+            return if millis == f64::INFINITY { MAX_RETRY_DELAY } else { Duration::ZERO };
         }
         Duration::from_secs_f64((millis / 1000.0).min(MAX_RETRY_DELAY.as_secs_f64()))
     }
@@ -160,11 +142,7 @@ fn evaluate(expr: &Expr, retried: f64) -> f64 {
                 Function::Max => arg(0).max(arg(1)),
                 Function::Random => {
                     let (low, high) = (arg(0).min(arg(1)), arg(0).max(arg(1)));
-                    if low.is_finite() && high.is_finite() && low < high {
-                        rand::random_range(low..=high)
-                    } else {
-                        low
-                    }
+                    if low.is_finite() && high.is_finite() && low < high { rand::random_range(low..=high) } else { low }
                 }
             }
         }
@@ -274,9 +252,7 @@ impl Parser<'_> {
             self.position += 1;
         }
         let text = std::str::from_utf8(&self.input[start..self.position]).unwrap_or_default();
-        text.parse::<f64>()
-            .map(Expr::Number)
-            .map_err(|_| format!("invalid number {text:?} at position {start}"))
+        text.parse::<f64>().map(Expr::Number).map_err(|_| format!("invalid number {text:?} at position {start}"))
     }
 
     fn name(&mut self) -> Result<Expr, String> {
@@ -303,22 +279,15 @@ impl Parser<'_> {
         }
         self.expect(b')')?;
         if args.len() != arity {
-            return Err(format!(
-                "{name} takes {arity} argument(s), got {} at position {start}",
-                args.len()
-            ));
+            return Err(format!("{name} takes {arity} argument(s), got {} at position {start}", args.len()));
         }
         Ok(Expr::Call(function, args))
     }
 }
 
 /// The response headers that may steer the next retry, in the order they are consulted.
-pub const RETRY_HINT_HEADERS: [&str; 4] = [
-    "retry-after",
-    "x-ratelimit-reset",
-    "x-ratelimit-reset-requests",
-    "x-ratelimit-reset-tokens",
-];
+pub const RETRY_HINT_HEADERS: [&str; 4] =
+    ["retry-after", "x-ratelimit-reset", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"];
 
 /// Reads one `Retry-After`-style value (spec §10.4): integer seconds, an RFC 1123 date or a Go
 /// duration (`6m5s`). An integer that can only be a Unix timestamp (more than a day of
@@ -334,12 +303,7 @@ pub fn parse_retry_hint(value: &str, now_ms: i64) -> Option<Duration> {
             Duration::from_secs(seconds)
         }
     } else if let Ok(at) = httpdate::parse_http_date(value) {
-        let at_ms = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_millis()
-            .try_into()
-            .ok()?;
+        let at_ms = at.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis().try_into().ok()?;
         Duration::from_millis(u64::try_from(at_ms - now_ms.min(at_ms)).ok()?)
     } else if value.contains(|c: char| c.is_ascii_alphabetic()) {
         parse_duration(value).ok()?
@@ -377,13 +341,7 @@ mod tests {
         assert_eq!(ms("5000 * retried", 0), 0.0);
         assert_eq!(ms("pow(retried, 2) * 1000", 3), 9000.0);
         assert_eq!(ms("-retried + 10 % 4", 1), 1.0);
-        assert_eq!(
-            ms(
-                "sqrt(16) + abs(-2) + floor(1.7) + ceil(1.2) + round(2.5)",
-                0
-            ),
-            12.0
-        );
+        assert_eq!(ms("sqrt(16) + abs(-2) + floor(1.7) + ceil(1.2) + round(2.5)", 0), 12.0);
         assert_eq!(ms("min(exp(0), 5)", 0), 1.0);
         let random = ms("$random(1, 5)", 0);
         assert!((1.0..=5.0).contains(&random));
@@ -404,10 +362,7 @@ mod tests {
             "1..2",
             "retried;",
         ] {
-            assert!(
-                RetryDelayExpr::parse(bad).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(RetryDelayExpr::parse(bad).is_err(), "{bad:?} should be rejected");
         }
         let deep = "(".repeat(500) + "1" + &")".repeat(500);
         assert!(RetryDelayExpr::parse(&deep).is_err());
@@ -429,14 +384,8 @@ mod tests {
     fn next_delay_prefers_the_response_hint_then_the_expression() {
         let expression = RetryDelayExpr::parse("2000").unwrap();
         let hint = Some(Duration::from_secs(7));
-        assert_eq!(
-            next_retry_delay(0, Some(&expression), hint),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            next_retry_delay(0, Some(&expression), None),
-            Duration::from_secs(2)
-        );
+        assert_eq!(next_retry_delay(0, Some(&expression), hint), Duration::from_secs(7));
+        assert_eq!(next_retry_delay(0, Some(&expression), None), Duration::from_secs(2));
         assert_eq!(next_retry_delay(0, None, None).as_secs(), 12);
         assert_eq!(next_retry_delay(1, None, None).as_secs(), 148);
     }
@@ -444,30 +393,13 @@ mod tests {
     #[test]
     fn retry_hints_accept_seconds_dates_and_durations() {
         let now_ms = 1_700_000_000_000;
-        assert_eq!(
-            parse_retry_hint("30", now_ms),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(parse_retry_hint("30", now_ms), Some(Duration::from_secs(30)));
         assert_eq!(parse_retry_hint("0", now_ms), Some(Duration::ZERO));
-        assert_eq!(
-            parse_retry_hint("6m5s", now_ms),
-            Some(Duration::from_secs(365))
-        );
-        assert_eq!(
-            parse_retry_hint("1500ms", now_ms),
-            Some(Duration::from_millis(1500))
-        );
-        let date = httpdate::fmt_http_date(
-            std::time::UNIX_EPOCH + Duration::from_millis(now_ms as u64 + 90_000),
-        );
-        assert_eq!(
-            parse_retry_hint(&date, now_ms),
-            Some(Duration::from_secs(90))
-        );
-        assert_eq!(
-            parse_retry_hint("1700000042", now_ms),
-            Some(Duration::from_secs(42))
-        );
+        assert_eq!(parse_retry_hint("6m5s", now_ms), Some(Duration::from_secs(365)));
+        assert_eq!(parse_retry_hint("1500ms", now_ms), Some(Duration::from_millis(1500)));
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_millis(now_ms as u64 + 90_000));
+        assert_eq!(parse_retry_hint(&date, now_ms), Some(Duration::from_secs(90)));
+        assert_eq!(parse_retry_hint("1700000042", now_ms), Some(Duration::from_secs(42)));
         assert_eq!(parse_retry_hint("100000", now_ms), None);
         assert_eq!(parse_retry_hint("48h", now_ms), None);
         assert_eq!(parse_retry_hint("soon", now_ms), None);

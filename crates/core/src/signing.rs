@@ -29,14 +29,7 @@ pub fn body_hash(body: &[u8]) -> String {
 }
 
 /// Signs one delivery attempt. `nbf` is 0 unless `nbf_is_iat` (the docs' older example).
-pub fn sign(
-    key: &str,
-    url: &str,
-    body: &[u8],
-    now_secs: i64,
-    jti: String,
-    nbf_is_iat: bool,
-) -> String {
+pub fn sign(key: &str, url: &str, body: &[u8], now_secs: i64, jti: String, nbf_is_iat: bool) -> String {
     let claims = Claims {
         iss: "Upstash".to_string(),
         sub: url.to_string(),
@@ -47,11 +40,7 @@ pub fn sign(
         body: body_hash(body),
     };
     let claims = serde_json::to_vec(&claims).expect("claims serialise");
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(HEADER),
-        URL_SAFE_NO_PAD.encode(claims)
-    );
+    let signing_input = format!("{}.{}", URL_SAFE_NO_PAD.encode(HEADER), URL_SAFE_NO_PAD.encode(claims));
     let signature = mac(key, signing_input.as_bytes()).finalize().into_bytes();
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
@@ -78,25 +67,14 @@ pub enum VerifyError {
 /// Verifies a token the way the SDK receivers do: signature, issuer, time window, optional
 /// subject, then the body hash (ignoring `=` padding). Used by tests and tools, not by the
 /// delivery path.
-pub fn verify(
-    token: &str,
-    key: &str,
-    body: &[u8],
-    url: Option<&str>,
-    now_secs: i64,
-) -> Result<Claims, VerifyError> {
+pub fn verify(token: &str, key: &str, body: &[u8], url: Option<&str>, now_secs: i64) -> Result<Claims, VerifyError> {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(signature), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed);
     };
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| VerifyError::Malformed)?;
-    mac(key, format!("{header}.{payload}").as_bytes())
-        .verify_slice(&signature)
-        .map_err(|_| VerifyError::Signature)?;
+    let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| VerifyError::Malformed)?;
+    mac(key, format!("{header}.{payload}").as_bytes()).verify_slice(&signature).map_err(|_| VerifyError::Signature)?;
     let claims: Claims = URL_SAFE_NO_PAD
         .decode(payload)
         .ok()
@@ -125,22 +103,8 @@ mod tests {
 
     #[test]
     fn signed_tokens_verify_and_carry_the_documented_claims() {
-        let token = sign(
-            KEY,
-            "http://127.0.0.1:9/a?b=1",
-            b"hello",
-            1_700_000_000,
-            "jwt_x".into(),
-            false,
-        );
-        let claims = verify(
-            &token,
-            KEY,
-            b"hello",
-            Some("http://127.0.0.1:9/a?b=1"),
-            1_700_000_100,
-        )
-        .unwrap();
+        let token = sign(KEY, "http://127.0.0.1:9/a?b=1", b"hello", 1_700_000_000, "jwt_x".into(), false);
+        let claims = verify(&token, KEY, b"hello", Some("http://127.0.0.1:9/a?b=1"), 1_700_000_100).unwrap();
         assert_eq!(claims.iss, "Upstash");
         assert_eq!(claims.exp, 1_700_000_300);
         assert_eq!(claims.nbf, 0);
@@ -152,41 +116,16 @@ mod tests {
     #[test]
     fn body_hash_is_padded_url_safe_sha256() {
         // SHA-256("") in base64url with padding.
-        assert_eq!(
-            body_hash(b""),
-            "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU="
-        );
+        assert_eq!(body_hash(b""), "47DEQpj8HBSa-_TImW-5JCeuQeRkm5NMpJWZG3hSuFU=");
     }
 
     #[test]
     fn tampering_is_detected() {
-        let token = sign(
-            KEY,
-            "http://x/",
-            b"body",
-            1_700_000_000,
-            "jwt_y".into(),
-            true,
-        );
-        assert_eq!(
-            verify(&token, "sig_other", b"body", None, 1_700_000_000),
-            Err(VerifyError::Signature)
-        );
-        assert_eq!(
-            verify(&token, KEY, b"other", None, 1_700_000_000),
-            Err(VerifyError::Claim("body"))
-        );
-        assert_eq!(
-            verify(&token, KEY, b"body", Some("http://y/"), 1_700_000_000),
-            Err(VerifyError::Claim("sub"))
-        );
-        assert_eq!(
-            verify(&token, KEY, b"body", None, 1_700_000_301),
-            Err(VerifyError::Time)
-        );
-        assert_eq!(
-            verify(&token, KEY, b"body", None, 1_699_999_999),
-            Err(VerifyError::Time)
-        );
+        let token = sign(KEY, "http://x/", b"body", 1_700_000_000, "jwt_y".into(), true);
+        assert_eq!(verify(&token, "sig_other", b"body", None, 1_700_000_000), Err(VerifyError::Signature));
+        assert_eq!(verify(&token, KEY, b"other", None, 1_700_000_000), Err(VerifyError::Claim("body")));
+        assert_eq!(verify(&token, KEY, b"body", Some("http://y/"), 1_700_000_000), Err(VerifyError::Claim("sub")));
+        assert_eq!(verify(&token, KEY, b"body", None, 1_700_000_301), Err(VerifyError::Time));
+        assert_eq!(verify(&token, KEY, b"body", None, 1_699_999_999), Err(VerifyError::Time));
     }
 }

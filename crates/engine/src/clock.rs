@@ -23,10 +23,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|elapsed| elapsed.as_millis() as i64)
-            .unwrap_or_default()
+        SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or_default()
     }
 
     fn sleep_until(&self, at_ms: i64) -> Sleep {
@@ -52,10 +49,7 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start_ms: i64) -> Self {
-        ManualClock {
-            now: AtomicI64::new(start_ms),
-            changes: watch::Sender::new(start_ms),
-        }
+        ManualClock { now: AtomicI64::new(start_ms), changes: watch::Sender::new(start_ms) }
     }
 
     /// Starts at the current wall-clock time (signatures stay verifiable by real receivers).
@@ -64,8 +58,7 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        let now =
-            self.now.fetch_add(by.as_millis() as i64, Ordering::SeqCst) + by.as_millis() as i64;
+        let now = self.now.fetch_add(by.as_millis() as i64, Ordering::SeqCst) + by.as_millis() as i64;
         self.changes.send_replace(now);
     }
 }

@@ -34,10 +34,7 @@ impl Default for EngineConfig {
             max_concurrent_deliveries: 1024,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),
-            retention: Retention {
-                logs: Duration::from_secs(3 * 86_400),
-                dlq: Duration::from_secs(7 * 86_400),
-            },
+            retention: Retention { logs: Duration::from_secs(3 * 86_400), dlq: Duration::from_secs(7 * 86_400) },
             purge_interval: Duration::from_secs(60),
             jwt_nbf_is_iat: false,
             allow_private_destinations: true,

@@ -15,16 +15,8 @@ use tern_core::{AttemptResponse, HeaderList, Message, signing};
 use tern_store::NextStep;
 
 /// Forwarded headers that describe the transport and would corrupt the request if copied.
-const NOT_FORWARDED: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-];
+const NOT_FORWARDED: &[&str] =
+    &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
 
 /// Builds the shared keep-alive client. Connections are pooled per host; HTTP/2 is used when
 /// the destination offers it over TLS.
@@ -62,34 +54,19 @@ pub async fn attempt(
         return failure(format!("invalid method {}", spec.method));
     };
     let started = clock.now_ms();
-    let signature = signing::sign(
-        &keys.current,
-        &spec.url,
-        &message.body,
-        started / 1000,
-        new_jwt_id(),
-        config.jwt_nbf_is_iat,
-    );
-    let request = client
-        .request(method, &spec.url)
-        .headers(request_headers(message, &signature))
-        .body(message.body.clone());
+    let signature =
+        signing::sign(&keys.current, &spec.url, &message.body, started / 1000, new_jwt_id(), config.jwt_nbf_is_iat);
+    let request =
+        client.request(method, &spec.url).headers(request_headers(message, &signature)).body(message.body.clone());
 
     let max_timeout = config.limits.max_timeout.as_millis() as i64;
-    let timeout = spec
-        .timeout_ms
-        .map_or(max_timeout, |ms| (ms as i64).min(max_timeout));
+    let timeout = spec.timeout_ms.map_or(max_timeout, |ms| (ms as i64).min(max_timeout));
     let exchange = async {
         let response = request.send().await?;
         let status = response.status().as_u16();
         let headers = response_headers(response.headers());
         let body = read_limited(response, config.max_body_bytes).await?;
-        Ok::<_, reqwest::Error>(AttemptResponse {
-            status,
-            headers,
-            body,
-            error: None,
-        })
+        Ok::<_, reqwest::Error>(AttemptResponse { status, headers, body, error: None })
     };
     tokio::select! {
         result = exchange => match result {
@@ -106,20 +83,12 @@ pub async fn attempt(
 }
 
 fn failure(error: String) -> AttemptResponse {
-    AttemptResponse {
-        status: 0,
-        error: Some(error),
-        ..AttemptResponse::default()
-    }
+    AttemptResponse { status: 0, error: Some(error), ..AttemptResponse::default() }
 }
 
 /// The error chain of a failed request, without the URL reqwest prefixes.
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_connect() {
-        "connection failed".to_string()
-    } else {
-        "request failed".to_string()
-    };
+    let mut text = if error.is_connect() { "connection failed".to_string() } else { "request failed".to_string() };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");
@@ -136,10 +105,7 @@ fn request_headers(message: &Message, signature: &str) -> HeaderMap {
         if NOT_FORWARDED.contains(&name.to_ascii_lowercase().as_str()) {
             continue;
         }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(value),
-        ) {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
             headers.append(name, value);
         }
     }
@@ -168,12 +134,7 @@ fn request_headers(message: &Message, signature: &str) -> HeaderMap {
 fn response_headers(headers: &HeaderMap) -> HeaderList {
     headers
         .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect()
 }
 
@@ -188,38 +149,21 @@ async fn read_limited(mut response: reqwest::Response, limit: usize) -> reqwest:
 }
 
 /// What the attempt that got `response` leads to (spec §10).
-pub fn classify(
-    message: &Message,
-    response: &AttemptResponse,
-    now: i64,
-    dlq_id: impl FnOnce() -> String,
-) -> NextStep {
+pub fn classify(message: &Message, response: &AttemptResponse, now: i64, dlq_id: impl FnOnce() -> String) -> NextStep {
     if (200..300).contains(&response.status) {
         return NextStep::Delivered;
     }
     let non_retryable = response.status == 489
-        && response
-            .headers
-            .get("upstash-nonretryable-error")
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+        && response.headers.get("upstash-nonretryable-error").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     if non_retryable || message.retried >= message.spec.max_retries {
         return NextStep::Failed { dlq_id: dlq_id() };
     }
-    let hint = RETRY_HINT_HEADERS.iter().find_map(|name| {
-        response
-            .headers
-            .get(name)
-            .and_then(|value| parse_retry_hint(value, now))
-    });
-    let expression = message
-        .spec
-        .retry_delay
-        .as_deref()
-        .and_then(|source| RetryDelayExpr::parse(source).ok());
+    let hint = RETRY_HINT_HEADERS
+        .iter()
+        .find_map(|name| response.headers.get(name).and_then(|value| parse_retry_hint(value, now)));
+    let expression = message.spec.retry_delay.as_deref().and_then(|source| RetryDelayExpr::parse(source).ok());
     let delay = next_retry_delay(message.retried, expression.as_ref(), hint);
-    NextStep::Retry {
-        at: now + delay.as_millis() as i64,
-    }
+    NextStep::Retry { at: now + delay.as_millis() as i64 }
 }
 
 #[cfg(test)]
@@ -232,11 +176,7 @@ mod tests {
         Message {
             id: MessageId::generate(),
             user_id: "u".into(),
-            spec: options.to_spec(
-                "http://127.0.0.1:1/".into(),
-                Some("10.0.0.9".into()),
-                &PublishLimits::default(),
-            ),
+            spec: options.to_spec("http://127.0.0.1:1/".into(), Some("10.0.0.9".into()), &PublishLimits::default()),
             body: Bytes::new(),
             created_at: 0,
             not_before: 0,
@@ -250,10 +190,7 @@ mod tests {
     }
 
     fn response(status: u16, headers: &[(&str, &str)]) -> AttemptResponse {
-        let mut response = AttemptResponse {
-            status,
-            ..Default::default()
-        };
+        let mut response = AttemptResponse { status, ..Default::default() };
         for (name, value) in headers {
             response.headers.push(*name, *value);
         }
@@ -263,51 +200,24 @@ mod tests {
     #[test]
     fn success_failure_and_retry_timing() {
         let dlq = || "d".to_string();
-        assert_eq!(
-            classify(&message(&[], 0), &response(204, &[]), 0, dlq),
-            NextStep::Delivered
-        );
-        assert_eq!(
-            classify(&message(&[], 0), &response(500, &[]), 0, dlq),
-            NextStep::Retry { at: 12_182 }
-        );
-        assert_eq!(
-            classify(&message(&[], 1), &response(0, &[]), 0, dlq),
-            NextStep::Retry { at: 148_413 }
-        );
-        assert_eq!(
-            classify(&message(&[], 3), &response(500, &[]), 0, dlq),
-            NextStep::Failed { dlq_id: "d".into() }
-        );
+        assert_eq!(classify(&message(&[], 0), &response(204, &[]), 0, dlq), NextStep::Delivered);
+        assert_eq!(classify(&message(&[], 0), &response(500, &[]), 0, dlq), NextStep::Retry { at: 12_182 });
+        assert_eq!(classify(&message(&[], 1), &response(0, &[]), 0, dlq), NextStep::Retry { at: 148_413 });
+        assert_eq!(classify(&message(&[], 3), &response(500, &[]), 0, dlq), NextStep::Failed { dlq_id: "d".into() });
         let expression = message(&[("Upstash-Retry-Delay", "1000 * (1 + retried)")], 1);
-        assert_eq!(
-            classify(&expression, &response(500, &[]), 0, dlq),
-            NextStep::Retry { at: 2_000 }
-        );
+        assert_eq!(classify(&expression, &response(500, &[]), 0, dlq), NextStep::Retry { at: 2_000 });
         let hinted = response(429, &[("Retry-After", "7")]);
-        assert_eq!(
-            classify(&expression, &hinted, 0, dlq),
-            NextStep::Retry { at: 7_000 }
-        );
+        assert_eq!(classify(&expression, &hinted, 0, dlq), NextStep::Retry { at: 7_000 });
         let reset = response(429, &[("X-RateLimit-Reset-Tokens", "2s")]);
-        assert_eq!(
-            classify(&message(&[], 0), &reset, 0, dlq),
-            NextStep::Retry { at: 2_000 }
-        );
+        assert_eq!(classify(&message(&[], 0), &reset, 0, dlq), NextStep::Retry { at: 2_000 });
     }
 
     #[test]
     fn status_489_with_the_header_fails_at_once() {
         let dlq = || "d".to_string();
         let non_retryable = response(489, &[("Upstash-NonRetryable-Error", "true")]);
-        assert_eq!(
-            classify(&message(&[], 0), &non_retryable, 0, dlq),
-            NextStep::Failed { dlq_id: "d".into() }
-        );
-        assert!(matches!(
-            classify(&message(&[], 0), &response(489, &[]), 0, dlq),
-            NextStep::Retry { .. }
-        ));
+        assert_eq!(classify(&message(&[], 0), &non_retryable, 0, dlq), NextStep::Failed { dlq_id: "d".into() });
+        assert!(matches!(classify(&message(&[], 0), &response(489, &[]), 0, dlq), NextStep::Retry { .. }));
     }
 
     #[test]
@@ -321,10 +231,7 @@ mod tests {
             2,
         );
         let headers = request_headers(&message, "sig");
-        assert_eq!(
-            headers["upstash-message-id"],
-            message.id.to_string().as_str()
-        );
+        assert_eq!(headers["upstash-message-id"], message.id.to_string().as_str());
         assert_eq!(headers["upstash-signature"], "sig");
         assert_eq!(headers["upstash-retried"], "2");
         assert_eq!(headers["user-agent"], "Upstash-QStash");

@@ -45,15 +45,11 @@ pub fn check_public_url(url: &str) -> Result<(), Invalid> {
     let private = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
-        Some(url::Host::Domain(domain)) => {
-            domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost")
-        }
+        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost"),
         None => false,
     };
     if private {
-        Err(Invalid::new(format!(
-            "destination {url:?} is a private address, which this server does not deliver to"
-        )))
+        Err(Invalid::new(format!("destination {url:?} is a private address, which this server does not deliver to")))
     } else {
         Ok(())
     }

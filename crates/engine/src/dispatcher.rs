@@ -29,9 +29,7 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
                 Ok(batch) => {
                     let full = batch.len() == limit;
                     for message in batch {
-                        let slot = Arc::clone(&slots)
-                            .try_acquire_owned()
-                            .expect("a slot was free");
+                        let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
                         let shared = Arc::clone(&shared);
                         attempts.spawn(async move {
                             run_attempt(&shared, message).await;
@@ -77,34 +75,17 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
         return Ok(());
     };
     let started = shared.clock.now_ms();
-    shared
-        .store
-        .record_attempt_started(&message, started)
-        .await?;
-    let response = attempt(
-        &shared.http,
-        &*shared.clock,
-        &shared.config,
-        &keys,
-        &message,
-    )
-    .await;
+    shared.store.record_attempt_started(&message, started).await?;
+    let response = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message).await;
     let finished = shared.clock.now_ms();
     let next = classify(&message, &response, finished, || new_dlq_id(finished));
     let spec = &message.spec;
-    let callback = spec
-        .callback
-        .as_ref()
-        .map(|target| callback_new_message(shared, &message, target, &response, None, finished));
+    let callback =
+        spec.callback.as_ref().map(|target| callback_new_message(shared, &message, target, &response, None, finished));
     let failure_callback = match (&next, &spec.failure_callback) {
-        (NextStep::Failed { dlq_id }, Some(target)) => Some(callback_new_message(
-            shared,
-            &message,
-            target,
-            &response,
-            Some(dlq_id),
-            finished,
-        )),
+        (NextStep::Failed { dlq_id }, Some(target)) => {
+            Some(callback_new_message(shared, &message, target, &response, Some(dlq_id), finished))
+        }
         _ => None,
     };
     tracing::debug!(message_id = %message.id, status = response.status, ?next, "attempt finished");
@@ -130,15 +111,7 @@ fn callback_new_message(
     dlq_id: Option<&str>,
     now: i64,
 ) -> NewMessage {
-    let callback = callback_message(
-        source,
-        target,
-        source.retried,
-        response,
-        dlq_id,
-        now,
-        &shared.config.limits,
-    );
+    let callback = callback_message(source, target, source.retried, response, dlq_id, now, &shared.config.limits);
     NewMessage {
         id: MessageId::generate(),
         user_id: source.user_id.clone(),
@@ -160,11 +133,7 @@ pub async fn run_retention(shared: Arc<Shared>, stop: CancellationToken) {
             () = stop.cancelled() => return,
         }
         loop {
-            match shared
-                .store
-                .purge(shared.clock.now_ms(), shared.config.retention)
-                .await
-            {
+            match shared.store.purge(shared.clock.now_ms(), shared.config.retention).await {
                 Ok(stats) if stats.more => {}
                 Ok(_) => break,
                 Err(error) => {

@@ -36,46 +36,29 @@ impl Keyring {
             let stored = store.load_keys(&user.user_id).await?;
             let keys = match stored {
                 Some(stored)
-                    if stored.configured_current == user.keys.current
-                        && stored.configured_next == user.keys.next =>
+                    if stored.configured_current == user.keys.current && stored.configured_next == user.keys.next =>
                 {
-                    SigningKeys {
-                        current: stored.current,
-                        next: stored.next,
-                    }
+                    SigningKeys { current: stored.current, next: stored.next }
                 }
                 _ => user.keys.clone(),
             };
             active.insert(user.user_id.clone(), keys);
             configured.insert(user.user_id.clone(), user.keys.clone());
         }
-        Ok(Keyring {
-            store,
-            configured,
-            active: RwLock::new(active),
-            rotation: tokio::sync::Mutex::new(()),
-        })
+        Ok(Keyring { store, configured, active: RwLock::new(active), rotation: tokio::sync::Mutex::new(()) })
     }
 
     pub fn get(&self, user_id: &str) -> Option<SigningKeys> {
-        self.active
-            .read()
-            .expect("keyring lock")
-            .get(user_id)
-            .cloned()
+        self.active.read().expect("keyring lock").get(user_id).cloned()
     }
 
     /// Rotates a user's keys durably and returns the new pair.
     pub async fn rotate(&self, user_id: &str) -> Result<SigningKeys> {
         let _one_at_a_time = self.rotation.lock().await;
-        let (Some(old), Some(configured)) = (self.get(user_id), self.configured.get(user_id))
-        else {
+        let (Some(old), Some(configured)) = (self.get(user_id), self.configured.get(user_id)) else {
             return Err(EngineError::NotFound(format!("user {user_id} not found")));
         };
-        let rotated = SigningKeys {
-            current: old.next,
-            next: new_signing_key(),
-        };
+        let rotated = SigningKeys { current: old.next, next: new_signing_key() };
         let stored = StoredKeys {
             current: rotated.current.clone(),
             next: rotated.next.clone(),
@@ -83,10 +66,7 @@ impl Keyring {
             configured_next: configured.next.clone(),
         };
         self.store.save_keys(user_id, stored).await?;
-        self.active
-            .write()
-            .expect("keyring lock")
-            .insert(user_id.to_string(), rotated.clone());
+        self.active.write().expect("keyring lock").insert(user_id.to_string(), rotated.clone());
         Ok(rotated)
     }
 }

@@ -51,30 +51,17 @@ impl Engine {
         users: &[UserKeys],
     ) -> Result<Engine> {
         let keyring = Keyring::load(Arc::clone(&store), users).await?;
-        let http = delivery::build_client(&config).map_err(|e| {
-            tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}"))
-        })?;
-        let shared = Arc::new(Shared {
-            store,
-            clock,
-            config,
-            keyring,
-            http,
-        });
+        let http = delivery::build_client(&config)
+            .map_err(|e| tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}")))?;
+        let shared = Arc::new(Shared { store, clock, config, keyring, http });
         let engine = Engine {
             shared: Arc::clone(&shared),
             stop: CancellationToken::new(),
             background: TaskTracker::new(),
             attempts: TaskTracker::new(),
         };
-        engine.background.spawn(dispatcher::run(
-            Arc::clone(&shared),
-            engine.stop.clone(),
-            engine.attempts.clone(),
-        ));
-        engine
-            .background
-            .spawn(dispatcher::run_retention(shared, engine.stop.clone()));
+        engine.background.spawn(dispatcher::run(Arc::clone(&shared), engine.stop.clone(), engine.attempts.clone()));
+        engine.background.spawn(dispatcher::run_retention(shared, engine.stop.clone()));
         Ok(engine)
     }
 
@@ -93,10 +80,7 @@ impl Engine {
         self.background.close();
         self.background.wait().await;
         self.attempts.close();
-        if tokio::time::timeout(self.shared.config.shutdown_grace, self.attempts.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.shared.config.shutdown_grace, self.attempts.wait()).await.is_err() {
             tracing::warn!("attempts still running at shutdown will be made again after restart");
         }
         self.shared.store.shutdown().await?;

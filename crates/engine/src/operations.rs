@@ -8,10 +8,7 @@ use bytes::Bytes;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::Destination;
 use tern_core::{Invalid, Message, MessageId, PublishOptions};
-use tern_store::{
-    CancelSelection, DedupClaim, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page,
-    PageRequest,
-};
+use tern_store::{CancelSelection, DedupClaim, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
 
 /// A validated publish.
 #[derive(Debug, Clone)]
@@ -36,10 +33,7 @@ pub enum DlqSelection {
     /// Exactly these entries.
     Ids(Vec<String>),
     /// One page of entries matching a filter.
-    Filter {
-        filter: MessageFilter,
-        page: PageRequest,
-    },
+    Filter { filter: MessageFilter, page: PageRequest },
 }
 
 impl Engine {
@@ -56,23 +50,17 @@ impl Engine {
             }
         };
         if request.options.cron.is_some() {
-            return Err(Invalid::new(
-                "Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)",
-            )
-            .into());
+            return Err(
+                Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into()
+            );
         }
         if !config.allow_private_destinations {
             crate::destinations::check_public_url(&url)?;
         }
         let now = self.shared.clock.now_ms();
         let due_at = request.options.first_delivery_at(now, &config.limits)?;
-        let spec = request
-            .options
-            .to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
-        let dedup_key = match (
-            &request.options.deduplication_id,
-            request.options.content_based_deduplication,
-        ) {
+        let spec = request.options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+        let dedup_key = match (&request.options.deduplication_id, request.options.content_based_deduplication) {
             (Some(id), _) => Some(explicit_key(id, &url)),
             (None, true) => Some(content_key(&url, &url, &spec.headers, &request.body)),
             (None, false) => None,
@@ -84,25 +72,14 @@ impl Engine {
             body: request.body,
             created_at: now,
             due_at,
-            dedup: dedup_key.map(|key| DedupClaim {
-                key,
-                expires_at: now + config.dedup_window.as_millis() as i64,
-            }),
+            dedup: dedup_key.map(|key| DedupClaim { key, expires_at: now + config.dedup_window.as_millis() as i64 }),
             consumes_dlq_entry: None,
         };
         let id = message.id;
         let outcomes = self.shared.store.insert_messages(vec![message]).await?;
         let published = match outcomes.first() {
-            Some(InsertOutcome::Duplicate(existing)) => Published {
-                message_id: *existing,
-                url,
-                deduplicated: true,
-            },
-            _ => Published {
-                message_id: id,
-                url,
-                deduplicated: false,
-            },
+            Some(InsertOutcome::Duplicate(existing)) => Published { message_id: *existing, url, deduplicated: true },
+            _ => Published { message_id: id, url, deduplicated: false },
         };
         Ok(vec![published])
     }
@@ -111,15 +88,9 @@ impl Engine {
     pub async fn message(&self, user_id: &str, id: &str) -> Result<Message> {
         let not_found = || EngineError::NotFound(format!("message {id} not found"));
         let id: MessageId = id.parse().map_err(|()| not_found())?;
-        let message = self
-            .shared
-            .store
-            .get_message(user_id, id)
-            .await?
-            .ok_or_else(not_found)?;
-        let visible_until = message
-            .finished_at
-            .map(|at| at + self.shared.config.finished_message_visibility.as_millis() as i64);
+        let message = self.shared.store.get_message(user_id, id).await?.ok_or_else(not_found)?;
+        let visible_until =
+            message.finished_at.map(|at| at + self.shared.config.finished_message_visibility.as_millis() as i64);
         if visible_until.is_some_and(|until| until < self.shared.clock.now_ms()) {
             return Err(not_found());
         }
@@ -131,11 +102,7 @@ impl Engine {
         let not_found = || EngineError::NotFound(format!("message {id} not found"));
         let id: MessageId = id.parse().map_err(|()| not_found())?;
         let now = self.shared.clock.now_ms();
-        let outcome = self
-            .shared
-            .store
-            .cancel_messages(user_id, CancelSelection::Ids(vec![id]), now)
-            .await?;
+        let outcome = self.shared.store.cancel_messages(user_id, CancelSelection::Ids(vec![id]), now).await?;
         if outcome.found == 0 {
             return Err(not_found());
         }
@@ -145,29 +112,14 @@ impl Engine {
     /// Cancels unfinished messages by id (unknown ids are skipped) or by filter.
     pub async fn cancel_many(&self, user_id: &str, selection: CancelSelection) -> Result<u64> {
         let now = self.shared.clock.now_ms();
-        Ok(self
-            .shared
-            .store
-            .cancel_messages(user_id, selection, now)
-            .await?
-            .cancelled)
+        Ok(self.shared.store.cancel_messages(user_id, selection, now).await?.cancelled)
     }
 
-    pub async fn logs(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<LogEntry>> {
+    pub async fn logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>> {
         Ok(self.shared.store.list_logs(user_id, filter, page).await?)
     }
 
-    pub async fn dlq_list(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Message>> {
+    pub async fn dlq_list(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>> {
         Ok(self.shared.store.list_dlq(user_id, filter, page).await?)
     }
 
@@ -180,11 +132,7 @@ impl Engine {
     }
 
     /// Removes DLQ entries; returns how many existed, and the cursor of a filtered page.
-    pub async fn dlq_delete(
-        &self,
-        user_id: &str,
-        selection: DlqSelection,
-    ) -> Result<(u64, Option<String>)> {
+    pub async fn dlq_delete(&self, user_id: &str, selection: DlqSelection) -> Result<(u64, Option<String>)> {
         let (ids, cursor) = self.select_dlq(user_id, selection).await?;
         let deleted = self.shared.store.delete_dlq(user_id, ids).await?;
         Ok((deleted, cursor))
@@ -206,9 +154,7 @@ impl Engine {
             match self.shared.store.get_dlq(user_id, dlq_id).await? {
                 Some(entry) => entries.push(entry),
                 None if explicit => {
-                    return Err(EngineError::NotFound(format!(
-                        "message {dlq_id} not found in the DLQ"
-                    )));
+                    return Err(EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")));
                 }
                 None => {}
             }
@@ -244,30 +190,19 @@ impl Engine {
         Ok((created, cursor))
     }
 
-    async fn select_dlq(
-        &self,
-        user_id: &str,
-        selection: DlqSelection,
-    ) -> Result<(Vec<String>, Option<String>)> {
+    async fn select_dlq(&self, user_id: &str, selection: DlqSelection) -> Result<(Vec<String>, Option<String>)> {
         match selection {
             DlqSelection::Ids(ids) => Ok((ids, None)),
             DlqSelection::Filter { filter, page } => {
                 let page = self.shared.store.list_dlq(user_id, &filter, &page).await?;
-                let ids = page
-                    .items
-                    .into_iter()
-                    .filter_map(|entry| entry.dlq_id)
-                    .collect();
+                let ids = page.items.into_iter().filter_map(|entry| entry.dlq_id).collect();
                 Ok((ids, page.cursor))
             }
         }
     }
 
     pub fn signing_keys(&self, user_id: &str) -> Result<SigningKeys> {
-        self.shared
-            .keyring
-            .get(user_id)
-            .ok_or_else(|| EngineError::NotFound(format!("user {user_id} not found")))
+        self.shared.keyring.get(user_id).ok_or_else(|| EngineError::NotFound(format!("user {user_id} not found")))
     }
 
     pub async fn rotate_signing_keys(&self, user_id: &str) -> Result<SigningKeys> {

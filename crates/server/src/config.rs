@@ -21,19 +21,13 @@ const RESERVED_ENV: &[&str] = &["TERN_CONFIG"];
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
 }
 
 fn invalid(origin: &str, message: impl ToString) -> ConfigError {
-    ConfigError::Invalid {
-        origin: origin.to_string(),
-        message: message.to_string(),
-    }
+    ConfigError::Invalid { origin: origin.to_string(), message: message.to_string() }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,16 +106,11 @@ impl Config {
     }
 
     /// Defaults, then `file` (if any), then `TERN_*` variables from `env`.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = defaults_table();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
             let origin = path.display().to_string();
             let overlay: Table = text.parse().map_err(|e| invalid(&origin, e))?;
             merge(&mut table, overlay);
@@ -134,16 +123,13 @@ impl Config {
                 continue;
             }
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();
-            set_path(&mut table, &path, env_value(&value))
-                .map_err(|message| invalid(&name, message))?;
+            set_path(&mut table, &path, env_value(&value)).map_err(|message| invalid(&name, message))?;
         }
         Self::from_table(table, "configuration")
     }
 
     fn from_table(table: Table, origin: &str) -> Result<Config, ConfigError> {
-        let config: Config = Value::Table(table)
-            .try_into()
-            .map_err(|e| invalid(origin, e))?;
+        let config: Config = Value::Table(table).try_into().map_err(|e| invalid(origin, e))?;
         config.engine_config()?;
         config.validate_users()?;
         Ok(config)
@@ -168,12 +154,8 @@ impl Config {
                     return Err(invalid(&origin, "a token may belong to one user only"));
                 }
             }
-            if user.current_signing_key.trim().is_empty() || user.next_signing_key.trim().is_empty()
-            {
-                return Err(invalid(
-                    &origin,
-                    "current_signing_key and next_signing_key are required",
-                ));
+            if user.current_signing_key.trim().is_empty() || user.next_signing_key.trim().is_empty() {
+                return Err(invalid(&origin, "current_signing_key and next_signing_key are required"));
             }
         }
         Ok(())
@@ -186,10 +168,7 @@ impl Config {
             "zero" => false,
             "iat" => true,
             other => {
-                return Err(invalid(
-                    "delivery.jwt_nbf",
-                    format!("expected \"zero\" or \"iat\", got {other:?}"),
-                ));
+                return Err(invalid("delivery.jwt_nbf", format!("expected \"zero\" or \"iat\", got {other:?}")));
             }
         };
         if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 {
@@ -230,10 +209,7 @@ impl Config {
             .iter()
             .map(|user| UserKeys {
                 user_id: user.id.clone(),
-                keys: SigningKeys {
-                    current: user.current_signing_key.clone(),
-                    next: user.next_signing_key.clone(),
-                },
+                keys: SigningKeys { current: user.current_signing_key.clone(), next: user.next_signing_key.clone() },
             })
             .collect()
     }
@@ -268,12 +244,8 @@ fn set_path(table: &mut Table, path: &[String], value: Value) -> Result<(), Stri
     let (last, parents) = path.split_last().ok_or("empty key")?;
     let mut current = table;
     for part in parents {
-        let entry = current
-            .entry(part.clone())
-            .or_insert_with(|| Value::Table(Table::new()));
-        current = entry
-            .as_table_mut()
-            .ok_or_else(|| format!("{part} is not a section"))?;
+        let entry = current.entry(part.clone()).or_insert_with(|| Value::Table(Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| format!("{part} is not a section"))?;
     }
     // Keep strings strings: a value like `8080` for a string setting must not become a number.
     let value = match (current.get(last), value) {
@@ -291,10 +263,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]

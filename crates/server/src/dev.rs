@@ -78,9 +78,7 @@ pub fn banner(url: &str, storage: &str) -> String {
         env!("CARGO_PKG_VERSION")
     );
     for (id, token, current, next) in &DEV_USERS[1..] {
-        text.push_str(&format!(
-            "  {id}: token {token}\n    current signing key {current}, next signing key {next}\n"
-        ));
+        text.push_str(&format!("  {id}: token {token}\n    current signing key {current}, next signing key {next}\n"));
     }
     text
 }

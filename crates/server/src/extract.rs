@@ -45,45 +45,28 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
+        // A webhook sender may carry its own Authorization header and put the QStash token in
+        // the query, so the first candidate that names a user wins.
+        let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let bearer = header.and_then(|value| {
             let (scheme, token) = value.trim().split_once(' ')?;
-            scheme
-                .eq_ignore_ascii_case("bearer")
-                .then(|| token.trim().to_string())
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
         });
-        let (token, token_in_authorization) = match bearer {
-            Some(token) => (token, true),
-            None => {
-                let query = parts.uri.query().unwrap_or_default();
-                let token = url::form_urlencoded::parse(query.as_bytes())
-                    .find(|(key, _)| key == "qstash_token")
-                    .map(|(_, value)| value.into_owned());
-                match token {
-                    Some(token) => (token, false),
-                    None => {
-                        return Err(ApiError::new(
-                            StatusCode::UNAUTHORIZED,
-                            "missing token: send Authorization: Bearer <QSTASH_TOKEN>",
-                        ));
-                    }
-                }
-            }
-        };
-        let (user_id, read_only) = state
-            .users
-            .by_token
-            .get(&token)
-            .cloned()
+        let query = parts.uri.query().unwrap_or_default();
+        let query_token = url::form_urlencoded::parse(query.as_bytes())
+            .find(|(key, _)| key == "qstash_token")
+            .map(|(_, value)| value.into_owned());
+        if bearer.is_none() && query_token.is_none() {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing token: send Authorization: Bearer <QSTASH_TOKEN>",
+            ));
+        }
+        let ((user_id, read_only), token_in_authorization) = [(bearer, true), (query_token, false)]
+            .into_iter()
+            .find_map(|(token, in_header)| Some((state.users.by_token.get(&token?)?.clone(), in_header)))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
-        Ok(Caller {
-            user_id,
-            read_only,
-            token_in_authorization,
-        })
+        Ok(Caller { user_id, read_only, token_in_authorization })
     }
 }
 
@@ -97,10 +80,7 @@ impl FromRequestParts<AppState> for Writer {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let caller = Caller::from_request_parts(parts, state).await?;
         if caller.read_only {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "this token is read-only",
-            ));
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "this token is read-only"));
         }
         Ok(Writer(caller))
     }
@@ -116,21 +96,12 @@ impl FromRequestParts<AppState> for CallerIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.api.trust_forwarded_for
-            && let Some(forwarded) = parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            && let Some(first) = forwarded
-                .split(',')
-                .map(str::trim)
-                .find(|ip| !ip.is_empty())
+            && let Some(forwarded) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+            && let Some(first) = forwarded.split(',').map(str::trim).find(|ip| !ip.is_empty())
         {
             return Ok(CallerIp(Some(first.to_string())));
         }
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip().to_string());
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
         Ok(CallerIp(peer))
     }
 }
@@ -143,20 +114,18 @@ impl FromRequest<AppState> for Body {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
         let limit = state.api.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|error| {
-                let too_large = std::error::Error::source(&error)
-                    .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!("the body is larger than the limit of {limit} bytes"),
-                    )
-                } else {
-                    ApiError::bad_request(format!("could not read the request body: {error}"))
-                }
-            })?;
+        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
+            let too_large =
+                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is larger than the limit of {limit} bytes"),
+                )
+            } else {
+                ApiError::bad_request(format!("could not read the request body: {error}"))
+            }
+        })?;
         Ok(Body(bytes))
     }
 }

@@ -60,11 +60,7 @@ pub enum StartError {
 }
 
 /// Opens the store, starts the engine and serves the API on `listener`.
-pub async fn start(
-    config: &Config,
-    listener: TcpListener,
-    clock: Arc<dyn Clock>,
-) -> Result<RunningServer, StartError> {
+pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
     let engine_config = config.engine_config()?;
     let store_options = SqliteOptions {
         data_dir: config.storage.data_dir.clone(),
@@ -84,24 +80,14 @@ pub async fn start(
         }),
     };
     let prefix = config.server.path_prefix.clone();
-    let normalize = tower::util::MapRequestLayer::new(move |request: Request| {
-        routes::normalize_path(&prefix, request)
-    });
+    let normalize = tower::util::MapRequestLayer::new(move |request: Request| routes::normalize_path(&prefix, request));
     let app = normalize.layer(routes::router(state));
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let serving = axum::serve(
-        listener,
-        ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let serving = axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+        .with_graceful_shutdown(stop.clone().cancelled_owned());
     let task = tokio::spawn(async move { serving.await });
-    Ok(RunningServer {
-        address,
-        engine,
-        stop,
-        task,
-    })
+    Ok(RunningServer { address, engine, stop, task })
 }
 
 impl RunningServer {
@@ -115,10 +101,7 @@ impl RunningServer {
     }
 
     /// Serves until `signal` resolves, then shuts down.
-    pub async fn run_until(
-        self,
-        signal: impl std::future::Future<Output = ()>,
-    ) -> Result<(), StartError> {
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
         signal.await;
         tracing::info!("shutting down");
         self.shutdown().await

@@ -11,11 +11,7 @@ use tern_server::config::{Config, DEFAULTS};
 use tern_server::dev::{Quota, banner, dev_config};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tern",
-    version,
-    about = "A self-hosted, durable server for the Upstash QStash API"
-)]
+#[command(name = "tern", version, about = "A self-hosted, durable server for the Upstash QStash API")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,10 +56,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("tern: cannot start the runtime: {error}");
@@ -85,23 +78,13 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             print!("{DEFAULTS}");
             return Ok(());
         }
-        Command::Dev {
-            port,
-            host,
-            data_dir,
-            in_memory,
-            quota,
-        } => {
+        Command::Dev { port, host, data_dir, in_memory, quota } => {
             let temporary = in_memory.then(tempfile::TempDir::new).transpose()?;
             let (data_dir, storage) = match &temporary {
-                Some(directory) => (
-                    directory.path().to_path_buf(),
-                    "in memory (a temporary directory, removed on exit)".to_string(),
-                ),
-                None => (
-                    data_dir.clone(),
-                    format!("{} (durable)", data_dir.display()),
-                ),
+                Some(directory) => {
+                    (directory.path().to_path_buf(), "in memory (a temporary directory, removed on exit)".to_string())
+                }
+                None => (data_dir.clone(), format!("{} (durable)", data_dir.display())),
             };
             let config = dev_config(&host, port, data_dir, !in_memory, quota);
             (config, Some(storage), temporary)
@@ -109,10 +92,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve { config } => {
             let config = Config::load(config.as_deref(), std::env::vars())?;
             if config.users.is_empty() {
-                return Err(
-                    "no users are configured: add at least one [[users]] entry (see `tern config`)"
-                        .into(),
-                );
+                return Err("no users are configured: add at least one [[users]] entry (see `tern config`)".into());
             }
             (config, None, None)
         }
@@ -124,16 +104,8 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
     match announce {
         Some(storage) => {
             let address = server.address;
-            let host = if address.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                address.ip().to_string()
-            };
-            let url = format!(
-                "http://{host}:{}{}",
-                address.port(),
-                config.server.path_prefix.trim_end_matches('/')
-            );
+            let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
+            let url = format!("http://{host}:{}{}", address.port(), config.server.path_prefix.trim_end_matches('/'));
             println!("{}", banner(&url, &storage));
         }
         None => {
@@ -148,11 +120,10 @@ async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => return std::future::pending().await,
-            };
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

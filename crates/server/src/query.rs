@@ -37,12 +37,9 @@ impl Query {
     /// widen a bulk operation.
     pub fn only(&self, allowed: &[&[&str]]) -> Result<(), ApiError> {
         for (key, _) in &self.0 {
-            let known =
-                key == "qstash_token" || allowed.iter().any(|group| group.contains(&key.as_str()));
+            let known = key == "qstash_token" || allowed.iter().any(|group| group.contains(&key.as_str()));
             if !known {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter {key:?}"
-                )));
+                return Err(ApiError::bad_request(format!("unknown query parameter {key:?}")));
             }
         }
         Ok(())
@@ -54,11 +51,7 @@ impl Query {
 
     /// The last value given for `key`.
     pub fn single(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 
     /// Every value of `key`: repeated keys and comma-separated values (except for URLs, which
@@ -68,13 +61,11 @@ impl Query {
         self.0
             .iter()
             .filter(|(k, _)| k == key)
-            .flat_map(|(_, value)| {
-                if split {
-                    value.split(',').map(str::to_string).collect()
-                } else {
-                    vec![value.clone()]
-                }
-            })
+            .flat_map(
+                |(_, value)| {
+                    if split { value.split(',').map(str::to_string).collect() } else { vec![value.clone()] }
+                },
+            )
             .map(|value| value.trim().to_string())
             .filter(|value| !value.is_empty())
             .collect()
@@ -84,9 +75,10 @@ impl Query {
         self.single(key)
             .filter(|value| !value.trim().is_empty())
             .map(|value| {
-                value.trim().parse::<i64>().map_err(|_| {
-                    ApiError::bad_request(format!("{key} must be an integer, got {value:?}"))
-                })
+                value
+                    .trim()
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::bad_request(format!("{key} must be an integer, got {value:?}")))
             })
             .transpose()
     }
@@ -99,9 +91,11 @@ impl Query {
         message_ids.extend(self.values("messageIds"));
         let mut statuses = Vec::new();
         for value in self.values("responseStatus") {
-            statuses.push(value.parse().map_err(|_| {
-                ApiError::bad_request(format!("responseStatus must be an integer, got {value:?}"))
-            })?);
+            statuses.push(
+                value
+                    .parse()
+                    .map_err(|_| ApiError::bad_request(format!("responseStatus must be an integer, got {value:?}")))?,
+            );
         }
         let mut states = Vec::new();
         for value in self.values("state") {
@@ -145,16 +139,8 @@ impl Query {
                 )));
             }
         };
-        let cursor = self
-            .single("cursor")
-            .map(str::trim)
-            .filter(|c| !c.is_empty())
-            .map(str::to_string);
-        Ok(PageRequest {
-            cursor,
-            count,
-            order,
-        })
+        let cursor = self.single("cursor").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string);
+        Ok(PageRequest { cursor, count, order })
     }
 }
 
@@ -164,28 +150,18 @@ mod tests {
 
     #[test]
     fn multi_values_come_repeated_or_comma_separated() {
-        let query = Query::parse(Some(
-            "label=a&label=b,c&url=http://x/?a=1,2&state=IN_PROGRESS&callerIP=1.2.3.4",
-        ));
+        let query = Query::parse(Some("label=a&label=b,c&url=http://x/?a=1,2&state=IN_PROGRESS&callerIP=1.2.3.4"));
         let filter = query.filter().unwrap();
         assert_eq!(filter.labels, vec!["a", "b", "c"]);
         assert_eq!(filter.urls, vec!["http://x/?a=1,2"]);
-        assert_eq!(
-            filter.states,
-            vec![LogState::Active, LogState::Retry, LogState::Error]
-        );
+        assert_eq!(filter.states, vec![LogState::Active, LogState::Retry, LogState::Error]);
         assert_eq!(filter.caller_ips, vec!["1.2.3.4"]);
     }
 
     #[test]
     fn pages_clamp_and_validate() {
-        let page = Query::parse(Some("count=5000&order=earliestFirst&cursor=12-3"))
-            .page(1000)
-            .unwrap();
-        assert_eq!(
-            (page.count, page.order, page.cursor.as_deref()),
-            (1000, Order::EarliestFirst, Some("12-3"))
-        );
+        let page = Query::parse(Some("count=5000&order=earliestFirst&cursor=12-3")).page(1000).unwrap();
+        assert_eq!((page.count, page.order, page.cursor.as_deref()), (1000, Order::EarliestFirst, Some("12-3")));
         assert_eq!(Query::parse(Some("count=0")).page(100).unwrap().count, 1);
         assert_eq!(Query::parse(None).page(100).unwrap().count, 100);
         assert!(Query::parse(Some("count=x")).page(100).is_err());
@@ -198,10 +174,6 @@ mod tests {
     fn unknown_keys_are_refused_when_asked() {
         let query = Query::parse(Some("labl=x&qstash_token=t"));
         assert!(query.only(&[COMMON_FILTERS]).is_err());
-        assert!(
-            Query::parse(Some("label=x&qstash_token=t"))
-                .only(&[COMMON_FILTERS])
-                .is_ok()
-        );
+        assert!(Query::parse(Some("label=x&qstash_token=t")).only(&[COMMON_FILTERS]).is_ok());
     }
 }

@@ -49,20 +49,14 @@ fn message_fields(message: &Message, object: &mut Object) {
     object.set_opt("queueName", spec.queue_name.as_deref());
     object.set_opt("scheduleId", spec.schedule_id.as_deref());
     object.set("method", spec.method.as_str());
-    object.set(
-        "header",
-        json!(spec.redact.headers(&spec.headers).to_canonical_map()),
-    );
+    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
     let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
     if !callback_headers.is_empty() {
         object.set("callbackHeader", json!(callback_headers.to_canonical_map()));
     }
     let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
     if !failure_headers.is_empty() {
-        object.set(
-            "failureCallbackHeader",
-            json!(failure_headers.to_canonical_map()),
-        );
+        object.set("failureCallbackHeader", json!(failure_headers.to_canonical_map()));
     }
     set_body(object, "body", &spec.redact.body(&message.body));
     object.set("maxRetries", spec.max_retries);
@@ -70,10 +64,7 @@ fn message_fields(message: &Message, object: &mut Object) {
     object.set("notBefore", message.not_before);
     object.set("createdAt", message.created_at);
     object.set_opt("callback", spec.callback.as_ref().map(|c| c.url.as_str()));
-    object.set_opt(
-        "failureCallback",
-        spec.failure_callback.as_ref().map(|c| c.url.as_str()),
-    );
+    object.set_opt("failureCallback", spec.failure_callback.as_ref().map(|c| c.url.as_str()));
     object.set_opt("callerIP", spec.caller_ip.as_deref());
     object.set_opt("callerIp", spec.caller_ip.as_deref());
     object.set_opt("label", spec.labels.first().map(String::as_str));
@@ -124,10 +115,7 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     object.set_opt("endpointName", spec.endpoint_name.as_deref());
     object.set_opt("queueName", spec.queue_name.as_deref());
     object.set_opt("scheduleId", spec.schedule_id.as_deref());
-    object.set(
-        "header",
-        json!(spec.redact.headers(&spec.headers).to_canonical_map()),
-    );
+    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
     object.set("body", STANDARD.encode(spec.redact.body(&message.body)));
     if let Some(response) = &entry.response {
         log_response(&mut object, response);
@@ -135,23 +123,14 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     object.set_opt("timeout", spec.timeout_ms);
     object.set("method", spec.method.as_str());
     object.set_opt("callback", spec.callback.as_ref().map(|c| c.url.as_str()));
-    object.set_opt(
-        "failureCallback",
-        spec.failure_callback.as_ref().map(|c| c.url.as_str()),
-    );
+    object.set_opt("failureCallback", spec.failure_callback.as_ref().map(|c| c.url.as_str()));
     let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
     if !callback_headers.is_empty() {
-        object.set(
-            "callbackHeaders",
-            json!(callback_headers.to_canonical_map()),
-        );
+        object.set("callbackHeaders", json!(callback_headers.to_canonical_map()));
     }
     let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
     if !failure_headers.is_empty() {
-        object.set(
-            "failureCallbackHeaders",
-            json!(failure_headers.to_canonical_map()),
-        );
+        object.set("failureCallbackHeaders", json!(failure_headers.to_canonical_map()));
     }
     object.set("maxRetries", spec.max_retries);
     object.set_opt("retryDelayExpr", spec.retry_delay.as_deref());

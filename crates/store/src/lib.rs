@@ -30,12 +30,7 @@ pub trait MessageStore: Send + Sync {
 
     /// Cancels unfinished messages (logging `CANCEL_REQUESTED` and `CANCELED`); a message with
     /// an attempt in flight ends as `CANCELED` when the attempt does. Durable on return.
-    async fn cancel_messages(
-        &self,
-        user_id: &str,
-        selection: CancelSelection,
-        now: i64,
-    ) -> Result<CancelOutcome>;
+    async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome>;
 
     /// Logs `ACTIVE` for an attempt that starts now. Queued, committed in the background.
     async fn record_attempt_started(&self, message: &Message, at: i64) -> Result<()>;
@@ -61,22 +56,12 @@ pub trait WorkQueue: Send + Sync {
 
 #[async_trait]
 pub trait LogStore: Send + Sync {
-    async fn list_logs(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<LogEntry>>;
+    async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>>;
 }
 
 #[async_trait]
 pub trait DlqStore: Send + Sync {
-    async fn list_dlq(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Message>>;
+    async fn list_dlq(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>>;
 
     async fn get_dlq(&self, user_id: &str, dlq_id: &str) -> Result<Option<Message>>;
 

@@ -14,11 +14,7 @@ struct Sqlite {
 
 impl Sqlite {
     fn current(&self) -> PathBuf {
-        self.directories
-            .last()
-            .expect("a directory")
-            .path()
-            .to_path_buf()
+        self.directories.last().expect("a directory").path().to_path_buf()
     }
 }
 
@@ -38,19 +34,14 @@ impl Backend for Sqlite {
 
 #[tokio::test]
 async fn sqlite_passes_the_conformance_suite() {
-    conformance::run_all(&mut Sqlite {
-        directories: Vec::new(),
-    })
-    .await;
+    conformance::run_all(&mut Sqlite { directories: Vec::new() }).await;
 }
 
 #[tokio::test]
 async fn a_data_directory_has_one_owner() {
     let directory = tempfile::tempdir().unwrap();
     let first = SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap();
-    let error = SqliteStore::open(SqliteOptions::new(directory.path()), 0)
-        .err()
-        .unwrap();
+    let error = SqliteStore::open(SqliteOptions::new(directory.path()), 0).err().unwrap();
     assert!(error.to_string().contains("in use"), "{error}");
     tern_store::Maintenance::shutdown(&first).await.unwrap();
     drop(first);
@@ -65,12 +56,9 @@ async fn concurrent_inserts_share_commits_and_all_survive() {
     for i in 0..200 {
         let store = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
-            let message =
-                conformance::new_message("alice", &format!("http://127.0.0.1:1/{i}"), 0, 0, &[]);
+            let message = conformance::new_message("alice", &format!("http://127.0.0.1:1/{i}"), 0, 0, &[]);
             let id = message.id;
-            tern_store::MessageStore::insert_messages(&*store, vec![message])
-                .await
-                .unwrap();
+            tern_store::MessageStore::insert_messages(&*store, vec![message]).await.unwrap();
             id
         }));
     }
@@ -83,11 +71,6 @@ async fn concurrent_inserts_share_commits_and_all_survive() {
     let reopened = SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap();
     assert_eq!(reopened.pending_count(), 200);
     for id in ids {
-        assert!(
-            tern_store::MessageStore::get_message(&reopened, "alice", id)
-                .await
-                .unwrap()
-                .is_some()
-        );
+        assert!(tern_store::MessageStore::get_message(&reopened, "alice", id).await.unwrap().is_some());
     }
 }

@@ -26,39 +26,22 @@ pub fn routes() -> Router<AppState> {
 
 /// Keys of the DLQ endpoints besides the common filters. `host` and `path` are not DLQ filters
 /// and are refused like any unknown key; `api` is the Go SDK's retired filter, ignored.
-const DLQ_KEYS: &[&str] = &[
-    "dlqIds",
-    "responseStatus",
-    "count",
-    "cursor",
-    "order",
-    "api",
-];
+const DLQ_KEYS: &[&str] = &["dlqIds", "responseStatus", "count", "cursor", "order", "api"];
 
 async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Json<Value>> {
     let query = Query::parse(uri.query());
     query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
     let page = query.page(state.api.dlq_page_size)?;
-    let entries = state
-        .engine
-        .dlq_list(&caller.user_id, &query.filter()?, &page)
-        .await?;
-    let mut body =
-        json!({ "messages": entries.items.iter().map(views::dlq_message).collect::<Vec<_>>() });
+    let entries = state.engine.dlq_list(&caller.user_id, &query.filter()?, &page).await?;
+    let mut body = json!({ "messages": entries.items.iter().map(views::dlq_message).collect::<Vec<_>>() });
     if let Some(cursor) = entries.cursor {
         body["cursor"] = json!(cursor);
     }
     Ok(Json(body))
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(dlq_id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(views::dlq_message(
-        &state.engine.dlq_get(&caller.user_id, &dlq_id).await?,
-    )))
+async fn get_one(State(state): State<AppState>, caller: Caller, Path(dlq_id): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(views::dlq_message(&state.engine.dlq_get(&caller.user_id, &dlq_id).await?)))
 }
 
 async fn delete_one(
@@ -66,14 +49,9 @@ async fn delete_one(
     Writer(caller): Writer,
     Path(dlq_id): Path<String>,
 ) -> ApiResult<()> {
-    let (deleted, _) = state
-        .engine
-        .dlq_delete(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()]))
-        .await?;
+    let (deleted, _) = state.engine.dlq_delete(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()])).await?;
     if deleted == 0 {
-        return Err(ApiError::not_found(format!(
-            "message {dlq_id} not found in the DLQ"
-        )));
+        return Err(ApiError::not_found(format!("message {dlq_id} not found in the DLQ")));
     }
     Ok(())
 }
@@ -94,10 +72,7 @@ fn selection(state: &AppState, query: &Query, body: IdsBody) -> ApiResult<DlqSel
     if !ids.is_empty() || body_ids || query.has("dlqIds") {
         return Ok(DlqSelection::Ids(ids));
     }
-    Ok(DlqSelection::Filter {
-        filter: query.filter()?,
-        page: query.page(state.api.dlq_page_size)?,
-    })
+    Ok(DlqSelection::Filter { filter: query.filter()?, page: query.page(state.api.dlq_page_size)? })
 }
 
 async fn delete_many(
@@ -122,21 +97,9 @@ async fn retry_one(
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
-    let (ids, _) = state
-        .engine
-        .dlq_retry(
-            &caller.user_id,
-            DlqSelection::Ids(vec![dlq_id.clone()]),
-            &overrides,
-        )
-        .await?;
-    let id = ids
-        .first()
-        .ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "messageId": id.to_string() })),
-    ))
+    let (ids, _) = state.engine.dlq_retry(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()]), &overrides).await?;
+    let id = ids.first().ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
+    Ok((StatusCode::CREATED, Json(json!({ "messageId": id.to_string() }))))
 }
 
 async fn retry_many(
@@ -148,14 +111,8 @@ async fn retry_many(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let selection = selection(&state, &Query::parse(uri.query()), body)?;
     let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
-    let (ids, cursor) = state
-        .engine
-        .dlq_retry(&caller.user_id, selection, &overrides)
-        .await?;
-    let responses: Vec<Value> = ids
-        .iter()
-        .map(|id| json!({ "messageId": id.to_string() }))
-        .collect();
+    let (ids, cursor) = state.engine.dlq_retry(&caller.user_id, selection, &overrides).await?;
+    let responses: Vec<Value> = ids.iter().map(|id| json!({ "messageId": id.to_string() })).collect();
     let mut body = json!({ "responses": responses });
     if let Some(cursor) = cursor {
         body["cursor"] = json!(cursor);

@@ -24,11 +24,6 @@ async fn get_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     Ok(keys_json(&state.engine.signing_keys(&caller.user_id)?))
 }
 
-async fn rotate_keys(
-    State(state): State<AppState>,
-    Writer(caller): Writer,
-) -> ApiResult<Json<Value>> {
-    Ok(keys_json(
-        &state.engine.rotate_signing_keys(&caller.user_id).await?,
-    ))
+async fn rotate_keys(State(state): State<AppState>, Writer(caller): Writer) -> ApiResult<Json<Value>> {
+    Ok(keys_json(&state.engine.rotate_signing_keys(&caller.user_id).await?))
 }

@@ -13,16 +13,10 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v2/logs", get(list_logs))
-        .route("/v2/events", get(list_logs))
+    Router::new().route("/v2/logs", get(list_logs)).route("/v2/events", get(list_logs))
 }
 
-async fn list_logs(
-    State(state): State<AppState>,
-    caller: Caller,
-    uri: Uri,
-) -> ApiResult<Json<Value>> {
+async fn list_logs(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Json<Value>> {
     // Unknown keys are ignored here (the Go SDK still sends the retired `api` filter).
     let query = Query::parse(uri.query());
     let mut filter = query.filter()?;

@@ -22,11 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/messages/", delete(cancel_messages))
 }
 
-async fn get_message(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+async fn get_message(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     let message = state.engine.message(&caller.user_id, &id).await?;
     Ok(Json(views::message(&message)))
 }
@@ -64,17 +60,10 @@ async fn cancel_messages(
     let selection = if ids.is_empty() && !query.has("messageIds") {
         let mut filter = query.filter()?;
         filter.message_ids.clear();
-        CancelSelection::Filter {
-            filter,
-            limit: None,
-        }
+        CancelSelection::Filter { filter, limit: None }
     } else {
         // Ids that cannot name a message are skipped like unknown ones.
-        CancelSelection::Ids(
-            ids.iter()
-                .filter_map(|id| id.parse::<MessageId>().ok())
-                .collect(),
-        )
+        CancelSelection::Ids(ids.iter().filter_map(|id| id.parse::<MessageId>().ok()).collect())
     };
     let cancelled = state.engine.cancel_many(&caller.user_id, selection).await?;
     Ok(Json(json!({ "cancelled": cancelled })))

@@ -21,10 +21,7 @@ pub fn router(state: AppState) -> Router {
         .merge(dlq::routes())
         .merge(logs::routes())
         .merge(keys::routes())
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
         })
@@ -85,18 +82,13 @@ pub fn normalize_path(prefix: &str, mut request: Request) -> Request {
 
 fn canonical_path(path: &str) -> String {
     let mut parts = path.splitn(4, '/');
-    let (Some(""), Some(version), Some(resource)) = (parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(""), Some(version), Some(resource)) = (parts.next(), parts.next(), parts.next()) else {
         return path.to_string();
     };
     if !version.eq_ignore_ascii_case("v2") {
         return path.to_string();
     }
-    let resource = RESOURCES
-        .iter()
-        .find(|known| known.eq_ignore_ascii_case(resource))
-        .copied()
-        .unwrap_or(resource);
+    let resource = RESOURCES.iter().find(|known| known.eq_ignore_ascii_case(resource)).copied().unwrap_or(resource);
     match parts.next() {
         Some(rest) => format!("/v2/{resource}/{rest}"),
         None => format!("/v2/{resource}"),
@@ -109,30 +101,18 @@ mod tests {
 
     #[test]
     fn canonicalises_only_the_resource_segment() {
-        assert_eq!(
-            canonical_path("/V2/Schedules/scd_AbC"),
-            "/v2/schedules/scd_AbC"
-        );
+        assert_eq!(canonical_path("/V2/Schedules/scd_AbC"), "/v2/schedules/scd_AbC");
         assert_eq!(canonical_path("/v2/FLOWCONTROL/Key"), "/v2/flowControl/Key");
-        assert_eq!(
-            canonical_path("/v2/Publish/https://Example.com//A"),
-            "/v2/publish/https://Example.com//A"
-        );
+        assert_eq!(canonical_path("/v2/Publish/https://Example.com//A"), "/v2/publish/https://Example.com//A");
         assert_eq!(canonical_path("/v2/messages/"), "/v2/messages/");
         assert_eq!(canonical_path("/healthz"), "/healthz");
     }
 
     #[test]
     fn strips_the_prefix_and_keeps_the_query() {
-        let request = Request::builder()
-            .uri("/qstash/v2/DLQ?count=5")
-            .body(axum::body::Body::empty())
-            .unwrap();
+        let request = Request::builder().uri("/qstash/v2/DLQ?count=5").body(axum::body::Body::empty()).unwrap();
         assert_eq!(normalize_path("/qstash/", request).uri(), "/v2/dlq?count=5");
-        let request = Request::builder()
-            .uri("/other/v2/dlq")
-            .body(axum::body::Body::empty())
-            .unwrap();
+        let request = Request::builder().uri("/other/v2/dlq").body(axum::body::Body::empty()).unwrap();
         assert_eq!(normalize_path("/qstash", request).uri(), "/other/v2/dlq");
     }
 }

@@ -36,17 +36,8 @@ async fn publish(
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
-    let options = publish_options(
-        &headers,
-        &target.query_options,
-        caller.token_in_authorization,
-    )?;
-    let request = PublishRequest {
-        destination: target.destination,
-        options,
-        body,
-        caller_ip,
-    };
+    let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
+    let request = PublishRequest { destination: target.destination, options, body, caller_ip };
     let published = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&published))
 }
@@ -69,9 +60,7 @@ pub fn publish_options(
         }
     }
     Ok(PublishOptions::from_headers(
-        pairs
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str())),
+        pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
         token_in_authorization,
     )?)
 }
@@ -79,8 +68,7 @@ pub fn publish_options(
 /// 200 with `{"messageId"}`, or 202 with `"deduplicated": true` for a duplicate.
 fn publish_response(published: &[Published]) -> Response {
     let Some(first) = published.first() else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "nothing was published")
-            .into_response();
+        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "nothing was published").into_response();
     };
     let mut body = json!({ "messageId": first.message_id.to_string() });
     if first.deduplicated {

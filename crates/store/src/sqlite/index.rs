@@ -30,13 +30,7 @@ pub struct Claimed {
 
 impl DueIndex {
     pub fn new(cache_budget: usize) -> Self {
-        DueIndex {
-            due: BTreeSet::new(),
-            cache: HashMap::new(),
-            cache_bytes: 0,
-            cache_budget,
-            claimed: HashSet::new(),
-        }
+        DueIndex { due: BTreeSet::new(), cache: HashMap::new(), cache_bytes: 0, cache_budget, claimed: HashSet::new() }
     }
 
     pub fn len(&self) -> usize {
@@ -110,11 +104,7 @@ mod tests {
     #[test]
     fn claims_in_due_order_and_tracks_claims() {
         let mut index = DueIndex::new(1 << 20);
-        let (a, b, c) = (
-            MessageId::generate(),
-            MessageId::generate(),
-            MessageId::generate(),
-        );
+        let (a, b, c) = (MessageId::generate(), MessageId::generate(), MessageId::generate());
         index.insert(30, a, None, 0);
         index.insert(10, b, None, 0);
         index.insert(20, c, None, 0);
@@ -135,11 +125,7 @@ mod tests {
             Arc::new(Message {
                 id,
                 user_id: "u".into(),
-                spec: tern_core::PublishOptions::default().to_spec(
-                    "http://x/".into(),
-                    None,
-                    &Default::default(),
-                ),
+                spec: tern_core::PublishOptions::default().to_spec("http://x/".into(), None, &Default::default()),
                 body: vec![0u8; 100].into(),
                 created_at: 0,
                 not_before: 0,
@@ -152,11 +138,7 @@ mod tests {
             })
         };
         let mut index = DueIndex::new(1000);
-        let (soon, late, over) = (
-            MessageId::generate(),
-            MessageId::generate(),
-            MessageId::generate(),
-        );
+        let (soon, late, over) = (MessageId::generate(), MessageId::generate(), MessageId::generate());
         index.insert(0, soon, Some(message(soon)), 0);
         index.insert(CACHE_HORIZON_MS + 1, late, Some(message(late)), 0);
         index.insert(1, over, Some(message(over)), 0);

@@ -35,11 +35,7 @@ pub struct SqliteOptions {
 
 impl SqliteOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        SqliteOptions {
-            data_dir: data_dir.into(),
-            durable: true,
-            cache_budget: 64 << 20,
-        }
+        SqliteOptions { data_dir: data_dir.into(), durable: true, cache_budget: 64 << 20 }
     }
 }
 
@@ -60,16 +56,12 @@ impl SqliteStore {
     /// Opens (or creates) the store, recovers unfinished messages into the due index and starts
     /// the writer. `now` finalises cancels that were waiting for an attempt cut off by a crash.
     pub fn open(options: SqliteOptions, now: i64) -> Result<Self> {
-        std::fs::create_dir_all(&options.data_dir).map_err(|e| {
-            StoreError::Backend(format!("cannot create {}: {e}", options.data_dir.display()))
-        })?;
+        std::fs::create_dir_all(&options.data_dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", options.data_dir.display())))?;
         let lock = File::create(options.data_dir.join(LOCK_FILE))
             .map_err(|e| StoreError::Backend(format!("cannot create the lock file: {e}")))?;
         lock.try_lock().map_err(|_| {
-            StoreError::Backend(format!(
-                "{} is in use by another tern process",
-                options.data_dir.display()
-            ))
+            StoreError::Backend(format!("{} is in use by another tern process", options.data_dir.display()))
         })?;
         let path = options.data_dir.join(DATABASE_FILE);
         let mut connection = open_connection(&path, options.durable)?;
@@ -81,12 +73,7 @@ impl SqliteStore {
         let index = Arc::new(Mutex::new(index));
         let signal = Arc::new(Notify::new());
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer {
-            connection,
-            index: Arc::clone(&index),
-            signal: Arc::clone(&signal),
-            lock,
-        };
+        let writer = Writer { connection, index: Arc::clone(&index), signal: Arc::clone(&signal), lock };
         let writer_thread = std::thread::Builder::new()
             .name("tern-store-writer".into())
             .spawn(move || writer.run(receiver))
@@ -95,11 +82,7 @@ impl SqliteStore {
             sender,
             index,
             signal,
-            readers: Arc::new(Readers {
-                path,
-                durable: options.durable,
-                idle: Mutex::new(Vec::new()),
-            }),
+            readers: Arc::new(Readers { path, durable: options.durable, idle: Mutex::new(Vec::new()) }),
             writer_thread: Mutex::new(Some(writer_thread)),
         })
     }
@@ -108,10 +91,7 @@ impl SqliteStore {
         self.sender.send(op).await.map_err(|_| StoreError::Closed)
     }
 
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp,
-    ) -> Result<T> {
+    async fn request<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T>>) -> WriteOp) -> Result<T> {
         let (reply, answer) = oneshot::channel();
         self.send(make(reply)).await?;
         answer.await.map_err(|_| StoreError::Closed)?
@@ -135,9 +115,7 @@ fn recover(connection: &mut Connection, index: &mut DueIndex, now: i64) -> Resul
     let transaction = connection.transaction()?;
     let waiting: Vec<(String, String)> = transaction
         .prepare("SELECT id, user_id FROM messages WHERE state = ?1")?
-        .query_map([MessageState::CancelRequested.code()], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?
+        .query_map([MessageState::CancelRequested.code()], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (id, user_id) in waiting {
         transaction.execute(
@@ -150,14 +128,11 @@ fn recover(connection: &mut Connection, index: &mut DueIndex, now: i64) -> Resul
         )?;
     }
     transaction.commit()?;
-    let mut statement = connection
-        .prepare("SELECT due_at, id FROM messages WHERE state < 3 AND due_at IS NOT NULL")?;
+    let mut statement = connection.prepare("SELECT due_at, id FROM messages WHERE state < 3 AND due_at IS NOT NULL")?;
     let mut rows = statement.query([])?;
     while let Some(row) = rows.next()? {
         let id: String = row.get(1)?;
-        let id: MessageId = id
-            .parse()
-            .map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
+        let id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
         index.insert(row.get(0)?, id, None, now);
     }
     Ok(())
@@ -197,40 +172,21 @@ impl Readers {
 #[async_trait]
 impl MessageStore for SqliteStore {
     async fn insert_messages(&self, messages: Vec<NewMessage>) -> Result<Vec<InsertOutcome>> {
-        self.request(|reply| WriteOp::Insert { messages, reply })
-            .await
+        self.request(|reply| WriteOp::Insert { messages, reply }).await
     }
 
     async fn get_message(&self, user_id: &str, id: MessageId) -> Result<Option<Message>> {
         let user_id = user_id.to_string();
-        self.readers
-            .read(move |c| query::get_message(c, &user_id, id))
-            .await
+        self.readers.read(move |c| query::get_message(c, &user_id, id)).await
     }
 
-    async fn cancel_messages(
-        &self,
-        user_id: &str,
-        selection: CancelSelection,
-        now: i64,
-    ) -> Result<CancelOutcome> {
+    async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome> {
         let user_id = user_id.to_string();
-        self.request(|reply| WriteOp::Cancel {
-            user_id,
-            selection,
-            now,
-            reply,
-        })
-        .await
+        self.request(|reply| WriteOp::Cancel { user_id, selection, now, reply }).await
     }
 
     async fn record_attempt_started(&self, message: &Message, at: i64) -> Result<()> {
-        self.send(WriteOp::AttemptStarted {
-            user_id: message.user_id.clone(),
-            id: message.id,
-            at,
-        })
-        .await
+        self.send(WriteOp::AttemptStarted { user_id: message.user_id.clone(), id: message.id, at }).await
     }
 
     async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<()> {
@@ -248,10 +204,7 @@ impl WorkQueue for SqliteStore {
         }
         let ids = claimed.to_load;
         let wanted = ids.clone();
-        let loaded = self
-            .readers
-            .read(move |c| query::load_messages(c, &wanted))
-            .await;
+        let loaded = self.readers.read(move |c| query::load_messages(c, &wanted)).await;
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -266,19 +219,11 @@ impl WorkQueue for SqliteStore {
         };
         let mut index = self.index.lock().expect("index lock");
         for id in &ids {
-            if !loaded
-                .iter()
-                .any(|message| message.id == *id && !message.state.is_terminal())
-            {
+            if !loaded.iter().any(|message| message.id == *id && !message.state.is_terminal()) {
                 index.release(*id);
             }
         }
-        messages.extend(
-            loaded
-                .into_iter()
-                .filter(|m| !m.state.is_terminal())
-                .map(Arc::new),
-        );
+        messages.extend(loaded.into_iter().filter(|m| !m.state.is_terminal()).map(Arc::new));
         Ok(messages)
     }
 
@@ -293,48 +238,27 @@ impl WorkQueue for SqliteStore {
 
 #[async_trait]
 impl LogStore for SqliteStore {
-    async fn list_logs(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<LogEntry>> {
+    async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers
-            .read(move |c| query::list_logs(c, &user_id, &filter, &page))
-            .await
+        self.readers.read(move |c| query::list_logs(c, &user_id, &filter, &page)).await
     }
 }
 
 #[async_trait]
 impl DlqStore for SqliteStore {
-    async fn list_dlq(
-        &self,
-        user_id: &str,
-        filter: &MessageFilter,
-        page: &PageRequest,
-    ) -> Result<Page<Message>> {
+    async fn list_dlq(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers
-            .read(move |c| query::list_dlq(c, &user_id, &filter, &page))
-            .await
+        self.readers.read(move |c| query::list_dlq(c, &user_id, &filter, &page)).await
     }
 
     async fn get_dlq(&self, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
         let (user_id, dlq_id) = (user_id.to_string(), dlq_id.to_string());
-        self.readers
-            .read(move |c| query::get_dlq(c, &user_id, &dlq_id))
-            .await
+        self.readers.read(move |c| query::get_dlq(c, &user_id, &dlq_id)).await
     }
 
     async fn delete_dlq(&self, user_id: &str, dlq_ids: Vec<String>) -> Result<u64> {
         let user_id = user_id.to_string();
-        self.request(|reply| WriteOp::DeleteDlq {
-            user_id,
-            dlq_ids,
-            reply,
-        })
-        .await
+        self.request(|reply| WriteOp::DeleteDlq { user_id, dlq_ids, reply }).await
     }
 }
 
@@ -342,40 +266,24 @@ impl DlqStore for SqliteStore {
 impl KeyStore for SqliteStore {
     async fn load_keys(&self, user_id: &str) -> Result<Option<StoredKeys>> {
         let user_id = user_id.to_string();
-        self.readers
-            .read(move |c| query::load_keys(c, &user_id))
-            .await
+        self.readers.read(move |c| query::load_keys(c, &user_id)).await
     }
 
     async fn save_keys(&self, user_id: &str, keys: StoredKeys) -> Result<()> {
         let user_id = user_id.to_string();
-        self.request(|reply| WriteOp::SaveKeys {
-            user_id,
-            keys,
-            reply,
-        })
-        .await
+        self.request(|reply| WriteOp::SaveKeys { user_id, keys, reply }).await
     }
 }
 
 #[async_trait]
 impl Maintenance for SqliteStore {
     async fn purge(&self, now: i64, retention: Retention) -> Result<PurgeStats> {
-        self.request(|reply| WriteOp::Purge {
-            now,
-            retention,
-            reply,
-        })
-        .await
+        self.request(|reply| WriteOp::Purge { now, retention, reply }).await
     }
 
     async fn shutdown(&self) -> Result<()> {
         self.request(|reply| WriteOp::Stop { reply }).await?;
-        let thread = self
-            .writer_thread
-            .lock()
-            .expect("writer thread lock")
-            .take();
+        let thread = self.writer_thread.lock().expect("writer thread lock").take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
                 .await

@@ -16,10 +16,7 @@ pub struct SqlFilter {
 
 impl SqlFilter {
     pub fn new(clause: &str, param: impl Into<Value>) -> Self {
-        SqlFilter {
-            clauses: vec![clause.to_string()],
-            params: vec![param.into()],
-        }
+        SqlFilter { clauses: vec![clause.to_string()], params: vec![param.into()] }
     }
 
     pub fn push(&mut self, clause: &str, params: impl IntoIterator<Item = Value>) {
@@ -37,10 +34,7 @@ impl SqlFilter {
             return;
         }
         let marks = vec!["?"; values.len()].join(", ");
-        self.push(
-            &format!("{column} IN ({marks})"),
-            values.iter().cloned().map(Into::into),
-        );
+        self.push(&format!("{column} IN ({marks})"), values.iter().cloned().map(Into::into));
     }
 
     pub fn clause(&self) -> String {
@@ -53,41 +47,22 @@ impl SqlFilter {
 }
 
 /// Adds the message-level filters; `time_column` is what `fromDate`/`toDate` bound.
-pub fn message_filter(
-    sql: &mut SqlFilter,
-    filter: &MessageFilter,
-    alias: &str,
-    time_column: Option<&str>,
-) {
+pub fn message_filter(sql: &mut SqlFilter, filter: &MessageFilter, alias: &str, time_column: Option<&str>) {
     sql.push_in(&format!("{alias}.id"), &filter.message_ids);
     sql.push_in(&format!("{alias}.url"), &filter.urls);
     sql.push_in(&format!("{alias}.topic_name"), &filter.topic_names);
     sql.push_in(&format!("{alias}.queue_name"), &filter.queue_names);
     sql.push_in(&format!("{alias}.schedule_id"), &filter.schedule_ids);
-    sql.push_in(
-        &format!("{alias}.flow_control_key"),
-        &filter.flow_control_keys,
-    );
+    sql.push_in(&format!("{alias}.flow_control_key"), &filter.flow_control_keys);
     sql.push_in(&format!("{alias}.caller_ip"), &filter.caller_ips);
     sql.push_in(&format!("{alias}.host"), &filter.hosts);
     sql.push_in(&format!("{alias}.path"), &filter.paths);
     sql.push_in(&format!("{alias}.dlq_id"), &filter.dlq_ids);
-    let statuses: Vec<i64> = filter
-        .response_statuses
-        .iter()
-        .map(|s| i64::from(*s))
-        .collect();
+    let statuses: Vec<i64> = filter.response_statuses.iter().map(|s| i64::from(*s)).collect();
     sql.push_in(&format!("{alias}.response_status"), &statuses);
     if !filter.labels.is_empty() {
-        let alternatives =
-            vec![format!("instr({alias}.labels, ?) > 0"); filter.labels.len()].join(" OR ");
-        sql.push(
-            &format!("({alternatives})"),
-            filter
-                .labels
-                .iter()
-                .map(|label| Value::Text(format!(",{label},"))),
-        );
+        let alternatives = vec![format!("instr({alias}.labels, ?) > 0"); filter.labels.len()].join(" OR ");
+        sql.push(&format!("({alternatives})"), filter.labels.iter().map(|label| Value::Text(format!(",{label},"))));
     }
     if let Some(column) = time_column {
         if let Some(from) = filter.from_ms {
@@ -106,10 +81,7 @@ enum Cursor {
     AtOrBefore(i64),
 }
 
-fn parse_cursor(
-    cursor: Option<&str>,
-    tiebreak_is_integer: bool,
-) -> Result<Option<Cursor>, StoreError> {
+fn parse_cursor(cursor: Option<&str>, tiebreak_is_integer: bool) -> Result<Option<Cursor>, StoreError> {
     let Some(cursor) = cursor.map(str::trim).filter(|c| !c.is_empty()) else {
         return Ok(None);
     };
@@ -144,15 +116,10 @@ fn paginate(
             &format!("({time} {before} ? OR ({time} = ? AND {tiebreak} {before} ?))"),
             [Value::Integer(at), Value::Integer(at), key],
         ),
-        Some(Cursor::AtOrBefore(at)) => {
-            sql.push(&format!("{time} {at_or} ?"), [Value::Integer(at)])
-        }
+        Some(Cursor::AtOrBefore(at)) => sql.push(&format!("{time} {at_or} ?"), [Value::Integer(at)]),
         None => {}
     }
-    Ok(format!(
-        "ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {}",
-        page.count + 1
-    ))
+    Ok(format!("ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {}", page.count + 1))
 }
 
 pub fn list_logs(
@@ -163,12 +130,7 @@ pub fn list_logs(
 ) -> Result<Page<LogEntry>> {
     let mut sql = SqlFilter::new("l.user_id = ?", user_id.to_string());
     sql.push_in("l.message_id", &filter.message_ids);
-    let message_level = MessageFilter {
-        message_ids: Vec::new(),
-        from_ms: None,
-        to_ms: None,
-        ..filter.clone()
-    };
+    let message_level = MessageFilter { message_ids: Vec::new(), from_ms: None, to_ms: None, ..filter.clone() };
     message_filter(&mut sql, &message_level, "m", None);
     let states: Vec<i64> = filter.states.iter().map(|state| state.code()).collect();
     sql.push_in("l.state", &states);
@@ -203,8 +165,7 @@ pub fn list_logs(
         keys.push((row.get::<_, i64>(base + 1)?, row.get::<_, i64>(base)?));
         entries.push(LogEntry {
             time: row.get(base + 1)?,
-            state: LogState::from_code(state)
-                .ok_or_else(|| StoreError::Corrupt(format!("log state {state}")))?,
+            state: LogState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("log state {state}")))?,
             error: row.get(base + 3)?,
             next_delivery_time: row.get(base + 4)?,
             response: response_from_row(row, base + 5, None)?,
@@ -216,10 +177,7 @@ pub fn list_logs(
         let (time, seq) = keys[page.count - 1];
         format!("{time}-{seq}")
     });
-    Ok(Page {
-        items: entries,
-        cursor,
-    })
+    Ok(Page { items: entries, cursor })
 }
 
 pub fn list_dlq(
@@ -232,11 +190,7 @@ pub fn list_dlq(
     sql.push_raw("m.dlq_id IS NOT NULL");
     message_filter(&mut sql, filter, "m", Some("m.dlq_at"));
     let order = paginate(&mut sql, page, "m.dlq_at", "m.id", false)?;
-    let query = format!(
-        "SELECT {}, m.dlq_at FROM messages m WHERE {} {order}",
-        message_columns("m"),
-        sql.clause()
-    );
+    let query = format!("SELECT {}, m.dlq_at FROM messages m WHERE {} {order}", message_columns("m"), sql.clause());
     let mut statement = connection.prepare(&query)?;
     let mut rows = statement.query(params_from_iter(sql.params()))?;
     let mut messages = Vec::new();
@@ -249,17 +203,11 @@ pub fn list_dlq(
         messages.truncate(page.count);
         format!("{}-{}", keys[page.count - 1], messages[page.count - 1].id)
     });
-    Ok(Page {
-        items: messages,
-        cursor,
-    })
+    Ok(Page { items: messages, cursor })
 }
 
 pub fn get_dlq(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
-    let query = format!(
-        "SELECT {} FROM messages m WHERE m.dlq_id = ?1 AND m.user_id = ?2",
-        message_columns("m")
-    );
+    let query = format!("SELECT {} FROM messages m WHERE m.dlq_id = ?1 AND m.user_id = ?2", message_columns("m"));
     connection
         .prepare_cached(&query)?
         .query_row(params![dlq_id, user_id], |row| Ok(message_from_row(row, 0)))
@@ -267,37 +215,22 @@ pub fn get_dlq(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<O
         .transpose()
 }
 
-pub fn get_message(
-    connection: &Connection,
-    user_id: &str,
-    id: MessageId,
-) -> Result<Option<Message>> {
-    let query = format!(
-        "SELECT {} FROM messages m WHERE m.id = ?1 AND m.user_id = ?2",
-        message_columns("m")
-    );
+pub fn get_message(connection: &Connection, user_id: &str, id: MessageId) -> Result<Option<Message>> {
+    let query = format!("SELECT {} FROM messages m WHERE m.id = ?1 AND m.user_id = ?2", message_columns("m"));
     connection
         .prepare_cached(&query)?
-        .query_row(params![id.to_string(), user_id], |row| {
-            Ok(message_from_row(row, 0))
-        })
+        .query_row(params![id.to_string(), user_id], |row| Ok(message_from_row(row, 0)))
         .optional()?
         .transpose()
 }
 
 /// Loads claimed messages by id (any user); missing ids are skipped.
 pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<Message>> {
-    let query = format!(
-        "SELECT {} FROM messages m WHERE m.id = ?1",
-        message_columns("m")
-    );
+    let query = format!("SELECT {} FROM messages m WHERE m.id = ?1", message_columns("m"));
     let mut statement = connection.prepare_cached(&query)?;
     let mut messages = Vec::with_capacity(ids.len());
     for id in ids {
-        if let Some(message) = statement
-            .query_row([id.to_string()], |row| Ok(message_from_row(row, 0)))
-            .optional()?
-        {
+        if let Some(message) = statement.query_row([id.to_string()], |row| Ok(message_from_row(row, 0))).optional()? {
             messages.push(message?);
         }
     }
@@ -306,7 +239,9 @@ pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<M
 
 pub fn load_keys(connection: &Connection, user_id: &str) -> Result<Option<StoredKeys>> {
     Ok(connection
-        .prepare_cached("SELECT current, next, configured_current, configured_next FROM signing_keys WHERE user_id = ?1")?
+        .prepare_cached(
+            "SELECT current, next, configured_current, configured_next FROM signing_keys WHERE user_id = ?1",
+        )?
         .query_row([user_id], |row| {
             Ok(StoredKeys {
                 current: row.get(0)?,

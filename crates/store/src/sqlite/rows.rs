@@ -41,12 +41,9 @@ pub fn message_from_row(row: &Row<'_>, offset: usize) -> Result<Message> {
     let spec: String = row.get(offset + 9)?;
     let body: Vec<u8> = row.get(offset + 10)?;
     Ok(Message {
-        id: id
-            .parse()
-            .map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
+        id: id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
         user_id: row.get(offset + 1)?,
-        state: MessageState::from_code(state)
-            .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+        state: MessageState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
         due_at: row.get(offset + 3)?,
         retried: row.get(offset + 4)?,
         created_at: row.get(offset + 5)?,
@@ -60,11 +57,7 @@ pub fn message_from_row(row: &Row<'_>, offset: usize) -> Result<Message> {
 }
 
 /// Reads `status, headers, body[, error]` columns; `None` when no status was stored.
-pub fn response_from_row(
-    row: &Row<'_>,
-    offset: usize,
-    error_column: Option<usize>,
-) -> Result<Option<AttemptResponse>> {
+pub fn response_from_row(row: &Row<'_>, offset: usize, error_column: Option<usize>) -> Result<Option<AttemptResponse>> {
     let status: Option<u16> = row.get(offset)?;
     let Some(status) = status else {
         return Ok(None);
@@ -77,10 +70,7 @@ pub fn response_from_row(
     };
     Ok(Some(AttemptResponse {
         status,
-        headers: headers
-            .map(|json| serde_json::from_str(&json))
-            .transpose()?
-            .unwrap_or_default(),
+        headers: headers.map(|json| serde_json::from_str(&json)).transpose()?.unwrap_or_default(),
         body: body.map(Bytes::from).unwrap_or_default(),
         error,
     }))
@@ -149,8 +139,7 @@ pub fn insert_log(connection: &Connection, log: LogRow<'_>) -> Result<()> {
         log.error,
         log.next_delivery_time,
         log.response.map(|response| response.status),
-        log.response
-            .and_then(|response| headers_json(&response.headers)),
+        log.response.and_then(|response| headers_json(&response.headers)),
         log.response.map(|response| response.body.as_ref()),
     ])?;
     Ok(())

@@ -114,10 +114,7 @@ pub struct Writer {
     pub index: Arc<Mutex<DueIndex>>,
     pub signal: Arc<Notify>,
     /// The data directory's lock, held for as long as the database is open for writing.
-    #[expect(
-        dead_code,
-        reason = "held, never read: dropping it releases the directory"
-    )]
+    #[expect(dead_code, reason = "held, never read: dropping it releases the directory")]
     pub lock: std::fs::File,
 }
 
@@ -144,9 +141,7 @@ impl Writer {
         let mut pending = Vec::with_capacity(batch.len());
         let index = Arc::clone(&self.index);
         let commit = (|| -> rusqlite::Result<()> {
-            let mut transaction = self
-                .connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
             for op in batch {
                 let mut op_effects = Effects::default();
                 let savepoint = transaction.savepoint()?;
@@ -201,21 +196,14 @@ fn restore(index: &Mutex<DueIndex>, removed: &[(i64, MessageId)]) {
 }
 
 /// Applies one op; returns its pending answer and whether it succeeded.
-fn apply(
-    connection: &Connection,
-    index: &Mutex<DueIndex>,
-    op: WriteOp,
-    effects: &mut Effects,
-) -> (Pending, bool) {
+fn apply(connection: &Connection, index: &Mutex<DueIndex>, op: WriteOp, effects: &mut Effects) -> (Pending, bool) {
     fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, bool) {
         let ok = result.is_ok();
         (make(result), ok)
     }
     match op {
         WriteOp::Insert { messages, reply } => {
-            settle(insert_messages(connection, messages, effects), |r| {
-                Pending::Insert(reply, r)
-            })
+            settle(insert_messages(connection, messages, effects), |r| Pending::Insert(reply, r))
         }
         WriteOp::AttemptStarted { user_id, id, at } => {
             let result = insert_log(connection, log(&user_id, id, at, LogState::Active));
@@ -234,50 +222,24 @@ fn apply(
             // The claim is released even when recording failed, so the index stays consistent.
             (Pending::Nothing, true)
         }
-        WriteOp::Cancel {
-            user_id,
-            selection,
-            now,
-            reply,
-        } => settle(
-            cancel(connection, index, &user_id, selection, now, effects),
-            |r| Pending::Cancel(reply, r),
-        ),
-        WriteOp::DeleteDlq {
-            user_id,
-            dlq_ids,
-            reply,
-        } => settle(delete_dlq(connection, &user_id, &dlq_ids), |r| {
-            Pending::Count(reply, r)
-        }),
-        WriteOp::SaveKeys {
-            user_id,
-            keys,
-            reply,
-        } => settle(save_keys(connection, &user_id, &keys), |r| {
-            Pending::Unit(reply, r)
-        }),
-        WriteOp::Purge {
-            now,
-            retention,
-            reply,
-        } => settle(purge(connection, now, retention), |r| {
-            Pending::Purge(reply, r)
-        }),
+        WriteOp::Cancel { user_id, selection, now, reply } => {
+            settle(cancel(connection, index, &user_id, selection, now, effects), |r| Pending::Cancel(reply, r))
+        }
+        WriteOp::DeleteDlq { user_id, dlq_ids, reply } => {
+            settle(delete_dlq(connection, &user_id, &dlq_ids), |r| Pending::Count(reply, r))
+        }
+        WriteOp::SaveKeys { user_id, keys, reply } => {
+            settle(save_keys(connection, &user_id, &keys), |r| Pending::Unit(reply, r))
+        }
+        WriteOp::Purge { now, retention, reply } => {
+            settle(purge(connection, now, retention), |r| Pending::Purge(reply, r))
+        }
         WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), true),
     }
 }
 
 fn log(user_id: &str, message_id: MessageId, time: i64, state: LogState) -> LogRow<'_> {
-    LogRow {
-        user_id,
-        message_id,
-        time,
-        state,
-        error: None,
-        next_delivery_time: None,
-        response: None,
-    }
+    LogRow { user_id, message_id, time, state, error: None, next_delivery_time: None, response: None }
 }
 
 fn insert_messages(
@@ -308,7 +270,9 @@ fn insert_messages(
         }
         if let Some(dedup) = &message.dedup {
             connection
-                .prepare_cached("INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
                 .execute(params![message.user_id, dedup.key, message.id.to_string(), dedup.expires_at])?;
         }
         store_new_message(connection, message, effects)?;
@@ -318,52 +282,36 @@ fn insert_messages(
 }
 
 /// Inserts the row, logs `CREATED` and schedules the message once committed.
-fn store_new_message(
-    connection: &Connection,
-    message: NewMessage,
-    effects: &mut Effects,
-) -> Result<()> {
+fn store_new_message(connection: &Connection, message: NewMessage, effects: &mut Effects) -> Result<()> {
     insert_message(connection, &message)?;
     insert_log(
         connection,
         LogRow {
             next_delivery_time: Some(message.due_at),
-            ..log(
-                &message.user_id,
-                message.id,
-                message.created_at,
-                LogState::Created,
-            )
+            ..log(&message.user_id, message.id, message.created_at, LogState::Created)
         },
     )?;
-    let cached =
-        (message.due_at <= message.created_at + super::index::CACHE_HORIZON_MS).then(|| {
-            Arc::new(Message {
-                id: message.id,
-                user_id: message.user_id.clone(),
-                spec: message.spec.clone(),
-                body: message.body.clone(),
-                created_at: message.created_at,
-                not_before: message.due_at,
-                state: MessageState::Pending,
-                retried: 0,
-                due_at: Some(message.due_at),
-                finished_at: None,
-                dlq_id: None,
-                last_response: None,
-            })
-        });
-    effects
-        .add
-        .push((message.due_at, message.id, cached, message.created_at));
+    let cached = (message.due_at <= message.created_at + super::index::CACHE_HORIZON_MS).then(|| {
+        Arc::new(Message {
+            id: message.id,
+            user_id: message.user_id.clone(),
+            spec: message.spec.clone(),
+            body: message.body.clone(),
+            created_at: message.created_at,
+            not_before: message.due_at,
+            state: MessageState::Pending,
+            retried: 0,
+            due_at: Some(message.due_at),
+            finished_at: None,
+            dlq_id: None,
+            last_response: None,
+        })
+    });
+    effects.add.push((message.due_at, message.id, cached, message.created_at));
     Ok(())
 }
 
-fn finish_attempt(
-    connection: &Connection,
-    outcome: AttemptOutcome,
-    effects: &mut Effects,
-) -> Result<()> {
+fn finish_attempt(connection: &Connection, outcome: AttemptOutcome, effects: &mut Effects) -> Result<()> {
     let message = &outcome.message;
     let id = message.id.to_string();
     effects.release.push(message.id);
@@ -415,10 +363,7 @@ fn finish_attempt(
         update(MessageState::Delivered, None, None)?;
         insert_log(
             connection,
-            LogRow {
-                response: Some(response),
-                ..log(user_id, message.id, at, LogState::Delivered)
-            },
+            LogRow { response: Some(response), ..log(user_id, message.id, at, LogState::Delivered) },
         )?;
     } else if cancelled {
         update(MessageState::Canceled, None, None)?;
@@ -430,19 +375,14 @@ fn finish_attempt(
         insert_log(connection, error_log())?;
         insert_log(
             connection,
-            LogRow {
-                next_delivery_time: Some(retry_at),
-                ..log(user_id, message.id, at, LogState::Retry)
-            },
+            LogRow { next_delivery_time: Some(retry_at), ..log(user_id, message.id, at, LogState::Retry) },
         )?;
         let mut retrying = Message::clone(message);
         retrying.state = MessageState::Retry;
         retrying.retried = retried;
         retrying.due_at = Some(retry_at);
         retrying.last_response = Some(response.clone());
-        effects
-            .add
-            .push((retry_at, message.id, Some(Arc::new(retrying)), at));
+        effects.add.push((retry_at, message.id, Some(Arc::new(retrying)), at));
     } else if let NextStep::Failed { dlq_id } = &outcome.next {
         update(MessageState::Failed, None, Some(dlq_id))?;
         insert_log(connection, error_log())?;
@@ -455,10 +395,7 @@ fn finish_attempt(
             },
         )?;
     }
-    for callback in [outcome.callback, outcome.failure_callback]
-        .into_iter()
-        .flatten()
-    {
+    for callback in [outcome.callback, outcome.failure_callback].into_iter().flatten() {
         store_new_message(connection, callback, effects)?;
     }
     Ok(())
@@ -475,15 +412,12 @@ fn cancel(
     let mut outcome = CancelOutcome::default();
     let candidates: Vec<(String, i64, Option<i64>)> = match selection {
         CancelSelection::Ids(ids) => {
-            let mut statement = connection.prepare_cached(
-                "SELECT id, state, due_at FROM messages WHERE id = ?1 AND user_id = ?2",
-            )?;
+            let mut statement =
+                connection.prepare_cached("SELECT id, state, due_at FROM messages WHERE id = ?1 AND user_id = ?2")?;
             let mut found = Vec::new();
             for id in ids {
                 let row = statement
-                    .query_row(params![id.to_string(), user_id], |row| {
-                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-                    })
+                    .query_row(params![id.to_string(), user_id], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
                     .optional()?;
                 found.extend(row);
             }
@@ -499,16 +433,14 @@ fn cancel(
                 sql.clause()
             );
             let mut statement = connection.prepare(&query)?;
-            let rows = statement.query_map(params_from_iter(sql.params()), |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })?;
+            let rows = statement
+                .query_map(params_from_iter(sql.params()), |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
             rows.collect::<rusqlite::Result<_>>()?
         }
     };
     for (id, state, due_at) in candidates {
         outcome.found += 1;
-        let state = MessageState::from_code(state)
-            .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
+        let state = MessageState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
         if state.is_terminal() {
             continue;
         }
@@ -516,13 +448,8 @@ fn cancel(
         if state == MessageState::CancelRequested {
             continue;
         }
-        let message_id: MessageId = id
-            .parse()
-            .map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
-        insert_log(
-            connection,
-            log(user_id, message_id, now, LogState::CancelRequested),
-        )?;
+        let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
+        insert_log(connection, log(user_id, message_id, now, LogState::CancelRequested))?;
         let in_flight = {
             let mut index = index.lock().expect("index lock");
             let claimed = index.is_claimed(message_id);
@@ -534,28 +461,22 @@ fn cancel(
             }
             claimed
         };
-        let new_state = if in_flight {
-            MessageState::CancelRequested
-        } else {
-            MessageState::Canceled
-        };
+        let new_state = if in_flight { MessageState::CancelRequested } else { MessageState::Canceled };
         connection
-            .prepare_cached("UPDATE messages SET state = ?2, finished_at = ?3, due_at = CASE WHEN ?4 THEN due_at END WHERE id = ?1")?
+            .prepare_cached(
+                "UPDATE messages SET state = ?2, finished_at = ?3, due_at = CASE WHEN ?4 THEN due_at END WHERE id = ?1",
+            )?
             .execute(params![id, new_state.code(), (!in_flight).then_some(now), in_flight])?;
         if !in_flight {
-            insert_log(
-                connection,
-                log(user_id, message_id, now, LogState::Canceled),
-            )?;
+            insert_log(connection, log(user_id, message_id, now, LogState::Canceled))?;
         }
     }
     Ok(outcome)
 }
 
 fn delete_dlq(connection: &Connection, user_id: &str, dlq_ids: &[String]) -> Result<u64> {
-    let mut statement = connection.prepare_cached(
-        "UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2",
-    )?;
+    let mut statement = connection
+        .prepare_cached("UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2")?;
     let mut deleted = 0;
     for dlq_id in dlq_ids {
         deleted += statement.execute(params![user_id, dlq_id])? as u64;
@@ -595,24 +516,15 @@ fn purge(connection: &Connection, now: i64, retention: Retention) -> Result<Purg
         |row| row.get(0),
     )?;
     let logs = match last_expired {
-        Some(seq) => connection.execute(
-            "DELETE FROM logs WHERE seq <= ?1 AND time < ?2",
-            params![seq, log_cutoff],
-        )? as u64,
+        Some(seq) => {
+            connection.execute("DELETE FROM logs WHERE seq <= ?1 AND time < ?2", params![seq, log_cutoff])? as u64
+        }
         None => 0,
     };
     let dedup_keys = connection.execute(
         "DELETE FROM dedup WHERE (user_id, key) IN (SELECT user_id, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, chunk],
     )? as u64;
-    let more = [logs, messages, dlq_entries, dedup_keys]
-        .iter()
-        .any(|count| *count >= chunk as u64);
-    Ok(PurgeStats {
-        logs,
-        messages,
-        dlq_entries,
-        dedup_keys,
-        more,
-    })
+    let more = [logs, messages, dlq_entries, dedup_keys].iter().any(|count| *count >= chunk as u64);
+    Ok(PurgeStats { logs, messages, dlq_entries, dedup_keys, more })
 }

@@ -4,9 +4,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_core::{
-    AttemptResponse, LogState, MessageId, MessageState, PublishLimits, PublishOptions,
-};
+use tern_core::{AttemptResponse, LogState, MessageId, MessageState, PublishLimits, PublishOptions};
 use tern_store::*;
 
 /// Opens a store on a directory (or database) that survives [`Backend::reopen`].
@@ -20,22 +18,12 @@ pub trait Backend {
 const USER: &str = "alice";
 const OTHER: &str = "bob";
 
-pub fn new_message(
-    user: &str,
-    url: &str,
-    created_at: i64,
-    due_at: i64,
-    headers: &[(&str, &str)],
-) -> NewMessage {
+pub fn new_message(user: &str, url: &str, created_at: i64, due_at: i64, headers: &[(&str, &str)]) -> NewMessage {
     let options = PublishOptions::from_headers(headers.iter().copied(), true).unwrap();
     NewMessage {
         id: MessageId::generate(),
         user_id: user.to_string(),
-        spec: options.to_spec(
-            url.to_string(),
-            Some("127.0.0.1".into()),
-            &PublishLimits::default(),
-        ),
+        spec: options.to_spec(url.to_string(), Some("127.0.0.1".into()), &PublishLimits::default()),
         body: Bytes::from_static(b"{\"hello\":1}"),
         created_at,
         due_at,
@@ -50,44 +38,21 @@ async fn settle(store: &Arc<dyn Store>) {
 }
 
 fn page(count: usize) -> PageRequest {
-    PageRequest {
-        cursor: None,
-        count,
-        order: Order::LatestFirst,
-    }
+    PageRequest { cursor: None, count, order: Order::LatestFirst }
 }
 
 async fn log_states(store: &Arc<dyn Store>, id: MessageId) -> Vec<LogState> {
-    let filter = MessageFilter {
-        message_ids: vec![id.to_string()],
-        ..Default::default()
-    };
+    let filter = MessageFilter { message_ids: vec![id.to_string()], ..Default::default() };
     let mut page = page(100);
     page.order = Order::EarliestFirst;
-    store
-        .list_logs(USER, &filter, &page)
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .map(|e| e.state)
-        .collect()
+    store.list_logs(USER, &filter, &page).await.unwrap().items.iter().map(|e| e.state).collect()
 }
 
-fn outcome(
-    message: Arc<tern_core::Message>,
-    at: i64,
-    status: u16,
-    next: NextStep,
-) -> AttemptOutcome {
+fn outcome(message: Arc<tern_core::Message>, at: i64, status: u16, next: NextStep) -> AttemptOutcome {
     AttemptOutcome {
         message,
         finished_at: at,
-        response: AttemptResponse {
-            status,
-            body: Bytes::from_static(b"404 Not Found"),
-            ..Default::default()
-        },
+        response: AttemptResponse { status, body: Bytes::from_static(b"404 Not Found"), ..Default::default() },
         next,
         callback: None,
         failure_callback: None,
@@ -112,26 +77,14 @@ pub async fn run_all(backend: &mut impl Backend) {
 
 async fn insert_get_and_isolation(backend: &mut impl Backend) {
     let store = backend.open(1_000).await;
-    let message = new_message(
-        USER,
-        "http://127.0.0.1:1/a?x=1",
-        1_000,
-        1_000,
-        &[("Upstash-Label", "a,b")],
-    );
+    let message = new_message(USER, "http://127.0.0.1:1/a?x=1", 1_000, 1_000, &[("Upstash-Label", "a,b")]);
     let id = message.id;
-    assert_eq!(
-        store.insert_messages(vec![message]).await.unwrap(),
-        vec![InsertOutcome::Created]
-    );
+    assert_eq!(store.insert_messages(vec![message]).await.unwrap(), vec![InsertOutcome::Created]);
     let stored = store.get_message(USER, id).await.unwrap().unwrap();
     assert_eq!(stored.state, MessageState::Pending);
     assert_eq!(stored.spec.url, "http://127.0.0.1:1/a?x=1");
     assert_eq!(stored.spec.labels, vec!["a", "b"]);
-    assert_eq!(
-        (stored.created_at, stored.not_before, stored.retried),
-        (1_000, 1_000, 0)
-    );
+    assert_eq!((stored.created_at, stored.not_before, stored.retried), (1_000, 1_000, 0));
     assert_eq!(stored.body, Bytes::from_static(b"{\"hello\":1}"));
     assert!(store.get_message(OTHER, id).await.unwrap().is_none());
     assert_eq!(log_states(&store, id).await, vec![LogState::Created]);
@@ -145,13 +98,7 @@ async fn claims_follow_due_time(backend: &mut impl Backend) {
     let now = new_message(USER, "http://127.0.0.1:1/now", 0, 0, &[]);
     let ids = (late.id, early.id, now.id);
     store.insert_messages(vec![late, early, now]).await.unwrap();
-    let claimed: Vec<_> = store
-        .claim_due(100, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let claimed: Vec<_> = store.claim_due(100, 10).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(claimed, vec![ids.2, ids.1]);
     assert_eq!(store.next_due_at(), Some(9_000));
     assert!(store.claim_due(8_999, 10).await.unwrap().is_empty());
@@ -163,10 +110,7 @@ async fn claims_follow_due_time(backend: &mut impl Backend) {
 
 async fn deduplication_holds_for_its_window(backend: &mut impl Backend) {
     let store = backend.open(0).await;
-    let claim = DedupClaim {
-        key: "k".into(),
-        expires_at: 600_000,
-    };
+    let claim = DedupClaim { key: "k".into(), expires_at: 600_000 };
     let mut first = new_message(USER, "http://127.0.0.1:1/", 0, 0, &[]);
     first.dedup = Some(claim.clone());
     let mut second = new_message(USER, "http://127.0.0.1:1/", 1_000, 1_000, &[]);
@@ -174,27 +118,11 @@ async fn deduplication_holds_for_its_window(backend: &mut impl Backend) {
     let mut other_user = new_message(OTHER, "http://127.0.0.1:1/", 1_000, 1_000, &[]);
     other_user.dedup = Some(claim.clone());
     let first_id = first.id;
-    let outcomes = store
-        .insert_messages(vec![first, second, other_user])
-        .await
-        .unwrap();
-    assert_eq!(
-        outcomes,
-        vec![
-            InsertOutcome::Created,
-            InsertOutcome::Duplicate(first_id),
-            InsertOutcome::Created
-        ]
-    );
+    let outcomes = store.insert_messages(vec![first, second, other_user]).await.unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::Created, InsertOutcome::Duplicate(first_id), InsertOutcome::Created]);
     let mut after_window = new_message(USER, "http://127.0.0.1:1/", 600_000, 600_000, &[]);
-    after_window.dedup = Some(DedupClaim {
-        key: "k".into(),
-        expires_at: 1_200_000,
-    });
-    assert_eq!(
-        store.insert_messages(vec![after_window]).await.unwrap(),
-        vec![InsertOutcome::Created]
-    );
+    after_window.dedup = Some(DedupClaim { key: "k".into(), expires_at: 1_200_000 });
+    assert_eq!(store.insert_messages(vec![after_window]).await.unwrap(), vec![InsertOutcome::Created]);
     store.shutdown().await.unwrap();
 }
 
@@ -205,108 +133,44 @@ async fn retries_become_due_again(backend: &mut impl Backend) {
     store.insert_messages(vec![message]).await.unwrap();
     let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
     store.record_attempt_started(&claimed, 5).await.unwrap();
-    store
-        .record_attempt_outcome(outcome(claimed, 10, 500, NextStep::Retry { at: 12_000 }))
-        .await
-        .unwrap();
+    store.record_attempt_outcome(outcome(claimed, 10, 500, NextStep::Retry { at: 12_000 })).await.unwrap();
     settle(&store).await;
     assert!(store.claim_due(11_999, 10).await.unwrap().is_empty());
     let retry = store.claim_due(12_000, 10).await.unwrap().remove(0);
-    assert_eq!(
-        (retry.id, retry.retried, retry.state),
-        (id, 1, MessageState::Retry)
-    );
+    assert_eq!((retry.id, retry.retried, retry.state), (id, 1, MessageState::Retry));
     assert_eq!(retry.last_response.as_ref().unwrap().status, 500);
-    store
-        .record_attempt_outcome(outcome(retry, 12_100, 200, NextStep::Delivered))
-        .await
-        .unwrap();
+    store.record_attempt_outcome(outcome(retry, 12_100, 200, NextStep::Delivered)).await.unwrap();
     settle(&store).await;
     let delivered = store.get_message(USER, id).await.unwrap().unwrap();
-    assert_eq!(
-        (delivered.state, delivered.retried, delivered.finished_at),
-        (MessageState::Delivered, 2, Some(12_100))
-    );
+    assert_eq!((delivered.state, delivered.retried, delivered.finished_at), (MessageState::Delivered, 2, Some(12_100)));
     assert_eq!(
         log_states(&store, id).await,
-        vec![
-            LogState::Created,
-            LogState::Active,
-            LogState::Error,
-            LogState::Retry,
-            LogState::Delivered
-        ]
+        vec![LogState::Created, LogState::Active, LogState::Error, LogState::Retry, LogState::Delivered]
     );
     store.shutdown().await.unwrap();
 }
 
 async fn failures_enter_the_dlq(backend: &mut impl Backend) {
     let store = backend.open(0).await;
-    let message = new_message(
-        USER,
-        "http://127.0.0.1:1/fail",
-        0,
-        0,
-        &[("Upstash-Retries", "0")],
-    );
+    let message = new_message(USER, "http://127.0.0.1:1/fail", 0, 0, &[("Upstash-Retries", "0")]);
     let id = message.id;
     store.insert_messages(vec![message]).await.unwrap();
     let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
-    let next = NextStep::Failed {
-        dlq_id: "5-0".into(),
-    };
-    store
-        .record_attempt_outcome(outcome(claimed, 5, 404, next))
-        .await
-        .unwrap();
+    let next = NextStep::Failed { dlq_id: "5-0".into() };
+    store.record_attempt_outcome(outcome(claimed, 5, 404, next)).await.unwrap();
     settle(&store).await;
-    let entries = store
-        .list_dlq(USER, &MessageFilter::default(), &page(10))
-        .await
-        .unwrap();
+    let entries = store.list_dlq(USER, &MessageFilter::default(), &page(10)).await.unwrap();
     assert_eq!(entries.items.len(), 1);
     assert!(entries.cursor.is_none());
     let entry = &entries.items[0];
-    assert_eq!(
-        (entry.id, entry.dlq_id.as_deref(), entry.state),
-        (id, Some("5-0"), MessageState::Failed)
-    );
-    assert_eq!(
-        entry.last_response.as_ref().unwrap().body,
-        Bytes::from_static(b"404 Not Found")
-    );
-    assert!(
-        store
-            .list_dlq(OTHER, &MessageFilter::default(), &page(10))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    let by_status = MessageFilter {
-        response_statuses: vec![500],
-        ..Default::default()
-    };
-    assert!(
-        store
-            .list_dlq(USER, &by_status, &page(10))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
+    assert_eq!((entry.id, entry.dlq_id.as_deref(), entry.state), (id, Some("5-0"), MessageState::Failed));
+    assert_eq!(entry.last_response.as_ref().unwrap().body, Bytes::from_static(b"404 Not Found"));
+    assert!(store.list_dlq(OTHER, &MessageFilter::default(), &page(10)).await.unwrap().items.is_empty());
+    let by_status = MessageFilter { response_statuses: vec![500], ..Default::default() };
+    assert!(store.list_dlq(USER, &by_status, &page(10)).await.unwrap().items.is_empty());
     assert_eq!(store.get_dlq(USER, "5-0").await.unwrap().unwrap().id, id);
-    assert_eq!(
-        log_states(&store, id).await,
-        vec![LogState::Created, LogState::Error, LogState::Failed]
-    );
-    assert_eq!(
-        store
-            .delete_dlq(USER, vec!["5-0".into(), "nope".into()])
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(log_states(&store, id).await, vec![LogState::Created, LogState::Error, LogState::Failed]);
+    assert_eq!(store.delete_dlq(USER, vec!["5-0".into(), "nope".into()]).await.unwrap(), 1);
     assert!(store.get_dlq(USER, "5-0").await.unwrap().is_none());
     assert_eq!(store.delete_dlq(USER, vec!["5-0".into()]).await.unwrap(), 0);
     store.shutdown().await.unwrap();
@@ -314,10 +178,7 @@ async fn failures_enter_the_dlq(backend: &mut impl Backend) {
 
 async fn callbacks_are_stored_with_the_outcome(backend: &mut impl Backend) {
     let store = backend.open(0).await;
-    store
-        .insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])])
-        .await
-        .unwrap();
+    store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])]).await.unwrap();
     let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
     let mut result = outcome(claimed, 7, 200, NextStep::Delivered);
     let callback = new_message(USER, "http://127.0.0.1:1/callback", 7, 7, &[]);
@@ -325,13 +186,7 @@ async fn callbacks_are_stored_with_the_outcome(backend: &mut impl Backend) {
     result.callback = Some(callback);
     store.record_attempt_outcome(result).await.unwrap();
     settle(&store).await;
-    let due: Vec<_> = store
-        .claim_due(7, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let due: Vec<_> = store.claim_due(7, 10).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(due, vec![callback_id]);
     store.shutdown().await.unwrap();
 }
@@ -345,91 +200,28 @@ async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
     let claimed = store.claim_due(0, 10).await.unwrap().remove(0);
     assert_eq!(claimed.id, flying_id);
 
-    let result = store
-        .cancel_messages(OTHER, CancelSelection::Ids(vec![pending_id]), 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        result,
-        CancelOutcome {
-            cancelled: 0,
-            found: 0
-        }
-    );
-    let result = store
-        .cancel_messages(USER, CancelSelection::Ids(vec![pending_id, flying_id]), 10)
-        .await
-        .unwrap();
-    assert_eq!(
-        result,
-        CancelOutcome {
-            cancelled: 2,
-            found: 2
-        }
-    );
-    assert_eq!(
-        store
-            .get_message(USER, pending_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        MessageState::Canceled
-    );
-    assert_eq!(
-        store
-            .get_message(USER, flying_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        MessageState::CancelRequested
-    );
+    let result = store.cancel_messages(OTHER, CancelSelection::Ids(vec![pending_id]), 10).await.unwrap();
+    assert_eq!(result, CancelOutcome { cancelled: 0, found: 0 });
+    let result = store.cancel_messages(USER, CancelSelection::Ids(vec![pending_id, flying_id]), 10).await.unwrap();
+    assert_eq!(result, CancelOutcome { cancelled: 2, found: 2 });
+    assert_eq!(store.get_message(USER, pending_id).await.unwrap().unwrap().state, MessageState::Canceled);
+    assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::CancelRequested);
     assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
     assert_eq!(
         log_states(&store, pending_id).await,
-        vec![
-            LogState::Created,
-            LogState::CancelRequested,
-            LogState::Canceled
-        ]
+        vec![LogState::Created, LogState::CancelRequested, LogState::Canceled]
     );
 
-    store
-        .record_attempt_outcome(outcome(claimed, 20, 500, NextStep::Retry { at: 30 }))
-        .await
-        .unwrap();
+    store.record_attempt_outcome(outcome(claimed, 20, 500, NextStep::Retry { at: 30 })).await.unwrap();
     settle(&store).await;
-    assert_eq!(
-        store
-            .get_message(USER, flying_id)
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        MessageState::Canceled
-    );
+    assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::Canceled);
     assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
     assert_eq!(
         log_states(&store, flying_id).await,
-        vec![
-            LogState::Created,
-            LogState::CancelRequested,
-            LogState::Error,
-            LogState::Canceled
-        ]
+        vec![LogState::Created, LogState::CancelRequested, LogState::Error, LogState::Canceled]
     );
-    let again = store
-        .cancel_messages(USER, CancelSelection::Ids(vec![pending_id]), 40)
-        .await
-        .unwrap();
-    assert_eq!(
-        again,
-        CancelOutcome {
-            cancelled: 0,
-            found: 1
-        }
-    );
+    let again = store.cancel_messages(USER, CancelSelection::Ids(vec![pending_id]), 40).await.unwrap();
+    assert_eq!(again, CancelOutcome { cancelled: 0, found: 1 });
     store.shutdown().await.unwrap();
 }
 
@@ -438,77 +230,22 @@ async fn cancel_by_filter(backend: &mut impl Backend) {
     let messages: Vec<_> = (0..5)
         .map(|i| {
             let label = if i % 2 == 0 { "even" } else { "odd" };
-            new_message(
-                USER,
-                &format!("http://127.0.0.1:1/{i}"),
-                i,
-                90_000,
-                &[("Upstash-Label", label)],
-            )
+            new_message(USER, &format!("http://127.0.0.1:1/{i}"), i, 90_000, &[("Upstash-Label", label)])
         })
         .collect();
     store.insert_messages(messages).await.unwrap();
-    let odd = MessageFilter {
-        labels: vec!["odd".into()],
-        ..Default::default()
-    };
-    let result = store
-        .cancel_messages(
-            USER,
-            CancelSelection::Filter {
-                filter: odd,
-                limit: None,
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    let odd = MessageFilter { labels: vec!["odd".into()], ..Default::default() };
+    let result = store.cancel_messages(USER, CancelSelection::Filter { filter: odd, limit: None }, 10).await.unwrap();
     assert_eq!(result.cancelled, 2);
-    let by_path = MessageFilter {
-        paths: vec!["/0".into(), "/2".into()],
-        hosts: vec!["127.0.0.1".into()],
-        ..Default::default()
-    };
-    let result = store
-        .cancel_messages(
-            USER,
-            CancelSelection::Filter {
-                filter: by_path,
-                limit: Some(1),
-            },
-            10,
-        )
-        .await
-        .unwrap();
+    let by_path =
+        MessageFilter { paths: vec!["/0".into(), "/2".into()], hosts: vec!["127.0.0.1".into()], ..Default::default() };
+    let result =
+        store.cancel_messages(USER, CancelSelection::Filter { filter: by_path, limit: Some(1) }, 10).await.unwrap();
     assert_eq!(result.cancelled, 1);
-    let all = CancelSelection::Filter {
-        filter: MessageFilter::default(),
-        limit: None,
-    };
-    assert_eq!(
-        store
-            .cancel_messages(OTHER, all.clone(), 10)
-            .await
-            .unwrap()
-            .cancelled,
-        0
-    );
-    assert_eq!(
-        store
-            .cancel_messages(USER, all.clone(), 10)
-            .await
-            .unwrap()
-            .cancelled,
-        2
-    );
-    assert_eq!(
-        store
-            .cancel_messages(USER, all, 10)
-            .await
-            .unwrap()
-            .cancelled,
-        0
-    );
+    let all = CancelSelection::Filter { filter: MessageFilter::default(), limit: None };
+    assert_eq!(store.cancel_messages(OTHER, all.clone(), 10).await.unwrap().cancelled, 0);
+    assert_eq!(store.cancel_messages(USER, all.clone(), 10).await.unwrap().cancelled, 2);
+    assert_eq!(store.cancel_messages(USER, all, 10).await.unwrap().cancelled, 0);
     assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
     store.shutdown().await.unwrap();
 }
@@ -517,36 +254,17 @@ async fn logs_filter_and_paginate(backend: &mut impl Backend) {
     let store = backend.open(0).await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let message = new_message(
-            USER,
-            "http://127.0.0.1:1/logs",
-            i * 10,
-            i * 10,
-            &[("Upstash-Label", "page")],
-        );
+        let message = new_message(USER, "http://127.0.0.1:1/logs", i * 10, i * 10, &[("Upstash-Label", "page")]);
         ids.push(message.id);
         store.insert_messages(vec![message]).await.unwrap();
     }
-    let filter = MessageFilter {
-        labels: vec!["page".into()],
-        ..Default::default()
-    };
+    let filter = MessageFilter { labels: vec!["page".into()], ..Default::default() };
     let first = store.list_logs(USER, &filter, &page(2)).await.unwrap();
-    assert_eq!(
-        first.items.iter().map(|e| e.message.id).collect::<Vec<_>>(),
-        vec![ids[4], ids[3]]
-    );
+    assert_eq!(first.items.iter().map(|e| e.message.id).collect::<Vec<_>>(), vec![ids[4], ids[3]]);
     let mut next = page(2);
     next.cursor = first.cursor.clone();
     let second = store.list_logs(USER, &filter, &next).await.unwrap();
-    assert_eq!(
-        second
-            .items
-            .iter()
-            .map(|e| e.message.id)
-            .collect::<Vec<_>>(),
-        vec![ids[2], ids[1]]
-    );
+    assert_eq!(second.items.iter().map(|e| e.message.id).collect::<Vec<_>>(), vec![ids[2], ids[1]]);
     next.cursor = second.cursor.clone();
     let third = store.list_logs(USER, &filter, &next).await.unwrap();
     assert_eq!(third.items.len(), 1);
@@ -556,104 +274,32 @@ async fn logs_filter_and_paginate(backend: &mut impl Backend) {
     earliest.order = Order::EarliestFirst;
     let ascending = store.list_logs(USER, &filter, &earliest).await.unwrap();
     assert_eq!(ascending.items[0].message.id, ids[0]);
-    let window = MessageFilter {
-        from_ms: Some(10),
-        to_ms: Some(30),
-        ..filter.clone()
-    };
-    assert_eq!(
-        store
-            .list_logs(USER, &window, &page(10))
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
-    let by_time_cursor = PageRequest {
-        cursor: Some("20".into()),
-        ..page(10)
-    };
-    assert_eq!(
-        store
-            .list_logs(USER, &filter, &by_time_cursor)
-            .await
-            .unwrap()
-            .items
-            .len(),
-        3
-    );
-    let delivered = MessageFilter {
-        states: vec![LogState::Delivered],
-        ..filter.clone()
-    };
-    assert!(
-        store
-            .list_logs(USER, &delivered, &page(10))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    let wrong_label = MessageFilter {
-        labels: vec!["pag".into()],
-        ..Default::default()
-    };
-    assert!(
-        store
-            .list_logs(USER, &wrong_label, &page(10))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    assert!(
-        store
-            .list_logs(OTHER, &filter, &page(10))
-            .await
-            .unwrap()
-            .items
-            .is_empty()
-    );
-    let bad_cursor = PageRequest {
-        cursor: Some("x-y".into()),
-        ..page(10)
-    };
-    assert!(matches!(
-        store.list_logs(USER, &filter, &bad_cursor).await,
-        Err(StoreError::InvalidInput(_))
-    ));
+    let window = MessageFilter { from_ms: Some(10), to_ms: Some(30), ..filter.clone() };
+    assert_eq!(store.list_logs(USER, &window, &page(10)).await.unwrap().items.len(), 3);
+    let by_time_cursor = PageRequest { cursor: Some("20".into()), ..page(10) };
+    assert_eq!(store.list_logs(USER, &filter, &by_time_cursor).await.unwrap().items.len(), 3);
+    let delivered = MessageFilter { states: vec![LogState::Delivered], ..filter.clone() };
+    assert!(store.list_logs(USER, &delivered, &page(10)).await.unwrap().items.is_empty());
+    let wrong_label = MessageFilter { labels: vec!["pag".into()], ..Default::default() };
+    assert!(store.list_logs(USER, &wrong_label, &page(10)).await.unwrap().items.is_empty());
+    assert!(store.list_logs(OTHER, &filter, &page(10)).await.unwrap().items.is_empty());
+    let bad_cursor = PageRequest { cursor: Some("x-y".into()), ..page(10) };
+    assert!(matches!(store.list_logs(USER, &filter, &bad_cursor).await, Err(StoreError::InvalidInput(_))));
     store.shutdown().await.unwrap();
 }
 
 async fn dlq_retry_consumes_the_entry(backend: &mut impl Backend) {
     let store = backend.open(0).await;
-    store
-        .insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])])
-        .await
-        .unwrap();
+    store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])]).await.unwrap();
     let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
-    store
-        .record_attempt_outcome(outcome(
-            claimed,
-            1,
-            500,
-            NextStep::Failed {
-                dlq_id: "1-7".into(),
-            },
-        ))
-        .await
-        .unwrap();
+    store.record_attempt_outcome(outcome(claimed, 1, 500, NextStep::Failed { dlq_id: "1-7".into() })).await.unwrap();
     settle(&store).await;
     let mut retry = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
     retry.consumes_dlq_entry = Some("1-7".into());
     let mut twice = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
     twice.consumes_dlq_entry = Some("1-7".into());
     let outcomes = store.insert_messages(vec![retry, twice]).await.unwrap();
-    assert_eq!(
-        outcomes,
-        vec![InsertOutcome::Created, InsertOutcome::DlqEntryGone]
-    );
+    assert_eq!(outcomes, vec![InsertOutcome::Created, InsertOutcome::DlqEntryGone]);
     assert!(store.get_dlq(USER, "1-7").await.unwrap().is_none());
     assert_eq!(store.claim_due(2, 10).await.unwrap().len(), 1);
     store.shutdown().await.unwrap();
@@ -680,42 +326,20 @@ async fn purge_applies_retention(backend: &mut impl Backend) {
     let failed = new_message(USER, "http://127.0.0.1:1/failed", 0, 0, &[]);
     let waiting = new_message(USER, "http://127.0.0.1:1/waiting", 0, 10_000_000, &[]);
     let mut deduplicated = new_message(USER, "http://127.0.0.1:1/dedup", 0, 10_000_000, &[]);
-    deduplicated.dedup = Some(DedupClaim {
-        key: "d".into(),
-        expires_at: 100,
-    });
+    deduplicated.dedup = Some(DedupClaim { key: "d".into(), expires_at: 100 });
     let ids = (done.id, failed.id, waiting.id);
-    store
-        .insert_messages(vec![done, failed, waiting, deduplicated])
-        .await
-        .unwrap();
+    store.insert_messages(vec![done, failed, waiting, deduplicated]).await.unwrap();
     let mut claimed = store.claim_due(0, 10).await.unwrap();
     claimed.sort_by_key(|m| m.spec.url.clone());
+    store.record_attempt_outcome(outcome(claimed[0].clone(), 1, 200, NextStep::Delivered)).await.unwrap();
     store
-        .record_attempt_outcome(outcome(claimed[0].clone(), 1, 200, NextStep::Delivered))
-        .await
-        .unwrap();
-    store
-        .record_attempt_outcome(outcome(
-            claimed[1].clone(),
-            1,
-            500,
-            NextStep::Failed {
-                dlq_id: "1-1".into(),
-            },
-        ))
+        .record_attempt_outcome(outcome(claimed[1].clone(), 1, 500, NextStep::Failed { dlq_id: "1-1".into() }))
         .await
         .unwrap();
     settle(&store).await;
-    let retention = Retention {
-        logs: Duration::from_millis(1_000),
-        dlq: Duration::from_millis(5_000),
-    };
+    let retention = Retention { logs: Duration::from_millis(1_000), dlq: Duration::from_millis(5_000) };
     let stats = store.purge(2_000, retention).await.unwrap();
-    assert_eq!(
-        (stats.messages, stats.dlq_entries, stats.dedup_keys),
-        (1, 0, 1)
-    );
+    assert_eq!((stats.messages, stats.dlq_entries, stats.dedup_keys), (1, 0, 1));
     assert!(stats.logs >= 4);
     assert!(store.get_message(USER, ids.0).await.unwrap().is_none());
     assert!(store.get_dlq(USER, "1-1").await.unwrap().is_some());
@@ -733,37 +357,16 @@ async fn recovery_makes_unfinished_messages_due(backend: &mut impl Backend) {
     let delayed = new_message(USER, "http://127.0.0.1:1/delayed", 0, 60_000, &[]);
     let cancelling = new_message(USER, "http://127.0.0.1:1/cancel", 0, 0, &[]);
     let ids = (in_flight.id, delayed.id, cancelling.id);
-    store
-        .insert_messages(vec![in_flight, delayed, cancelling])
-        .await
-        .unwrap();
+    store.insert_messages(vec![in_flight, delayed, cancelling]).await.unwrap();
     assert_eq!(store.claim_due(0, 10).await.unwrap().len(), 2);
-    store
-        .cancel_messages(USER, CancelSelection::Ids(vec![ids.2]), 5)
-        .await
-        .unwrap();
+    store.cancel_messages(USER, CancelSelection::Ids(vec![ids.2]), 5).await.unwrap();
 
     let store = backend.reopen(store, 100).await;
-    assert_eq!(
-        store.get_message(USER, ids.2).await.unwrap().unwrap().state,
-        MessageState::Canceled
-    );
+    assert_eq!(store.get_message(USER, ids.2).await.unwrap().unwrap().state, MessageState::Canceled);
     assert_eq!(store.next_due_at(), Some(0));
-    let due: Vec<_> = store
-        .claim_due(100, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let due: Vec<_> = store.claim_due(100, 10).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(due, vec![ids.0]);
-    let due: Vec<_> = store
-        .claim_due(60_000, 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.id)
-        .collect();
+    let due: Vec<_> = store.claim_due(60_000, 10).await.unwrap().iter().map(|m| m.id).collect();
     assert_eq!(due, vec![ids.1]);
     store.shutdown().await.unwrap();
 }

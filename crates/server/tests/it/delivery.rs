@@ -1,0 +1,83 @@
+//! The request a destination receives (spec §7, §8).
+
+use crate::harness::*;
+use axum::http::Method;
+use tern_core::signing;
+
+#[tokio::test]
+async fn delivers_the_exact_request_with_a_valid_signature() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let destination = receiver.url("/hook/a//b");
+    let id = server
+        .publish_ok(
+            &format!("{destination}?x=1&y=%20z&qstash_token={TOKEN}&upstash-retries=0"),
+            &[
+                ("Content-Type", "application/json"),
+                ("Upstash-Method", "PUT"),
+                ("Upstash-Forward-X-Custom", "one, two"),
+                ("Upstash-Forward-Upstash-Message-Id", "forged"),
+                ("X-Not-Forwarded", "dropped"),
+                ("Upstash-Telemetry-Sdk", "ignored"),
+            ],
+            r#"{"hello":"world"}"#,
+        )
+        .await;
+    let request = receiver.wait_for("/hook/a//b", 1).await.remove(0);
+    assert_eq!(request.method, Method::PUT);
+    assert_eq!(request.target, "/hook/a//b?x=1&y=%20z");
+    assert_eq!(request.body.as_ref(), br#"{"hello":"world"}"#);
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    assert_eq!(request.header("x-custom"), Some("one, two"));
+    assert_eq!(request.header("upstash-message-id"), Some(id.as_str()));
+    assert_eq!(request.header("upstash-retried"), Some("0"));
+    assert_eq!(request.header("user-agent"), Some("Upstash-QStash"));
+    assert_eq!(request.header("upstash-caller-ip"), Some("127.0.0.1"));
+    assert!(request.header("x-not-forwarded").is_none());
+    assert!(request.header("upstash-telemetry-sdk").is_none());
+    assert!(request.header("authorization").is_none());
+
+    let url = format!("{destination}?x=1&y=%20z");
+    let token = request.header("upstash-signature").expect("signed");
+    let claims = signing::verify(token, CURRENT_KEY, &request.body, Some(&url), server.now_ms() / 1000)
+        .expect("signature verifies with the current key");
+    assert_eq!(claims.nbf, 0);
+    assert!(claims.jti.starts_with("jwt_"));
+    assert!(signing::verify(token, NEXT_KEY, &request.body, None, server.now_ms() / 1000).is_err());
+    assert_eq!(server.wait_for_state(&id, "DELIVERED").await, ["CREATED", "ACTIVE", "DELIVERED"]);
+}
+
+#[tokio::test]
+async fn every_method_is_delivered_with_its_body() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        let path = format!("/{method}");
+        server.publish_ok(&receiver.url(&path), &[("Upstash-Method", &method.to_lowercase())], "payload").await;
+        let request = receiver.wait_for(&path, 1).await.remove(0);
+        assert_eq!(request.method.as_str(), method);
+        assert_eq!(request.body.as_ref(), b"payload");
+    }
+}
+
+#[tokio::test]
+async fn header_forward_mode_forwards_incoming_headers() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let url = format!("/v2/publish/{}?upstash-header-forward=true&qstash_token={TOKEN}", receiver.url("/webhook"));
+    let response = server
+        .http
+        .post(format!("{}{url}", server.url))
+        .header("X-Webhook-Signature", "abc")
+        .header("Authorization", "Bearer the-senders-own")
+        .body("event")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let request = receiver.wait_for("/webhook", 1).await.remove(0);
+    assert_eq!(request.header("x-webhook-signature"), Some("abc"));
+    // The token came in the query, so the sender's own Authorization header is forwarded.
+    assert_eq!(request.header("authorization"), Some("Bearer the-senders-own"));
+    assert_eq!(request.target, "/webhook");
+}

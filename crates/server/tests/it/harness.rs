@@ -1,0 +1,305 @@
+//! The integration-test harness: a real tern server in this process on 127.0.0.1 (its own
+//! data directory, a [`ManualClock`] the test moves), and a recording [`Receiver`] that answers
+//! with chosen statuses and headers, or hangs.
+//!
+//! Waiting helpers use real-time deadlines only as a guard against a hung test; the behaviour
+//! under test (delays, backoff, timeouts) runs on the manual clock.
+//!
+//! Moving the clock: the engine reads the time when an attempt ends to plan the retry, so wait
+//! for the message's `RETRY` log entry (`wait_for_state`) before advancing past a retry;
+//! otherwise the retry may be planned from the already advanced time.
+
+#![allow(dead_code)]
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use reqwest::RequestBuilder;
+use serde_json::Value;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tern_engine::clock::{Clock, ManualClock};
+use tern_server::RunningServer;
+use tern_server::config::Config;
+use tern_server::dev::{DEV_USERS, dev_users};
+use tokio::sync::Notify;
+
+/// How long a test waits for something that should happen promptly.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// The default dev user's token and keys.
+pub const TOKEN: &str = DEV_USERS[0].1;
+pub const CURRENT_KEY: &str = DEV_USERS[0].2;
+pub const NEXT_KEY: &str = DEV_USERS[0].3;
+/// A second user, for isolation tests.
+pub const OTHER_TOKEN: &str = DEV_USERS[1].1;
+
+pub struct TestServer {
+    pub url: String,
+    pub clock: Arc<ManualClock>,
+    pub config: Config,
+    pub http: reqwest::Client,
+    running: Option<RunningServer>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with the dev users and default settings.
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A server whose configuration `configure` may change first.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        let data_dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::defaults();
+        config.users = dev_users();
+        config.storage.data_dir = data_dir.path().to_path_buf();
+        config.server.listen = "127.0.0.1:0".into();
+        configure(&mut config);
+        let clock = Arc::new(ManualClock::starting_now());
+        let running = Self::launch(&config, &clock, "127.0.0.1:0").await;
+        TestServer {
+            url: format!("http://{}", running.address),
+            clock,
+            config,
+            http: reqwest::Client::new(),
+            running: Some(running),
+            _data_dir: data_dir,
+        }
+    }
+
+    async fn launch(config: &Config, clock: &Arc<ManualClock>, address: &str) -> RunningServer {
+        let listener = tokio::net::TcpListener::bind(address).await.expect("bind");
+        let clock: Arc<dyn Clock> = clock.clone();
+        tern_server::start(config, listener, clock).await.expect("server starts")
+    }
+
+    /// Shuts the server down gracefully and starts it again on the same data and address.
+    pub async fn restart(&mut self) {
+        let running = self.running.take().expect("running");
+        let address = running.address;
+        running.shutdown().await.expect("clean shutdown");
+        self.running = Some(Self::launch(&self.config, &self.clock, &address.to_string()).await);
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Moves the server's clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url)).bearer_auth(TOKEN)
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.request(Method::GET, path)
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path)
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.request(Method::DELETE, path)
+    }
+
+    /// Publishes `body` to `destination` with extra headers; returns status and JSON body.
+    pub async fn publish(&self, destination: &str, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {
+        let mut request = self.post(&format!("/v2/publish/{destination}")).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
+    }
+
+    /// Publishes and returns the new message id (asserting a 200).
+    pub async fn publish_ok(&self, destination: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let (status, json) = self.publish(destination, headers, body).await;
+        assert_eq!(status, StatusCode::OK, "publish failed: {json}");
+        json["messageId"].as_str().expect("messageId").to_string()
+    }
+
+    /// The log states of one message, oldest first.
+    pub async fn log_states(&self, message_id: &str) -> Vec<String> {
+        let (status, json) = send(self.get(&format!("/v2/logs?messageId={message_id}&order=earliestFirst"))).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        json["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|entry| entry["state"].as_str().expect("state").to_string())
+            .collect()
+    }
+
+    /// Waits until the message's log ends with `state`; returns all its states.
+    pub async fn wait_for_state(&self, message_id: &str, state: &str) -> Vec<String> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let states = self.log_states(message_id).await;
+            if states.last().map(String::as_str) == Some(state) {
+                return states;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{message_id} never reached {state}: {states:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Sends a request and reads its status and JSON body (`Value::Null` when the body is empty).
+pub async fn send(request: RequestBuilder) -> (StatusCode, Value) {
+    let response = request.send().await.expect("request reaches tern");
+    let status = StatusCode::from_u16(response.status().as_u16()).expect("status");
+    let bytes = response.bytes().await.expect("body");
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    (status, json)
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: Method,
+    /// Path and query as sent.
+    pub target: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// How the receiver answers one request.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    Status(u16),
+    Full {
+        status: u16,
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    /// Never answers (until the connection is dropped).
+    Hang,
+}
+
+impl Reply {
+    pub fn with_headers(status: u16, headers: &[(&str, &str)]) -> Reply {
+        Reply::Full {
+            status,
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            body: String::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    requests: Mutex<Vec<Recorded>>,
+    /// Replies per path (without query), consumed in order; the last one repeats.
+    scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
+    arrived: Notify,
+}
+
+/// A recording HTTP destination on 127.0.0.1.
+#[derive(Clone)]
+pub struct Receiver {
+    pub base: String,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        let state = Arc::new(ReceiverState::default());
+        let app = axum::Router::new().fallback(record).with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver { base, state }
+    }
+
+    /// The URL of `path` on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Answers requests to `path` with `replies` in order, repeating the last one. Paths
+    /// without a script answer 200 `ok`.
+    pub fn script(&self, path: &str, replies: Vec<Reply>) {
+        self.state.scripts.lock().unwrap().insert(path.to_string(), replies.into());
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.target.split('?').next() == Some(path)).collect()
+    }
+
+    /// Waits until `path` got at least `count` requests; returns them all.
+    pub async fn wait_for(&self, path: &str, count: usize) -> Vec<Recorded> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let arrived = self.state.arrived.notified();
+            let requests = self.requests_to(path);
+            if requests.len() >= count {
+                return requests;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!("{path} got {} of {count} requests: {:?}", requests.len(), self.requests());
+            }
+        }
+    }
+
+    /// Asserts that `path` still has exactly `count` requests after tern had a chance to send
+    /// more (the dispatcher is given time to run; the clock is not moved).
+    pub async fn assert_count_stays(&self, path: &str, count: usize) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(self.requests_to(path).len(), count, "unexpected requests to {path}: {:?}", self.requests_to(path));
+    }
+}
+
+async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
+    let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let path = parts.uri.path().to_string();
+    state.requests.lock().unwrap().push(Recorded { method: parts.method, target, headers: parts.headers, body });
+    state.arrived.notify_waiters();
+    let reply = {
+        let mut scripts = state.scripts.lock().unwrap();
+        scripts
+            .get_mut(&path)
+            .and_then(|queue| if queue.len() > 1 { queue.pop_front() } else { queue.front().cloned() })
+    };
+    match reply {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(Reply::Status(status)) => {
+            let status = StatusCode::from_u16(status).expect("status");
+            (status, status.canonical_reason().unwrap_or_default().to_string()).into_response()
+        }
+        Some(Reply::Full { status, headers, body }) => {
+            let mut response = (StatusCode::from_u16(status).expect("status"), body).into_response();
+            for (name, value) in headers {
+                response.headers_mut().append(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                    value.parse().expect("value"),
+                );
+            }
+            response
+        }
+        Some(Reply::Hang) => std::future::pending().await,
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests: a real tern server in-process, real HTTP destinations on 127.0.0.1, and
+//! a manual clock for everything time-dependent. One test binary; one module per area.
+
+mod delivery;
+mod harness;
