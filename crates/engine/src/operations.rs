@@ -33,7 +33,7 @@ pub enum DlqSelection {
     /// Exactly these entries.
     Ids(Vec<String>),
     /// One page of entries matching a filter.
-    Filter { filter: MessageFilter, page: PageRequest },
+    Filter { filter: Box<MessageFilter>, page: PageRequest },
 }
 
 impl Engine {

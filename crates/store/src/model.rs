@@ -71,7 +71,7 @@ pub enum CancelSelection {
     Ids(Vec<MessageId>),
     /// Unfinished messages matching the filter (an empty filter matches all), oldest first.
     Filter {
-        filter: MessageFilter,
+        filter: Box<MessageFilter>,
         limit: Option<usize>,
     },
 }

@@ -72,7 +72,7 @@ fn selection(state: &AppState, query: &Query, body: IdsBody) -> ApiResult<DlqSel
     if !ids.is_empty() || body_ids || query.has("dlqIds") {
         return Ok(DlqSelection::Ids(ids));
     }
-    Ok(DlqSelection::Filter { filter: query.filter()?, page: query.page(state.api.dlq_page_size)? })
+    Ok(DlqSelection::Filter { filter: Box::new(query.filter()?), page: query.page(state.api.dlq_page_size)? })
 }
 
 async fn delete_many(

@@ -60,7 +60,7 @@ async fn cancel_messages(
     let selection = if ids.is_empty() && !query.has("messageIds") {
         let mut filter = query.filter()?;
         filter.message_ids.clear();
-        CancelSelection::Filter { filter, limit: None }
+        CancelSelection::Filter { filter: Box::new(filter), limit: None }
     } else {
         // Ids that cannot name a message are skipped like unknown ones.
         CancelSelection::Ids(ids.iter().filter_map(|id| id.parse::<MessageId>().ok()).collect())

@@ -235,14 +235,17 @@ async fn cancel_by_filter(backend: &mut impl Backend) {
         .collect();
     store.insert_messages(messages).await.unwrap();
     let odd = MessageFilter { labels: vec!["odd".into()], ..Default::default() };
-    let result = store.cancel_messages(USER, CancelSelection::Filter { filter: odd, limit: None }, 10).await.unwrap();
+    let result =
+        store.cancel_messages(USER, CancelSelection::Filter { filter: Box::new(odd), limit: None }, 10).await.unwrap();
     assert_eq!(result.cancelled, 2);
     let by_path =
         MessageFilter { paths: vec!["/0".into(), "/2".into()], hosts: vec!["127.0.0.1".into()], ..Default::default() };
-    let result =
-        store.cancel_messages(USER, CancelSelection::Filter { filter: by_path, limit: Some(1) }, 10).await.unwrap();
+    let result = store
+        .cancel_messages(USER, CancelSelection::Filter { filter: Box::new(by_path), limit: Some(1) }, 10)
+        .await
+        .unwrap();
     assert_eq!(result.cancelled, 1);
-    let all = CancelSelection::Filter { filter: MessageFilter::default(), limit: None };
+    let all = CancelSelection::Filter { filter: Box::default(), limit: None };
     assert_eq!(store.cancel_messages(OTHER, all.clone(), 10).await.unwrap().cancelled, 0);
     assert_eq!(store.cancel_messages(USER, all.clone(), 10).await.unwrap().cancelled, 2);
     assert_eq!(store.cancel_messages(USER, all, 10).await.unwrap().cancelled, 0);
