@@ -1,5 +1,8 @@
 //! Integration tests: a real tern server in-process, real HTTP destinations on 127.0.0.1, and
 //! a manual clock for everything time-dependent. One test binary; one module per area.
 
+mod auth;
 mod delivery;
+mod errors;
 mod harness;
+mod support;
