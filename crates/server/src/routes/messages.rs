@@ -56,8 +56,10 @@ async fn cancel_messages(
     let query = Query::parse(uri.query());
     query.only(&[COMMON_FILTERS, CANCEL_KEYS])?;
     let mut ids = query.values("messageIds");
+    // A `messageIds` list that is present but empty selects nothing, never everything.
+    let body_ids = body.message_ids.is_some();
     ids.extend(body.message_ids.unwrap_or_default());
-    let selection = if ids.is_empty() && !query.has("messageIds") {
+    let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {
         let mut filter = query.filter()?;
         filter.message_ids.clear();
         CancelSelection::Filter { filter: Box::new(filter), limit: None }

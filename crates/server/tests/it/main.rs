@@ -5,4 +5,5 @@ mod auth;
 mod delivery;
 mod errors;
 mod harness;
+mod messages;
 mod support;
