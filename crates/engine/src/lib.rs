@@ -10,6 +10,7 @@ mod dispatcher;
 pub mod error;
 pub mod keys;
 mod operations;
+pub mod scheduler;
 
 use clock::Clock;
 use config::EngineConfig;

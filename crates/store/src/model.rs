@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_core::{AttemptResponse, LogState, Message, MessageId, MessageSpec};
+use tern_core::{AttemptResponse, FlowControl, LogState, Message, MessageId, MessageSpec};
 
 /// A message to store durably.
 #[derive(Debug, Clone)]
@@ -170,4 +170,81 @@ pub struct PurgeStats {
     pub dedup_keys: u64,
     /// Retention stopped at a chunk limit: call again to continue.
     pub more: bool,
+}
+
+/// What scheduling needs to know about an unfinished message.
+#[derive(Debug, Clone)]
+pub struct Scheduled {
+    pub id: MessageId,
+    pub user_id: String,
+    pub due_at: i64,
+    /// Enqueue order, increasing across the store.
+    pub seq: u64,
+    pub queue_name: Option<String>,
+    pub flow_control: Option<FlowControl>,
+    /// The message a callback reports on.
+    pub source: Option<MessageId>,
+    /// Scheduled for the first time (published), rather than retried or recovered.
+    pub is_new: bool,
+    /// The payload, when at hand.
+    pub message: Option<Arc<Message>>,
+}
+
+/// A committed change that affects scheduling, reported in commit order.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// A message to attempt at `due_at`: new, retried, or recovered at start.
+    Scheduled(Scheduled),
+    /// A message reached a final state.
+    Finished { id: MessageId },
+    /// (At start only.) A finished queue message whose callbacks still run keeps its place.
+    Settling { id: MessageId, user_id: String, queue_name: String, seq: u64 },
+}
+
+/// The scheduler, as the store sees it: told about every committed change, and asked inside a
+/// cancel's transaction whether the message is running.
+pub trait Scheduling: Send + Sync {
+    fn committed(&self, changes: Vec<Change>);
+    /// Keeps `id` from starting while its cancel commits; true if an attempt is running.
+    fn hold_for_cancel(&self, id: MessageId) -> bool;
+    /// The cancel's commit failed: `id` may start again.
+    fn release_hold(&self, id: MessageId);
+}
+
+/// A flow-control key's settings as kept across restarts: the last configuration a message
+/// brought, and the operator's pause and pins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowSettings {
+    pub parallelism: Option<u32>,
+    pub rate: Option<u32>,
+    pub period_secs: u64,
+    pub paused: bool,
+    pub pinned_parallelism: bool,
+    pub pinned_rate: bool,
+}
+
+/// A FIFO queue's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRecord {
+    pub name: String,
+    pub parallelism: u32,
+    pub paused: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One endpoint of a URL group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: Option<String>,
+    pub url: String,
+}
+
+/// A URL group ("topic") with its endpoints in insertion order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlGroup {
+    pub name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub endpoints: Vec<Endpoint>,
 }

@@ -1,0 +1,219 @@
+//! Flow control (spec §13): a key's parallelism and rate limits, its waitlist, and the
+//! operator's pause and pins.
+
+use super::Scheduler;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use tern_core::{FlowControl, MessageId};
+
+#[derive(Debug)]
+pub(super) struct FlowState {
+    pub parallelism: Option<u32>,
+    pub rate: Option<u32>,
+    pub period_ms: i64,
+    pub pinned_parallelism: bool,
+    pub pinned_rate: bool,
+    pub paused: bool,
+    /// Attempts in flight.
+    pub active: u32,
+    /// Start of the current rate window, set by the first start after the last one ended.
+    pub window_start: Option<i64>,
+    /// Starts within the current window.
+    pub window_count: u32,
+    /// Due messages waiting for this key (stale ids are skipped).
+    pub waitlist: VecDeque<MessageId>,
+    /// How many waitlist ids are live.
+    pub waiting: u64,
+}
+
+impl Default for FlowState {
+    fn default() -> Self {
+        FlowState {
+            parallelism: None,
+            rate: None,
+            period_ms: 1000,
+            pinned_parallelism: false,
+            pinned_rate: false,
+            paused: false,
+            active: 0,
+            window_start: None,
+            window_count: 0,
+            waitlist: VecDeque::new(),
+            waiting: 0,
+        }
+    }
+}
+
+impl FlowState {
+    /// A new message's settings replace the key's, except what the operator pinned.
+    pub fn configure(&mut self, flow: &FlowControl) {
+        if !self.pinned_parallelism {
+            self.parallelism = flow.parallelism;
+        }
+        if !self.pinned_rate {
+            self.rate = flow.rate;
+            self.period_ms = flow.period_secs as i64 * 1000;
+        }
+    }
+
+    fn roll(&mut self, now: i64) {
+        if self.window_start.is_some_and(|start| now >= start + self.period_ms) {
+            self.window_start = None;
+            self.window_count = 0;
+        }
+    }
+
+    /// `None` when a message may start now; otherwise `Some(when)`: the end of the rate window
+    /// if that is what blocks, or `None` to wait for a slot or a resume.
+    pub fn blocked_until(&mut self, now: i64) -> Option<Option<i64>> {
+        self.roll(now);
+        if self.paused || self.parallelism.is_some_and(|max| self.active >= max) {
+            return Some(None);
+        }
+        if self.rate.is_some_and(|max| self.window_count >= max) {
+            return Some(self.rate_window_end(now));
+        }
+        None
+    }
+
+    pub fn started(&mut self, now: i64) {
+        self.roll(now);
+        self.active += 1;
+        self.window_start.get_or_insert(now);
+        self.window_count += 1;
+    }
+
+    /// How many waiting messages could start now.
+    pub fn capacity(&mut self, now: i64) -> u32 {
+        self.roll(now);
+        if self.paused {
+            return 0;
+        }
+        let by_parallelism = self.parallelism.map_or(u32::MAX, |max| max.saturating_sub(self.active));
+        let by_rate = self.rate.map_or(u32::MAX, |max| max.saturating_sub(self.window_count));
+        by_parallelism.min(by_rate)
+    }
+
+    pub fn rate_window_end(&self, now: i64) -> Option<i64> {
+        self.rate?;
+        Some(self.window_start.map_or(now, |start| start + self.period_ms))
+    }
+}
+
+/// What `GET /v2/flowControl/{key}` shows (spec §6.7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowInfo {
+    pub key: String,
+    pub wait_list_size: u64,
+    pub parallelism_max: u32,
+    pub parallelism_count: u32,
+    pub rate_max: u32,
+    pub rate_count: u32,
+    pub rate_period_secs: u64,
+    pub rate_period_start_secs: i64,
+    pub paused: bool,
+    pub pinned_parallelism: bool,
+    pub pinned_rate: bool,
+}
+
+/// A pin: the values that override what incoming messages carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowPin {
+    pub parallelism: Option<u32>,
+    pub rate: Option<u32>,
+    pub period_secs: Option<u64>,
+}
+
+impl Scheduler {
+    fn flow_state(&mut self, user: &str, key: &str) -> (super::Key, &mut FlowState) {
+        let user = self.user(user);
+        let key = (user, Arc::<str>::from(key));
+        let state = self.flows.entry(key.clone()).or_default();
+        (key, state)
+    }
+
+    pub fn flow_info(&mut self, user: &str, key: &str, now: i64) -> Option<FlowInfo> {
+        let state = self.flows.iter_mut().find(|((u, k), _)| &**u == user && &**k == key)?.1;
+        state.roll(now);
+        Some(FlowInfo {
+            key: key.to_string(),
+            wait_list_size: state.waiting,
+            parallelism_max: state.parallelism.unwrap_or(0),
+            parallelism_count: state.active,
+            rate_max: state.rate.unwrap_or(0),
+            rate_count: state.window_count,
+            rate_period_secs: (state.period_ms / 1000) as u64,
+            rate_period_start_secs: state.window_start.map_or(0, |start| start / 1000),
+            paused: state.paused,
+            pinned_parallelism: state.pinned_parallelism,
+            pinned_rate: state.pinned_rate,
+        })
+    }
+
+    /// Every key of `user`, sorted by name.
+    pub fn flow_keys(&self, user: &str) -> Vec<String> {
+        let mut keys: Vec<String> =
+            self.flows.keys().filter(|(u, _)| &**u == user).map(|(_, k)| k.to_string()).collect();
+        keys.sort();
+        keys
+    }
+
+    pub fn set_flow_paused(&mut self, user: &str, key: &str, paused: bool, now: i64) {
+        let (key, state) = self.flow_state(user, key);
+        state.paused = paused;
+        if !paused {
+            self.release_flow(&key, now);
+        }
+    }
+
+    /// Pins the given values; pinning starts a fresh rate window.
+    pub fn pin_flow(&mut self, user: &str, key: &str, pin: FlowPin, now: i64) {
+        let (key, state) = self.flow_state(user, key);
+        if let Some(parallelism) = pin.parallelism {
+            state.parallelism = Some(parallelism);
+            state.pinned_parallelism = true;
+        }
+        if pin.rate.is_some() || pin.period_secs.is_some() {
+            if let Some(rate) = pin.rate {
+                state.rate = Some(rate);
+            }
+            if let Some(period) = pin.period_secs {
+                state.period_ms = period as i64 * 1000;
+            }
+            state.pinned_rate = true;
+        }
+        state.window_start = None;
+        state.window_count = 0;
+        self.release_flow(&key, now);
+    }
+
+    /// Unpins; the pinned values stay until a message brings other settings.
+    pub fn unpin_flow(&mut self, user: &str, key: &str, parallelism: bool, rate: bool) {
+        let (_, state) = self.flow_state(user, key);
+        if parallelism {
+            state.pinned_parallelism = false;
+        }
+        if rate {
+            state.pinned_rate = false;
+        }
+    }
+
+    /// Ends the current rate window now: the count restarts from zero.
+    pub fn reset_flow_rate(&mut self, user: &str, key: &str, now: i64) {
+        let (key, state) = self.flow_state(user, key);
+        state.window_start = None;
+        state.window_count = 0;
+        self.release_flow(&key, now);
+    }
+
+    /// Restores operator settings kept in the store (at start).
+    pub fn restore_flow(&mut self, user: &str, key: &str, settings: &tern_store::FlowSettings) {
+        let (_, state) = self.flow_state(user, key);
+        state.paused = settings.paused;
+        state.pinned_parallelism = settings.pinned_parallelism;
+        state.pinned_rate = settings.pinned_rate;
+        state.parallelism = settings.parallelism;
+        state.rate = settings.rate;
+        state.period_ms = settings.period_secs as i64 * 1000;
+    }
+}

@@ -1,0 +1,221 @@
+use super::*;
+use tern_store::Change;
+
+fn scheduled(id: MessageId, due_at: i64, seq: u64) -> Scheduled {
+    Scheduled {
+        id,
+        user_id: "u".into(),
+        due_at,
+        seq,
+        queue_name: None,
+        flow_control: None,
+        source: None,
+        is_new: true,
+        message: None,
+    }
+}
+
+fn queued(id: MessageId, seq: u64, queue: &str) -> Scheduled {
+    Scheduled { queue_name: Some(queue.into()), ..scheduled(id, 0, seq) }
+}
+
+fn flowing(id: MessageId, seq: u64, key: &str, parallelism: Option<u32>, rate: Option<u32>) -> Scheduled {
+    let flow = FlowControl { key: key.into(), parallelism, rate, period_secs: 1 };
+    Scheduled { flow_control: Some(flow), ..scheduled(id, 0, seq) }
+}
+
+fn ids(n: usize) -> Vec<MessageId> {
+    (0..n).map(|_| MessageId::generate()).collect()
+}
+
+fn started(scheduler: &mut Scheduler, now: i64) -> Vec<MessageId> {
+    scheduler.poll(now, usize::MAX).into_iter().map(|start| start.id).collect()
+}
+
+fn add(scheduler: &mut Scheduler, items: Vec<Scheduled>) {
+    scheduler.apply(items.into_iter().map(Change::Scheduled).collect(), 0);
+}
+
+fn finish(scheduler: &mut Scheduler, id: MessageId, now: i64) {
+    scheduler.attempt_ended(id, now);
+    scheduler.apply(vec![Change::Finished { id }], now);
+}
+
+#[test]
+fn messages_start_when_due_in_due_order() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, vec![scheduled(m[0], 30, 1), scheduled(m[1], 10, 2), scheduled(m[2], 20, 3)]);
+    assert_eq!(scheduler.next_wake(), Some(10));
+    assert!(started(&mut scheduler, 9).is_empty());
+    assert_eq!(started(&mut scheduler, 25), vec![m[1], m[2]]);
+    assert_eq!(scheduler.next_wake(), Some(30));
+    assert_eq!(scheduler.poll(30, 0).len(), 0, "a zero limit starts nothing");
+    assert_eq!(started(&mut scheduler, 30), vec![m[0]]);
+}
+
+#[test]
+fn a_fifo_queue_waits_for_the_head_through_its_retries() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, vec![queued(m[0], 1, "q"), queued(m[1], 2, "q"), queued(m[2], 3, "q")]);
+    assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
+    // The head fails and waits 12 s for its retry: the queue stays blocked.
+    scheduler.attempt_ended(m[0], 1);
+    add(&mut scheduler, vec![with_due(Scheduled { is_new: false, ..queued(m[0], 1, "q") }, 12_000)]);
+    assert!(started(&mut scheduler, 5_000).is_empty());
+    assert_eq!(started(&mut scheduler, 12_000), vec![m[0]]);
+    finish(&mut scheduler, m[0], 12_001);
+    assert_eq!(started(&mut scheduler, 12_001), vec![m[1]]);
+    assert_eq!(scheduler.queue_figures("u", "q").lag, 2);
+    finish(&mut scheduler, m[1], 12_002);
+    assert_eq!(started(&mut scheduler, 12_002), vec![m[2]]);
+}
+
+fn with_due(scheduled: Scheduled, due_at: i64) -> Scheduled {
+    Scheduled { due_at, ..scheduled }
+}
+
+#[test]
+fn queue_parallelism_bounds_the_window_and_pause_stops_it() {
+    let mut scheduler = Scheduler::new(100, 0);
+    scheduler.configure_queue("u", "q", 2, false);
+    let m = ids(4);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| queued(*id, i as u64, "q")).collect());
+    assert_eq!(started(&mut scheduler, 0), vec![m[0], m[1]]);
+    finish(&mut scheduler, m[1], 1);
+    assert_eq!(started(&mut scheduler, 1), vec![m[2]]);
+    scheduler.configure_queue("u", "q", 2, true);
+    finish(&mut scheduler, m[0], 2);
+    assert!(started(&mut scheduler, 2).is_empty(), "a paused queue starts nothing");
+    scheduler.configure_queue("u", "q", 2, false);
+    assert_eq!(started(&mut scheduler, 3), vec![m[3]]);
+}
+
+#[test]
+fn a_delayed_head_holds_its_queue() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(2);
+    add(&mut scheduler, vec![with_due(queued(m[0], 1, "q"), 1_000), queued(m[1], 2, "q")]);
+    assert!(started(&mut scheduler, 0).is_empty());
+    assert_eq!(started(&mut scheduler, 1_000), vec![m[0]]);
+}
+
+#[test]
+fn a_queue_message_holds_its_place_until_its_callbacks_finish() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(2);
+    let callback = MessageId::generate();
+    add(&mut scheduler, vec![queued(m[0], 1, "q"), queued(m[1], 2, "q")]);
+    assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
+    scheduler.attempt_ended(m[0], 1);
+    scheduler.apply(
+        vec![Change::Scheduled(Scheduled { source: Some(m[0]), ..scheduled(callback, 1, 3) }), Change::Finished { id: m[0] }],
+        1,
+    );
+    assert_eq!(started(&mut scheduler, 1), vec![callback], "the next queue message waits for the callback");
+    finish(&mut scheduler, callback, 2);
+    assert_eq!(started(&mut scheduler, 2), vec![m[1]]);
+}
+
+#[test]
+fn flow_parallelism_is_never_exceeded() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "k", Some(2), None)).collect());
+    assert_eq!(started(&mut scheduler, 0), vec![m[0], m[1]]);
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().wait_list_size, 1);
+    scheduler.attempt_ended(m[0], 1);
+    assert_eq!(started(&mut scheduler, 1), vec![m[2]]);
+    let info = scheduler.flow_info("u", "k", 1).unwrap();
+    assert_eq!((info.parallelism_count, info.wait_list_size), (2, 0));
+}
+
+#[test]
+fn flow_rate_is_never_exceeded_in_a_window() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(5);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "k", None, Some(2))).collect());
+    assert_eq!(started(&mut scheduler, 0), vec![m[0], m[1]]);
+    for id in &m[..2] {
+        scheduler.attempt_ended(*id, 10);
+    }
+    assert!(started(&mut scheduler, 999).is_empty());
+    assert_eq!(scheduler.next_wake(), Some(1000));
+    assert_eq!(started(&mut scheduler, 1000), vec![m[2], m[3]]);
+    assert_eq!(started(&mut scheduler, 2000), vec![m[4]]);
+    let info = scheduler.flow_info("u", "k", 2000).unwrap();
+    assert_eq!((info.rate_max, info.rate_count, info.rate_period_start_secs), (2, 1, 2));
+}
+
+#[test]
+fn flow_pause_pin_and_reset() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(4);
+    scheduler.set_flow_paused("u", "k", true, 0);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "k", None, Some(1))).collect());
+    assert!(started(&mut scheduler, 0).is_empty());
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().wait_list_size, 4);
+    scheduler.set_flow_paused("u", "k", false, 1);
+    assert_eq!(started(&mut scheduler, 1), vec![m[0]]);
+    scheduler.pin_flow("u", "k", flow::FlowPin { rate: Some(2), ..Default::default() }, 2);
+    assert_eq!(started(&mut scheduler, 2), vec![m[1], m[2]]);
+    let info = scheduler.flow_info("u", "k", 2).unwrap();
+    assert!(info.pinned_rate && info.rate_max == 2);
+    // A message with other settings does not change a pinned rate.
+    let late = MessageId::generate();
+    add(&mut scheduler, vec![flowing(late, 9, "k", None, Some(50))]);
+    assert_eq!(scheduler.flow_info("u", "k", 3).unwrap().rate_max, 2);
+    scheduler.reset_flow_rate("u", "k", 3);
+    assert_eq!(started(&mut scheduler, 3), vec![m[3], late]);
+}
+
+#[test]
+fn a_blocked_key_does_not_delay_others() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let busy = ids(50);
+    add(&mut scheduler, busy.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "busy", Some(1), None)).collect());
+    let other = MessageId::generate();
+    let plain = MessageId::generate();
+    add(&mut scheduler, vec![flowing(other, 100, "other", Some(1), None), scheduled(plain, 0, 101)]);
+    let first = started(&mut scheduler, 0);
+    assert_eq!(first, vec![busy[0], other, plain]);
+}
+
+#[test]
+fn user_parallelism_is_a_ceiling() {
+    let mut scheduler = Scheduler::new(2, 0);
+    let m = ids(3);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| scheduled(*id, 0, i as u64)).collect());
+    assert_eq!(started(&mut scheduler, 0).len(), 2);
+    assert_eq!(scheduler.user_parallelism("u"), (2, 2));
+    scheduler.attempt_ended(m[0], 1);
+    assert_eq!(started(&mut scheduler, 1), vec![m[2]]);
+}
+
+#[test]
+fn a_held_message_does_not_start_until_released() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(2);
+    add(&mut scheduler, vec![scheduled(m[0], 0, 1), scheduled(m[1], 0, 2)]);
+    assert!(!scheduler.hold_for_cancel(m[0]));
+    assert_eq!(started(&mut scheduler, 0), vec![m[1]]);
+    assert!(scheduler.hold_for_cancel(m[1]), "a running message reports so");
+    scheduler.release_hold(m[0]);
+    assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
+}
+
+#[test]
+fn cancelled_messages_leave_every_structure() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, vec![flowing(m[0], 1, "k", Some(1), None), flowing(m[1], 2, "k", Some(1), None)]);
+    add(&mut scheduler, vec![with_due(queued(m[2], 3, "q"), 50)]);
+    assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
+    scheduler.apply(vec![Change::Finished { id: m[1] }, Change::Finished { id: m[2] }], 0);
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().wait_list_size, 0);
+    assert_eq!(scheduler.queue_figures("u", "q").lag, 0);
+    finish(&mut scheduler, m[0], 1);
+    assert!(started(&mut scheduler, 100).is_empty());
+    assert!(scheduler.is_empty());
+}
