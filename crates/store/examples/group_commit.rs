@@ -26,7 +26,7 @@ fn message(i: usize) -> NewMessage {
 
 async fn run(total: usize, concurrency: usize) -> f64 {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let store = Arc::new(SqliteStore::open(SqliteOptions::new(directory.path()), 0).expect("open"));
+    let store = Arc::new(SqliteStore::open(SqliteOptions::new(directory.path())).expect("open"));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for worker in 0..concurrency {

@@ -5,7 +5,9 @@
 //! Writes that acknowledge a client (publish, cancel, DLQ changes, key rotation) resolve after
 //! their commit is durable; many of them share one commit. Delivery bookkeeping
 //! ([`MessageStore::record_attempt_started`], [`MessageStore::record_attempt_outcome`]) is queued
-//! in order and committed in the background, so no delivery waits on an fsync.
+//! in order and committed in the background, so no delivery waits on an fsync. Every committed
+//! change that matters for scheduling is reported to the engine's scheduler
+//! ([`SchedulingSource::attach`]).
 
 pub mod error;
 pub mod model;
@@ -14,7 +16,6 @@ pub mod sqlite;
 use async_trait::async_trait;
 use std::sync::Arc;
 use tern_core::{Message, MessageId};
-use tokio::sync::Notify;
 
 pub use error::{Result, StoreError};
 pub use model::*;
@@ -36,22 +37,58 @@ pub trait MessageStore: Send + Sync {
     async fn record_attempt_started(&self, message: &Message, at: i64) -> Result<()>;
 
     /// Records the end of an attempt and stores the callbacks it triggers. Queued, committed in
-    /// the background; a retry becomes claimable once committed.
+    /// the background; the scheduler hears of the retry or the end once committed.
     async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<()>;
 }
 
-/// Claiming due work. A claimed message belongs to the claimer until its outcome is recorded
-/// (the embedded backend holds claims in memory; a shared backend would hold them as leases).
+/// Connecting the scheduler: it hears of every unfinished message, then of every committed
+/// change, with no gap between the two.
 #[async_trait]
-pub trait WorkQueue: Send + Sync {
-    /// Unfinished messages due at `now`, earliest first, at most `limit`.
-    async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<Arc<Message>>>;
+pub trait SchedulingSource: Send + Sync {
+    /// Reports every unfinished message to `scheduling` (as [`Change`]s), then every change
+    /// committed afterwards. `now` finishes cancels that waited for an attempt a crash cut off.
+    async fn attach(&self, scheduling: Arc<dyn Scheduling>, now: i64) -> Result<()>;
 
-    /// When the earliest unclaimed message is due, if any.
-    fn next_due_at(&self) -> Option<i64>;
+    /// Loads messages by id (of any user) for their attempts; unknown ids are skipped.
+    async fn load_messages(&self, ids: Vec<MessageId>) -> Result<Vec<Message>>;
+}
 
-    /// Notified whenever new or earlier work may have become claimable.
-    fn work_signal(&self) -> Arc<Notify>;
+#[async_trait]
+pub trait QueueStore: Send + Sync {
+    async fn upsert_queue(&self, user_id: &str, name: &str, parallelism: u32, paused: bool, now: i64) -> Result<()>;
+
+    /// Deletes a queue and cancels its unfinished messages; false if it did not exist.
+    async fn delete_queue(&self, user_id: &str, name: &str, now: i64) -> Result<bool>;
+
+    async fn get_queue(&self, user_id: &str, name: &str) -> Result<Option<QueueRecord>>;
+
+    async fn list_queues(&self, user_id: &str) -> Result<Vec<QueueRecord>>;
+
+    /// Every queue of every user (`(user id, queue)`), for the scheduler at start.
+    async fn all_queues(&self) -> Result<Vec<(String, QueueRecord)>>;
+}
+
+#[async_trait]
+pub trait FlowStore: Send + Sync {
+    async fn save_flow(&self, user_id: &str, key: &str, settings: FlowSettings) -> Result<()>;
+
+    /// Every key of every user (`(user id, key, settings)`), for the scheduler at start.
+    async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>>;
+}
+
+#[async_trait]
+pub trait UrlGroupStore: Send + Sync {
+    /// Adds endpoints (creating the group); an endpoint whose URL exists is renamed.
+    async fn add_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()>;
+
+    /// Removes endpoints matching by URL or name; a group left empty is deleted.
+    async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()>;
+
+    async fn delete_group(&self, user_id: &str, group: &str) -> Result<bool>;
+
+    async fn get_group(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
+
+    async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>>;
 }
 
 #[async_trait]
@@ -87,6 +124,20 @@ pub trait Maintenance: Send + Sync {
 }
 
 /// Everything the engine needs from a backend.
-pub trait Store: MessageStore + WorkQueue + LogStore + DlqStore + KeyStore + Maintenance {}
+pub trait Store:
+    MessageStore + SchedulingSource + LogStore + DlqStore + KeyStore + QueueStore + FlowStore + UrlGroupStore + Maintenance
+{
+}
 
-impl<T: MessageStore + WorkQueue + LogStore + DlqStore + KeyStore + Maintenance> Store for T {}
+impl<T> Store for T where
+    T: MessageStore
+        + SchedulingSource
+        + LogStore
+        + DlqStore
+        + KeyStore
+        + QueueStore
+        + FlowStore
+        + UrlGroupStore
+        + Maintenance
+{
+}

@@ -20,15 +20,15 @@ impl Sqlite {
 
 #[async_trait::async_trait]
 impl Backend for Sqlite {
-    async fn open(&mut self, now: i64) -> Arc<dyn Store> {
+    async fn open(&mut self) -> Arc<dyn Store> {
         self.directories.push(tempfile::tempdir().unwrap());
-        Arc::new(SqliteStore::open(SqliteOptions::new(self.current()), now).unwrap())
+        Arc::new(SqliteStore::open(SqliteOptions::new(self.current())).unwrap())
     }
 
-    async fn reopen(&mut self, store: Arc<dyn Store>, now: i64) -> Arc<dyn Store> {
+    async fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {
         store.shutdown().await.unwrap();
         drop(store);
-        Arc::new(SqliteStore::open(SqliteOptions::new(self.current()), now).unwrap())
+        Arc::new(SqliteStore::open(SqliteOptions::new(self.current())).unwrap())
     }
 }
 
@@ -40,18 +40,18 @@ async fn sqlite_passes_the_conformance_suite() {
 #[tokio::test]
 async fn a_data_directory_has_one_owner() {
     let directory = tempfile::tempdir().unwrap();
-    let first = SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap();
-    let error = SqliteStore::open(SqliteOptions::new(directory.path()), 0).err().unwrap();
+    let first = SqliteStore::open(SqliteOptions::new(directory.path())).unwrap();
+    let error = SqliteStore::open(SqliteOptions::new(directory.path())).err().unwrap();
     assert!(error.to_string().contains("in use"), "{error}");
     tern_store::Maintenance::shutdown(&first).await.unwrap();
     drop(first);
-    SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap();
+    SqliteStore::open(SqliteOptions::new(directory.path())).unwrap();
 }
 
 #[tokio::test]
 async fn concurrent_inserts_share_commits_and_all_survive() {
     let directory = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap());
+    let store = Arc::new(SqliteStore::open(SqliteOptions::new(directory.path())).unwrap());
     let mut tasks = Vec::new();
     for i in 0..200 {
         let store = Arc::clone(&store);
@@ -68,9 +68,11 @@ async fn concurrent_inserts_share_commits_and_all_survive() {
     }
     tern_store::Maintenance::shutdown(&*store).await.unwrap();
     drop(store);
-    let reopened = SqliteStore::open(SqliteOptions::new(directory.path()), 0).unwrap();
-    assert_eq!(reopened.pending_count(), 200);
+    let reopened = Arc::new(SqliteStore::open(SqliteOptions::new(directory.path())).unwrap());
+    let recorder = Arc::new(conformance::Recorder::default());
+    tern_store::SchedulingSource::attach(&*reopened, recorder.clone(), 0).await.unwrap();
+    assert_eq!(recorder.changes.lock().unwrap().len(), 200, "every message is reported at start");
     for id in ids {
-        assert!(tern_store::MessageStore::get_message(&reopened, "alice", id).await.unwrap().is_some());
+        assert!(tern_store::MessageStore::get_message(&*reopened, "alice", id).await.unwrap().is_some());
     }
 }

@@ -110,7 +110,10 @@ fn a_queue_message_holds_its_place_until_its_callbacks_finish() {
     assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
     scheduler.attempt_ended(m[0], 1);
     scheduler.apply(
-        vec![Change::Scheduled(Scheduled { source: Some(m[0]), ..scheduled(callback, 1, 3) }), Change::Finished { id: m[0] }],
+        vec![
+            Change::Scheduled(Scheduled { source: Some(m[0]), ..scheduled(callback, 1, 3) }),
+            Change::Finished { id: m[0] },
+        ],
         1,
     );
     assert_eq!(started(&mut scheduler, 1), vec![callback], "the next queue message waits for the callback");

@@ -1,25 +1,28 @@
 //! The embedded backend: SQLite in WAL mode with `synchronous=FULL`, one writer thread doing
-//! group commit, a small pool of reader connections, and an in-memory due index rebuilt from
-//! the database at start. One process owns a data directory (an exclusive lock file), so claims
-//! need no leases: a crash releases them all, and every unfinished message is due again.
+//! group commit, and a small pool of reader connections. One process owns a data directory (an
+//! exclusive lock file), so the engine's in-memory scheduler is the only claimer: a crash
+//! forgets every claim, and every unfinished message is due again at start.
 
-mod index;
+mod ops;
 mod query;
+mod recovery;
+mod resources;
 mod rows;
 mod schema;
 mod writer;
 
 use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::{DlqStore, KeyStore, LogStore, Maintenance, MessageStore, WorkQueue};
+use crate::{
+    DlqStore, FlowStore, KeyStore, LogStore, Maintenance, MessageStore, QueueStore, SchedulingSource, UrlGroupStore,
+};
 use async_trait::async_trait;
-use index::DueIndex;
 use rusqlite::Connection;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tern_core::{LogState, Message, MessageId, MessageState};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tern_core::{Message, MessageId};
+use tokio::sync::{mpsc, oneshot};
 use writer::{WriteOp, Writer};
 
 /// How the embedded store is opened.
@@ -29,13 +32,11 @@ pub struct SqliteOptions {
     pub data_dir: PathBuf,
     /// fsync every commit (`synchronous=FULL`). Off only for throwaway data.
     pub durable: bool,
-    /// Bytes of message bodies the due index may cache for messages due soon.
-    pub cache_budget: usize,
 }
 
 impl SqliteOptions {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        SqliteOptions { data_dir: data_dir.into(), durable: true, cache_budget: 64 << 20 }
+        SqliteOptions { data_dir: data_dir.into(), durable: true }
     }
 }
 
@@ -46,16 +47,14 @@ const WRITE_QUEUE: usize = 65_536;
 
 pub struct SqliteStore {
     sender: mpsc::Sender<WriteOp>,
-    index: Arc<Mutex<DueIndex>>,
-    signal: Arc<Notify>,
     readers: Arc<Readers>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the store, recovers unfinished messages into the due index and starts
-    /// the writer. `now` finalises cancels that were waiting for an attempt cut off by a crash.
-    pub fn open(options: SqliteOptions, now: i64) -> Result<Self> {
+    /// Opens (or creates) the store and starts the writer. Nothing is scheduled until the
+    /// engine attaches its scheduler ([`SchedulingSource::attach`]).
+    pub fn open(options: SqliteOptions) -> Result<Self> {
         std::fs::create_dir_all(&options.data_dir)
             .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", options.data_dir.display())))?;
         let lock = File::create(options.data_dir.join(LOCK_FILE))
@@ -66,22 +65,17 @@ impl SqliteStore {
         let path = options.data_dir.join(DATABASE_FILE);
         let mut connection = open_connection(&path, options.durable)?;
         schema::migrate(&mut connection)?;
-        let mut index = DueIndex::new(options.cache_budget);
-        recover(&mut connection, &mut index, now)?;
-        tracing::info!(pending = index.len(), path = %path.display(), "store opened");
+        let next_seq = recovery::next_seq(&connection)?;
+        tracing::info!(path = %path.display(), "store opened");
 
-        let index = Arc::new(Mutex::new(index));
-        let signal = Arc::new(Notify::new());
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer { connection, index: Arc::clone(&index), signal: Arc::clone(&signal), lock };
+        let writer = Writer { connection, scheduling: None, next_seq, lock };
         let writer_thread = std::thread::Builder::new()
             .name("tern-store-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             sender,
-            index,
-            signal,
             readers: Arc::new(Readers { path, durable: options.durable, idle: Mutex::new(Vec::new()) }),
             writer_thread: Mutex::new(Some(writer_thread)),
         })
@@ -96,46 +90,12 @@ impl SqliteStore {
         self.send(make(reply)).await?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
-
-    /// Pending messages in the due index (for metrics and benchmarks).
-    pub fn pending_count(&self) -> usize {
-        self.index.lock().expect("index lock").len()
-    }
 }
 
 fn open_connection(path: &Path, durable: bool) -> Result<Connection> {
     let connection = Connection::open(path)?;
     schema::configure(&connection, durable)?;
     Ok(connection)
-}
-
-/// Rebuilds the due index from unfinished rows. Cancels that waited for an attempt the crash
-/// cut off are finished now.
-fn recover(connection: &mut Connection, index: &mut DueIndex, now: i64) -> Result<()> {
-    let transaction = connection.transaction()?;
-    let waiting: Vec<(String, String)> = transaction
-        .prepare("SELECT id, user_id FROM messages WHERE state = ?1")?
-        .query_map([MessageState::CancelRequested.code()], |row| Ok((row.get(0)?, row.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    for (id, user_id) in waiting {
-        transaction.execute(
-            "UPDATE messages SET state = ?2, finished_at = ?3, due_at = NULL WHERE id = ?1",
-            rusqlite::params![id, MessageState::Canceled.code(), now],
-        )?;
-        transaction.execute(
-            "INSERT INTO logs (user_id, message_id, time, state) VALUES (?1, ?2, ?3, ?4)",
-            rusqlite::params![user_id, id, now, LogState::Canceled.code()],
-        )?;
-    }
-    transaction.commit()?;
-    let mut statement = connection.prepare("SELECT due_at, id FROM messages WHERE state < 3 AND due_at IS NOT NULL")?;
-    let mut rows = statement.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(1)?;
-        let id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
-        index.insert(row.get(0)?, id, None, now);
-    }
-    Ok(())
 }
 
 /// Reader connections, used from blocking tasks.
@@ -195,44 +155,80 @@ impl MessageStore for SqliteStore {
 }
 
 #[async_trait]
-impl WorkQueue for SqliteStore {
-    async fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<Arc<Message>>> {
-        let claimed = self.index.lock().expect("index lock").claim(now, limit);
-        let mut messages = claimed.cached;
-        if claimed.to_load.is_empty() {
-            return Ok(messages);
-        }
-        let ids = claimed.to_load;
-        let wanted = ids.clone();
-        let loaded = self.readers.read(move |c| query::load_messages(c, &wanted)).await;
-        let loaded = match loaded {
-            Ok(loaded) => loaded,
-            Err(error) => {
-                // Put the claims back so the messages are not lost until restart.
-                let mut index = self.index.lock().expect("index lock");
-                for id in ids {
-                    index.release(id);
-                    index.insert(now, id, None, now);
-                }
-                return Err(error);
-            }
-        };
-        let mut index = self.index.lock().expect("index lock");
-        for id in &ids {
-            if !loaded.iter().any(|message| message.id == *id && !message.state.is_terminal()) {
-                index.release(*id);
-            }
-        }
-        messages.extend(loaded.into_iter().filter(|m| !m.state.is_terminal()).map(Arc::new));
-        Ok(messages)
+impl SchedulingSource for SqliteStore {
+    async fn attach(&self, scheduling: Arc<dyn Scheduling>, now: i64) -> Result<()> {
+        self.request(|reply| WriteOp::Attach { scheduling, now, reply }).await
     }
 
-    fn next_due_at(&self) -> Option<i64> {
-        self.index.lock().expect("index lock").next_due_at()
+    async fn load_messages(&self, ids: Vec<MessageId>) -> Result<Vec<Message>> {
+        self.readers.read(move |c| query::load_messages(c, &ids)).await
+    }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn upsert_queue(&self, user_id: &str, name: &str, parallelism: u32, paused: bool, now: i64) -> Result<()> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.request(|reply| WriteOp::UpsertQueue { user_id, name, parallelism, paused, now, reply }).await
     }
 
-    fn work_signal(&self) -> Arc<Notify> {
-        Arc::clone(&self.signal)
+    async fn delete_queue(&self, user_id: &str, name: &str, now: i64) -> Result<bool> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.request(|reply| WriteOp::DeleteQueue { user_id, name, now, reply }).await
+    }
+
+    async fn get_queue(&self, user_id: &str, name: &str) -> Result<Option<QueueRecord>> {
+        let (user_id, name) = (user_id.to_string(), name.to_string());
+        self.readers.read(move |c| query::get_queue(c, &user_id, &name)).await
+    }
+
+    async fn list_queues(&self, user_id: &str) -> Result<Vec<QueueRecord>> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |c| query::list_queues(c, &user_id)).await
+    }
+
+    async fn all_queues(&self) -> Result<Vec<(String, QueueRecord)>> {
+        self.readers.read(query::all_queues).await
+    }
+}
+
+#[async_trait]
+impl FlowStore for SqliteStore {
+    async fn save_flow(&self, user_id: &str, key: &str, settings: FlowSettings) -> Result<()> {
+        let (user_id, key) = (user_id.to_string(), key.to_string());
+        self.request(|reply| WriteOp::SaveFlow { user_id, key, settings, reply }).await
+    }
+
+    async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>> {
+        self.readers.read(query::all_flows).await
+    }
+}
+
+#[async_trait]
+impl UrlGroupStore for SqliteStore {
+    async fn add_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.request(|reply| WriteOp::AddEndpoints { user_id, group, endpoints, now, reply }).await
+    }
+
+    async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.request(|reply| WriteOp::RemoveEndpoints { user_id, group, endpoints, now, reply }).await
+    }
+
+    async fn delete_group(&self, user_id: &str, group: &str) -> Result<bool> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.request(|reply| WriteOp::DeleteGroup { user_id, group, reply }).await
+    }
+
+    async fn get_group(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.readers.read(move |c| query::get_group(c, &user_id, &group)).await
+    }
+
+    async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |c| query::list_groups(c, &user_id)).await
     }
 }
 

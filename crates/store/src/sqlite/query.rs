@@ -252,3 +252,100 @@ pub fn load_keys(connection: &Connection, user_id: &str) -> Result<Option<Stored
         })
         .optional()?)
 }
+
+fn queue_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<QueueRecord> {
+    Ok(QueueRecord {
+        name: row.get(0)?,
+        parallelism: row.get(1)?,
+        paused: row.get(2)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+    })
+}
+
+pub fn list_queues(connection: &Connection, user_id: &str) -> Result<Vec<QueueRecord>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT name, parallelism, paused, created_at, updated_at FROM queues WHERE user_id = ?1 ORDER BY name",
+    )?;
+    let rows = statement.query_map([user_id], queue_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn get_queue(connection: &Connection, user_id: &str, name: &str) -> Result<Option<QueueRecord>> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT name, parallelism, paused, created_at, updated_at FROM queues WHERE user_id = ?1 AND name = ?2",
+        )?
+        .query_row(params![user_id, name], queue_from_row)
+        .optional()?)
+}
+
+/// Every queue of every user, for the scheduler at start.
+pub fn all_queues(connection: &Connection) -> Result<Vec<(String, QueueRecord)>> {
+    let mut statement =
+        connection.prepare("SELECT user_id, name, parallelism, paused, created_at, updated_at FROM queues")?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get(0)?,
+            QueueRecord {
+                name: row.get(1)?,
+                parallelism: row.get(2)?,
+                paused: row.get(3)?,
+                created_at: row.get(4)?,
+                updated_at: row.get(5)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Every flow-control key of every user with its settings.
+pub fn all_flows(connection: &Connection) -> Result<Vec<(String, String, FlowSettings)>> {
+    let mut statement = connection.prepare(
+        "SELECT user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism, pinned_rate FROM flow_keys",
+    )?;
+    let rows = statement.query_map([], |row| {
+        Ok((
+            row.get(0)?,
+            row.get(1)?,
+            FlowSettings {
+                parallelism: row.get(2)?,
+                rate: row.get(3)?,
+                period_secs: row.get::<_, i64>(4)? as u64,
+                paused: row.get(5)?,
+                pinned_parallelism: row.get(6)?,
+                pinned_rate: row.get(7)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+pub fn get_group(connection: &Connection, user_id: &str, name: &str) -> Result<Option<UrlGroup>> {
+    let group = connection
+        .prepare_cached("SELECT name, created_at, updated_at FROM url_groups WHERE user_id = ?1 AND name = ?2")?
+        .query_row(params![user_id, name], |row| {
+            Ok(UrlGroup { name: row.get(0)?, created_at: row.get(1)?, updated_at: row.get(2)?, endpoints: Vec::new() })
+        })
+        .optional()?;
+    let Some(mut group) = group else { return Ok(None) };
+    let mut statement = connection.prepare_cached(
+        "SELECT url, name FROM url_group_endpoints WHERE user_id = ?1 AND group_name = ?2 ORDER BY position",
+    )?;
+    let endpoints =
+        statement.query_map(params![user_id, name], |row| Ok(Endpoint { url: row.get(0)?, name: row.get(1)? }))?;
+    group.endpoints = endpoints.collect::<rusqlite::Result<_>>()?;
+    Ok(Some(group))
+}
+
+pub fn list_groups(connection: &Connection, user_id: &str) -> Result<Vec<UrlGroup>> {
+    let names: Vec<String> = connection
+        .prepare_cached("SELECT name FROM url_groups WHERE user_id = ?1 ORDER BY name")?
+        .query_map([user_id], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut groups = Vec::with_capacity(names.len());
+    for name in names {
+        groups.extend(get_group(connection, user_id, &name)?);
+    }
+    Ok(groups)
+}

@@ -5,7 +5,7 @@ use crate::model::NewMessage;
 use bytes::Bytes;
 use rusqlite::{Connection, Row, params};
 use tern_core::message::url_host_and_path;
-use tern_core::{AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState};
+use tern_core::{AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState, Origin};
 
 /// The columns [`message_from_row`] reads, in order; prefix with a table alias when joining.
 pub fn message_columns(alias: &str) -> String {
@@ -85,17 +85,26 @@ pub fn labels_column(labels: &[String]) -> Option<String> {
     (!labels.is_empty()).then(|| format!(",{},", labels.join(",")))
 }
 
-pub fn insert_message(connection: &Connection, message: &NewMessage) -> Result<()> {
+/// The message a callback reports on, if `spec` is a callback's.
+pub fn callback_source(spec: &tern_core::MessageSpec) -> Option<MessageId> {
+    match spec.origin {
+        Origin::Callback { source } | Origin::FailureCallback { source } => Some(source),
+        Origin::Publish => None,
+    }
+}
+
+pub fn insert_message(connection: &Connection, message: &NewMessage, seq: u64) -> Result<()> {
     let spec = &message.spec;
     let (host, path) = url_host_and_path(&spec.url);
     let mut statement = connection.prepare_cached(
-        "INSERT INTO messages (id, user_id, state, due_at, retried, created_at, not_before, url, host, path,
-            topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, spec, body)
-         VALUES (?1, ?2, ?3, ?4, 0, ?5, ?4, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        "INSERT INTO messages (id, user_id, seq, state, due_at, retried, created_at, not_before, url, host, path,
+            topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, source_id, spec, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     statement.execute(params![
         message.id.to_string(),
         message.user_id,
+        seq as i64,
         MessageState::Pending.code(),
         message.due_at,
         message.created_at,
@@ -108,6 +117,7 @@ pub fn insert_message(connection: &Connection, message: &NewMessage) -> Result<(
         spec.flow_control.as_ref().map(|flow| &flow.key),
         labels_column(&spec.labels),
         spec.caller_ip,
+        callback_source(spec).map(|id| id.to_string()),
         serde_json::to_string(spec)?,
         message.body.as_ref(),
     ])?;

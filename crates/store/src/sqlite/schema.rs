@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[r#"
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
     state INTEGER NOT NULL,
     due_at INTEGER,
     retried INTEGER NOT NULL DEFAULT 0,
@@ -28,6 +29,7 @@ CREATE TABLE messages (
     flow_control_key TEXT,
     labels TEXT,
     caller_ip TEXT,
+    source_id TEXT,
     dlq_id TEXT,
     dlq_at INTEGER,
     spec TEXT NOT NULL,
@@ -37,7 +39,7 @@ CREATE TABLE messages (
     response_body BLOB,
     response_error TEXT
 );
-CREATE INDEX messages_unfinished ON messages(due_at, id) WHERE state < 3;
+CREATE INDEX messages_unfinished ON messages(seq) WHERE state < 3;
 CREATE INDEX messages_user_unfinished ON messages(user_id, created_at) WHERE state < 3;
 CREATE INDEX messages_dlq ON messages(user_id, dlq_at, id) WHERE dlq_id IS NOT NULL;
 CREATE INDEX messages_dlq_id ON messages(dlq_id) WHERE dlq_id IS NOT NULL;
@@ -66,6 +68,45 @@ CREATE TABLE dedup (
     PRIMARY KEY (user_id, key)
 ) WITHOUT ROWID;
 CREATE INDEX dedup_expiry ON dedup(expires_at);
+
+CREATE TABLE queues (
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    parallelism INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE flow_keys (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    parallelism INTEGER,
+    rate INTEGER,
+    period_secs INTEGER NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    pinned_parallelism INTEGER NOT NULL DEFAULT 0,
+    pinned_rate INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE url_groups (
+    user_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE url_group_endpoints (
+    user_id TEXT NOT NULL,
+    group_name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    url TEXT NOT NULL,
+    name TEXT,
+    PRIMARY KEY (user_id, group_name, position)
+) WITHOUT ROWID;
 
 CREATE TABLE signing_keys (
     user_id TEXT PRIMARY KEY,

@@ -1,18 +1,122 @@
 //! The conformance suite: what every store backend must do, written against the traits only.
 //! A backend's test file implements [`Backend`] and calls [`run_all`].
 
+mod resources;
+
+use async_trait::async_trait;
 use bytes::Bytes;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tern_core::{AttemptResponse, LogState, MessageId, MessageState, PublishLimits, PublishOptions};
+use tern_core::{AttemptResponse, LogState, Message, MessageId, MessageState, PublishLimits, PublishOptions};
 use tern_store::*;
 
 /// Opens a store on a directory (or database) that survives [`Backend::reopen`].
-#[async_trait::async_trait]
+#[async_trait]
 pub trait Backend {
-    async fn open(&mut self, now: i64) -> Arc<dyn Store>;
+    async fn open(&mut self) -> Arc<dyn Store>;
     /// Shuts the store down and opens it again on the same data.
-    async fn reopen(&mut self, store: Arc<dyn Store>, now: i64) -> Arc<dyn Store>;
+    async fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store>;
+}
+
+/// A stand-in for the engine's scheduler: it keeps the latest due time of every unfinished,
+/// unclaimed message it heard of, and every change in order.
+#[derive(Default)]
+pub struct Recorder {
+    due: Mutex<HashMap<MessageId, i64>>,
+    claimed: Mutex<HashSet<MessageId>>,
+    pub changes: Mutex<Vec<Change>>,
+}
+
+impl Scheduling for Recorder {
+    fn committed(&self, changes: Vec<Change>) {
+        let mut due = self.due.lock().unwrap();
+        let mut claimed = self.claimed.lock().unwrap();
+        for change in &changes {
+            match change {
+                Change::Scheduled(scheduled) => {
+                    due.insert(scheduled.id, scheduled.due_at);
+                    claimed.remove(&scheduled.id);
+                }
+                Change::Finished { id } => {
+                    due.remove(id);
+                    claimed.remove(id);
+                }
+                Change::Settling { .. } => {}
+            }
+        }
+        self.changes.lock().unwrap().extend(changes);
+    }
+
+    fn hold_for_cancel(&self, id: MessageId) -> bool {
+        if self.claimed.lock().unwrap().contains(&id) {
+            return true;
+        }
+        self.due.lock().unwrap().remove(&id);
+        false
+    }
+
+    fn release_hold(&self, _id: MessageId) {}
+}
+
+/// A store with a [`Recorder`] attached, claiming like the engine does.
+pub struct TestStore {
+    store: Arc<dyn Store>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Deref for TestStore {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.store
+    }
+}
+
+impl TestStore {
+    async fn attach(store: Arc<dyn Store>, now: i64) -> TestStore {
+        let recorder = Arc::new(Recorder::default());
+        store.attach(recorder.clone(), now).await.unwrap();
+        TestStore { store, recorder }
+    }
+
+    /// Takes the messages due at `now`, earliest first, and loads them.
+    pub async fn claim_due(&self, now: i64, limit: usize) -> Vec<Arc<Message>> {
+        let ids: Vec<MessageId> = {
+            let mut due = self.recorder.due.lock().unwrap();
+            let mut ready: Vec<(i64, MessageId)> =
+                due.iter().filter(|(_, at)| **at <= now).map(|(id, at)| (*at, *id)).collect();
+            ready.sort();
+            ready.truncate(limit);
+            let mut claimed = self.recorder.claimed.lock().unwrap();
+            for (_, id) in &ready {
+                due.remove(id);
+                claimed.insert(*id);
+            }
+            ready.into_iter().map(|(_, id)| id).collect()
+        };
+        let mut messages = self.store.load_messages(ids.clone()).await.unwrap();
+        messages.sort_by_key(|m| ids.iter().position(|id| *id == m.id));
+        messages.into_iter().map(Arc::new).collect()
+    }
+
+    pub fn next_due_at(&self) -> Option<i64> {
+        self.recorder.due.lock().unwrap().values().min().copied()
+    }
+
+    /// The changes reported since the last call.
+    pub fn take_changes(&self) -> Vec<Change> {
+        std::mem::take(&mut *self.recorder.changes.lock().unwrap())
+    }
+}
+
+async fn open(backend: &mut impl Backend, now: i64) -> TestStore {
+    TestStore::attach(backend.open().await, now).await
+}
+
+async fn reopen(backend: &mut impl Backend, store: TestStore, now: i64) -> TestStore {
+    TestStore::attach(backend.reopen(store.store).await, now).await
 }
 
 const USER: &str = "alice";
@@ -33,7 +137,7 @@ pub fn new_message(user: &str, url: &str, created_at: i64, due_at: i64, headers:
 }
 
 /// Waits until everything queued before it is committed: ops are applied in order.
-async fn settle(store: &Arc<dyn Store>) {
+async fn settle(store: &dyn Store) {
     store.delete_dlq(USER, Vec::new()).await.unwrap();
 }
 
@@ -41,14 +145,14 @@ fn page(count: usize) -> PageRequest {
     PageRequest { cursor: None, count, order: Order::LatestFirst }
 }
 
-async fn log_states(store: &Arc<dyn Store>, id: MessageId) -> Vec<LogState> {
+async fn log_states(store: &dyn Store, id: MessageId) -> Vec<LogState> {
     let filter = MessageFilter { message_ids: vec![id.to_string()], ..Default::default() };
     let mut page = page(100);
     page.order = Order::EarliestFirst;
     store.list_logs(USER, &filter, &page).await.unwrap().items.iter().map(|e| e.state).collect()
 }
 
-fn outcome(message: Arc<tern_core::Message>, at: i64, status: u16, next: NextStep) -> AttemptOutcome {
+fn outcome(message: Arc<Message>, at: i64, status: u16, next: NextStep) -> AttemptOutcome {
     AttemptOutcome {
         message,
         finished_at: at,
@@ -73,10 +177,11 @@ pub async fn run_all(backend: &mut impl Backend) {
     keys_round_trip(backend).await;
     purge_applies_retention(backend).await;
     recovery_makes_unfinished_messages_due(backend).await;
+    resources::run_all(backend).await;
 }
 
 async fn insert_get_and_isolation(backend: &mut impl Backend) {
-    let store = backend.open(1_000).await;
+    let store = open(backend, 1_000).await;
     let message = new_message(USER, "http://127.0.0.1:1/a?x=1", 1_000, 1_000, &[("Upstash-Label", "a,b")]);
     let id = message.id;
     assert_eq!(store.insert_messages(vec![message]).await.unwrap(), vec![InsertOutcome::Created]);
@@ -87,29 +192,29 @@ async fn insert_get_and_isolation(backend: &mut impl Backend) {
     assert_eq!((stored.created_at, stored.not_before, stored.retried), (1_000, 1_000, 0));
     assert_eq!(stored.body, Bytes::from_static(b"{\"hello\":1}"));
     assert!(store.get_message(OTHER, id).await.unwrap().is_none());
-    assert_eq!(log_states(&store, id).await, vec![LogState::Created]);
+    assert_eq!(log_states(&*store, id).await, vec![LogState::Created]);
     store.shutdown().await.unwrap();
 }
 
 async fn claims_follow_due_time(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let late = new_message(USER, "http://127.0.0.1:1/late", 0, 9_000, &[]);
     let early = new_message(USER, "http://127.0.0.1:1/early", 0, 10, &[]);
     let now = new_message(USER, "http://127.0.0.1:1/now", 0, 0, &[]);
     let ids = (late.id, early.id, now.id);
     store.insert_messages(vec![late, early, now]).await.unwrap();
-    let claimed: Vec<_> = store.claim_due(100, 10).await.unwrap().iter().map(|m| m.id).collect();
+    let claimed: Vec<_> = store.claim_due(100, 10).await.iter().map(|m| m.id).collect();
     assert_eq!(claimed, vec![ids.2, ids.1]);
     assert_eq!(store.next_due_at(), Some(9_000));
-    assert!(store.claim_due(8_999, 10).await.unwrap().is_empty());
-    let claimed = store.claim_due(9_000, 10).await.unwrap();
+    assert!(store.claim_due(8_999, 10).await.is_empty());
+    let claimed = store.claim_due(9_000, 10).await;
     assert_eq!(claimed[0].id, ids.0);
     assert_eq!(store.next_due_at(), None);
     store.shutdown().await.unwrap();
 }
 
 async fn deduplication_holds_for_its_window(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let claim = DedupClaim { key: "k".into(), expires_at: 600_000 };
     let mut first = new_message(USER, "http://127.0.0.1:1/", 0, 0, &[]);
     first.dedup = Some(claim.clone());
@@ -127,38 +232,38 @@ async fn deduplication_holds_for_its_window(backend: &mut impl Backend) {
 }
 
 async fn retries_become_due_again(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let message = new_message(USER, "http://127.0.0.1:1/", 0, 0, &[]);
     let id = message.id;
     store.insert_messages(vec![message]).await.unwrap();
-    let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
+    let claimed = store.claim_due(0, 1).await.remove(0);
     store.record_attempt_started(&claimed, 5).await.unwrap();
     store.record_attempt_outcome(outcome(claimed, 10, 500, NextStep::Retry { at: 12_000 })).await.unwrap();
-    settle(&store).await;
-    assert!(store.claim_due(11_999, 10).await.unwrap().is_empty());
-    let retry = store.claim_due(12_000, 10).await.unwrap().remove(0);
+    settle(&*store).await;
+    assert!(store.claim_due(11_999, 10).await.is_empty());
+    let retry = store.claim_due(12_000, 10).await.remove(0);
     assert_eq!((retry.id, retry.retried, retry.state), (id, 1, MessageState::Retry));
     assert_eq!(retry.last_response.as_ref().unwrap().status, 500);
     store.record_attempt_outcome(outcome(retry, 12_100, 200, NextStep::Delivered)).await.unwrap();
-    settle(&store).await;
+    settle(&*store).await;
     let delivered = store.get_message(USER, id).await.unwrap().unwrap();
     assert_eq!((delivered.state, delivered.retried, delivered.finished_at), (MessageState::Delivered, 2, Some(12_100)));
     assert_eq!(
-        log_states(&store, id).await,
+        log_states(&*store, id).await,
         vec![LogState::Created, LogState::Active, LogState::Error, LogState::Retry, LogState::Delivered]
     );
     store.shutdown().await.unwrap();
 }
 
 async fn failures_enter_the_dlq(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let message = new_message(USER, "http://127.0.0.1:1/fail", 0, 0, &[("Upstash-Retries", "0")]);
     let id = message.id;
     store.insert_messages(vec![message]).await.unwrap();
-    let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
+    let claimed = store.claim_due(0, 1).await.remove(0);
     let next = NextStep::Failed { dlq_id: "5-0".into() };
     store.record_attempt_outcome(outcome(claimed, 5, 404, next)).await.unwrap();
-    settle(&store).await;
+    settle(&*store).await;
     let entries = store.list_dlq(USER, &MessageFilter::default(), &page(10)).await.unwrap();
     assert_eq!(entries.items.len(), 1);
     assert!(entries.cursor.is_none());
@@ -169,7 +274,7 @@ async fn failures_enter_the_dlq(backend: &mut impl Backend) {
     let by_status = MessageFilter { response_statuses: vec![500], ..Default::default() };
     assert!(store.list_dlq(USER, &by_status, &page(10)).await.unwrap().items.is_empty());
     assert_eq!(store.get_dlq(USER, "5-0").await.unwrap().unwrap().id, id);
-    assert_eq!(log_states(&store, id).await, vec![LogState::Created, LogState::Error, LogState::Failed]);
+    assert_eq!(log_states(&*store, id).await, vec![LogState::Created, LogState::Error, LogState::Failed]);
     assert_eq!(store.delete_dlq(USER, vec!["5-0".into(), "nope".into()]).await.unwrap(), 1);
     assert!(store.get_dlq(USER, "5-0").await.unwrap().is_none());
     assert_eq!(store.delete_dlq(USER, vec!["5-0".into()]).await.unwrap(), 0);
@@ -177,27 +282,27 @@ async fn failures_enter_the_dlq(backend: &mut impl Backend) {
 }
 
 async fn callbacks_are_stored_with_the_outcome(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])]).await.unwrap();
-    let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
+    let claimed = store.claim_due(0, 1).await.remove(0);
     let mut result = outcome(claimed, 7, 200, NextStep::Delivered);
     let callback = new_message(USER, "http://127.0.0.1:1/callback", 7, 7, &[]);
     let callback_id = callback.id;
     result.callback = Some(callback);
     store.record_attempt_outcome(result).await.unwrap();
-    settle(&store).await;
-    let due: Vec<_> = store.claim_due(7, 10).await.unwrap().iter().map(|m| m.id).collect();
+    settle(&*store).await;
+    let due: Vec<_> = store.claim_due(7, 10).await.iter().map(|m| m.id).collect();
     assert_eq!(due, vec![callback_id]);
     store.shutdown().await.unwrap();
 }
 
 async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let pending = new_message(USER, "http://127.0.0.1:1/", 0, 50_000, &[]);
     let flying = new_message(USER, "http://127.0.0.1:1/", 0, 0, &[]);
     let (pending_id, flying_id) = (pending.id, flying.id);
     store.insert_messages(vec![pending, flying]).await.unwrap();
-    let claimed = store.claim_due(0, 10).await.unwrap().remove(0);
+    let claimed = store.claim_due(0, 10).await.remove(0);
     assert_eq!(claimed.id, flying_id);
 
     let result = store.cancel_messages(OTHER, CancelSelection::Ids(vec![pending_id]), 10).await.unwrap();
@@ -206,18 +311,18 @@ async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
     assert_eq!(result, CancelOutcome { cancelled: 2, found: 2 });
     assert_eq!(store.get_message(USER, pending_id).await.unwrap().unwrap().state, MessageState::Canceled);
     assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::CancelRequested);
-    assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
+    assert!(store.claim_due(100_000, 10).await.is_empty());
     assert_eq!(
-        log_states(&store, pending_id).await,
+        log_states(&*store, pending_id).await,
         vec![LogState::Created, LogState::CancelRequested, LogState::Canceled]
     );
 
     store.record_attempt_outcome(outcome(claimed, 20, 500, NextStep::Retry { at: 30 })).await.unwrap();
-    settle(&store).await;
+    settle(&*store).await;
     assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::Canceled);
-    assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
+    assert!(store.claim_due(100_000, 10).await.is_empty());
     assert_eq!(
-        log_states(&store, flying_id).await,
+        log_states(&*store, flying_id).await,
         vec![LogState::Created, LogState::CancelRequested, LogState::Error, LogState::Canceled]
     );
     let again = store.cancel_messages(USER, CancelSelection::Ids(vec![pending_id]), 40).await.unwrap();
@@ -226,7 +331,7 @@ async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
 }
 
 async fn cancel_by_filter(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let messages: Vec<_> = (0..5)
         .map(|i| {
             let label = if i % 2 == 0 { "even" } else { "odd" };
@@ -249,12 +354,12 @@ async fn cancel_by_filter(backend: &mut impl Backend) {
     assert_eq!(store.cancel_messages(OTHER, all.clone(), 10).await.unwrap().cancelled, 0);
     assert_eq!(store.cancel_messages(USER, all.clone(), 10).await.unwrap().cancelled, 2);
     assert_eq!(store.cancel_messages(USER, all, 10).await.unwrap().cancelled, 0);
-    assert!(store.claim_due(100_000, 10).await.unwrap().is_empty());
+    assert!(store.claim_due(100_000, 10).await.is_empty());
     store.shutdown().await.unwrap();
 }
 
 async fn logs_filter_and_paginate(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let mut ids = Vec::new();
     for i in 0..5 {
         let message = new_message(USER, "http://127.0.0.1:1/logs", i * 10, i * 10, &[("Upstash-Label", "page")]);
@@ -292,11 +397,11 @@ async fn logs_filter_and_paginate(backend: &mut impl Backend) {
 }
 
 async fn dlq_retry_consumes_the_entry(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &[])]).await.unwrap();
-    let claimed = store.claim_due(0, 1).await.unwrap().remove(0);
+    let claimed = store.claim_due(0, 1).await.remove(0);
     store.record_attempt_outcome(outcome(claimed, 1, 500, NextStep::Failed { dlq_id: "1-7".into() })).await.unwrap();
-    settle(&store).await;
+    settle(&*store).await;
     let mut retry = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
     retry.consumes_dlq_entry = Some("1-7".into());
     let mut twice = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
@@ -304,12 +409,12 @@ async fn dlq_retry_consumes_the_entry(backend: &mut impl Backend) {
     let outcomes = store.insert_messages(vec![retry, twice]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::Created, InsertOutcome::DlqEntryGone]);
     assert!(store.get_dlq(USER, "1-7").await.unwrap().is_none());
-    assert_eq!(store.claim_due(2, 10).await.unwrap().len(), 1);
+    assert_eq!(store.claim_due(2, 10).await.len(), 1);
     store.shutdown().await.unwrap();
 }
 
 async fn keys_round_trip(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     assert!(store.load_keys(USER).await.unwrap().is_none());
     let keys = StoredKeys {
         current: "sig_b".into(),
@@ -324,7 +429,7 @@ async fn keys_round_trip(backend: &mut impl Backend) {
 }
 
 async fn purge_applies_retention(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let done = new_message(USER, "http://127.0.0.1:1/done", 0, 0, &[]);
     let failed = new_message(USER, "http://127.0.0.1:1/failed", 0, 0, &[]);
     let waiting = new_message(USER, "http://127.0.0.1:1/waiting", 0, 10_000_000, &[]);
@@ -332,14 +437,14 @@ async fn purge_applies_retention(backend: &mut impl Backend) {
     deduplicated.dedup = Some(DedupClaim { key: "d".into(), expires_at: 100 });
     let ids = (done.id, failed.id, waiting.id);
     store.insert_messages(vec![done, failed, waiting, deduplicated]).await.unwrap();
-    let mut claimed = store.claim_due(0, 10).await.unwrap();
+    let mut claimed = store.claim_due(0, 10).await;
     claimed.sort_by_key(|m| m.spec.url.clone());
     store.record_attempt_outcome(outcome(claimed[0].clone(), 1, 200, NextStep::Delivered)).await.unwrap();
     store
         .record_attempt_outcome(outcome(claimed[1].clone(), 1, 500, NextStep::Failed { dlq_id: "1-1".into() }))
         .await
         .unwrap();
-    settle(&store).await;
+    settle(&*store).await;
     let retention = Retention { logs: Duration::from_millis(1_000), dlq: Duration::from_millis(5_000) };
     let stats = store.purge(2_000, retention).await.unwrap();
     assert_eq!((stats.messages, stats.dlq_entries, stats.dedup_keys), (1, 0, 1));
@@ -355,21 +460,21 @@ async fn purge_applies_retention(backend: &mut impl Backend) {
 }
 
 async fn recovery_makes_unfinished_messages_due(backend: &mut impl Backend) {
-    let store = backend.open(0).await;
+    let store = open(backend, 0).await;
     let in_flight = new_message(USER, "http://127.0.0.1:1/flight", 0, 0, &[]);
     let delayed = new_message(USER, "http://127.0.0.1:1/delayed", 0, 60_000, &[]);
     let cancelling = new_message(USER, "http://127.0.0.1:1/cancel", 0, 0, &[]);
     let ids = (in_flight.id, delayed.id, cancelling.id);
     store.insert_messages(vec![in_flight, delayed, cancelling]).await.unwrap();
-    assert_eq!(store.claim_due(0, 10).await.unwrap().len(), 2);
+    assert_eq!(store.claim_due(0, 10).await.len(), 2);
     store.cancel_messages(USER, CancelSelection::Ids(vec![ids.2]), 5).await.unwrap();
 
-    let store = backend.reopen(store, 100).await;
+    let store = reopen(backend, store, 100).await;
     assert_eq!(store.get_message(USER, ids.2).await.unwrap().unwrap().state, MessageState::Canceled);
     assert_eq!(store.next_due_at(), Some(0));
-    let due: Vec<_> = store.claim_due(100, 10).await.unwrap().iter().map(|m| m.id).collect();
+    let due: Vec<_> = store.claim_due(100, 10).await.iter().map(|m| m.id).collect();
     assert_eq!(due, vec![ids.0]);
-    let due: Vec<_> = store.claim_due(60_000, 10).await.unwrap().iter().map(|m| m.id).collect();
+    let due: Vec<_> = store.claim_due(60_000, 10).await.iter().map(|m| m.id).collect();
     assert_eq!(due, vec![ids.1]);
     store.shutdown().await.unwrap();
 }

@@ -1,0 +1,323 @@
+//! The writer's message operations: inserts (deduplication, DLQ replacement, sequence numbers),
+//! the record of attempts, and cancels.
+
+use super::query::{SqlFilter, message_filter};
+use super::rows::{LogRow, callback_source, headers_json, insert_log, insert_message};
+use super::schema::FIRST_TERMINAL_STATE;
+use super::writer::{Context, Effects};
+use crate::error::{Result, StoreError};
+use crate::model::*;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::sync::Arc;
+use tern_core::{LogState, Message, MessageId, MessageState};
+
+/// Messages due within this horizon of their insertion hand their payload to the scheduler.
+const PAYLOAD_HORIZON_MS: i64 = 5_000;
+
+fn log(user_id: &str, message_id: MessageId, time: i64, state: LogState) -> LogRow<'_> {
+    LogRow { user_id, message_id, time, state, error: None, next_delivery_time: None, response: None }
+}
+
+pub fn log_attempt_started(connection: &Connection, user_id: &str, id: MessageId, at: i64) -> Result<()> {
+    insert_log(connection, log(user_id, id, at, LogState::Active))
+}
+
+pub fn insert_messages(
+    context: Context<'_>,
+    messages: Vec<NewMessage>,
+    effects: &mut Effects,
+) -> Result<Vec<InsertOutcome>> {
+    let connection = context.connection;
+    let mut outcomes = Vec::with_capacity(messages.len());
+    for message in messages {
+        if let Some(dedup) = &message.dedup {
+            let existing: Option<String> = connection
+                .prepare_cached("SELECT message_id FROM dedup WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3")?
+                .query_row(params![message.user_id, dedup.key, message.created_at], |row| row.get(0))
+                .optional()?;
+            if let Some(id) = existing.and_then(|id| id.parse().ok()) {
+                outcomes.push(InsertOutcome::Duplicate(id));
+                continue;
+            }
+        }
+        if let Some(dlq_id) = &message.consumes_dlq_entry {
+            let removed = connection
+                .prepare_cached("UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2")?
+                .execute(params![message.user_id, dlq_id])?;
+            if removed == 0 {
+                outcomes.push(InsertOutcome::DlqEntryGone);
+                continue;
+            }
+        }
+        if let Some(dedup) = &message.dedup {
+            connection
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![message.user_id, dedup.key, message.id.to_string(), dedup.expires_at])?;
+        }
+        store_new_message(connection, context.next_seq, message, effects)?;
+        outcomes.push(InsertOutcome::Created);
+    }
+    Ok(outcomes)
+}
+
+/// Inserts the row (creating its queue and flow-control key on first use), logs `CREATED`
+/// and schedules the message once committed.
+fn store_new_message(
+    connection: &Connection,
+    next_seq: &mut u64,
+    message: NewMessage,
+    effects: &mut Effects,
+) -> Result<()> {
+    let seq = *next_seq;
+    *next_seq += 1;
+    insert_message(connection, &message, seq)?;
+    insert_log(
+        connection,
+        LogRow {
+            next_delivery_time: Some(message.due_at),
+            ..log(&message.user_id, message.id, message.created_at, LogState::Created)
+        },
+    )?;
+    let spec = &message.spec;
+    if let Some(queue) = &spec.queue_name {
+        connection
+            .prepare_cached(
+                "INSERT OR IGNORE INTO queues (user_id, name, parallelism, paused, created_at, updated_at)
+                 VALUES (?1, ?2, 1, 0, ?3, ?3)",
+            )?
+            .execute(params![message.user_id, queue, message.created_at])?;
+    }
+    if let Some(flow) = &spec.flow_control {
+        connection
+            .prepare_cached(
+                "INSERT INTO flow_keys (user_id, key, parallelism, rate, period_secs) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user_id, key) DO UPDATE SET
+                    parallelism = CASE WHEN pinned_parallelism THEN parallelism ELSE excluded.parallelism END,
+                    rate = CASE WHEN pinned_rate THEN rate ELSE excluded.rate END,
+                    period_secs = CASE WHEN pinned_rate THEN period_secs ELSE excluded.period_secs END",
+            )?
+            .execute(params![message.user_id, flow.key, flow.parallelism, flow.rate, flow.period_secs as i64])?;
+    }
+    let payload = (message.due_at <= message.created_at + PAYLOAD_HORIZON_MS).then(|| {
+        Arc::new(Message {
+            id: message.id,
+            user_id: message.user_id.clone(),
+            spec: message.spec.clone(),
+            body: message.body.clone(),
+            created_at: message.created_at,
+            not_before: message.due_at,
+            state: MessageState::Pending,
+            retried: 0,
+            due_at: Some(message.due_at),
+            finished_at: None,
+            dlq_id: None,
+            last_response: None,
+        })
+    });
+    effects.changes.push(Change::Scheduled(Scheduled {
+        id: message.id,
+        source: callback_source(&message.spec),
+        user_id: message.user_id,
+        due_at: message.due_at,
+        seq,
+        queue_name: message.spec.queue_name,
+        flow_control: message.spec.flow_control,
+        is_new: true,
+        message: payload,
+    }));
+    Ok(())
+}
+
+pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &mut Effects) -> Result<()> {
+    let connection = context.connection;
+    let message = &outcome.message;
+    let id = message.id.to_string();
+    // Should recording fail, the attempt is simply made again a little later.
+    effects.on_failure.push(Change::Scheduled(scheduled(message, outcome.finished_at + 1000, None)));
+    let state: Option<i64> = connection
+        .prepare_cached("SELECT state FROM messages WHERE id = ?1")?
+        .query_row([&id], |row| row.get(0))
+        .optional()?;
+    let Some(state) = state.and_then(MessageState::from_code).filter(|state| !state.is_terminal()) else {
+        effects.changes.push(Change::Finished { id: message.id });
+        return Ok(());
+    };
+    let cancelled = state == MessageState::CancelRequested;
+    let at = outcome.finished_at;
+    let response = &outcome.response;
+    let retried = message.retried + 1;
+    let user_id = message.user_id.as_str();
+    let update = |state: MessageState, due_at: Option<i64>, dlq_id: Option<&str>| -> Result<()> {
+        let finished_at = state.is_terminal().then_some(at);
+        connection
+            .prepare_cached(
+                "UPDATE messages SET state = ?2, due_at = ?3, retried = ?4, finished_at = ?5, dlq_id = ?6,
+                    dlq_at = CASE WHEN ?6 IS NULL THEN NULL ELSE ?5 END,
+                    response_status = ?7, response_headers = ?8, response_body = ?9, response_error = ?10
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id,
+                state.code(),
+                due_at,
+                retried,
+                finished_at,
+                dlq_id,
+                response.status,
+                headers_json(&response.headers),
+                response.body.as_ref(),
+                response.error,
+            ])?;
+        Ok(())
+    };
+    let error_log = || LogRow {
+        error: Some(response.error.as_deref().unwrap_or("delivery failed")),
+        response: Some(response),
+        ..log(user_id, message.id, at, LogState::Error)
+    };
+
+    if outcome.next == NextStep::Delivered {
+        update(MessageState::Delivered, None, None)?;
+        insert_log(
+            connection,
+            LogRow { response: Some(response), ..log(user_id, message.id, at, LogState::Delivered) },
+        )?;
+        effects.changes.push(Change::Finished { id: message.id });
+    } else if cancelled {
+        update(MessageState::Canceled, None, None)?;
+        insert_log(connection, error_log())?;
+        insert_log(connection, log(user_id, message.id, at, LogState::Canceled))?;
+        effects.changes.push(Change::Finished { id: message.id });
+        return Ok(());
+    } else if let NextStep::Retry { at: retry_at } = outcome.next {
+        update(MessageState::Retry, Some(retry_at), None)?;
+        insert_log(connection, error_log())?;
+        insert_log(
+            connection,
+            LogRow { next_delivery_time: Some(retry_at), ..log(user_id, message.id, at, LogState::Retry) },
+        )?;
+        let mut retrying = Message::clone(message);
+        retrying.state = MessageState::Retry;
+        retrying.retried = retried;
+        retrying.due_at = Some(retry_at);
+        retrying.last_response = Some(response.clone());
+        let payload = (retry_at <= at + PAYLOAD_HORIZON_MS).then(|| Arc::new(retrying));
+        effects.changes.push(Change::Scheduled(scheduled(message, retry_at, payload)));
+    } else if let NextStep::Failed { dlq_id } = &outcome.next {
+        update(MessageState::Failed, None, Some(dlq_id))?;
+        insert_log(connection, error_log())?;
+        insert_log(
+            connection,
+            LogRow {
+                error: error_log().error,
+                response: Some(response),
+                ..log(user_id, message.id, at, LogState::Failed)
+            },
+        )?;
+        effects.changes.push(Change::Finished { id: message.id });
+    }
+    // The scheduler must learn of the callbacks before the source's final change, so that a
+    // queue message keeps its place until its callbacks finished.
+    let callbacks: Vec<NewMessage> = [outcome.callback, outcome.failure_callback].into_iter().flatten().collect();
+    if !callbacks.is_empty() {
+        let finished = effects.changes.pop();
+        for callback in callbacks {
+            store_new_message(connection, context.next_seq, callback, effects)?;
+        }
+        effects.changes.extend(finished);
+    }
+    Ok(())
+}
+
+/// A message's scheduling facts for a retry (or a re-attempt), keeping its place and payload.
+fn scheduled(message: &Message, due_at: i64, payload: Option<Arc<Message>>) -> Scheduled {
+    Scheduled {
+        id: message.id,
+        user_id: message.user_id.clone(),
+        due_at,
+        seq: 0,
+        queue_name: message.spec.queue_name.clone(),
+        flow_control: message.spec.flow_control.clone(),
+        source: callback_source(&message.spec),
+        is_new: false,
+        message: payload,
+    }
+}
+
+pub fn cancel(
+    context: Context<'_>,
+    user_id: &str,
+    selection: CancelSelection,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<CancelOutcome> {
+    let connection = context.connection;
+    let candidates: Vec<(String, i64)> = match selection {
+        CancelSelection::Ids(ids) => {
+            let mut statement =
+                connection.prepare_cached("SELECT id, state FROM messages WHERE id = ?1 AND user_id = ?2")?;
+            let mut found = Vec::new();
+            for id in ids {
+                found.extend(
+                    statement
+                        .query_row(params![id.to_string(), user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .optional()?,
+                );
+            }
+            found
+        }
+        CancelSelection::Filter { filter, limit } => {
+            let mut sql = SqlFilter::new("m.user_id = ?", user_id.to_string());
+            sql.push_raw(&format!("m.state < {FIRST_TERMINAL_STATE}"));
+            message_filter(&mut sql, &filter, "m", Some("m.created_at"));
+            let limit = limit.map(|n| n as i64).unwrap_or(-1);
+            let query =
+                format!("SELECT m.id, m.state FROM messages m WHERE {} ORDER BY m.seq LIMIT {limit}", sql.clause());
+            let mut statement = connection.prepare(&query)?;
+            let rows = statement.query_map(params_from_iter(sql.params()), |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        }
+    };
+    let mut outcome = CancelOutcome::default();
+    for (id, state) in candidates {
+        outcome.found += 1;
+        let state = MessageState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
+        if state.is_terminal() {
+            continue;
+        }
+        outcome.cancelled += 1;
+        if state == MessageState::CancelRequested {
+            continue;
+        }
+        let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
+        insert_log(connection, log(user_id, message_id, now, LogState::CancelRequested))?;
+        let running = context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
+        if running {
+            connection
+                .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")?
+                .execute(params![id, MessageState::CancelRequested.code()])?;
+        } else {
+            effects.held.push(message_id);
+            connection
+                .prepare_cached("UPDATE messages SET state = ?2, finished_at = ?3, due_at = NULL WHERE id = ?1")?
+                .execute(params![id, MessageState::Canceled.code(), now])?;
+            insert_log(connection, log(user_id, message_id, now, LogState::Canceled))?;
+            effects.changes.push(Change::Finished { id: message_id });
+        }
+    }
+    Ok(outcome)
+}
+
+/// Deletes a queue and cancels its unfinished messages. Returns whether it existed.
+pub fn delete_queue(context: Context<'_>, user_id: &str, name: &str, now: i64, effects: &mut Effects) -> Result<bool> {
+    let existed = context
+        .connection
+        .prepare_cached("DELETE FROM queues WHERE user_id = ?1 AND name = ?2")?
+        .execute(params![user_id, name])?
+        > 0;
+    let filter = MessageFilter { queue_names: vec![name.to_string()], ..MessageFilter::default() };
+    cancel(context, user_id, CancelSelection::Filter { filter: Box::new(filter), limit: None }, now, effects)?;
+    Ok(existed)
+}

@@ -1,0 +1,196 @@
+//! Conformance: what the scheduler hears, queues, flow-control settings and URL groups.
+
+use super::*;
+
+pub async fn run_all(backend: &mut impl Backend) {
+    scheduling_hears_every_committed_change(backend).await;
+    queues_are_kept_and_deleting_one_cancels_its_messages(backend).await;
+    flow_settings_survive_and_follow_messages_unless_pinned(backend).await;
+    url_groups_keep_endpoint_order(backend).await;
+    recovery_keeps_a_settling_queue_message_in_place(backend).await;
+}
+
+fn scheduled(change: &Change) -> &Scheduled {
+    match change {
+        Change::Scheduled(scheduled) => scheduled,
+        other => panic!("expected a scheduled change, got {other:?}"),
+    }
+}
+
+async fn scheduling_hears_every_committed_change(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    let soon = new_message(
+        USER,
+        "http://127.0.0.1:1/soon",
+        0,
+        0,
+        &[("Upstash-Flow-Control-Key", "k"), ("Upstash-Flow-Control-Value", "rate=5")],
+    );
+    let mut later = new_message(USER, "http://127.0.0.1:1/later", 0, 3_600_000, &[]);
+    later.spec.queue_name = Some("q".into());
+    let ids = (soon.id, later.id);
+    store.insert_messages(vec![soon, later]).await.unwrap();
+    let changes = store.take_changes();
+    assert_eq!(changes.len(), 2);
+    let (first, second) = (scheduled(&changes[0]), scheduled(&changes[1]));
+    assert_eq!((first.id, first.is_new, first.due_at), (ids.0, true, 0));
+    assert!(first.message.is_some(), "a message due now comes with its payload");
+    assert_eq!(first.flow_control.as_ref().unwrap().rate, Some(5));
+    assert_eq!((second.id, second.queue_name.as_deref()), (ids.1, Some("q")));
+    assert!(second.message.is_none(), "a delayed message is loaded when due");
+    assert!(second.seq > first.seq, "sequence numbers follow insertion");
+    assert_eq!(store.get_queue(USER, "q").await.unwrap().unwrap().parallelism, 1, "enqueueing creates the queue");
+
+    let claimed = store.claim_due(0, 1).await.remove(0);
+    let mut result = outcome(claimed, 5, 200, NextStep::Delivered);
+    let callback = new_message(USER, "http://127.0.0.1:1/callback", 5, 5, &[]);
+    let mut callback = callback;
+    callback.spec.origin = tern_core::Origin::Callback { source: ids.0 };
+    let callback_id = callback.id;
+    result.callback = Some(callback);
+    store.record_attempt_outcome(result).await.unwrap();
+    settle(&*store).await;
+    let changes = store.take_changes();
+    assert_eq!(scheduled(&changes[0]).id, callback_id);
+    assert_eq!(scheduled(&changes[0]).source, Some(ids.0), "a callback names its source");
+    assert!(
+        matches!(changes[1], Change::Finished { id } if id == ids.0),
+        "the source ends after its callbacks are known"
+    );
+    store.shutdown().await.unwrap();
+}
+
+async fn queues_are_kept_and_deleting_one_cancels_its_messages(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    store.upsert_queue(USER, "b", 2, false, 10).await.unwrap();
+    store.upsert_queue(USER, "a", 1, true, 10).await.unwrap();
+    store.upsert_queue(USER, "a", 3, false, 20).await.unwrap();
+    store.upsert_queue(OTHER, "c", 1, false, 10).await.unwrap();
+    let queues = store.list_queues(USER).await.unwrap();
+    assert_eq!(queues.iter().map(|q| q.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        (queues[0].parallelism, queues[0].paused, queues[0].created_at, queues[0].updated_at),
+        (3, false, 10, 20)
+    );
+    assert_eq!(store.all_queues().await.unwrap().len(), 3);
+
+    let mut queued = new_message(USER, "http://127.0.0.1:1/", 0, 60_000, &[]);
+    queued.spec.queue_name = Some("a".into());
+    let id = queued.id;
+    store.insert_messages(vec![queued]).await.unwrap();
+    store.take_changes();
+    assert!(store.delete_queue(USER, "a", 30).await.unwrap());
+    assert!(!store.delete_queue(USER, "a", 30).await.unwrap());
+    assert!(store.get_queue(USER, "a").await.unwrap().is_none());
+    assert_eq!(store.get_message(USER, id).await.unwrap().unwrap().state, MessageState::Canceled);
+    assert!(matches!(store.take_changes()[..], [Change::Finished { id: finished }] if finished == id));
+    assert_eq!(log_states(&*store, id).await, [LogState::Created, LogState::CancelRequested, LogState::Canceled]);
+    store.shutdown().await.unwrap();
+}
+
+async fn flow_settings_survive_and_follow_messages_unless_pinned(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    fn flow(value: &str) -> [(&str, &str); 2] {
+        [("Upstash-Flow-Control-Key", "k"), ("Upstash-Flow-Control-Value", value)]
+    }
+    store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &flow("parallelism=2"))]).await.unwrap();
+    let settings = store.all_flows().await.unwrap();
+    assert_eq!(settings.len(), 1);
+    assert_eq!((settings[0].0.as_str(), settings[0].1.as_str()), (USER, "k"));
+    assert_eq!((settings[0].2.parallelism, settings[0].2.rate, settings[0].2.period_secs), (Some(2), None, 1));
+    let pinned = FlowSettings { parallelism: Some(7), pinned_parallelism: true, paused: true, ..settings[0].2.clone() };
+    store.save_flow(USER, "k", pinned).await.unwrap();
+    store
+        .insert_messages(vec![new_message(
+            USER,
+            "http://127.0.0.1:1/",
+            0,
+            0,
+            &flow("parallelism=1, rate=3, period=1m"),
+        )])
+        .await
+        .unwrap();
+    let settings = &store.all_flows().await.unwrap()[0].2;
+    assert_eq!(
+        (settings.parallelism, settings.rate, settings.period_secs, settings.paused),
+        (Some(7), Some(3), 60, true)
+    );
+    store.shutdown().await.unwrap();
+}
+
+async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    let endpoint = |url: &str, name: Option<&str>| Endpoint { url: url.into(), name: name.map(str::to_string) };
+    store
+        .add_endpoints(
+            USER,
+            "g",
+            vec![endpoint("http://127.0.0.1:1/b", Some("First endpoint")), endpoint("http://127.0.0.1:1/a", None)],
+            1,
+        )
+        .await
+        .unwrap();
+    store
+        .add_endpoints(
+            USER,
+            "g",
+            vec![endpoint("http://127.0.0.1:1/b", Some("renamed")), endpoint("http://127.0.0.1:1/c", None)],
+            2,
+        )
+        .await
+        .unwrap();
+    let group = store.get_group(USER, "g").await.unwrap().unwrap();
+    assert_eq!((group.created_at, group.updated_at), (1, 2));
+    assert_eq!(
+        group.endpoints,
+        vec![
+            endpoint("http://127.0.0.1:1/b", Some("renamed")),
+            endpoint("http://127.0.0.1:1/a", None),
+            endpoint("http://127.0.0.1:1/c", None)
+        ]
+    );
+    assert!(store.get_group(OTHER, "g").await.unwrap().is_none());
+    store
+        .remove_endpoints(
+            USER,
+            "g",
+            vec![endpoint("http://127.0.0.1:1/a", None), Endpoint { url: String::new(), name: Some("renamed".into()) }],
+            3,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.list_groups(USER).await.unwrap()[0].endpoints, vec![endpoint("http://127.0.0.1:1/c", None)]);
+    store.remove_endpoints(USER, "g", vec![endpoint("http://127.0.0.1:1/c", None)], 4).await.unwrap();
+    assert!(store.get_group(USER, "g").await.unwrap().is_none(), "an emptied group is deleted");
+    store.add_endpoints(USER, "h", vec![endpoint("http://127.0.0.1:1/x", None)], 5).await.unwrap();
+    assert!(store.delete_group(USER, "h").await.unwrap());
+    assert!(!store.delete_group(USER, "h").await.unwrap());
+    store.shutdown().await.unwrap();
+}
+
+async fn recovery_keeps_a_settling_queue_message_in_place(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    let mut head = new_message(USER, "http://127.0.0.1:1/", 0, 0, &[]);
+    head.spec.queue_name = Some("q".into());
+    let head_id = head.id;
+    store.insert_messages(vec![head]).await.unwrap();
+    let claimed = store.claim_due(0, 1).await.remove(0);
+    let mut result = outcome(claimed, 5, 200, NextStep::Delivered);
+    let mut callback = new_message(USER, "http://127.0.0.1:1/callback", 5, 600_000, &[]);
+    callback.spec.origin = tern_core::Origin::Callback { source: head_id };
+    result.callback = Some(callback);
+    store.record_attempt_outcome(result).await.unwrap();
+    settle(&*store).await;
+
+    let store = reopen(backend, store, 10).await;
+    let changes = store.take_changes();
+    let settling = changes.iter().find_map(|change| match change {
+        Change::Settling { id, queue_name, .. } => Some((*id, queue_name.clone())),
+        _ => None,
+    });
+    assert_eq!(settling, Some((head_id, "q".to_string())));
+    assert!(
+        changes.iter().any(|change| matches!(change, Change::Scheduled(s) if s.source == Some(head_id) && !s.is_new))
+    );
+    store.shutdown().await.unwrap();
+}
