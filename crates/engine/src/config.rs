@@ -11,6 +11,16 @@ pub struct EngineConfig {
     pub max_body_bytes: usize,
     /// Attempts running at once across all users.
     pub max_concurrent_deliveries: usize,
+    /// Attempts running at once for one user (`/v2/globalParallelism`).
+    pub user_parallelism: u32,
+    /// Queues per user, and the largest queue parallelism (412 beyond).
+    pub max_queues: usize,
+    pub max_queue_parallelism: u32,
+    /// URL groups per user, and endpoints per group (412 beyond).
+    pub max_url_groups: usize,
+    pub max_endpoints_per_group: usize,
+    /// Bytes of message bodies the scheduler keeps for messages due soon.
+    pub payload_cache_bytes: usize,
     /// How long a deduplication id (or content hash) suppresses duplicates.
     pub dedup_window: Duration,
     /// How long `GET /v2/messages/{id}` still shows a finished message.
@@ -32,6 +42,12 @@ impl Default for EngineConfig {
             limits: PublishLimits::default(),
             max_body_bytes: 10 << 20,
             max_concurrent_deliveries: 1024,
+            user_parallelism: 1000,
+            max_queues: 1000,
+            max_queue_parallelism: 1000,
+            max_url_groups: 1000,
+            max_endpoints_per_group: 1000,
+            payload_cache_bytes: 64 << 20,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),
             retention: Retention { logs: Duration::from_secs(3 * 86_400), dlq: Duration::from_secs(7 * 86_400) },

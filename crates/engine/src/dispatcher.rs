@@ -1,10 +1,12 @@
-//! The dispatcher: claims due messages from the store and runs their attempts, at most
-//! `max_concurrent_deliveries` at a time. It sleeps until the earliest due time or until the
-//! store signals new work; it never polls.
+//! The dispatcher: asks the scheduler which messages may start, loads those whose payload is
+//! not at hand, and runs their attempts, at most `max_concurrent_deliveries` at a time. It sleeps
+//! until the scheduler's next wake-up or a signal; it never polls.
 
 use crate::Shared;
 use crate::delivery::{attempt, classify};
 use crate::error::Result;
+use crate::scheduler::Start;
+use std::collections::HashMap;
 use std::sync::Arc;
 use tern_core::callback::callback_message;
 use tern_core::ids::new_dlq_id;
@@ -15,49 +17,76 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// The most messages taken in one claim.
-const CLAIM_BATCH: usize = 256;
+/// The most messages started in one round.
+const START_BATCH: usize = 256;
+
+/// How long a message whose payload could not be read waits before it is tried again.
+const LOAD_RETRY_MS: i64 = 1000;
 
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTracker) {
-    let signal = shared.store.work_signal();
     let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_deliveries));
     loop {
         let free = slots.available_permits();
         if free > 0 {
-            let limit = free.min(CLAIM_BATCH);
-            match shared.store.claim_due(shared.clock.now_ms(), limit).await {
-                Ok(batch) => {
-                    let full = batch.len() == limit;
-                    for message in batch {
-                        let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
-                        let shared = Arc::clone(&shared);
-                        attempts.spawn(async move {
-                            run_attempt(&shared, message).await;
-                            drop(slot);
-                        });
-                    }
-                    if full {
-                        continue;
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(%error, "claiming due messages failed; trying again in a second");
-                    let retry_at = shared.clock.now_ms() + 1000;
-                    tokio::select! {
-                        () = shared.clock.sleep_until(retry_at) => continue,
-                        () = stop.cancelled() => return,
-                    }
-                }
+            let limit = free.min(START_BATCH);
+            let starts = shared.scheduler.lock().poll(shared.clock.now_ms(), limit);
+            let full = starts.len() == limit;
+            for message in load(&shared, starts).await {
+                let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
+                let shared = Arc::clone(&shared);
+                attempts.spawn(async move {
+                    run_attempt(&shared, message).await;
+                    drop(slot);
+                });
+            }
+            if full {
+                continue;
             }
         }
-        let next_due = shared.store.next_due_at();
+        let next_wake = shared.scheduler.lock().next_wake();
         tokio::select! {
-            () = signal.notified() => {}
-            () = shared.clock.sleep_until(next_due.unwrap_or(i64::MAX)), if next_due.is_some() => {}
+            () = shared.scheduler.wake.notified() => {}
+            () = shared.clock.sleep_until(next_wake.unwrap_or(i64::MAX)), if next_wake.is_some() => {}
             permit = Arc::clone(&slots).acquire_owned(), if free == 0 => drop(permit),
             () = stop.cancelled() => return,
         }
     }
+}
+
+/// The messages of `starts`, reading from the store those not cached. Messages that vanished
+/// (or finished) are forgotten; a failed read puts them back for a little later.
+async fn load(shared: &Shared, starts: Vec<Start>) -> Vec<Arc<Message>> {
+    let mut messages = Vec::with_capacity(starts.len());
+    let mut missing = Vec::new();
+    for start in starts {
+        match start.message {
+            Some(message) => messages.push(message),
+            None => missing.push(start.id),
+        }
+    }
+    if missing.is_empty() {
+        return messages;
+    }
+    match shared.store.load_messages(missing.clone()).await {
+        Ok(loaded) => {
+            let mut loaded: HashMap<MessageId, Message> = loaded.into_iter().map(|m| (m.id, m)).collect();
+            for id in missing {
+                match loaded.remove(&id).filter(|message| !message.state.is_terminal()) {
+                    Some(message) => messages.push(Arc::new(message)),
+                    None => shared.scheduler.update(|scheduler, now| scheduler.abandon(id, now)),
+                }
+            }
+        }
+        Err(error) => {
+            tracing::error!(%error, "reading due messages failed; they are tried again shortly");
+            shared.scheduler.update(|scheduler, now| {
+                for id in missing {
+                    scheduler.defer(id, now + LOAD_RETRY_MS, now);
+                }
+            });
+        }
+    }
+    messages
 }
 
 /// Runs one attempt and records its outcome; errors are logged (the message stays unfinished
@@ -72,12 +101,14 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
     let Some(keys) = shared.keyring.get(&message.user_id) else {
         // The user was removed from the configuration; the message can never be signed.
         tracing::warn!(message_id = %message.id, user = %message.user_id, "message of an unknown user left undelivered");
+        shared.scheduler.update(|scheduler, now| scheduler.abandon(message.id, now));
         return Ok(());
     };
     let started = shared.clock.now_ms();
     shared.store.record_attempt_started(&message, started).await?;
     let response = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message).await;
     let finished = shared.clock.now_ms();
+    shared.scheduler.update(|scheduler, now| scheduler.attempt_ended(message.id, now));
     let next = classify(&message, &response, finished, || new_dlq_id(finished));
     let spec = &message.spec;
     let callback =

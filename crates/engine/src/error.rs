@@ -12,6 +12,9 @@ pub enum EngineError {
     /// The named thing does not exist for this user (404).
     #[error("{0}")]
     NotFound(String),
+    /// A configured maximum (queues, parallelism, URL groups) would be exceeded (412).
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

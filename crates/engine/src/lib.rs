@@ -10,12 +10,17 @@ mod dispatcher;
 pub mod error;
 pub mod keys;
 mod operations;
+mod publish;
+mod resources;
 pub mod scheduler;
+mod scheduling;
 
 use clock::Clock;
 use config::EngineConfig;
 use error::Result;
 use keys::{Keyring, UserKeys};
+use scheduler::Scheduler;
+use scheduling::SharedScheduler;
 use std::sync::Arc;
 use tern_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -23,7 +28,11 @@ use tokio_util::task::TaskTracker;
 
 pub use error::EngineError;
 pub use keys::SigningKeys;
-pub use operations::{DlqSelection, PublishRequest, Published};
+pub use operations::DlqSelection;
+pub use publish::{PublishRequest, PublishResult, Published};
+pub use resources::QueueView;
+pub use scheduler::FlowInfo;
+pub use scheduler::flow::FlowPin;
 
 /// What the dispatcher, the attempts and the API operations share.
 struct Shared {
@@ -32,6 +41,7 @@ struct Shared {
     config: EngineConfig,
     keyring: Keyring,
     http: reqwest::Client,
+    scheduler: Arc<SharedScheduler>,
 }
 
 /// The running engine. Cheap to clone; [`Engine::shutdown`] stops it.
@@ -44,7 +54,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads the users' signing keys and starts the dispatcher and the retention task.
+    /// Loads the users' signing keys and every unfinished message, then starts the dispatcher
+    /// and the retention task.
     pub async fn start(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
@@ -54,7 +65,17 @@ impl Engine {
         let keyring = Keyring::load(Arc::clone(&store), users).await?;
         let http = delivery::build_client(&config)
             .map_err(|e| tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}")))?;
-        let shared = Arc::new(Shared { store, clock, config, keyring, http });
+        let mut scheduler = Scheduler::new(config.user_parallelism, config.payload_cache_bytes);
+        for (user_id, queue) in store.all_queues().await? {
+            scheduler.configure_queue(&user_id, &queue.name, queue.parallelism, queue.paused);
+        }
+        for (user_id, key, settings) in store.all_flows().await? {
+            scheduler.restore_flow(&user_id, &key, &settings);
+        }
+        let scheduler = Arc::new(SharedScheduler::new(scheduler, Arc::clone(&clock)));
+        store.attach(scheduler.clone(), clock.now_ms()).await?;
+        tracing::info!(unfinished = scheduler.lock().len(), "scheduler ready");
+        let shared = Arc::new(Shared { store, clock, config, keyring, http, scheduler });
         let engine = Engine {
             shared: Arc::clone(&shared),
             stop: CancellationToken::new(),

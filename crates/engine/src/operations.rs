@@ -1,31 +1,11 @@
-//! The operations the API offers: publish, message reads and cancels, logs, the DLQ and
-//! signing keys. Handlers call these with validated domain values.
+//! The operations the API offers on messages: reads and cancels, logs, the DLQ, and signing
+//! keys. Handlers call these with validated domain values.
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::keys::SigningKeys;
-use bytes::Bytes;
-use tern_core::dedup::{content_key, explicit_key};
-use tern_core::destination::Destination;
-use tern_core::{Invalid, Message, MessageId, PublishOptions};
-use tern_store::{CancelSelection, DedupClaim, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
-
-/// A validated publish.
-#[derive(Debug, Clone)]
-pub struct PublishRequest {
-    pub destination: Destination,
-    pub options: PublishOptions,
-    pub body: Bytes,
-    pub caller_ip: Option<String>,
-}
-
-/// One message a publish created, or the earlier one it duplicated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Published {
-    pub message_id: MessageId,
-    pub url: String,
-    pub deduplicated: bool,
-}
+use tern_core::{Message, MessageId, PublishOptions};
+use tern_store::{CancelSelection, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
 
 /// Which DLQ entries an operation applies to.
 #[derive(Debug, Clone)]
@@ -37,53 +17,6 @@ pub enum DlqSelection {
 }
 
 impl Engine {
-    /// Stores the message(s) of a publish durably; returns once they survive a crash.
-    pub async fn publish(&self, user_id: &str, request: PublishRequest) -> Result<Vec<Published>> {
-        let config = &self.shared.config;
-        let url = match &request.destination {
-            Destination::Url(url) => url.clone(),
-            Destination::UrlGroup(name) => {
-                return Err(EngineError::NotFound(format!("topic {name} not found")));
-            }
-            Destination::Api(_) => {
-                return Err(Invalid::new("api destinations are not supported").into());
-            }
-        };
-        if request.options.cron.is_some() {
-            return Err(
-                Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into()
-            );
-        }
-        if !config.allow_private_destinations {
-            crate::destinations::check_public_url(&url)?;
-        }
-        let now = self.shared.clock.now_ms();
-        let due_at = request.options.first_delivery_at(now, &config.limits)?;
-        let spec = request.options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
-        let dedup_key = match (&request.options.deduplication_id, request.options.content_based_deduplication) {
-            (Some(id), _) => Some(explicit_key(id, &url)),
-            (None, true) => Some(content_key(&url, &url, &spec.headers, &request.body)),
-            (None, false) => None,
-        };
-        let message = NewMessage {
-            id: MessageId::generate(),
-            user_id: user_id.to_string(),
-            spec,
-            body: request.body,
-            created_at: now,
-            due_at,
-            dedup: dedup_key.map(|key| DedupClaim { key, expires_at: now + config.dedup_window.as_millis() as i64 }),
-            consumes_dlq_entry: None,
-        };
-        let id = message.id;
-        let outcomes = self.shared.store.insert_messages(vec![message]).await?;
-        let published = match outcomes.first() {
-            Some(InsertOutcome::Duplicate(existing)) => Published { message_id: *existing, url, deduplicated: true },
-            _ => Published { message_id: id, url, deduplicated: false },
-        };
-        Ok(vec![published])
-    }
-
     /// A message of this user; finished ones stay visible for `finished_message_visibility`.
     pub async fn message(&self, user_id: &str, id: &str) -> Result<Message> {
         let not_found = || EngineError::NotFound(format!("message {id} not found"));

@@ -67,12 +67,17 @@ pub struct LimitsSection {
     pub max_timeout: String,
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
+    pub max_queues: usize,
+    pub max_queue_parallelism: u32,
+    pub max_url_groups: usize,
+    pub max_endpoints_per_group: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeliverySection {
     pub max_concurrent: usize,
+    pub user_parallelism: u32,
     pub allow_private_destinations: bool,
     pub jwt_nbf: String,
     pub shutdown_grace: String,
@@ -174,8 +179,8 @@ impl Config {
         if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 {
             return Err(invalid("limits", "page sizes must be at least 1"));
         }
-        if self.delivery.max_concurrent == 0 {
-            return Err(invalid("delivery.max_concurrent", "must be at least 1"));
+        if self.delivery.max_concurrent == 0 || self.delivery.user_parallelism == 0 {
+            return Err(invalid("delivery", "max_concurrent and user_parallelism must be at least 1"));
         }
         Ok(EngineConfig {
             limits: PublishLimits {
@@ -186,6 +191,12 @@ impl Config {
             },
             max_body_bytes: self.limits.max_body_bytes,
             max_concurrent_deliveries: self.delivery.max_concurrent,
+            user_parallelism: self.delivery.user_parallelism,
+            max_queues: self.limits.max_queues,
+            max_queue_parallelism: self.limits.max_queue_parallelism,
+            max_url_groups: self.limits.max_url_groups,
+            max_endpoints_per_group: self.limits.max_endpoints_per_group,
+            payload_cache_bytes: 64 << 20,
             dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
             finished_message_visibility: duration(
                 "retention.finished_message_visibility",

@@ -55,6 +55,7 @@ impl From<EngineError> for ApiError {
         match error {
             EngineError::Invalid(invalid) => invalid.into(),
             EngineError::NotFound(message) => Self::not_found(message),
+            EngineError::LimitExceeded(message) => Self::new(StatusCode::PRECONDITION_FAILED, message),
             EngineError::Store(store) => store.into(),
         }
     }

@@ -62,12 +62,8 @@ pub enum StartError {
 /// Opens the store, starts the engine and serves the API on `listener`.
 pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
     let engine_config = config.engine_config()?;
-    let store_options = SqliteOptions {
-        data_dir: config.storage.data_dir.clone(),
-        durable: config.storage.durable,
-        ..SqliteOptions::new(&config.storage.data_dir)
-    };
-    let store = Arc::new(SqliteStore::open(store_options, clock.now_ms())?);
+    let store_options = SqliteOptions { data_dir: config.storage.data_dir.clone(), durable: config.storage.durable };
+    let store = Arc::new(SqliteStore::open(store_options)?);
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
     let state = AppState {
         engine: engine.clone(),

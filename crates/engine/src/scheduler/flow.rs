@@ -217,3 +217,18 @@ impl Scheduler {
         state.period_ms = settings.period_secs as i64 * 1000;
     }
 }
+
+impl Scheduler {
+    /// A key's settings as the store keeps them.
+    pub fn flow_settings(&mut self, user: &str, key: &str) -> tern_store::FlowSettings {
+        let (_, state) = self.flow_state(user, key);
+        tern_store::FlowSettings {
+            parallelism: state.parallelism,
+            rate: state.rate,
+            period_secs: (state.period_ms / 1000) as u64,
+            paused: state.paused,
+            pinned_parallelism: state.pinned_parallelism,
+            pinned_rate: state.pinned_rate,
+        }
+    }
+}

@@ -13,7 +13,7 @@
 //! key never delays others. Everything here is pure and synchronous; the dispatcher drives it
 //! with the clock, and the store reports committed changes to it ([`Scheduler::apply`]).
 
-mod flow;
+pub mod flow;
 mod queue;
 
 pub use flow::FlowInfo;
@@ -22,7 +22,7 @@ use flow::FlowState;
 use queue::QueueState;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
-use tern_core::{FlowControl, Message, MessageId};
+use tern_core::{Message, MessageId};
 use tern_store::{Change, Scheduled};
 
 type Key = (Arc<str>, Arc<str>);
@@ -135,7 +135,7 @@ impl Scheduler {
         for change in changes {
             match change {
                 Change::Scheduled(scheduled) => self.schedule(scheduled, now),
-                Change::Finished { id } => self.finish(id, now),
+                Change::Finished { id } => self.finish(id),
                 Change::Settling { id, user_id, queue_name, seq } => {
                     let user = self.user(&user_id);
                     let queue: Arc<str> = Arc::from(queue_name.as_str());
@@ -228,7 +228,7 @@ impl Scheduler {
     }
 
     /// A message reached a final state (delivered, failed, cancelled) and its record committed.
-    fn finish(&mut self, id: MessageId, now: i64) {
+    fn finish(&mut self, id: MessageId) {
         let Some(mut entry) = self.entries.remove(&id) else { return };
         self.timers.remove(&(entry.due_at, entry.seq, id));
         self.cache_take(id);
@@ -238,7 +238,7 @@ impl Scheduler {
         {
             parent.pending_callbacks = parent.pending_callbacks.saturating_sub(1);
             if parent.pending_callbacks == 0 && parent.state == State::Settling {
-                self.finish(source, now);
+                self.finish(source);
             }
         }
         if let Some(queue) = entry.queue.clone() {
@@ -424,10 +424,20 @@ impl Scheduler {
         }
     }
 
+    /// A started message could not be loaded: it goes back to wait until `at`.
+    pub fn defer(&mut self, id: MessageId, at: i64, now: i64) {
+        self.attempt_ended(id, now);
+        if let Some(entry) = self.entries.get_mut(&id) {
+            entry.state = State::Timer;
+            entry.due_at = at;
+            self.timers.insert((at, entry.seq, id));
+        }
+    }
+
     /// A claimed message turned out to be gone from the store: forget it entirely.
     pub fn abandon(&mut self, id: MessageId, now: i64) {
         self.attempt_ended(id, now);
-        self.finish(id, now);
+        self.finish(id);
     }
 
     /// When something next becomes possible without outside events.

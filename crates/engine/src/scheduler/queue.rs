@@ -85,3 +85,13 @@ impl Scheduler {
         QueueFigures { lag }
     }
 }
+
+impl Scheduler {
+    pub fn has_queue(&self, user: &str, queue: &str) -> bool {
+        self.queues.iter().any(|((u, q), state)| &**u == user && &**q == queue && !state.deleted)
+    }
+
+    pub fn queue_count(&self, user: &str) -> usize {
+        self.queues.iter().filter(|((u, _), state)| &**u == user && !state.deleted).count()
+    }
+}

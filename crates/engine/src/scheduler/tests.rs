@@ -1,4 +1,5 @@
 use super::*;
+use tern_core::FlowControl;
 use tern_store::Change;
 
 fn scheduled(id: MessageId, due_at: i64, seq: u64) -> Scheduled {

@@ -2,10 +2,13 @@
 //! here behind a path normaliser and JSON fallbacks.
 
 mod dlq;
+mod flow;
 mod keys;
 mod logs;
 mod messages;
 mod publish;
+mod queues;
+mod topics;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -21,6 +24,9 @@ pub fn router(state: AppState) -> Router {
         .merge(dlq::routes())
         .merge(logs::routes())
         .merge(keys::routes())
+        .merge(queues::routes())
+        .merge(topics::routes())
+        .merge(flow::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri| async move {
             ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
@@ -45,8 +51,6 @@ const RESOURCES: &[&str] = &[
     "queues",
     "schedules",
     "topics",
-    "url-groups",
-    "urlgroups",
     "dlq",
     "logs",
     "events",

@@ -1,25 +1,30 @@
-//! `POST /v2/publish/{destination}` (spec §5.1): the destination is the raw path after the
-//! prefix with the request's query re-attached; configuration comes from headers and, in
+//! Publishing (spec §5.1–§5.3): `POST /v2/publish/{destination}`, `POST
+//! /v2/enqueue/{queue}/{destination}` and `POST /v2/batch`. The destination is the raw path after
+//! the prefix with the request's query re-attached; configuration comes from headers and, in
 //! webhook mode, `upstash-*` query keys (a header wins over the same key).
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, CallerIp, Writer};
+use crate::extract::{Body, CallerIp, JsonBody, Writer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use tern_core::PublishOptions;
-use tern_core::destination::parse_target;
-use tern_engine::{PublishRequest, Published};
+use tern_core::destination::{Target, parse_target};
+use tern_engine::{PublishRequest, PublishResult};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/publish", post(empty_destination))
         .route("/v2/publish/", post(empty_destination))
         .route("/v2/publish/{*destination}", post(publish))
+        .route("/v2/enqueue/{*queue_and_destination}", post(enqueue))
+        .route("/v2/batch", post(batch))
 }
 
 async fn empty_destination(_writer: Writer) -> ApiError {
@@ -37,9 +42,27 @@ async fn publish(
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
     let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
-    let request = PublishRequest { destination: target.destination, options, body, caller_ip };
-    let published = state.engine.publish(&caller.user_id, request).await?;
-    Ok(publish_response(&published))
+    let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue: None };
+    let result = state.engine.publish(&caller.user_id, request).await?;
+    Ok(publish_response(&result))
+}
+
+async fn enqueue(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    CallerIp(caller_ip): CallerIp,
+    uri: Uri,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    let raw = uri.path().strip_prefix("/v2/enqueue/").unwrap_or_default();
+    let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
+    let target = parse_target(destination, uri.query())?;
+    let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
+    let queue = Some(queue.to_string());
+    let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue };
+    let result = state.engine.publish(&caller.user_id, request).await?;
+    Ok(publish_response(&result))
 }
 
 /// Classifies request headers, plus webhook-mode query options, into publish options.
@@ -65,15 +88,99 @@ pub fn publish_options(
     )?)
 }
 
-/// 200 with `{"messageId"}`, or 202 with `"deduplicated": true` for a duplicate.
-fn publish_response(published: &[Published]) -> Response {
-    let Some(first) = published.first() else {
-        return ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "nothing was published").into_response();
+fn published_json(result: &PublishResult) -> Value {
+    let element = |published: &tern_engine::Published, with_url: bool| {
+        let mut object = json!({ "messageId": published.message_id.to_string() });
+        if with_url {
+            object["url"] = json!(published.url);
+        }
+        if published.deduplicated {
+            object["deduplicated"] = json!(true);
+        }
+        object
     };
-    let mut body = json!({ "messageId": first.message_id.to_string() });
-    if first.deduplicated {
-        body["deduplicated"] = json!(true);
-        return (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if result.fan_out {
+        Value::Array(result.messages.iter().map(|published| element(published, true)).collect())
+    } else {
+        result.messages.first().map(|published| element(published, false)).unwrap_or(Value::Null)
     }
-    axum::Json(body).into_response()
+}
+
+/// 200 with `{"messageId"}` (an array for a URL group), or 202 when everything was a
+/// duplicate of an earlier message.
+fn publish_response(result: &PublishResult) -> Response {
+    let status = if !result.messages.is_empty() && result.messages.iter().all(|m| m.deduplicated) {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(published_json(result))).into_response()
+}
+
+/// One batch item. `body` and `queue` may be absent, `null` or `""` (SDKs differ); other keys
+/// (the seed docs show an `api` object) are ignored.
+#[derive(Debug, Deserialize)]
+struct BatchItem {
+    destination: String,
+    #[serde(default)]
+    headers: Option<BTreeMap<String, HeaderValueJson>>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+}
+
+/// A header value in a batch item: one string, or several (one header line each).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum HeaderValueJson {
+    One(String),
+    Many(Vec<String>),
+}
+
+async fn batch(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    CallerIp(caller_ip): CallerIp,
+    JsonBody(items): JsonBody<Option<Vec<BatchItem>>>,
+) -> ApiResult<axum::Json<Value>> {
+    let items = items.filter(|items| !items.is_empty()).ok_or_else(|| {
+        ApiError::bad_request("the batch must be a non-empty JSON array of {destination, headers, body, queue}")
+    })?;
+    let mut requests = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let request = batch_request(item, caller_ip.clone())
+            .map_err(|error| ApiError::bad_request(format!("batch item {index}: {}", error.message)))?;
+        requests.push(request);
+    }
+    let results = state.engine.publish_batch(&caller.user_id, requests).await?;
+    Ok(axum::Json(Value::Array(results.iter().map(published_json).collect())))
+}
+
+fn batch_request(item: BatchItem, caller_ip: Option<String>) -> ApiResult<PublishRequest> {
+    let (path, query) = match item.destination.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (item.destination.as_str(), None),
+    };
+    let Target { destination, query_options } = parse_target(path, query)?;
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in item.headers.unwrap_or_default() {
+        match value {
+            HeaderValueJson::One(value) => pairs.push((name, value)),
+            HeaderValueJson::Many(values) => pairs.extend(values.into_iter().map(|value| (name.clone(), value))),
+        }
+    }
+    for (name, value) in query_options {
+        if !pairs.iter().any(|(existing, _)| existing.eq_ignore_ascii_case(&name)) {
+            pairs.push((name, value));
+        }
+    }
+    let options = PublishOptions::from_headers(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())), true)?;
+    Ok(PublishRequest {
+        destination,
+        options,
+        body: item.body.unwrap_or_default().into(),
+        caller_ip,
+        queue: item.queue.filter(|queue| !queue.is_empty()),
+    })
 }

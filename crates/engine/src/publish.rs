@@ -1,0 +1,152 @@
+//! Publishing: one request (or every item of a batch) becomes one message per destination
+//! URL — one for a URL, one per endpoint for a URL group — stored durably in one commit.
+
+use crate::Engine;
+use crate::error::{EngineError, Result};
+use bytes::Bytes;
+use std::collections::HashSet;
+use tern_core::dedup::{content_key, explicit_key};
+use tern_core::destination::{Destination, validate_name};
+use tern_core::{Invalid, MessageId, PublishOptions};
+use tern_store::{DedupClaim, InsertOutcome, NewMessage};
+
+/// A validated publish, enqueue or batch item.
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub destination: Destination,
+    pub options: PublishOptions,
+    pub body: Bytes,
+    pub caller_ip: Option<String>,
+    /// Enqueue into this FIFO queue (created on first use).
+    pub queue: Option<String>,
+}
+
+/// One message a publish created, or the earlier one it duplicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    pub message_id: MessageId,
+    pub url: String,
+    pub deduplicated: bool,
+}
+
+/// The messages of one request; `fan_out` when it went to a URL group (answered as an array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishResult {
+    pub fan_out: bool,
+    pub messages: Vec<Published>,
+}
+
+impl Engine {
+    /// Stores the message(s) of a publish durably; returns once they survive a crash.
+    pub async fn publish(&self, user_id: &str, request: PublishRequest) -> Result<PublishResult> {
+        let mut results = self.publish_batch(user_id, vec![request]).await?;
+        Ok(results.remove(0))
+    }
+
+    /// Validates every request first, then stores all their messages in one commit: an
+    /// invalid item means nothing is stored.
+    pub async fn publish_batch(&self, user_id: &str, requests: Vec<PublishRequest>) -> Result<Vec<PublishResult>> {
+        let now = self.shared.clock.now_ms();
+        let mut new_queues = HashSet::new();
+        let mut plans = Vec::with_capacity(requests.len());
+        for request in requests {
+            plans.push(self.prepare(user_id, request, now, &mut new_queues).await?);
+        }
+        let mut summaries = Vec::with_capacity(plans.len());
+        let mut messages = Vec::new();
+        for (fan_out, plan) in plans {
+            summaries.push((fan_out, plan.iter().map(|m| (m.id, m.spec.url.clone())).collect::<Vec<_>>()));
+            messages.extend(plan);
+        }
+        let mut outcomes = self.shared.store.insert_messages(messages).await?.into_iter();
+        let results = summaries
+            .into_iter()
+            .map(|(fan_out, targets)| PublishResult {
+                fan_out,
+                messages: targets
+                    .into_iter()
+                    .map(|(id, url)| match outcomes.next() {
+                        Some(InsertOutcome::Duplicate(existing)) => {
+                            Published { message_id: existing, url, deduplicated: true }
+                        }
+                        _ => Published { message_id: id, url, deduplicated: false },
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(results)
+    }
+
+    /// The messages of one request, validated against the limits; nothing is stored here.
+    async fn prepare(
+        &self,
+        user_id: &str,
+        request: PublishRequest,
+        now: i64,
+        new_queues: &mut HashSet<String>,
+    ) -> Result<(bool, Vec<NewMessage>)> {
+        let config = &self.shared.config;
+        let options = &request.options;
+        if options.cron.is_some() {
+            return Err(
+                Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into()
+            );
+        }
+        if let Some(queue) = &request.queue {
+            validate_name(queue, "queue")?;
+            let known = self.shared.scheduler.lock().has_queue(user_id, queue) || new_queues.contains(queue);
+            if !known {
+                let count = self.shared.scheduler.lock().queue_count(user_id) + new_queues.len();
+                if count >= config.max_queues {
+                    return Err(EngineError::LimitExceeded(format!(
+                        "queue limit reached: at most {} queues",
+                        config.max_queues
+                    )));
+                }
+                new_queues.insert(queue.clone());
+            }
+        }
+        let (fan_out, destination, targets) = match &request.destination {
+            Destination::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
+            Destination::UrlGroup(name) => {
+                let group = self
+                    .shared
+                    .store
+                    .get_group(user_id, name)
+                    .await?
+                    .ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))?;
+                let targets = group.endpoints.into_iter().map(|endpoint| (endpoint.url, endpoint.name)).collect();
+                (true, name.clone(), targets)
+            }
+            Destination::Api(_) => return Err(Invalid::new("api destinations are not supported").into()),
+        };
+        let due_at = options.first_delivery_at(now, &config.limits)?;
+        let dedup_expiry = now + config.dedup_window.as_millis() as i64;
+        let mut messages = Vec::with_capacity(targets.len());
+        for (url, endpoint_name) in targets {
+            if !config.allow_private_destinations {
+                crate::destinations::check_public_url(&url)?;
+            }
+            let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+            spec.endpoint_name = endpoint_name;
+            spec.topic_name = fan_out.then(|| destination.clone());
+            spec.queue_name = request.queue.clone();
+            let dedup_key = match (&options.deduplication_id, options.content_based_deduplication) {
+                (Some(id), _) => Some(explicit_key(id, &url)),
+                (None, true) => Some(content_key(&destination, &url, &spec.headers, &request.body)),
+                (None, false) => None,
+            };
+            messages.push(NewMessage {
+                id: MessageId::generate(),
+                user_id: user_id.to_string(),
+                spec,
+                body: request.body.clone(),
+                created_at: now,
+                due_at,
+                dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
+                consumes_dlq_entry: None,
+            });
+        }
+        Ok((fan_out, messages))
+    }
+}

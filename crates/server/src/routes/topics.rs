@@ -1,0 +1,94 @@
+//! URL groups, called topics in the API (spec §5.7): endpoints added and removed, get, list,
+//! delete.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{Caller, JsonBody, Writer};
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tern_store::{Endpoint, UrlGroup};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v2/topics", get(list))
+        .route("/v2/topics/", get(list))
+        .route("/v2/topics/{name}", get(get_one).delete(delete_one))
+        .route("/v2/topics/{name}/endpoints", post(add).delete(remove))
+}
+
+fn group_json(group: &UrlGroup) -> Value {
+    let endpoints: Vec<Value> = group
+        .endpoints
+        .iter()
+        .map(|endpoint| match &endpoint.name {
+            Some(name) => json!({ "name": name, "url": endpoint.url }),
+            None => json!({ "url": endpoint.url }),
+        })
+        .collect();
+    json!({ "name": group.name, "createdAt": group.created_at, "updatedAt": group.updated_at, "endpoints": endpoints })
+}
+
+#[derive(Debug, Deserialize)]
+struct EndpointJson {
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EndpointsBody {
+    #[serde(default)]
+    endpoints: Vec<EndpointJson>,
+}
+
+fn endpoints(body: EndpointsBody) -> Vec<Endpoint> {
+    body.endpoints
+        .into_iter()
+        .map(|endpoint| Endpoint {
+            url: endpoint.url.unwrap_or_default(),
+            name: endpoint.name.filter(|name| !name.is_empty()),
+        })
+        .collect()
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<EndpointsBody>,
+) -> ApiResult<()> {
+    let endpoints = endpoints(body);
+    if endpoints.iter().any(|endpoint| endpoint.url.is_empty()) {
+        return Err(ApiError::bad_request("every endpoint needs a url"));
+    }
+    state.engine.add_endpoints(&caller.user_id, &name, endpoints).await?;
+    Ok(())
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<EndpointsBody>,
+) -> ApiResult<()> {
+    state.engine.remove_endpoints(&caller.user_id, &name, endpoints(body)).await?;
+    Ok(())
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let groups = state.engine.url_groups(&caller.user_id).await?;
+    Ok(Json(Value::Array(groups.iter().map(group_json).collect())))
+}
+
+async fn get_one(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    Ok(Json(group_json(&state.engine.url_group(&caller.user_id, &name).await?)))
+}
+
+async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, Path(name): Path<String>) -> ApiResult<()> {
+    state.engine.delete_url_group(&caller.user_id, &name).await?;
+    Ok(())
+}
