@@ -2,8 +2,11 @@
 //! a manual clock for everything time-dependent. One test binary; one module per area.
 
 mod auth;
+mod dedup;
 mod delivery;
 mod errors;
 mod harness;
+mod logs;
 mod messages;
+mod redaction;
 mod support;
