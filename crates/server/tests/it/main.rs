@@ -4,6 +4,7 @@
 mod auth;
 mod dedup;
 mod delivery;
+mod dlq;
 mod errors;
 mod harness;
 mod logs;
