@@ -10,4 +10,6 @@ mod harness;
 mod logs;
 mod messages;
 mod redaction;
+mod retries;
 mod support;
+mod timeline;
