@@ -163,7 +163,7 @@ async fn labels_are_stored_and_filterable() {
     let message = get_ok(&server, &format!("/v2/messages/{id}")).await;
     assert_eq!((&message["label"], &message["labels"]), (&json!("a"), &json!(["a", "b"])));
     for query in ["label=b", "label=a", "label=x&label=b", "label=x,a"] {
-        assert_eq!(entry_ids(&get_ok(&server, &format!("/v2/logs?{query}")).await), [id.clone()], "{query}");
+        assert_eq!(entry_ids(&get_ok(&server, &format!("/v2/logs?{query}")).await), [id.as_str()], "{query}");
     }
     assert_eq!(entry_ids(&get_ok(&server, "/v2/logs?label=c").await), Vec::<String>::new());
     // A label is matched whole, not as a substring.
