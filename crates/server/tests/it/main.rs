@@ -6,6 +6,7 @@ mod callbacks;
 mod dedup;
 mod delivery;
 mod dlq;
+mod durability;
 mod errors;
 mod harness;
 mod keys;
