@@ -319,3 +319,41 @@ async fn cancelled_messages_fire_no_callbacks() {
     let reported: Value = serde_json::from_slice(&receiver.requests_to("/cb")[0].body).unwrap();
     assert_eq!(reported["sourceMessageId"], retrying.as_str());
 }
+
+#[tokio::test]
+async fn callbacks_report_attempts_without_a_response_and_nest_only_when_configured() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/hang", vec![Reply::Hang]);
+    let (callback_url, nested_url) = (receiver.url("/cb"), receiver.url("/cb-of-cb"));
+    let headers = [
+        ("Upstash-Retries", "0"),
+        ("Upstash-Timeout", "5s"),
+        ("Upstash-Callback", callback_url.as_str()),
+        ("Upstash-Callback-Callback", nested_url.as_str()),
+    ];
+    let id = server.publish_ok(&receiver.url("/hang"), &headers, "no answer").await;
+    server.wait_for_state(&id, "ACTIVE").await;
+    server.advance(Duration::from_secs(5));
+    server.wait_for_state(&id, "FAILED").await;
+
+    let request = receiver.wait_for("/cb", 1).await.remove(0);
+    let (body, callback_id) = check_callback_request(&server, &request, &callback_url, &id);
+    assert_eq!(body["status"], 0, "no response: status 0");
+    assert_eq!(body["header"], json!({}));
+    assert_eq!(body["body"], "");
+    assert_eq!(body["maxRetries"], 0);
+
+    // `Upstash-Callback-Callback` configures a callback of the callback message.
+    let nested = receiver.wait_for("/cb-of-cb", 1).await.remove(0);
+    let (nested_body, nested_id) = check_callback_request(&server, &nested, &nested_url, &callback_id);
+    assert_eq!(nested_body["sourceMessageId"], callback_id.as_str());
+    assert_eq!(nested_body["url"], callback_url.as_str());
+    assert_eq!(nested_body["status"], 200);
+    assert_eq!(nested_body["sourceBody"], base64(&request.body));
+    // The nested callback has no callback of its own.
+    server.wait_for_state(&nested_id, "DELIVERED").await;
+    server.advance(DAY);
+    receiver.assert_count_stays("/cb", 1).await;
+    receiver.assert_count_stays("/cb-of-cb", 1).await;
+}

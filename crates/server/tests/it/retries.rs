@@ -326,3 +326,38 @@ async fn messages_due_at_the_same_time_are_all_delivered() {
     let bodies: BTreeSet<_> = requests.iter().map(|r| r.body.clone()).collect();
     assert_eq!(bodies.len(), COUNT);
 }
+
+#[tokio::test]
+async fn retries_and_timeouts_are_clamped_to_the_configured_maximum() {
+    let server = TestServer::start_with(|config| {
+        config.limits.max_retries = 2;
+        config.limits.max_timeout = "3s".into();
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script("/fail", vec![Reply::Status(500)]);
+    let headers = [("Upstash-Retries", "50"), ("Upstash-Retry-Delay", "1000")];
+    let id = server.publish_ok(&receiver.url("/fail"), &headers, "many").await;
+    assert_eq!(message_json(&server, &id).await["maxRetries"], 2);
+    receiver.wait_for("/fail", 1).await;
+    for retry in 1..=2 {
+        expect_next_attempt_after(&server, &receiver, "/fail", &id, retry, retry, SECOND).await;
+    }
+    server.wait_for_state(&id, "FAILED").await;
+    server.advance(DAY);
+    receiver.assert_count_stays("/fail", 3).await;
+
+    // A longer Upstash-Timeout, or none at all, means the configured maximum.
+    receiver.script("/hang", vec![Reply::Hang]);
+    for timeout in [Some("1h"), None] {
+        let mut all = vec![("Upstash-Retries", "0")];
+        all.extend(timeout.map(|t| ("Upstash-Timeout", t)));
+        let id = server.publish_ok(&receiver.url("/hang"), &all, "slow").await;
+        server.wait_for_state(&id, "ACTIVE").await;
+        server.advance(Duration::from_secs(3) - MARGIN);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(server.log_states(&id).await, ["CREATED", "ACTIVE"], "{all:?}");
+        server.advance(MARGIN);
+        assert_eq!(server.wait_for_state(&id, "FAILED").await, ["CREATED", "ACTIVE", "ERROR", "FAILED"]);
+    }
+}
