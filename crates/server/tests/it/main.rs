@@ -2,8 +2,18 @@
 //! a manual clock for everything time-dependent. One test binary; one module per area.
 
 mod auth;
+mod callbacks;
+mod dedup;
 mod delivery;
+mod dlq;
+mod durability;
 mod errors;
 mod harness;
+mod keys;
+mod logs;
 mod messages;
+mod redaction;
+mod retries;
+mod routing;
 mod support;
+mod timeline;
