@@ -192,11 +192,16 @@ async fn status_489_with_the_non_retryable_header_fails_at_once() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;
     receiver.script("/stop", vec![full(489, &[("Upstash-NonRetryable-Error", "true")], "do not retry")]);
-    let id = server.publish_ok(&receiver.url("/stop"), &[("Upstash-Retries", "3")], "final").await;
+    let failure_url = receiver.url("/failed");
+    let headers = [("Upstash-Retries", "3"), ("Upstash-Failure-Callback", failure_url.as_str())];
+    let id = server.publish_ok(&receiver.url("/stop"), &headers, "final").await;
     assert_eq!(server.wait_for_state(&id, "FAILED").await, ["CREATED", "ACTIVE", "ERROR", "FAILED"]);
     let entry = dlq_entry(&server, &id).await;
     assert_eq!(entry["responseStatus"], 489);
     assert_eq!(entry["responseBody"], "do not retry");
+    let failure = receiver.wait_for("/failed", 1).await.remove(0);
+    let report: serde_json::Value = serde_json::from_slice(&failure.body).unwrap();
+    assert_eq!((&report["dlqId"], &report["status"], &report["retried"]), (&entry["dlqId"], &489.into(), &0.into()));
     server.advance(DAY * 2);
     receiver.assert_count_stays("/stop", 1).await;
 
