@@ -146,3 +146,11 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
             .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
     }
 }
+
+/// Deserialises a field that is `Some` whenever the key is present, even with `null`
+/// (use with `#[serde(default)]`, so that an absent key stays `None`).
+pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(deserializer).map(Some)
+}

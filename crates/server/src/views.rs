@@ -150,10 +150,9 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     Value::Object(object.0)
 }
 
+/// The attempt's response; `responseStatus` is 0 when none arrived (timeout, connection error).
 fn log_response(object: &mut Object, response: &AttemptResponse) {
-    if response.status != 0 {
-        object.set("responseStatus", response.status);
-    }
+    object.set("responseStatus", response.status);
     if !response.headers.is_empty() {
         let headers = json!(response.headers.to_canonical_map());
         object.set("responseHeader", headers.clone());

@@ -59,8 +59,9 @@ async fn delete_one(
 /// The JSON body Python and Go send for bulk operations.
 #[derive(Debug, Default, Deserialize)]
 struct IdsBody {
-    #[serde(default, rename = "dlqIds")]
-    dlq_ids: Option<Vec<String>>,
+    /// Present (even as `null`) means "exactly these ids".
+    #[serde(default, rename = "dlqIds", deserialize_with = "crate::extract::present")]
+    dlq_ids: Option<Option<Vec<String>>>,
 }
 
 /// Explicit ids (query or body) win over filters; otherwise one page of filtered entries.
@@ -68,7 +69,7 @@ fn selection(state: &AppState, query: &Query, body: IdsBody) -> ApiResult<DlqSel
     query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
     let mut ids = query.values("dlqIds");
     let body_ids = body.dlq_ids.is_some();
-    ids.extend(body.dlq_ids.unwrap_or_default());
+    ids.extend(body.dlq_ids.flatten().unwrap_or_default());
     if !ids.is_empty() || body_ids || query.has("dlqIds") {
         return Ok(DlqSelection::Ids(ids));
     }

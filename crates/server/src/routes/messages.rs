@@ -39,8 +39,9 @@ async fn cancel_message(
 /// The legacy JSON body of bulk cancel (Python and Go send ids this way).
 #[derive(Debug, Default, Deserialize)]
 struct CancelBody {
-    #[serde(default, rename = "messageIds")]
-    message_ids: Option<Vec<String>>,
+    /// Present (even as `null`) means "exactly these ids", so an empty list cancels nothing.
+    #[serde(default, rename = "messageIds", deserialize_with = "crate::extract::present")]
+    message_ids: Option<Option<Vec<String>>>,
 }
 
 /// Keys bulk cancel accepts besides the common filters. `count` and `cursor` are accepted and
@@ -58,7 +59,7 @@ async fn cancel_messages(
     let mut ids = query.values("messageIds");
     // A `messageIds` list that is present but empty selects nothing, never everything.
     let body_ids = body.message_ids.is_some();
-    ids.extend(body.message_ids.unwrap_or_default());
+    ids.extend(body.message_ids.clone().flatten().unwrap_or_default());
     let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {
         let mut filter = query.filter()?;
         filter.message_ids.clear();

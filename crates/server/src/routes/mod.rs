@@ -12,10 +12,10 @@ mod topics;
 
 use crate::AppState;
 use crate::error::ApiError;
-use axum::Router;
 use axum::extract::Request;
 use axum::http::{Method, Uri};
 use axum::routing::get;
+use axum::{Extension, Router};
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -28,8 +28,9 @@ pub fn router(state: AppState) -> Router {
         .merge(topics::routes())
         .merge(flow::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
-        .fallback(|method: Method, uri: Uri| async move {
-            ApiError::not_found(format!("no such endpoint: {method} {}", uri.path()))
+        .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
+            let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);
+            ApiError::not_found(format!("no such endpoint: {method} {path}"))
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             ApiError::new(
@@ -61,16 +62,25 @@ const RESOURCES: &[&str] = &[
     "workflows",
 ];
 
+/// The path as the client sent it, for error messages after [`normalize_path`].
+#[derive(Debug, Clone)]
+pub struct RequestedPath(pub String);
+
+/// Where a request outside the configured prefix is sent: a path no route matches.
+const OUTSIDE_PREFIX: &str = "/-outside-the-path-prefix-";
+
 /// Strips the configured path prefix and canonicalises the case of `/v2/<resource>`, leaving
-/// the rest of the raw path (destinations, ids) untouched. Runs before routing.
+/// the rest of the raw path (destinations, ids) untouched. Runs before routing. With a prefix,
+/// only `/healthz` is served outside it.
 pub fn normalize_path(prefix: &str, mut request: Request) -> Request {
-    let uri = request.uri();
-    let path = uri.path();
+    let uri = request.uri().clone();
+    request.extensions_mut().insert(RequestedPath(uri.path().to_string()));
     let path = match prefix.trim_end_matches('/') {
-        "" => path,
-        prefix => match path.strip_prefix(prefix) {
+        "" => uri.path(),
+        prefix => match uri.path().strip_prefix(prefix) {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
-            _ => return request,
+            _ if uri.path() == "/healthz" => return request,
+            _ => OUTSIDE_PREFIX,
         },
     };
     let mut rewritten = canonical_path(path);
@@ -116,7 +126,9 @@ mod tests {
     fn strips_the_prefix_and_keeps_the_query() {
         let request = Request::builder().uri("/qstash/v2/DLQ?count=5").body(axum::body::Body::empty()).unwrap();
         assert_eq!(normalize_path("/qstash/", request).uri(), "/v2/dlq?count=5");
-        let request = Request::builder().uri("/other/v2/dlq").body(axum::body::Body::empty()).unwrap();
-        assert_eq!(normalize_path("/qstash", request).uri(), "/other/v2/dlq");
+        let request = Request::builder().uri("/v2/dlq").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(normalize_path("/qstash", request).uri(), OUTSIDE_PREFIX, "outside the prefix nothing is served");
+        let request = Request::builder().uri("/healthz").body(axum::body::Body::empty()).unwrap();
+        assert_eq!(normalize_path("/qstash", request).uri(), "/healthz");
     }
 }

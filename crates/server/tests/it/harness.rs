@@ -128,7 +128,9 @@ impl TestServer {
 
     /// The log states of one message, oldest first.
     pub async fn log_states(&self, message_id: &str) -> Vec<String> {
-        let (status, json) = send(self.get(&format!("/v2/logs?messageId={message_id}&order=earliestFirst"))).await;
+        let prefix = self.config.server.path_prefix.trim_end_matches('/');
+        let (status, json) =
+            send(self.get(&format!("{prefix}/v2/logs?messageId={message_id}&order=earliestFirst"))).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         json["events"]
             .as_array()

@@ -73,6 +73,7 @@ async fn a_path_prefix_serves_the_api_under_it() {
     let (status, json) = send(server.delete(&format!("/qstash/v2/messages/{id}"))).await;
     assert_eq!((status, json), (StatusCode::OK, json!({ "cancelled": 0 })));
     expect_error(server.get("/qstashx/v2/keys"), StatusCode::NOT_FOUND, "").await;
+    expect_error(server.get("/v2/keys"), StatusCode::NOT_FOUND, "/v2/keys").await;
     expect_error(server.get("/qstash/v2/nothing"), StatusCode::NOT_FOUND, "").await;
     expect_error(server.post("/qstash/v2/publish/"), StatusCode::BAD_REQUEST, "non-empty destination").await;
 }
