@@ -450,3 +450,38 @@ class HttpReceiver:
 
 def reply_status(status: int, body: Union[str, bytes] = "", delay: float = 0.0) -> Reply:
     return Reply(status=status, body=body, delay=delay)
+
+
+class Gauge:
+    """A reply function that holds every request for ``hold`` seconds and records how many were
+    in flight at once (``peak``) and the order bodies arrived in (``bodies``).
+
+    Use as ``receiver_factory(Gauge(0.3))``. The count drops before the response is written,
+    so a server that waits for a response before starting the next delivery never sees more
+    than its limit here.
+    """
+
+    def __init__(self, hold: float, reply: Optional[Reply] = None) -> None:
+        self.hold = hold
+        self.reply = reply or Reply()
+        self.active = 0
+        self.peak = 0
+        self.bodies: List[str] = []
+        self._lock = threading.Lock()
+        self._release = threading.Event()
+
+    def __call__(self, req: ReceivedRequest) -> Reply:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            self.bodies.append(req.body.decode("utf-8", "replace"))
+        try:
+            self._release.wait(self.hold)
+        finally:
+            with self._lock:
+                self.active -= 1
+        return self.reply
+
+    def release(self) -> None:
+        """Stop holding (current and later requests answer at once)."""
+        self._release.set()
