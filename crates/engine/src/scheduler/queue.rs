@@ -46,7 +46,13 @@ pub struct QueueFigures {
 impl Scheduler {
     pub(super) fn queue_state(&mut self, user: &Arc<str>, queue: &Arc<str>) -> &mut QueueState {
         let state = self.queues.entry((Arc::clone(user), Arc::clone(queue))).or_default();
-        state.deleted = false;
+        if state.deleted {
+            // The name of a deleted queue whose messages still run is used again: a new queue
+            // with the defaults (the store creates it so), behind the old messages still running.
+            state.parallelism = 1;
+            state.paused = false;
+            state.deleted = false;
+        }
         state
     }
 

@@ -94,6 +94,24 @@ fn queue_parallelism_bounds_the_window_and_pause_stops_it() {
 }
 
 #[test]
+fn a_deleted_queue_used_again_while_its_messages_run_gets_the_defaults() {
+    let mut scheduler = Scheduler::new(100, 0);
+    scheduler.configure_queue("u", "q", 2, false);
+    let m = ids(4);
+    add(&mut scheduler, vec![queued(m[0], 1, "q"), queued(m[1], 2, "q")]);
+    assert_eq!(started(&mut scheduler, 0), vec![m[0], m[1]]);
+    scheduler.delete_queue("u", "q");
+    // Enqueued again under the same name: a new queue, parallelism 1 and not paused.
+    add(&mut scheduler, vec![queued(m[2], 3, "q"), queued(m[3], 4, "q")]);
+    finish(&mut scheduler, m[0], 1);
+    assert!(started(&mut scheduler, 1).is_empty(), "behind the old message still running");
+    finish(&mut scheduler, m[1], 2);
+    assert_eq!(started(&mut scheduler, 2), vec![m[2]]);
+    finish(&mut scheduler, m[2], 3);
+    assert_eq!(started(&mut scheduler, 3), vec![m[3]]);
+}
+
+#[test]
 fn a_delayed_head_holds_its_queue() {
     let mut scheduler = Scheduler::new(100, 0);
     let m = ids(2);
