@@ -1,6 +1,8 @@
 //! The integration-test harness: a real tern server in this process on 127.0.0.1 (its own
 //! data directory, a [`ManualClock`] the test moves), and a recording [`Receiver`] that answers
-//! with chosen statuses and headers, or hangs.
+//! with chosen statuses and headers, hangs, or holds a request until the test releases it. The
+//! receiver counts the requests in progress per path (to measure concurrency) and can stamp
+//! each arrival with the server's manual clock (to measure rates).
 //!
 //! Waiting helpers use real-time deadlines only as a guard against a hung test; the behaviour
 //! under test (delays, backoff, timeouts) runs on the manual clock.
@@ -24,7 +26,7 @@ use tern_engine::clock::{Clock, ManualClock};
 use tern_server::RunningServer;
 use tern_server::config::Config;
 use tern_server::dev::{DEV_USERS, dev_users};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 /// How long a test waits for something that should happen promptly.
 pub const DEADLINE: Duration = Duration::from_secs(15);
@@ -126,6 +128,28 @@ impl TestServer {
         json["messageId"].as_str().expect("messageId").to_string()
     }
 
+    /// Enqueues `body` into `queue` for `destination` with extra headers; returns status and JSON.
+    pub async fn enqueue(
+        &self,
+        queue: &str,
+        destination: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, Value) {
+        let mut request = self.post(&format!("/v2/enqueue/{queue}/{destination}")).body(body.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        send(request).await
+    }
+
+    /// Enqueues and returns the new message id (asserting a 200).
+    pub async fn enqueue_ok(&self, queue: &str, destination: &str, headers: &[(&str, &str)], body: &str) -> String {
+        let (status, json) = self.enqueue(queue, destination, headers, body).await;
+        assert_eq!(status, StatusCode::OK, "enqueue failed: {json}");
+        json["messageId"].as_str().expect("messageId").to_string()
+    }
+
     /// The log states of one message, oldest first.
     pub async fn log_states(&self, message_id: &str) -> Vec<String> {
         let prefix = self.config.server.path_prefix.trim_end_matches('/');
@@ -175,6 +199,8 @@ pub struct Recorded {
     pub target: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The server's manual clock when the request arrived (receivers started with a clock).
+    pub at_ms: Option<i64>,
 }
 
 impl Recorded {
@@ -194,6 +220,10 @@ pub enum Reply {
     },
     /// Never answers (until the connection is dropped).
     Hang,
+    /// Waits until the test releases it ([`Receiver::release`]), then answers with the status.
+    Hold(u16),
+    /// Answers with the status after a real-time pause (a slow destination).
+    After(Duration, u16),
 }
 
 impl Reply {
@@ -212,6 +242,42 @@ struct ReceiverState {
     /// Replies per path (without query), consumed in order; the last one repeats.
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     arrived: Notify,
+    /// Per path: releases for held requests.
+    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per path: requests in progress now, and the most ever in progress at once.
+    flights: Mutex<HashMap<String, (usize, usize)>>,
+    /// Stamps arrivals when set.
+    clock: Option<Arc<ManualClock>>,
+}
+
+impl ReceiverState {
+    fn gate(&self, path: &str) -> Arc<Semaphore> {
+        Arc::clone(self.gates.lock().unwrap().entry(path.to_string()).or_insert_with(|| Arc::new(Semaphore::new(0))))
+    }
+}
+
+/// Counts a request as in progress until it is answered (or tern gives up on it).
+struct InFlight {
+    state: Arc<ReceiverState>,
+    path: String,
+}
+
+impl InFlight {
+    fn enter(state: &Arc<ReceiverState>, path: &str) -> InFlight {
+        let mut flights = state.flights.lock().unwrap();
+        let (now, max) = flights.entry(path.to_string()).or_default();
+        *now += 1;
+        *max = (*max).max(*now);
+        InFlight { state: Arc::clone(state), path: path.to_string() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some((now, _)) = self.state.flights.lock().unwrap().get_mut(&self.path) {
+            *now -= 1;
+        }
+    }
 }
 
 /// A recording HTTP destination on 127.0.0.1.
@@ -223,7 +289,16 @@ pub struct Receiver {
 
 impl Receiver {
     pub async fn start() -> Receiver {
-        let state = Arc::new(ReceiverState::default());
+        Self::start_stamping(None).await
+    }
+
+    /// A receiver that stamps every arrival with `clock` (the server's, see [`Recorded::at_ms`]).
+    pub async fn start_with_clock(clock: &Arc<ManualClock>) -> Receiver {
+        Self::start_stamping(Some(Arc::clone(clock))).await
+    }
+
+    async fn start_stamping(clock: Option<Arc<ManualClock>>) -> Receiver {
+        let state = Arc::new(ReceiverState { clock, ..ReceiverState::default() });
         let app = axum::Router::new().fallback(record).with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let base = format!("http://{}", listener.local_addr().expect("address"));
@@ -265,6 +340,43 @@ impl Receiver {
         }
     }
 
+    /// Lets `count` requests held at `path` ([`Reply::Hold`]) answer, oldest first; releases
+    /// given before a request arrives are used by the next ones.
+    pub fn release(&self, path: &str, count: usize) {
+        self.state.gate(path).add_permits(count);
+    }
+
+    /// Requests to `path` in progress now (arrived, not yet answered).
+    pub fn in_flight(&self, path: &str) -> usize {
+        self.state.flights.lock().unwrap().get(path).map_or(0, |(now, _)| *now)
+    }
+
+    /// The most requests to `path` ever in progress at once.
+    pub fn max_in_flight(&self, path: &str) -> usize {
+        self.state.flights.lock().unwrap().get(path).map_or(0, |(_, max)| *max)
+    }
+
+    /// Forgets the most requests ever in progress at `path`: from now on it counts from those
+    /// in progress now.
+    pub fn reset_max_in_flight(&self, path: &str) {
+        if let Some((now, max)) = self.state.flights.lock().unwrap().get_mut(path) {
+            *max = *now;
+        }
+    }
+
+    /// Waits until `path` has exactly `count` requests in progress.
+    pub async fn wait_in_flight(&self, path: &str, count: usize) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while self.in_flight(path) != count {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{path} has {} requests in progress, expected {count}",
+                self.in_flight(path)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Asserts that `path` still has exactly `count` requests after tern had a chance to send
     /// more (the dispatcher is given time to run; the clock is not moved).
     pub async fn assert_count_stays(&self, path: &str, count: usize) {
@@ -274,11 +386,14 @@ impl Receiver {
 }
 
 async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Response {
+    let at_ms = state.clock.as_ref().map(|clock| clock.now_ms());
     let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let _in_flight = InFlight::enter(&state, &path);
     let body = axum::body::to_bytes(body, usize::MAX).await.unwrap_or_default();
     let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
-    let path = parts.uri.path().to_string();
-    state.requests.lock().unwrap().push(Recorded { method: parts.method, target, headers: parts.headers, body });
+    let recorded = Recorded { method: parts.method, target, headers: parts.headers, body, at_ms };
+    state.requests.lock().unwrap().push(recorded);
     state.arrived.notify_waiters();
     let reply = {
         let mut scripts = state.scripts.lock().unwrap();
@@ -288,10 +403,7 @@ async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Re
     };
     match reply {
         None => (StatusCode::OK, "ok").into_response(),
-        Some(Reply::Status(status)) => {
-            let status = StatusCode::from_u16(status).expect("status");
-            (status, status.canonical_reason().unwrap_or_default().to_string()).into_response()
-        }
+        Some(Reply::Status(status)) => status_reply(status),
         Some(Reply::Full { status, headers, body }) => {
             let mut response = (StatusCode::from_u16(status).expect("status"), body).into_response();
             for (name, value) in headers {
@@ -303,5 +415,18 @@ async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Re
             response
         }
         Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Hold(status)) => {
+            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
+            status_reply(status)
+        }
+        Some(Reply::After(pause, status)) => {
+            tokio::time::sleep(pause).await;
+            status_reply(status)
+        }
     }
+}
+
+fn status_reply(status: u16) -> Response {
+    let status = StatusCode::from_u16(status).expect("status");
+    (status, status.canonical_reason().unwrap_or_default().to_string()).into_response()
 }

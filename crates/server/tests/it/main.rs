@@ -12,6 +12,7 @@ mod harness;
 mod keys;
 mod logs;
 mod messages;
+mod queues;
 mod redaction;
 mod retries;
 mod routing;
