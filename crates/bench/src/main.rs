@@ -1,0 +1,169 @@
+//! `tern-bench`: measures tern against the machine's own limits in one run and prints the
+//! figures (see BENCHMARKS.md). Everything runs on 127.0.0.1: the sink and the clients in this
+//! process, tern and the forwarder baseline in their own processes.
+//!
+//!     scripts/bench                 # the full run (20,000 messages, C = 32 and 128, 1M backlog)
+//!     scripts/bench --quick         # a few hundred messages: checks the command works
+
+mod load;
+mod processes;
+mod scenarios;
+mod sink;
+
+use clap::{Parser, Subcommand};
+use scenarios::{Bench, Figures};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Parser)]
+#[command(name = "tern-bench", about = "Throughput and latency of tern against its baselines")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Messages per throughput run.
+    #[arg(long, default_value_t = 20_000)]
+    messages: u64,
+    /// Concurrent keep-alive clients, one run each.
+    #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
+    concurrency: Vec<usize>,
+    /// Delayed messages in the backlog scenario (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// A few hundred messages and a small backlog: proves the command works, measures nothing.
+    #[arg(long)]
+    quick: bool,
+    /// The tern binary (default: next to this one).
+    #[arg(long)]
+    tern: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// (internal) The forwarder baseline: posts every request to the sink before answering.
+    Forwarder {
+        #[arg(long)]
+        sink: String,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let mut cli = Cli::parse();
+    // reqwest is built without a default TLS provider (tern installs ring the same way).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    if let Some(Command::Forwarder { sink }) = cli.command {
+        processes::run_forwarder(sink).await;
+        return;
+    }
+    if cli.quick {
+        cli.messages = cli.messages.min(300);
+        cli.backlog = cli.backlog.min(2_000);
+        cli.concurrency = vec![8];
+    }
+    let start = Instant::now();
+    let bench = Bench {
+        start,
+        sink: sink::Sink::start(start).await,
+        tern_binary: cli.tern.clone().unwrap_or_else(scenarios::default_tern_binary),
+        work_dir: tempfile::tempdir().expect("work directory"),
+    };
+    println!(
+        "tern-bench: {} messages of 1 KiB per run, durable store (fsync before acknowledging), {} cores",
+        cli.messages,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut failures = Vec::new();
+    let mut publish_rate = 0.0;
+    for &concurrency in &cli.concurrency {
+        println!("\n== C = {concurrency} concurrent clients ==");
+        let direct = bench.direct(cli.messages, concurrency).await;
+        let forwarder = bench.forwarder(cli.messages, concurrency).await;
+        let tern = bench.immediate(cli.messages, concurrency).await;
+        print_row("direct to the sink", &direct, None);
+        print_row("forwarder (receive + push)", &forwarder, None);
+        print_row("tern, immediate delivery", &tern, Some(&forwarder));
+        check(&mut failures, &format!("immediate C={concurrency}"), &tern);
+        if publish_rate == 0.0 {
+            publish_rate = tern.publish_per_s;
+        }
+    }
+
+    let concurrency = cli.concurrency[0];
+    println!("\n== delayed: every message due at the same second (C = {concurrency}) ==");
+    let lead = Duration::from_secs_f64(cli.messages as f64 / publish_rate.max(100.0) * 1.5 + 2.0);
+    let (delayed, late) = bench.delayed(cli.messages, concurrency, lead).await;
+    print_row("tern, delayed delivery", &delayed, None);
+    println!("  lateness after the due second: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms", late[0], late[1], late[2]);
+    check(&mut failures, "delayed", &delayed);
+
+    println!("\n== 20 % of first attempts fail (retry delay 50 ms, C = {concurrency}) ==");
+    let (failing, failed, dlq) = bench.failing(cli.messages, concurrency).await;
+    print_row("tern, with retries", &failing, None);
+    println!("  first attempts failed on purpose: {failed}; DLQ entries: {dlq}");
+    check(&mut failures, "failing", &failing);
+    if dlq != 0 {
+        failures.push(format!("failing: {dlq} messages in the DLQ"));
+    }
+
+    if cli.backlog > 0 {
+        println!("\n== backlog of {} delayed messages ==", cli.backlog);
+        let backlog = bench.backlog(cli.backlog, cli.messages, concurrency).await;
+        println!("  loading the backlog: {:.0} msgs/s", backlog.load_per_s);
+        println!("  memory per pending message (RSS growth / backlog): {:.0} bytes", backlog.bytes_per_pending);
+        print_row("tern, immediate, with the backlog", &backlog.with_backlog, None);
+        println!(
+            "  kill -9 and restart: answering after {:.2} s, first delivery after {:.2} s",
+            backlog.restart_ready.as_secs_f64(),
+            backlog.restart_first_delivery.as_secs_f64()
+        );
+        check(&mut failures, "backlog", &backlog.with_backlog);
+    }
+
+    if failures.is_empty() {
+        println!("\nno message lost");
+    } else {
+        println!("\nFAILED:");
+        for failure in &failures {
+            println!("  {failure}");
+        }
+        std::process::exit(1);
+    }
+}
+
+fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
+    let ratio = |value: f64, base: f64| match baseline {
+        Some(_) if base > 0.0 => format!(" ({:.2}x)", value / base),
+        _ => String::new(),
+    };
+    let base = baseline.cloned().unwrap_or_default();
+    println!("  {name}");
+    println!(
+        "    publish   {:>8.0} msgs/s{}   latency p50 {:.2} ms{}  p99 {:.2} ms{}",
+        figures.publish_per_s,
+        ratio(figures.publish_per_s, base.publish_per_s),
+        figures.publish_p50_ms,
+        ratio(figures.publish_p50_ms, base.publish_p50_ms),
+        figures.publish_p99_ms,
+        ratio(figures.publish_p99_ms, base.publish_p99_ms),
+    );
+    println!(
+        "    delivered {:>8.0} msgs/s{}   publish→arrival p50 {:.2} ms{}  p99 {:.2} ms{}  max {:.2} ms",
+        figures.delivered_per_s,
+        ratio(figures.delivered_per_s, base.delivered_per_s),
+        figures.latency_p50_ms,
+        ratio(figures.latency_p50_ms, base.latency_p50_ms),
+        figures.latency_p99_ms,
+        ratio(figures.latency_p99_ms, base.latency_p99_ms),
+        figures.latency_max_ms,
+    );
+    println!(
+        "    {} delivered, {} lost, {} duplicates, {} failed publishes",
+        figures.delivered, figures.lost, figures.duplicates, figures.errors
+    );
+}
+
+fn check(failures: &mut Vec<String>, name: &str, figures: &Figures) {
+    if figures.lost > 0 || figures.errors > 0 {
+        failures.push(format!("{name}: {} lost, {} failed publishes", figures.lost, figures.errors));
+    }
+}

@@ -1,0 +1,206 @@
+//! The scenarios: the two baselines, immediate and delayed delivery through tern, first
+//! attempts failing, and a large backlog (memory, publish rate, restart recovery).
+
+use crate::load::{self, Target, quantile};
+use crate::processes::{Forwarder, TOKEN, Tern};
+use crate::sink::Sink;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What one measured run produced.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    pub publish_per_s: f64,
+    pub publish_p50_ms: f64,
+    pub publish_p99_ms: f64,
+    pub delivered_per_s: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_max_ms: f64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub errors: u64,
+}
+
+/// How long to wait for deliveries after progress stopped.
+const STALL: Duration = Duration::from_secs(30);
+
+pub struct Bench {
+    pub start: Instant,
+    pub sink: Sink,
+    pub tern_binary: std::path::PathBuf,
+    pub work_dir: tempfile::TempDir,
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+pub fn tern_target(tern: &Tern, sink: &Sink, headers: &[(&str, String)]) -> Target {
+    let mut all = vec![("authorization".to_string(), format!("Bearer {TOKEN}"))];
+    all.extend(headers.iter().map(|(name, value)| (name.to_string(), value.clone())));
+    Target { url: format!("{}/v2/publish/{}", tern.url, sink.url), headers: all }
+}
+
+impl Bench {
+    /// Publishes `messages` to `target` and waits for them at the sink.
+    pub async fn measure(&self, target: &Target, messages: u64, concurrency: usize) -> Figures {
+        self.sink.reset();
+        let mut load = load::run(self.start, target, messages, 0, concurrency).await;
+        self.wait_for(messages).await;
+        let mut arrivals = self.sink.arrivals();
+        let mut latencies: Vec<u64> = arrivals.iter().map(|a| a.arrived_us.saturating_sub(a.sent_us)).collect();
+        arrivals.sort_by_key(|a| a.arrived_us);
+        let last = arrivals.last().map_or(load.started_us, |a| a.arrived_us);
+        let delivered = arrivals.len() as u64;
+        Figures {
+            publish_per_s: messages as f64 / load.elapsed.as_secs_f64(),
+            publish_p50_ms: ms(quantile(&mut load.latencies_us, 0.5)),
+            publish_p99_ms: ms(quantile(&mut load.latencies_us, 0.99)),
+            delivered_per_s: delivered as f64 / ((last - load.started_us).max(1) as f64 / 1e6),
+            latency_p50_ms: ms(quantile(&mut latencies, 0.5)),
+            latency_p99_ms: ms(quantile(&mut latencies, 0.99)),
+            latency_max_ms: ms(quantile(&mut latencies, 1.0)),
+            delivered,
+            lost: messages.saturating_sub(delivered + load.errors),
+            duplicates: self.sink.state.duplicates.load(Ordering::Relaxed),
+            errors: load.errors,
+        }
+    }
+
+    /// Waits until `count` distinct messages arrived, or nothing arrived for a while.
+    async fn wait_for(&self, count: u64) {
+        let mut last = (0, Instant::now());
+        while (self.sink.unique() as u64) < count {
+            let now = self.sink.unique();
+            if now != last.0 {
+                last = (now, Instant::now());
+            } else if last.1.elapsed() > STALL {
+                eprintln!("  ! only {now} of {count} messages arrived");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub async fn fresh_tern(&self, name: &str) -> Tern {
+        Tern::start(&self.tern_binary, &self.work_dir.path().join(name)).await
+    }
+
+    pub async fn direct(&self, messages: u64, concurrency: usize) -> Figures {
+        let target = Target { url: self.sink.url.clone(), headers: Vec::new() };
+        self.measure(&target, messages, concurrency).await
+    }
+
+    pub async fn forwarder(&self, messages: u64, concurrency: usize) -> Figures {
+        let forwarder = Forwarder::start(&self.sink.url).await;
+        let target = Target { url: forwarder.url.clone(), headers: Vec::new() };
+        self.measure(&target, messages, concurrency).await
+    }
+
+    pub async fn immediate(&self, messages: u64, concurrency: usize) -> Figures {
+        let tern = self.fresh_tern(&format!("immediate-{concurrency}")).await;
+        let figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
+        tern.stop().await;
+        figures
+    }
+
+    /// Messages all due at the same second: how late each arrives after it.
+    pub async fn delayed(&self, messages: u64, concurrency: usize, lead: Duration) -> (Figures, [f64; 3]) {
+        let tern = self.fresh_tern("delayed").await;
+        let due_s = (unix_ms() + lead.as_millis() as u64).div_ceil(1000);
+        let target = tern_target(&tern, &self.sink, &[("upstash-not-before", due_s.to_string())]);
+        let figures = self.measure(&target, messages, concurrency).await;
+        let mut lateness: Vec<u64> =
+            self.sink.arrivals().iter().map(|a| a.arrived_unix_ms.saturating_sub(due_s * 1000)).collect();
+        let late = [quantile(&mut lateness, 0.5), quantile(&mut lateness, 0.99), quantile(&mut lateness, 1.0)];
+        tern.stop().await;
+        (figures, late.map(|ms| ms as f64))
+    }
+
+    /// 20 % of first attempts fail; every message must still arrive, with none in the DLQ.
+    pub async fn failing(&self, messages: u64, concurrency: usize) -> (Figures, u64, u64) {
+        let tern = self.fresh_tern("failing").await;
+        let target = tern_target(&tern, &self.sink, &[("upstash-retry-delay", "50".into())]);
+        self.sink.state.fail_percent.store(20, Ordering::SeqCst);
+        let figures = self.measure(&target, messages, concurrency).await;
+        self.sink.state.fail_percent.store(0, Ordering::SeqCst);
+        let failed = self.sink.state.failed_on_purpose.load(Ordering::Relaxed);
+        let dlq = dlq_size(&tern).await;
+        tern.stop().await;
+        (figures, failed, dlq)
+    }
+}
+
+async fn dlq_size(tern: &Tern) -> u64 {
+    let response = load::client()
+        .get(format!("{}/v2/dlq", tern.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .and_then(|response| response.error_for_status());
+    match response {
+        Ok(response) => {
+            let bytes = response.bytes().await.unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            body["messages"].as_array().map_or(0, |messages| messages.len() as u64)
+        }
+        Err(_) => u64::MAX,
+    }
+}
+
+/// The backlog scenario's figures.
+#[derive(Debug, Clone, Default)]
+pub struct Backlog {
+    pub load_per_s: f64,
+    pub bytes_per_pending: f64,
+    pub with_backlog: Figures,
+    pub restart_ready: Duration,
+    pub restart_first_delivery: Duration,
+}
+
+impl Bench {
+    /// Loads `pending` delayed messages, measures memory, publishes `messages` immediate ones
+    /// while the backlog exists, then kills and restarts tern and times the first delivery.
+    pub async fn backlog(&self, pending: u64, messages: u64, concurrency: usize) -> Backlog {
+        let mut tern = self.fresh_tern("backlog").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = tern.rss_bytes();
+        let far = [("upstash-delay", "1d".to_string())];
+        let started = Instant::now();
+        let load = load::run(self.start, &tern_target(&tern, &self.sink, &far), pending, 0, 128).await;
+        let load_per_s = pending as f64 / started.elapsed().as_secs_f64();
+        if load.errors > 0 {
+            eprintln!("  ! {} backlog publishes failed", load.errors);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = tern.rss_bytes();
+        let with_backlog = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
+        let restart_ready = tern.crash_and_restart().await;
+        self.sink.reset();
+        let restarted = Instant::now() - restart_ready;
+        load::run(self.start, &tern_target(&tern, &self.sink, &[]), 1, 0, 1).await;
+        self.wait_for(1).await;
+        let restart_first_delivery = restarted.elapsed();
+        tern.stop().await;
+        Backlog {
+            load_per_s,
+            bytes_per_pending: after.saturating_sub(before) as f64 / pending.max(1) as f64,
+            with_backlog,
+            restart_ready,
+            restart_first_delivery,
+        }
+    }
+}
+
+/// Where tern's binary is expected: next to this one (`cargo build --release` builds both).
+pub fn default_tern_binary() -> std::path::PathBuf {
+    let own = std::env::current_exe().expect("own path");
+    own.parent().unwrap_or(Path::new(".")).join("tern")
+}
