@@ -98,11 +98,13 @@ async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: 
         arrived_us,
         arrived_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
     };
-    let mut first = state.first.lock().unwrap();
-    if first.contains_key(&id) {
-        state.duplicates.fetch_add(1, Ordering::Relaxed);
-    } else {
-        first.insert(id, arrival);
+    match state.first.lock().unwrap().entry(id) {
+        std::collections::hash_map::Entry::Occupied(_) => {
+            state.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+        std::collections::hash_map::Entry::Vacant(slot) => {
+            slot.insert(arrival);
+        }
     }
     StatusCode::OK
 }
