@@ -94,15 +94,15 @@ async fn an_attempt_cut_short_by_shutdown_is_made_again_after_restart() {
 
 /// The real `tern` binary, killed (SIGKILL) when dropped, so that a failing test leaves no
 /// process behind.
-struct TernProcess {
+pub struct TernProcess {
     child: std::process::Child,
-    url: String,
+    pub url: String,
     stderr: PathBuf,
 }
 
 impl TernProcess {
     /// Starts `tern dev` on a free port and waits for the `QSTASH_URL=` line of its banner.
-    async fn start(data_dir: &Path, stderr: PathBuf) -> TernProcess {
+    pub async fn start(data_dir: &Path, stderr: PathBuf) -> TernProcess {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).expect("stderr file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(["dev", "--port", "0", "--host", "127.0.0.1", "--data-dir"])
@@ -134,12 +134,12 @@ impl TernProcess {
         process
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reaped");
     }
 
-    fn stderr_text(&self) -> String {
+    pub fn stderr_text(&self) -> String {
         std::fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 }

@@ -12,6 +12,7 @@ mod harness;
 mod keys;
 mod logs;
 mod messages;
+mod queue_order;
 mod queues;
 mod redaction;
 mod retries;
