@@ -262,6 +262,8 @@ export function makeReceiver(currentSigningKey, nextSigningKey) {
  * A real HTTP receiver on 127.0.0.1.
  *
  * reply: { status = 200, body = "ok", headers = {}, delayMs = 0 } or a function (req) => reply.
+ * A reply may also carry `until` (a promise: answer as soon as it resolves, even before delayMs)
+ * and `onSend` (called just before the response is written).
  * `on(prefix, reply)` sets a reply for paths starting with prefix.
  */
 export async function startReceiver(reply = {}) {
@@ -304,8 +306,13 @@ export async function startReceiver(reply = {}) {
       requests.push(rec);
       for (const w of waiters) w();
       const r = { status: 200, body: "ok", headers: {}, delayMs: 0, ...replyFor(rec) };
+      let sent = false;
       const send = () => {
+        clearTimeout(timer);
         timers.delete(timer);
+        if (sent) return;
+        sent = true;
+        r.onSend?.();
         if (res.destroyed) return;
         const data = Buffer.from(r.body ?? "");
         res.writeHead(r.status, {
@@ -317,6 +324,7 @@ export async function startReceiver(reply = {}) {
       };
       const timer = setTimeout(send, r.delayMs ?? 0);
       timers.add(timer);
+      r.until?.then(send); // answer early once this promise resolves
     });
   });
   server.keepAliveTimeout = 1000;
@@ -407,4 +415,44 @@ export async function waitForDlq(client, messageId, opts = {}) {
     },
     { what: `DLQ entry for ${messageId}`, ...opts },
   );
+}
+
+/**
+ * A reply function that holds every request for `holdMs` and records how many were in flight at
+ * once (`peak`) and the order bodies arrived in (`bodies`): `receivers.make(g.reply)`.
+ * The count drops before the response is written, so a server that waits for a response before
+ * starting the next delivery never shows more than its limit here. `release()` answers every
+ * held and later request at once.
+ */
+export function gauge(holdMs, reply = {}) {
+  let releaseAll;
+  const released = new Promise((resolve) => {
+    releaseAll = resolve;
+  });
+  const g = {
+    active: 0,
+    peak: 0,
+    bodies: [],
+    isReleased: false,
+    reply: (req) => {
+      g.active += 1;
+      g.peak = Math.max(g.peak, g.active);
+      g.bodies.push(req.text);
+      let counted = true;
+      return {
+        ...reply,
+        delayMs: g.isReleased ? 0 : holdMs,
+        until: released,
+        onSend: () => {
+          if (counted) g.active -= 1;
+          counted = false;
+        },
+      };
+    },
+    release: () => {
+      g.isReleased = true;
+      releaseAll();
+    },
+  };
+  return g;
 }

@@ -197,7 +197,7 @@ def test_fifo_order_with_parallelism_one(client, receiver_factory, uid):
 
 
 def test_parallelism_two_runs_two_at_a_time(client, receiver_factory, uid):
-    gauge = Gauge(0.4)
+    gauge = Gauge(0.25)
     receiver = receiver_factory(gauge)
     name = f"q-par2-{uid}"
     client.queue.upsert(name, parallelism=2)

@@ -186,7 +186,7 @@ def test_publish_to_unknown_group_is_404(client, uid):
 def test_deleting_a_group_keeps_its_messages(client, receiver, uid):
     name = f"ug-keep-{uid}"
     client.url_group.upsert_endpoints(name, [{"url": receiver.url(f"/keep/{uid}")}])
-    (res,) = client.message.publish(url_group=name, body="later", delay="2s")
+    (res,) = client.message.publish(url_group=name, body="later", delay="1s")
     client.url_group.delete(name)
     (req,) = receiver.wait_for_message(res.message_id)
     assert req.header("Upstash-Topic-Name") == name
