@@ -8,6 +8,7 @@ mod delivery;
 mod dlq;
 mod durability;
 mod errors;
+mod flow_control;
 mod harness;
 mod keys;
 mod logs;

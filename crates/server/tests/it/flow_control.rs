@@ -1,0 +1,420 @@
+//! Flow control (spec §4.2, §5.10, §6.7, §13): parallelism and rate limits carried by publish,
+//! enqueue and batch items, measured at the receiver (concurrency; arrivals stamped with the
+//! server's manual clock); live counters; pause, resume, pin, unpin, resetRate; retries; one
+//! key never delays another; the user-wide parallelism ceiling.
+
+use crate::harness::*;
+use crate::support::*;
+use crate::timeline::wait_for_count;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn flow_headers<'a>(key: &'a str, value: &'a str) -> [(&'a str, &'a str); 2] {
+    [("Upstash-Flow-Control-Key", key), ("Upstash-Flow-Control-Value", value)]
+}
+
+async fn flow(server: &TestServer, key: &str) -> Value {
+    get_ok(server, &format!("/v2/flowControl/{key}")).await
+}
+
+/// Waits until the key's info satisfies `check` (counters follow the dispatcher).
+async fn wait_for_flow(server: &TestServer, key: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let info = flow(server, key).await;
+        if check(&info) {
+            return info;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{key}: never {what}: {info}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn wait_for_waitlist(server: &TestServer, key: &str, size: u64) -> Value {
+    wait_for_flow(server, key, &format!("waitListSize {size}"), |info| info["waitListSize"] == size).await
+}
+
+/// POSTs `/v2/flowControl/{key}/{action}` and asserts an empty 200.
+async fn flow_action(server: &TestServer, key: &str, action: &str) {
+    let (status, json) = send(server.post(&format!("/v2/flowControl/{key}/{action}"))).await;
+    assert_eq!((status, json), (StatusCode::OK, Value::Null), "{action} {key}");
+}
+
+/// Posts a batch and asserts a 200.
+async fn batch_ok(server: &TestServer, items: Value) -> Value {
+    let (status, json) = send(server.post("/v2/batch").json(&items)).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    json
+}
+
+/// Waits until the receiver's request count stops changing for a moment; returns it.
+async fn settled(receiver: &Receiver, path: &str) -> usize {
+    loop {
+        let count = receiver.requests_to(path).len();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if receiver.requests_to(path).len() == count {
+            return count;
+        }
+    }
+}
+
+#[tokio::test]
+async fn parallelism_is_never_exceeded_across_publish_enqueue_and_batch() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/fc", vec![Reply::Hold(200)]);
+    let url = receiver.url("/fc");
+    let headers = flow_headers("par", "parallelism=2");
+    for i in 0..4 {
+        server.publish_ok(&url, &headers, &format!("published {i}")).await;
+        server.enqueue_ok(&format!("q{i}"), &url, &headers, &format!("enqueued {i}")).await;
+    }
+    let items: Vec<Value> = (0..4)
+        .map(|i| {
+            json!({"destination": url, "body": format!("batched {i}"),
+                   "headers": {"Upstash-Flow-Control-Key": "par", "Upstash-Flow-Control-Value": "parallelism=2"}})
+        })
+        .collect();
+    batch_ok(&server, Value::Array(items)).await;
+
+    receiver.wait_in_flight("/fc", 2).await;
+    receiver.assert_count_stays("/fc", 2).await;
+    let info = wait_for_waitlist(&server, "par", 10).await;
+    assert_eq!((info["parallelismMax"].clone(), info["parallelismCount"].clone()), (json!(2), json!(2)), "{info}");
+    for answered in 1..=10 {
+        receiver.release("/fc", 1);
+        receiver.wait_for("/fc", answered + 2).await;
+        receiver.wait_in_flight("/fc", 2).await;
+    }
+    receiver.release("/fc", 2);
+    let bodies: BTreeSet<String> =
+        receiver.requests_to("/fc").iter().map(|r| String::from_utf8_lossy(&r.body).to_string()).collect();
+    assert_eq!(bodies.len(), 12, "every message delivered once: {bodies:?}");
+    assert!(bodies.contains("published 3") && bodies.contains("enqueued 3") && bodies.contains("batched 3"));
+    assert_eq!(receiver.max_in_flight("/fc"), 2);
+    wait_for_flow(&server, "par", "idle", |info| info["parallelismCount"] == 0 && info["waitListSize"] == 0).await;
+}
+
+#[tokio::test]
+async fn rate_is_never_exceeded_in_any_window() {
+    const RATE: usize = 3;
+    const PERIOD_MS: i64 = 10_000;
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with_clock(&server.clock).await;
+    let url = receiver.url("/rate");
+    let headers = flow_headers("rate", "rate=3, period=10s");
+    let started = server.now_ms();
+    for i in 0..4 {
+        server.publish_ok(&url, &headers, &format!("p{i}")).await;
+        server.enqueue_ok(&format!("rate-queue-{i}"), &url, &headers, "").await;
+    }
+    let item = json!({"destination": url, "headers": {"Upstash-Flow-Control-Key": "rate",
+                      "Upstash-Flow-Control-Value": "rate=3, period=10s"}});
+    batch_ok(&server, json!([item, item])).await;
+    let mut total = 10;
+    assert_eq!(settled(&receiver, "/rate").await, RATE, "the first window starts at once");
+    let info = wait_for_waitlist(&server, "rate", 7).await;
+    assert_eq!(info["rateMax"], 3);
+    assert_eq!(info["rateCount"], 3);
+    assert_eq!(info["ratePeriod"], 10);
+    assert_eq!(info["ratePeriodStart"], started / 1000);
+    assert_eq!(info["parallelismMax"], 0, "no parallelism limit: {info}");
+
+    // Steps that do not line up with the windows; more messages arrive mid-window. A new
+    // window opens every 10 s (the first start after the last window ended) and takes three.
+    for step in 1..=16 {
+        server.advance(Duration::from_millis(2_500));
+        if step == 2 {
+            for i in 0..4 {
+                server.publish_ok(&url, &headers, &format!("late {i}")).await;
+            }
+            total += 4;
+        }
+        let windows = 1 + step / 4;
+        let expected = (RATE * windows).min(total);
+        receiver.wait_for("/rate", expected).await;
+        receiver.assert_count_stays("/rate", expected).await;
+    }
+    let mut stamps: Vec<i64> = receiver.requests_to("/rate").iter().map(|r| r.at_ms.expect("stamped")).collect();
+    stamps.sort();
+    assert_eq!(stamps.len(), total);
+    for (i, start) in stamps.iter().enumerate() {
+        let in_window = stamps[i..].iter().take_while(|t| **t < start + PERIOD_MS).count();
+        assert!(in_window <= RATE, "{in_window} starts within {PERIOD_MS} ms from {start}: {stamps:?}");
+    }
+    // Full windows: 14 messages in 5 windows, one every 10 s.
+    assert_eq!(stamps.last().unwrap() - stamps[0], 4 * PERIOD_MS, "{stamps:?}");
+}
+
+#[tokio::test]
+async fn a_key_is_known_once_published_and_shows_live_counters() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/held", vec![Reply::Hold(200)]);
+    expect_error(server.get("/v2/flowControl/live-a"), StatusCode::NOT_FOUND, "Flow Control key not found").await;
+    let url = receiver.url("/held");
+    let id = server.publish_ok(&url, &flow_headers("live-a", "parallelism=1, rate=5, period=1m"), "a").await;
+    // Known right after the publish returned, with the message's settings.
+    let info = flow(&server, "live-a").await;
+    let expected_keys = BTreeSet::from([
+        "flowControlKey",
+        "waitListSize",
+        "parallelismMax",
+        "parallelismCount",
+        "rateMax",
+        "rateCount",
+        "ratePeriod",
+        "ratePeriodStart",
+        "isPaused",
+        "isPinnedParallelism",
+        "isPinnedRate",
+    ]);
+    assert_eq!(info.as_object().unwrap().keys().map(String::as_str).collect::<BTreeSet<_>>(), expected_keys);
+    assert_eq!(info["flowControlKey"], "live-a");
+    assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(1), json!(5)));
+    assert_eq!(info["ratePeriod"], 60);
+    assert_eq!((info["isPaused"].clone(), info["isPinnedParallelism"].clone()), (json!(false), json!(false)));
+    let message = get_ok(&server, &format!("/v2/messages/{id}")).await;
+    assert_eq!(message["flowControlKey"], "live-a");
+    assert_eq!((message["parallelism"].clone(), message["rate"].clone()), (json!(1), json!(5)));
+    assert_eq!(message["period"], 60);
+
+    receiver.wait_for("/held", 1).await;
+    for body in ["b", "c"] {
+        server.publish_ok(&url, &flow_headers("live-a", "parallelism=1, rate=5, period=1m"), body).await;
+    }
+    let info = wait_for_waitlist(&server, "live-a", 2).await;
+    assert_eq!((info["parallelismCount"].clone(), info["rateCount"].clone()), (json!(1), json!(1)));
+    assert_eq!(info["ratePeriodStart"], server.now_ms() / 1000);
+    receiver.release("/held", 1);
+    receiver.wait_for("/held", 2).await;
+    let info = wait_for_waitlist(&server, "live-a", 1).await;
+    assert_eq!((info["parallelismCount"].clone(), info["rateCount"].clone()), (json!(1), json!(2)));
+
+    // A rate-only key: no parallelism, default period.
+    server.publish_ok(&receiver.url("/other"), &flow_headers("live-b", "rate=7"), "b").await;
+    let info = flow(&server, "live-b").await;
+    assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(0), json!(7)));
+    assert_eq!(info["ratePeriod"], 1);
+
+    let list = get_ok(&server, "/v2/flowControl").await;
+    let keys: BTreeSet<&str> = list.as_array().unwrap().iter().map(|i| i["flowControlKey"].as_str().unwrap()).collect();
+    assert_eq!(keys, BTreeSet::from(["live-a", "live-b"]));
+    let found = get_ok(&server, "/v2/flowControl?search=e-b").await;
+    assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
+    assert_eq!(found[0], flow(&server, "live-b").await);
+    assert_eq!(get_ok(&server, "/v2/flowControl?search=nothing").await, json!([]));
+    receiver.release("/held", 2);
+}
+
+#[tokio::test]
+async fn a_paused_key_starts_nothing_until_resumed() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/p", vec![Reply::Hold(200)]);
+    let url = receiver.url("/p");
+    let headers = flow_headers("pz", "parallelism=5");
+    server.publish_ok(&url, &headers, "running").await;
+    receiver.wait_for("/p", 1).await;
+    flow_action(&server, "pz", "pause").await;
+    flow_action(&server, "pz", "pause").await;
+    assert_eq!(flow(&server, "pz").await["isPaused"], true);
+    for i in 0..3 {
+        server.publish_ok(&url, &headers, &format!("waiting {i}")).await;
+    }
+    wait_for_waitlist(&server, "pz", 3).await;
+    // The running attempt ends; the free slots stay unused while paused.
+    receiver.release("/p", 1);
+    wait_for_flow(&server, "pz", "idle", |info| info["parallelismCount"] == 0).await;
+    server.advance(SECOND * 60);
+    receiver.assert_count_stays("/p", 1).await;
+
+    flow_action(&server, "pz", "resume").await;
+    receiver.wait_for("/p", 4).await;
+    flow_action(&server, "pz", "resume").await;
+    let info = wait_for_waitlist(&server, "pz", 0).await;
+    assert_eq!((info["isPaused"].clone(), info["parallelismCount"].clone()), (json!(false), json!(3)));
+    receiver.release("/p", 3);
+
+    // Pausing a key nobody used yet makes it known, paused.
+    flow_action(&server, "fresh", "pause").await;
+    let info = flow(&server, "fresh").await;
+    assert_eq!((info["isPaused"].clone(), info["waitListSize"].clone()), (json!(true), json!(0)));
+    server.publish_ok(&receiver.url("/fresh"), &flow_headers("fresh", "rate=10"), "held back").await;
+    wait_for_waitlist(&server, "fresh", 1).await;
+    receiver.assert_count_stays("/fresh", 0).await;
+    flow_action(&server, "fresh", "resume").await;
+    receiver.wait_for("/fresh", 1).await;
+}
+
+#[tokio::test]
+async fn a_pin_overrides_what_messages_carry_until_unpinned() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/pin", vec![Reply::Hold(200)]);
+    let url = receiver.url("/pin");
+    let narrow = flow_headers("pin", "parallelism=1");
+    for body in ["a", "b"] {
+        server.publish_ok(&url, &narrow, body).await;
+    }
+    receiver.wait_for("/pin", 1).await;
+    wait_for_waitlist(&server, "pin", 1).await;
+
+    flow_action(&server, "pin", "pin?parallelism=3&rate=20&period=120").await;
+    let info = flow(&server, "pin").await;
+    assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(3), json!(20)), "{info}");
+    assert_eq!(info["ratePeriod"], 120);
+    assert_eq!((info["isPinnedParallelism"].clone(), info["isPinnedRate"].clone()), (json!(true), json!(true)));
+    receiver.wait_in_flight("/pin", 2).await;
+    // Messages carrying parallelism 1 no longer narrow a pinned key.
+    for body in ["c", "d"] {
+        server.publish_ok(&url, &narrow, body).await;
+    }
+    receiver.wait_in_flight("/pin", 3).await;
+    receiver.assert_count_stays("/pin", 3).await;
+    assert_eq!(flow(&server, "pin").await["parallelismMax"], 3);
+
+    // Unpinned, the pinned value stays until a message brings other settings.
+    flow_action(&server, "pin", "unpin?parallelism=true").await;
+    let info = flow(&server, "pin").await;
+    assert_eq!((info["isPinnedParallelism"].clone(), info["isPinnedRate"].clone()), (json!(false), json!(true)));
+    assert_eq!(info["parallelismMax"], 3);
+    for body in ["e", "f", "g"] {
+        server.publish_ok(&url, &flow_headers("pin", "parallelism=2, rate=1"), body).await;
+    }
+    let info = flow(&server, "pin").await;
+    assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(2), json!(20)), "rate still pinned");
+    flow_action(&server, "pin", "unpin?rate=true&parallelism=false").await;
+    let info = flow(&server, "pin").await;
+    assert_eq!((info["isPinnedParallelism"].clone(), info["isPinnedRate"].clone()), (json!(false), json!(false)));
+    // Now at most two run: of four waiting, two start once the three running ones end.
+    wait_for_waitlist(&server, "pin", 4).await;
+    receiver.release("/pin", 3);
+    receiver.wait_for("/pin", 5).await;
+    receiver.wait_in_flight("/pin", 2).await;
+    receiver.assert_count_stays("/pin", 5).await;
+    receiver.release("/pin", 4);
+    receiver.wait_for("/pin", 7).await;
+
+    for bad in ["pin?parallelism=0", "pin?rate=abc", "pin?period=-1", "pin?speed=3", "pin", "unpin?rate=maybe"] {
+        let (status, json) = send(server.post(&format!("/v2/flowControl/pin/{bad}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {json}");
+    }
+}
+
+#[tokio::test]
+async fn pin_and_reset_rate_start_a_fresh_rate_window() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with_clock(&server.clock).await;
+    let url = receiver.url("/rr");
+    for i in 0..6 {
+        server.publish_ok(&url, &flow_headers("rr", "rate=2, period=1h"), &i.to_string()).await;
+    }
+    assert_eq!(settled(&receiver, "/rr").await, 2);
+    wait_for_waitlist(&server, "rr", 4).await;
+    server.advance(SECOND * 60);
+
+    flow_action(&server, "rr", "resetRate").await;
+    receiver.wait_for("/rr", 4).await;
+    receiver.assert_count_stays("/rr", 4).await;
+    let info = wait_for_waitlist(&server, "rr", 2).await;
+    assert_eq!((info["rateCount"].clone(), info["ratePeriodStart"].clone()), (json!(2), json!(server.now_ms() / 1000)));
+
+    server.advance(SECOND * 60);
+    flow_action(&server, "rr", "pin?rate=1").await;
+    receiver.wait_for("/rr", 5).await;
+    receiver.assert_count_stays("/rr", 5).await;
+    let info = flow(&server, "rr").await;
+    assert_eq!((info["rateMax"].clone(), info["rateCount"].clone()), (json!(1), json!(1)));
+    assert_eq!(info["ratePeriod"], 3600, "pinning the rate alone keeps the period");
+    // The last one waits for the pinned window to end.
+    server.advance(SECOND * 3599);
+    receiver.assert_count_stays("/rr", 5).await;
+    server.advance(SECOND);
+    receiver.wait_for("/rr", 6).await;
+}
+
+#[tokio::test]
+async fn retries_re_enter_flow_control() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/flaky", vec![Reply::Status(500), Reply::Status(200)]);
+    receiver.script("/held", vec![Reply::Hold(200)]);
+    let headers = flow_headers("retry", "parallelism=1");
+    let mut flaky_headers = headers.to_vec();
+    flaky_headers.push(("Upstash-Retry-Delay", "2000"));
+    let flaky = server.publish_ok(&receiver.url("/flaky"), &flaky_headers, "flaky").await;
+    receiver.wait_for("/flaky", 1).await;
+    wait_for_count(&server, &flaky, "RETRY", 1).await;
+    // While the flaky message waits for its retry, its slot serves another message.
+    server.publish_ok(&receiver.url("/held"), &headers, "held").await;
+    receiver.wait_for("/held", 1).await;
+    server.advance(SECOND * 3);
+    // Due, but the key's only slot is taken: the retry waits in the waitlist.
+    wait_for_waitlist(&server, "retry", 1).await;
+    receiver.assert_count_stays("/flaky", 1).await;
+    receiver.release("/held", 1);
+    receiver.wait_for("/flaky", 2).await;
+    server.wait_for_state(&flaky, "DELIVERED").await;
+}
+
+#[tokio::test]
+async fn a_paused_or_saturated_key_does_not_delay_other_messages() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/busy", vec![Reply::Hold(200)]);
+    flow_action(&server, "stuck", "pause").await;
+    for i in 0..20 {
+        server.publish_ok(&receiver.url("/stuck"), &flow_headers("stuck", "parallelism=10"), &i.to_string()).await;
+        server.publish_ok(&receiver.url("/busy"), &flow_headers("busy", "parallelism=1"), &i.to_string()).await;
+    }
+    receiver.wait_for("/busy", 1).await;
+    for i in 0..5 {
+        server.publish_ok(&receiver.url("/free"), &flow_headers("free", "parallelism=10"), &i.to_string()).await;
+        server.publish_ok(&receiver.url("/plain"), &[], &i.to_string()).await;
+        server.enqueue_ok("fair", &receiver.url("/queued"), &[], &i.to_string()).await;
+    }
+    receiver.wait_for("/free", 5).await;
+    receiver.wait_for("/plain", 5).await;
+    receiver.wait_for("/queued", 5).await;
+    wait_for_waitlist(&server, "stuck", 20).await;
+    wait_for_waitlist(&server, "busy", 19).await;
+    receiver.assert_count_stays("/stuck", 0).await;
+    receiver.assert_count_stays("/busy", 1).await;
+    receiver.release("/busy", 20);
+}
+
+#[tokio::test]
+async fn global_parallelism_is_a_ceiling_per_user() {
+    let server = TestServer::start_with(|config| config.delivery.user_parallelism = 3).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/g", vec![Reply::Hold(200)]);
+    assert_eq!(get_ok(&server, "/v2/globalParallelism").await, json!({"parallelismMax": 3, "parallelismCount": 0}));
+    for i in 0..4 {
+        server.publish_ok(&receiver.url("/g"), &[], &i.to_string()).await;
+        server.publish_ok(&receiver.url("/g"), &flow_headers("wide", "parallelism=10"), &i.to_string()).await;
+    }
+    receiver.wait_in_flight("/g", 3).await;
+    receiver.assert_count_stays("/g", 3).await;
+    assert_eq!(get_ok(&server, "/v2/globalParallelism").await, json!({"parallelismMax": 3, "parallelismCount": 3}));
+    // Another user's deliveries do not count against this one's.
+    let other = server.http.get(format!("{}/v2/globalParallelism", server.url)).bearer_auth(OTHER_TOKEN);
+    let (status, other) = send(other).await;
+    assert_eq!((status, other), (StatusCode::OK, json!({"parallelismMax": 3, "parallelismCount": 0})));
+    for answered in 1..=5 {
+        receiver.release("/g", 1);
+        receiver.wait_for("/g", answered + 3).await;
+        receiver.wait_in_flight("/g", 3).await;
+    }
+    receiver.release("/g", 3);
+    assert_eq!(receiver.max_in_flight("/g"), 3);
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while get_ok(&server, "/v2/globalParallelism").await["parallelismCount"] != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "deliveries never ended");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
