@@ -176,7 +176,13 @@ impl Engine {
             _ => {}
         }
         let known: Vec<&str> = existing.iter().flat_map(|g| g.endpoints.iter().map(|e| e.url.as_str())).collect();
-        let added = endpoints.iter().filter(|e| !known.contains(&e.url.as_str())).count();
+        let mut added: Vec<&str> = Vec::new();
+        for endpoint in &endpoints {
+            if !known.contains(&endpoint.url.as_str()) && !added.contains(&endpoint.url.as_str()) {
+                added.push(&endpoint.url);
+            }
+        }
+        let added = added.len();
         if known.len() + added > config.max_endpoints_per_group {
             return Err(EngineError::LimitExceeded(format!(
                 "endpoint limit reached: at most {} endpoints per URL group",
