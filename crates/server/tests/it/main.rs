@@ -20,3 +20,4 @@ mod retries;
 mod routing;
 mod support;
 mod timeline;
+mod url_groups;
