@@ -39,18 +39,40 @@ pub struct PublishResult {
 impl Engine {
     /// Stores the message(s) of a publish durably; returns once they survive a crash.
     pub async fn publish(&self, user_id: &str, request: PublishRequest) -> Result<PublishResult> {
-        let mut results = self.publish_batch(user_id, vec![request]).await?;
+        let mut results = self.store_all(user_id, vec![request]).await.map_err(|(_, error)| error)?;
         Ok(results.remove(0))
     }
 
     /// Validates every request first, then stores all their messages in one commit: an
-    /// invalid item means nothing is stored.
+    /// invalid item means nothing is stored. The error names the item (`batch item <i>: …`)
+    /// and keeps its kind (an unknown URL group is a 404, as for a publish).
     pub async fn publish_batch(&self, user_id: &str, requests: Vec<PublishRequest>) -> Result<Vec<PublishResult>> {
+        self.store_all(user_id, requests).await.map_err(|(index, error)| {
+            let Some(index) = index else { return error };
+            match error {
+                EngineError::Invalid(Invalid(message)) => Invalid::new(format!("batch item {index}: {message}")).into(),
+                EngineError::NotFound(message) => EngineError::NotFound(format!("batch item {index}: {message}")),
+                EngineError::LimitExceeded(message) => {
+                    EngineError::LimitExceeded(format!("batch item {index}: {message}"))
+                }
+                other => other,
+            }
+        })
+    }
+
+    /// Validates and stores; a validation error comes with the index of its request.
+    async fn store_all(
+        &self,
+        user_id: &str,
+        requests: Vec<PublishRequest>,
+    ) -> Result<Vec<PublishResult>, (Option<usize>, EngineError)> {
         let now = self.shared.clock.now_ms();
         let mut new_queues = HashSet::new();
         let mut plans = Vec::with_capacity(requests.len());
-        for request in requests {
-            plans.push(self.prepare(user_id, request, now, &mut new_queues).await?);
+        for (index, request) in requests.into_iter().enumerate() {
+            plans.push(
+                self.prepare(user_id, request, now, &mut new_queues).await.map_err(|error| (Some(index), error))?,
+            );
         }
         let mut summaries = Vec::with_capacity(plans.len());
         let mut messages = Vec::new();
@@ -58,7 +80,8 @@ impl Engine {
             summaries.push((fan_out, plan.iter().map(|m| (m.id, m.spec.url.clone())).collect::<Vec<_>>()));
             messages.extend(plan);
         }
-        let mut outcomes = self.shared.store.insert_messages(messages).await?.into_iter();
+        let mut outcomes =
+            self.shared.store.insert_messages(messages).await.map_err(|error| (None, error.into()))?.into_iter();
         let results = summaries
             .into_iter()
             .map(|(fan_out, targets)| PublishResult {

@@ -142,14 +142,16 @@ async fn batch(
     State(state): State<AppState>,
     Writer(caller): Writer,
     CallerIp(caller_ip): CallerIp,
-    JsonBody(items): JsonBody<Option<Vec<BatchItem>>>,
+    JsonBody(items): JsonBody<Option<Vec<Value>>>,
 ) -> ApiResult<axum::Json<Value>> {
     let items = items.filter(|items| !items.is_empty()).ok_or_else(|| {
         ApiError::bad_request("the batch must be a non-empty JSON array of {destination, headers, body, queue}")
     })?;
     let mut requests = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let request = batch_request(item, caller_ip.clone())
+        let request = serde_json::from_value::<BatchItem>(item)
+            .map_err(|error| ApiError::bad_request(error.to_string()))
+            .and_then(|item| batch_request(item, caller_ip.clone()))
             .map_err(|error| ApiError::bad_request(format!("batch item {index}: {}", error.message)))?;
         requests.push(request);
     }
