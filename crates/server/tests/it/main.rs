@@ -2,6 +2,7 @@
 //! a manual clock for everything time-dependent. One test binary; one module per area.
 
 mod auth;
+mod batch;
 mod callbacks;
 mod dedup;
 mod delivery;
