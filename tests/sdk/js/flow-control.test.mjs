@@ -5,7 +5,18 @@ import { after, afterEach, before, test } from "node:test";
 
 import { QstashError } from "@upstash/qstash";
 
-import { USER1, gauge, makeClient, poll, rawRequest, receiverPool, startTern, uid, waitForState } from "./harness.mjs";
+import {
+  USER1,
+  gauge,
+  makeClient,
+  poll,
+  rawRequest,
+  receiverPool,
+  startTern,
+  uid,
+  waitForDlq,
+  waitForState,
+} from "./harness.mjs";
 
 let tern;
 let client;
@@ -282,4 +293,38 @@ test("flow control on enqueue and on batch items", async () => {
     await client.messages.cancel([enq.messageId, ...batch.map((b) => b.messageId)]);
     await client.queue({ queueName }).delete();
   }
+});
+
+test("flowControlKey filters: cancel, logs and DLQ", async () => {
+  const r = await receivers.make({ status: 500, body: "flow item failed" });
+  const id = uid();
+  const [ka, kb] = [`fc-fa-${id}`, `fc-fb-${id}`];
+  await client.flowControl.pause(ka);
+  const waiting = [];
+  for (let i = 0; i < 2; i++) {
+    waiting.push((await client.publish({ url: r.url(`/ff/${id}/a`), body: String(i), flowControl: { key: ka, parallelism: 1 } })).messageId);
+  }
+  await poll(async () => (await client.flowControl.get(ka)).waitListSize === 2, { what: "2 waiting" });
+  const failing = await client.publish({ url: r.url(`/ff/${id}/b`), body: "b", retries: 0, flowControl: { key: kb, rate: 10 } });
+
+  const byKey = await client.logs({ filter: { flowControlKey: ka } });
+  assert.deepEqual(new Set(byKey.logs.map((l) => l.messageId)), new Set(waiting));
+  assert.ok(byKey.logs.every((l) => l.flowControlKey === ka));
+
+  // cancelling waitlisted messages empties the waitlist
+  assert.deepEqual(await client.messages.cancel({ filter: { flowControlKey: ka } }), { cancelled: 2 });
+  for (const mid of waiting) await waitForState(client, mid, "CANCELED");
+  await poll(async () => (await client.flowControl.get(ka)).waitListSize === 0, { what: "empty waitlist" });
+  await client.flowControl.resume(ka);
+
+  const [entry] = await waitForDlq(client, failing.messageId);
+  assert.equal(entry.flowControlKey, kb);
+  const { messages } = await client.dlq.listMessages({ filter: { flowControlKey: kb } });
+  assert.deepEqual(
+    messages.map((m) => m.messageId),
+    [failing.messageId],
+  );
+  assert.deepEqual((await client.dlq.listMessages({ filter: { flowControlKey: ka } })).messages, []);
+  await client.dlq.delete(entry.dlqId);
+  assert.deepEqual(r.received(`/ff/${id}/a`), []);
 });

@@ -70,6 +70,10 @@ test("upsert defaults to parallelism 1, not paused; invalid values are 400", asy
   }
   await assert.rejects(client.queue({ queueName: `bad!${uid()}` }).upsert({}), status(400));
   await assert.rejects(client.queue({ queueName: `q-zero-${uid()}` }).upsert({ parallelism: 0 }), status(400));
+  // beyond the configured maximum parallelism: 412 (spec §5.5)
+  const huge = `q-huge-${uid()}`;
+  await assert.rejects(client.queue({ queueName: huge }).upsert({ parallelism: 1_000_000 }), status(412));
+  assert.ok(!(await queueNames()).includes(huge));
 });
 
 test("pause and resume are idempotent; upsert always sets paused", async () => {
@@ -325,5 +329,37 @@ test("enqueue with flow control: the message and the key carry it", async () => 
     await r.waitForMessage(res.messageId);
   } finally {
     await client.queue({ queueName }).delete();
+  }
+});
+
+test("queueName filters: cancel, logs and DLQ", async () => {
+  const r = await receivers.make({ status: 500, body: "queue item failed" });
+  const id = uid();
+  const [qa, qb] = [`q-fa-${id}`, `q-fb-${id}`];
+  await client.queue({ queueName: qa }).upsert({ paused: true });
+  await client.queue({ queueName: qb }).upsert({ paused: true });
+  try {
+    const a = await client.queue({ queueName: qa }).enqueue({ url: r.url(`/qf/${id}/a`), body: "a", retries: 0 });
+    const b = await client.queue({ queueName: qb }).enqueue({ url: r.url(`/qf/${id}/b`), body: "b", retries: 0 });
+    const b2 = await client.queue({ queueName: qb }).enqueue({ url: r.url(`/qf/${id}/b2`), body: "b2", retries: 0 });
+    const byQueue = await client.logs({ filter: { queueName: qb } });
+    assert.deepEqual(new Set(byQueue.logs.map((l) => l.messageId)), new Set([b.messageId, b2.messageId]));
+    assert.ok(byQueue.logs.every((l) => l.queueName === qb));
+
+    assert.deepEqual(await client.messages.cancel({ filter: { queueName: qa } }), { cancelled: 1 });
+    await waitForState(client, a.messageId, "CANCELED");
+    assert.equal((await client.queue({ queueName: qa }).get()).lag, 0);
+    assert.equal((await client.queue({ queueName: qb }).get()).lag, 2);
+
+    await client.queue({ queueName: qb }).resume();
+    await waitForState(client, b2.messageId, "FAILED");
+    const { messages } = await client.dlq.listMessages({ filter: { queueName: qb } });
+    assert.deepEqual(new Set(messages.map((m) => m.messageId)), new Set([b.messageId, b2.messageId]));
+    assert.ok(messages.every((m) => m.queueName === qb));
+    assert.deepEqual((await client.dlq.listMessages({ filter: { queueName: qa } })).messages, []);
+    await client.dlq.delete({ filter: { queueName: qb } });
+  } finally {
+    await client.queue({ queueName: qa }).delete();
+    await client.queue({ queueName: qb }).delete();
   }
 });

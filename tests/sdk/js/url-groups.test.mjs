@@ -237,3 +237,41 @@ test("publishing to an unknown urlGroup is 404 `topic <name> not found`", async 
     (error) => status(404)(error) && error.message.includes(`topic ${name} not found`),
   );
 });
+
+test("urlGroup filters: cancel, logs and DLQ (multi-value)", async () => {
+  const r = await receivers.make({ status: 500, body: "group item failed" });
+  const id = uid();
+  const [ga, gb] = [`ug-fa-${id}`, `ug-fb-${id}`];
+  await client.urlGroups.addEndpoints({ name: ga, endpoints: [{ url: r.url(`/gf/${id}/a1`) }, { url: r.url(`/gf/${id}/a2`) }] });
+  await client.urlGroups.addEndpoints({ name: gb, endpoints: [{ url: r.url(`/gf/${id}/b1`) }] });
+  try {
+    const delayedA = await client.publish({ urlGroup: ga, body: "later", delay: 3600 });
+    const delayedB = await client.publish({ urlGroup: gb, body: "later", delay: 3600 });
+    const other = await client.publish({ url: r.url(`/gf/${id}/other`), body: "keep", delay: 3600 });
+    try {
+      assert.deepEqual(await client.messages.cancel({ filter: { urlGroup: [ga, gb] } }), { cancelled: 3 });
+      for (const { messageId } of [...delayedA, ...delayedB]) await waitForState(client, messageId, "CANCELED");
+      assert.equal((await client.messages.get(other.messageId)).messageId, other.messageId);
+      assert.ok(!(await client.logs({ filter: { messageId: other.messageId } })).logs.some((l) => l.state === "CANCELED"));
+    } finally {
+      await client.messages.cancel(other.messageId);
+    }
+
+    const failing = await client.publish({ urlGroup: gb, body: "now", retries: 0 });
+    const [entry] = await waitForDlq(client, failing[0].messageId);
+    assert.equal(entry.topicName, gb);
+    const { messages } = await client.dlq.listMessages({ filter: { urlGroup: gb } });
+    assert.deepEqual(
+      messages.map((m) => m.messageId),
+      [failing[0].messageId],
+    );
+    assert.deepEqual((await client.dlq.listMessages({ filter: { urlGroup: ga } })).messages, []);
+    const byGroup = await client.logs({ filter: { urlGroup: gb } });
+    assert.ok(byGroup.logs.some((l) => l.messageId === failing[0].messageId && l.state === "FAILED"));
+    assert.ok(byGroup.logs.every((l) => l.topicName === gb));
+    await client.dlq.delete(entry.dlqId);
+  } finally {
+    await client.urlGroups.delete(ga);
+    await client.urlGroups.delete(gb);
+  }
+});

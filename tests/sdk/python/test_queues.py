@@ -12,7 +12,7 @@ from qstash.errors import QStashError
 from qstash.log import LogState
 from qstash.message import EnqueueResponse, EnqueueUrlGroupResponse
 
-from tern_harness import USER1, Gauge, poll
+from tern_harness import USER1, Gauge, Reply, poll
 
 
 def now_ms() -> int:
@@ -76,6 +76,11 @@ def test_upsert_defaults_and_invalid_values(client, uid):
     with pytest.raises(QStashError) as exc:
         client.queue.upsert(f"q-zero-{uid}", parallelism=0)
     assert "400" in str(exc.value)
+    # beyond the configured maximum parallelism: 412 (spec §5.5)
+    with pytest.raises(QStashError) as exc:
+        client.queue.upsert(f"q-huge-{uid}", parallelism=1_000_000)
+    assert "412" in str(exc.value)
+    assert f"q-huge-{uid}" not in queue_names(client)
 
 
 def test_pause_and_resume(client, uid):
@@ -210,6 +215,33 @@ def test_parallelism_two_runs_two_at_a_time(client, receiver_factory, uid):
         assert sorted(r.text for r in reqs[:2]) == ["0", "1"]
         assert all(abs(int(r.text) - i) <= 1 for i, r in enumerate(reqs)), [r.text for r in reqs]
         poll(lambda: client.queue.get(name).lag == 0, what="lag back to 0")
+    finally:
+        client.queue.delete(name)
+
+
+def test_head_holds_the_queue_through_its_retries_and_callback(client, receiver_factory, uid):
+    receiver = receiver_factory()
+    receiver.on(f"/head/{uid}", lambda req: Reply(status=500 if req.header("Upstash-Retried") == "0" else 200))
+    receiver.on(f"/head-cb/{uid}", Reply(delay=0.3))
+    name = f"q-head-{uid}"
+    head = client.message.enqueue(
+        queue=name,
+        url=receiver.url(f"/head/{uid}"),
+        body="head",
+        retries=1,
+        retry_delay="300",
+        callback=receiver.url(f"/head-cb/{uid}"),
+    )
+    nxt = client.message.enqueue(queue=name, url=receiver.url(f"/next/{uid}"), body="next")
+    try:
+        (req_next,) = receiver.wait_for_message(nxt.message_id)
+        attempts = receiver.wait_for_message(head.message_id, count=2)
+        assert [a.header("Upstash-Retried") for a in attempts] == ["0", "1"]
+        callbacks = receiver.received(f"/head-cb/{uid}")
+        assert len(callbacks) == 2, "a callback after each attempt of the head"
+        # the next message starts only after the head's last attempt and its callback finished
+        assert req_next.time >= attempts[1].time
+        assert req_next.time >= callbacks[-1].time + 0.25
     finally:
         client.queue.delete(name)
 
