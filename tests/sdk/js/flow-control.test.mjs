@@ -209,6 +209,30 @@ test("resetRate ends the current window: a waiting message starts at once", asyn
   assert.equal(after.rateCount, 1);
 });
 
+test("resetRate while a delivery is in flight: rateCount reads 0; deleting the in-flight message works", async () => {
+  // the SDK tests: publish to a slow endpoint, resetRate, rateCount 0, then messages.delete
+  const g = gauge(10_000);
+  const r = await receivers.make(g.reply);
+  const id = uid();
+  const key = `fc-reset-busy-${id}`;
+  const { messageId } = await client.publish({
+    url: r.url(`/busy/${id}`),
+    body: "hello",
+    flowControl: { key, parallelism: 5, rate: 10, period: "1m" },
+  });
+  try {
+    await r.waitForMessage(messageId);
+    await poll(async () => (await client.flowControl.get(key)).rateCount === 1, { what: "rate count 1" });
+    await client.flowControl.resetRate(key);
+    const info = await client.flowControl.get(key);
+    assert.deepEqual([info.rateCount, info.parallelismCount, info.rateMax, info.ratePeriod], [0, 1, 10, 60]);
+    // deprecated alias of cancel; the SDK tests clean up with it
+    await client.messages.delete(messageId);
+  } finally {
+    g.release();
+  }
+});
+
 test("pause keeps messages in the waitlist (waitListSize > 0) until resume", async () => {
   const r = await receivers.make();
   const id = uid();

@@ -18,13 +18,17 @@ def test_batch_mixes_urls_groups_and_queues(client, receiver, uid):
         res = client.message.batch(
             [
                 {"url": receiver.url(f"/bu/{uid}?k=v"), "body": "to-url", "content_type": "text/plain"},
+                # Python prefixes every `headers` key: this arrives as Upstash-Forward-content-type
+                {"url": receiver.url(f"/bh/{uid}"), "body": "<x/>", "headers": {"content-type": "application/xml"}},
                 {"url_group": group, "body": "to-group", "headers": {"X-Item": "group"}},
                 {"queue": queue, "url": receiver.url(f"/bq/{uid}"), "body": "to-queue", "method": "PUT"},
                 {"queue": queue, "url_group": group, "body": "group-in-queue"},
             ]
         )
-        assert len(res) == 4
-        to_url, to_group, to_queue, group_in_queue = res
+        assert len(res) == 5
+        to_url, with_header, to_group, to_queue, group_in_queue = res
+        (req,) = receiver.wait_for_message(with_header.message_id)
+        assert req.header("Content-Type") == "application/xml"
         assert isinstance(to_url, BatchResponse) and to_url.deduplicated is False
         assert isinstance(to_queue, BatchResponse)
         for nested in (to_group, group_in_queue):

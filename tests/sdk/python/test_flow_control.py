@@ -116,6 +116,15 @@ def test_key_only_flow_control_is_rejected(client, receiver, uid):
     assert "400" in str(exc.value)
 
 
+def test_invalid_flow_control_values_are_rejected(client, receiver, uid):
+    for flow in ({"rate": 1, "period": "8d"}, {"parallelism": 0}):
+        with pytest.raises(QStashError) as exc:
+            client.message.publish(url=receiver.url("/k"), body="x", flow_control={"key": f"fc-bad-{uid}", **flow})
+        assert "400" in str(exc.value), flow
+    with pytest.raises(QStashError):
+        client.flow_control.get(f"fc-bad-{uid}")
+
+
 def test_get_unknown_key_is_404(client, uid):
     with pytest.raises(QStashError) as exc:
         client.flow_control.get(f"fc-unknown-{uid}")
@@ -232,6 +241,29 @@ def test_reset_rate_ends_the_current_window(client, receiver, uid):
     receiver.wait_for_message(second.message_id, timeout=5)
     info = poll(lambda: (i := client.flow_control.get(key)).wait_list_size == 0 and i, what="empty waitlist")
     assert info.rate_count == 1
+
+
+def test_reset_rate_while_a_delivery_is_in_flight(client, receiver_factory, uid):
+    # the SDK test: publish to a slow endpoint, reset_rate, the rate count reads 0
+    gauge = Gauge(10)
+    receiver = receiver_factory(gauge)
+    key = f"fc-reset-busy-{uid}"
+    res = client.message.publish_json(
+        url=receiver.url(f"/busy/{uid}"),
+        body={"test": "value"},
+        flow_control={"key": key, "parallelism": 5, "rate": 10, "period": "1m"},
+    )
+    try:
+        receiver.wait_for_message(res.message_id)
+        poll(lambda: client.flow_control.get(key).rate_count == 1, what="rate count 1")
+        client.flow_control.reset_rate(key)
+        info = client.flow_control.get(key)
+        assert (info.rate_count, info.parallelism_count) == (0, 1)
+        assert (info.rate_max, info.rate_period) == (10, 60)
+        # cancelling the in-flight message is not an error
+        client.message.cancel(res.message_id)
+    finally:
+        gauge.release()
 
 
 def test_pause_holds_messages_in_the_waitlist_until_resume(client, receiver, uid):
