@@ -329,7 +329,13 @@ test("flowControlKey filters: cancel, logs and DLQ", async () => {
     waiting.push((await client.publish({ url: r.url(`/ff/${id}/a`), body: String(i), flowControl: { key: ka, parallelism: 1 } })).messageId);
   }
   await poll(async () => (await client.flowControl.get(ka)).waitListSize === 2, { what: "2 waiting" });
-  const failing = await client.publish({ url: r.url(`/ff/${id}/b`), body: "b", retries: 0, flowControl: { key: kb, rate: 10 } });
+  const failing = await client.publish({
+    url: r.url(`/ff/${id}/b`),
+    body: "b",
+    retries: 0,
+    retryDelay: "2000 * retried",
+    flowControl: { key: kb, parallelism: 10, ratePerSecond: 5, period: "1d" },
+  });
 
   const byKey = await client.logs({ filter: { flowControlKey: ka } });
   assert.deepEqual(new Set(byKey.logs.map((l) => l.messageId)), new Set(waiting));
@@ -342,7 +348,11 @@ test("flowControlKey filters: cancel, logs and DLQ", async () => {
   await client.flowControl.resume(ka);
 
   const [entry] = await waitForDlq(client, failing.messageId);
-  assert.equal(entry.flowControlKey, kb);
+  // DLQ entries carry the flow-control settings like messages do
+  assert.deepEqual(
+    [entry.flowControlKey, entry.parallelism, entry.rate, entry.ratePerSecond, entry.period, entry.retryDelayExpression],
+    [kb, 10, 5, 5, 86400, "2000 * retried"],
+  );
   const { messages } = await client.dlq.listMessages({ filter: { flowControlKey: kb } });
   assert.deepEqual(
     messages.map((m) => m.messageId),

@@ -348,6 +348,33 @@ def test_flow_control_on_batch(client, receiver, uid):
         client.message.cancel(res[1].message_id)
 
 
+def test_dlq_entry_of_a_queued_batch_item_keeps_queue_and_flow_control(client, receiver_factory, uid):
+    receiver = receiver_factory(Reply(status=500, body="nope"))
+    key = f"fc-dlq-{uid}"
+    queue = f"q-fc-dlq-{uid}"
+    # Python's enqueue sends no flow control, but a batch item may carry both
+    (res,) = client.message.batch(
+        [
+            {
+                "queue": queue,
+                "url": receiver.url(f"/fcdlq/{uid}"),
+                "body": "x",
+                "retries": 0,
+                "flow_control": {"key": key, "parallelism": 2, "rate": 3, "period": "1h"},
+            }
+        ]
+    )
+    try:
+        entries = poll(lambda: client.dlq.list(filter={"queue": queue}).messages, what="DLQ entry by queue")
+        assert [e.message_id for e in entries] == [res.message_id]
+        assert entries[0].queue == queue
+        assert entries[0].flow_control == FlowControlProperties(key=key, parallelism=2, rate=3, period=3600)
+        assert client.dlq.get(entries[0].dlq_id).flow_control == entries[0].flow_control
+        client.dlq.delete(entries[0].dlq_id)
+    finally:
+        client.queue.delete(queue)
+
+
 def test_async_client_flow_control_calls(tern, client, receiver, uid):
     key = f"fc-async-{uid}"
 

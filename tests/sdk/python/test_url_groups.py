@@ -171,6 +171,8 @@ def test_each_endpoint_message_fails_on_its_own(client, receiver, uid):
         assert entries[0].response_status == 500
         poll(lambda: LogState.DELIVERED in log_states(client, ok_res.message_id), what="DELIVERED")
         assert client.dlq.list(filter={"message_id": ok_res.message_id}).messages == []
+        by_group = client.dlq.list(filter={"url_group": name}).messages
+        assert [e.message_id for e in by_group] == [bad_res.message_id]
         client.dlq.delete(entries[0].dlq_id)
     finally:
         client.url_group.delete(name)
