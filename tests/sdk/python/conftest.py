@@ -33,12 +33,14 @@ def fresh_tern() -> Iterator[TernServer]:
         server.stop()
 
 
-@pytest.fixture()
+# Session-scoped: the clients are stateless, and building one (an httpx client with its SSL
+# context) costs ~0.1 s.
+@pytest.fixture(scope="session")
 def client(tern: TernServer) -> QStash:
     return make_client(tern)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def client_user2(tern: TernServer) -> QStash:
     return make_client(tern, USER2["token"])
 
