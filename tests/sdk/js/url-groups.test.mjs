@@ -123,6 +123,17 @@ test("invalid group names and endpoint URLs are 400", async () => {
     status(400),
   );
   assert.ok(!(await groupNames()).includes(`ug-badurl-${id}`));
+  // the TS SDK does not check endpoints itself: the server must
+  await assert.rejects(client.urlGroups.addEndpoints({ name: `ug-nourl-${id}`, endpoints: [{ name: "x" }] }), status(400));
+  await assert.rejects(client.urlGroups.addEndpoints({ name: `ug-none-${id}`, endpoints: [] }), status(400));
+  const name = `ug-rmbad-${id}`;
+  await client.urlGroups.addEndpoints({ name, endpoints: [{ url: r.url("/keep") }] });
+  try {
+    await assert.rejects(client.urlGroups.removeEndpoints({ name, endpoints: [{}] }), status(400));
+    assert.deepEqual((await client.urlGroups.get(name)).endpoints, [{ url: r.url("/keep") }]);
+  } finally {
+    await client.urlGroups.delete(name);
+  }
 });
 
 test("publish to a urlGroup: an array with one message per endpoint, each delivered once with Upstash-Topic-Name", async () => {
