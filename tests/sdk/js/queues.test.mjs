@@ -39,7 +39,7 @@ test("upsert, get, list, delete", async () => {
     assert.equal(q.lag, 0);
     assert.ok(q.createdAt >= before - 5000 && q.createdAt <= Date.now() + 5000, JSON.stringify(q));
     assert.ok(q.updatedAt >= q.createdAt);
-    assert.deepEqual(Object.keys(q).sort(), ["createdAt", "lag", "name", "parallelism", "paused", "updatedAt"]);
+    for (const field of ["createdAt", "lag", "name", "parallelism", "paused", "updatedAt"]) assert.ok(field in q, field);
     const listed = (await client.queue().list()).filter((x) => x.name === queueName);
     assert.deepEqual(listed, [q]);
     // the list call works on a queue handle too

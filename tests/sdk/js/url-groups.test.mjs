@@ -41,7 +41,7 @@ test("addEndpoints, get, list, delete", async () => {
     assert.deepEqual(group.endpoints, [{ name: "first endpoint", url: a }, { url: b }]);
     assert.ok(group.createdAt >= before - 5000 && group.createdAt <= Date.now() + 5000);
     assert.ok(group.updatedAt >= group.createdAt);
-    assert.deepEqual(Object.keys(group).sort(), ["createdAt", "endpoints", "name", "updatedAt"]);
+    for (const field of ["createdAt", "endpoints", "name", "updatedAt"]) assert.ok(field in group, field);
     assert.deepEqual(
       (await client.urlGroups.list()).filter((g) => g.name === name),
       [group],
