@@ -181,8 +181,9 @@ impl Scheduler {
             if let Some(queue) = &queue {
                 self.queue_state(&user, queue).order.insert(scheduled.seq, id);
             }
+            // Every unfinished callback holds its source's queue place, also those found again
+            // at start (after the source's `Settling` or `Scheduled` change).
             if let Some(source) = scheduled.source
-                && scheduled.is_new
                 && let Some(source) = self.entries.get_mut(&source)
             {
                 source.pending_callbacks += 1;

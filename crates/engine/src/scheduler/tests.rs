@@ -141,6 +141,40 @@ fn a_queue_message_holds_its_place_until_its_callbacks_finish() {
 }
 
 #[test]
+fn at_start_a_queue_message_waits_for_every_unfinished_callback() {
+    // A finished head with two unfinished callbacks, as the store reports it at start.
+    let mut scheduler = Scheduler::new(100, 0);
+    let (head, next, callbacks) = (MessageId::generate(), MessageId::generate(), ids(2));
+    let settling = Change::Settling { id: head, user_id: "u".into(), queue_name: "q".into(), seq: 1 };
+    let found = |id, seq| Change::Scheduled(Scheduled { source: Some(head), is_new: false, ..scheduled(id, 0, seq) });
+    let queued_next = Change::Scheduled(Scheduled { is_new: false, ..queued(next, 2, "q") });
+    scheduler.apply(vec![settling, queued_next, found(callbacks[0], 3), found(callbacks[1], 4)], 0);
+    assert_eq!(started(&mut scheduler, 0), vec![callbacks[0], callbacks[1]]);
+    finish(&mut scheduler, callbacks[0], 1);
+    assert!(started(&mut scheduler, 1).is_empty(), "one callback still runs");
+    finish(&mut scheduler, callbacks[1], 2);
+    assert_eq!(started(&mut scheduler, 2), vec![next]);
+
+    // An unfinished head (waiting for a retry) with an unfinished callback.
+    let mut scheduler = Scheduler::new(100, 0);
+    let callback = MessageId::generate();
+    let restored = |item: Scheduled| Change::Scheduled(Scheduled { is_new: false, ..item });
+    scheduler.apply(
+        vec![
+            restored(with_due(queued(head, 1, "q"), 10)),
+            restored(queued(next, 2, "q")),
+            restored(Scheduled { source: Some(head), ..scheduled(callback, 0, 3) }),
+        ],
+        0,
+    );
+    assert_eq!(started(&mut scheduler, 10), vec![callback, head]);
+    finish(&mut scheduler, head, 11);
+    assert!(started(&mut scheduler, 11).is_empty(), "the callback still runs");
+    finish(&mut scheduler, callback, 12);
+    assert_eq!(started(&mut scheduler, 12), vec![next]);
+}
+
+#[test]
 fn flow_parallelism_is_never_exceeded() {
     let mut scheduler = Scheduler::new(100, 0);
     let m = ids(3);
