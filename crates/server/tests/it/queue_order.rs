@@ -68,6 +68,41 @@ async fn the_next_message_waits_for_the_head_through_its_retries_and_callbacks()
 }
 
 #[tokio::test]
+async fn after_a_restart_the_queue_still_waits_for_every_callback_of_the_head() {
+    let mut server = TestServer::start_with(|config| config.delivery.shutdown_grace = "100ms".into()).await;
+    let receiver = Receiver::start().await;
+    receiver.script("/head", vec![Reply::Status(500)]);
+    receiver.script("/cb", vec![Reply::Hold(200)]);
+    receiver.script("/fcb", vec![Reply::Hold(200)]);
+    let (callback, failure_callback) = (receiver.url("/cb"), receiver.url("/fcb"));
+    let headers = [
+        ("Upstash-Retries", "0"),
+        ("Upstash-Callback", callback.as_str()),
+        ("Upstash-Failure-Callback", failure_callback.as_str()),
+    ];
+    let head = server.enqueue_ok("settle", &receiver.url("/head"), &headers, "head").await;
+    let next = server.enqueue_ok("settle", &receiver.url("/next"), &[], "next").await;
+    server.wait_for_state(&head, "FAILED").await;
+    receiver.wait_for("/cb", 1).await;
+    receiver.wait_for("/fcb", 1).await;
+
+    // Both callbacks are cut off by the restart and attempted again after it.
+    server.restart().await;
+    receiver.wait_for("/cb", 2).await;
+    receiver.wait_for("/fcb", 2).await;
+    receiver.assert_count_stays("/next", 0).await;
+    // The callback ends (the stale request from before the restart is answered too); the
+    // failure callback still runs, so the queue still waits.
+    receiver.release("/cb", 2);
+    server.wait_for_state(&id_of(&receiver, "/cb", 1), "DELIVERED").await;
+    receiver.assert_count_stays("/next", 0).await;
+    assert_eq!(server.log_states(&next).await, ["CREATED"]);
+    receiver.release("/fcb", 2);
+    server.wait_for_state(&id_of(&receiver, "/fcb", 1), "DELIVERED").await;
+    receiver.wait_for("/next", 1).await;
+}
+
+#[tokio::test]
 async fn a_retrying_head_keeps_its_place_before_later_messages() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;
