@@ -51,17 +51,6 @@ async fn batch_ok(server: &TestServer, items: Value) -> Value {
     json
 }
 
-/// Waits until the receiver's request count stops changing for a moment; returns it.
-async fn settled(receiver: &Receiver, path: &str) -> usize {
-    loop {
-        let count = receiver.requests_to(path).len();
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        if receiver.requests_to(path).len() == count {
-            return count;
-        }
-    }
-}
-
 #[tokio::test]
 async fn parallelism_is_never_exceeded_across_publish_enqueue_and_batch() {
     let server = TestServer::start().await;
@@ -116,7 +105,9 @@ async fn rate_is_never_exceeded_in_any_window() {
                       "Upstash-Flow-Control-Value": "rate=3, period=10s"}});
     batch_ok(&server, json!([item, item])).await;
     let mut total = 10;
-    assert_eq!(settled(&receiver, "/rate").await, RATE, "the first window starts at once");
+    // The first window starts at once.
+    receiver.wait_for("/rate", RATE).await;
+    receiver.assert_count_stays("/rate", RATE).await;
     let info = wait_for_waitlist(&server, "rate", 7).await;
     assert_eq!(info["rateMax"], 3);
     assert_eq!(info["rateCount"], 3);
@@ -240,6 +231,11 @@ async fn a_paused_key_starts_nothing_until_resumed() {
     assert_eq!((info["isPaused"].clone(), info["parallelismCount"].clone()), (json!(false), json!(3)));
     receiver.release("/p", 3);
 
+    for action in ["pause", "resume", "resetRate", "pin?rate=1", "unpin?rate=true"] {
+        let (status, json) = send(server.post(&format!("/v2/flowControl/%20/{action}"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{action} of an empty key: {json}");
+    }
+
     // Pausing a key nobody used yet makes it known, paused.
     flow_action(&server, "fresh", "pause").await;
     let info = flow(&server, "fresh").await;
@@ -314,7 +310,8 @@ async fn pin_and_reset_rate_start_a_fresh_rate_window() {
     for i in 0..6 {
         server.publish_ok(&url, &flow_headers("rr", "rate=2, period=1h"), &i.to_string()).await;
     }
-    assert_eq!(settled(&receiver, "/rr").await, 2);
+    receiver.wait_for("/rr", 2).await;
+    receiver.assert_count_stays("/rr", 2).await;
     wait_for_waitlist(&server, "rr", 4).await;
     server.advance(SECOND * 60);
 

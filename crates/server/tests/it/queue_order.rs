@@ -46,6 +46,7 @@ async fn the_next_message_waits_for_the_head_through_its_retries_and_callbacks()
     }
     server.wait_for_state(&head, "FAILED").await;
     receiver.wait_for("/cb", 3).await;
+    receiver.wait_for("/fcb", 1).await;
     let failure_id = id_of(&receiver, "/fcb", 0);
     wait_for_count(&server, &failure_id, "RETRY", 1).await;
     // Failed, but its callbacks are still running: the queue waits.
