@@ -145,6 +145,7 @@ class TernServer:
     # -- lifecycle -------------------------------------------------------
     def start(self) -> "TernServer":
         if not self.binary.exists():
+            shutil.rmtree(self.data_dir, ignore_errors=True)
             raise RuntimeError(
                 f"tern binary not found at {self.binary}; build it with "
                 "`cargo build -p tern-server --bin tern` or set TERN_BIN"
