@@ -192,7 +192,7 @@ def test_pin_validation(client, uid):
         client.flow_control.pin(key, {"parallelism": 0})
     assert "400" in str(exc.value)
     with pytest.raises(QStashError) as exc:
-        client.flow_control.pin(key, {})
+        client.flow_control.pin(key, {"period": 8 * 86400})  # beyond a week
     assert "400" in str(exc.value)
 
 
