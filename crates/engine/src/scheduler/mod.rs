@@ -289,6 +289,14 @@ impl Scheduler {
             if entry.state != State::Ready || entry.held {
                 continue;
             }
+            // Its queue may have been paused or narrowed since the message passed the queue
+            // gate (while it waited for its flow-control key or the user's parallelism).
+            if let Some(queue) = &entry.queue
+                && !self.queues.get(&(Arc::clone(&entry.user), Arc::clone(queue))).is_some_and(|q| q.admits(entry.seq))
+            {
+                self.entries.get_mut(&id).expect("entry").state = State::QueueBlocked;
+                continue;
+            }
             let user = Arc::clone(&entry.user);
             if let Some(flow) = entry.flow.clone() {
                 let key = (Arc::clone(&user), flow);

@@ -112,6 +112,31 @@ fn a_deleted_queue_used_again_while_its_messages_run_gets_the_defaults() {
 }
 
 #[test]
+fn a_queue_paused_or_narrowed_while_its_messages_wait_for_their_key_holds_them() {
+    let mut scheduler = Scheduler::new(100, 0);
+    scheduler.configure_queue("u", "q", 3, false);
+    scheduler.set_flow_paused("u", "k", true, 0);
+    let m = ids(3);
+    let flow = FlowControl { key: "k".into(), parallelism: Some(5), rate: None, period_secs: 1 };
+    add(
+        &mut scheduler,
+        m.iter()
+            .enumerate()
+            .map(|(i, id)| Scheduled { flow_control: Some(flow.clone()), ..queued(*id, i as u64, "q") })
+            .collect(),
+    );
+    assert!(started(&mut scheduler, 0).is_empty());
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().wait_list_size, 3);
+    scheduler.configure_queue("u", "q", 3, true);
+    scheduler.set_flow_paused("u", "k", false, 1);
+    assert!(started(&mut scheduler, 1).is_empty(), "the queue is paused");
+    scheduler.configure_queue("u", "q", 1, false);
+    assert_eq!(started(&mut scheduler, 2), vec![m[0]], "one at a time");
+    finish(&mut scheduler, m[0], 3);
+    assert_eq!(started(&mut scheduler, 3), vec![m[1]]);
+}
+
+#[test]
 fn a_delayed_head_holds_its_queue() {
     let mut scheduler = Scheduler::new(100, 0);
     let m = ids(2);
