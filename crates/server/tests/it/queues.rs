@@ -212,6 +212,32 @@ async fn a_paused_queue_accepts_but_delivers_nothing_until_resumed() {
 }
 
 #[tokio::test]
+async fn a_paused_queue_holds_messages_that_waited_for_their_flow_control_key() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let (status, _) = send(server.post("/v2/flowControl/qk/pause")).await;
+    assert_eq!(status, StatusCode::OK);
+    upsert_ok(&server, json!({"queueName": "qf", "parallelism": 3})).await;
+    let flow = [("Upstash-Flow-Control-Key", "qk"), ("Upstash-Flow-Control-Value", "parallelism=5")];
+    for i in 0..3 {
+        server.enqueue_ok("qf", &receiver.url("/qf"), &flow, &i.to_string()).await;
+    }
+    // Past the queue's window, waiting for the key.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while get_ok(&server, "/v2/flowControl/qk").await["waitListSize"] != 3 {
+        assert!(tokio::time::Instant::now() < deadline, "the messages never reached the key's waitlist");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    queue_action(&server, "qf", "pause").await;
+    assert_eq!(send(server.post("/v2/flowControl/qk/resume")).await.0, StatusCode::OK);
+    receiver.assert_count_stays("/qf", 0).await;
+    // Resumed with a narrower window: one at a time.
+    upsert_ok(&server, json!({"queueName": "qf", "parallelism": 1})).await;
+    receiver.wait_for("/qf", 3).await;
+    assert_eq!(receiver.max_in_flight("/qf"), 1);
+}
+
+#[tokio::test]
 async fn an_upsert_resumes_a_paused_queue_unless_it_says_paused() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;
