@@ -415,3 +415,41 @@ async fn global_parallelism_is_a_ceiling_per_user() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn pauses_and_pins_of_keys_and_queues_survive_a_restart() {
+    let mut server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/key", vec![Reply::Hold(200)]);
+    flow_action(&server, "kept", "pause").await;
+    flow_action(&server, "kept", "pin?parallelism=2&rate=9&period=30").await;
+    let (status, _) =
+        send(server.post("/v2/queues").json(&json!({"queueName": "kept-q", "parallelism": 4, "paused": true}))).await;
+    assert_eq!(status, StatusCode::OK);
+    for i in 0..3 {
+        server.publish_ok(&receiver.url("/key"), &flow_headers("kept", "parallelism=1"), &i.to_string()).await;
+    }
+    server.enqueue_ok("kept-q", &receiver.url("/queue"), &[], "queued").await;
+    wait_for_waitlist(&server, "kept", 3).await;
+    let queue_before = get_ok(&server, "/v2/queues/kept-q").await;
+
+    server.restart().await;
+
+    assert_eq!(get_ok(&server, "/v2/queues/kept-q").await, queue_before);
+    let info = wait_for_waitlist(&server, "kept", 3).await;
+    assert_eq!(info["isPaused"], true);
+    assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(2), json!(9)));
+    assert_eq!((info["isPinnedParallelism"].clone(), info["isPinnedRate"].clone()), (json!(true), json!(true)));
+    assert_eq!(info["ratePeriod"], 30);
+    receiver.assert_count_stays("/key", 0).await;
+    receiver.assert_count_stays("/queue", 0).await;
+
+    // The pinned parallelism (2), not the messages' (1).
+    flow_action(&server, "kept", "resume").await;
+    receiver.wait_in_flight("/key", 2).await;
+    receiver.assert_count_stays("/key", 2).await;
+    receiver.release("/key", 3);
+    let (status, _) = send(server.post("/v2/queues/kept-q/resume")).await;
+    assert_eq!(status, StatusCode::OK);
+    receiver.wait_for("/queue", 1).await;
+}
