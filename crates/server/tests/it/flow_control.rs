@@ -199,6 +199,10 @@ async fn a_key_is_known_once_published_and_shows_live_counters() {
     assert_eq!(found.as_array().unwrap().len(), 1, "{found}");
     assert_eq!(found[0], flow(&server, "live-b").await);
     assert_eq!(get_ok(&server, "/v2/flowControl?search=nothing").await, json!([]));
+    // Keys belong to their user.
+    let other = |path: &str| server.http.get(format!("{}{path}", server.url)).bearer_auth(OTHER_TOKEN);
+    assert_eq!(send(other("/v2/flowControl")).await, (StatusCode::OK, json!([])));
+    expect_error(other("/v2/flowControl/live-a"), StatusCode::NOT_FOUND, "Flow Control key not found").await;
     receiver.release("/held", 2);
 }
 

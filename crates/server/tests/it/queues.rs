@@ -149,6 +149,10 @@ async fn get_and_list_show_name_parallelism_lag_paused_and_times() {
                 "createdAt": second_created, "updatedAt": second_created})
     );
     assert_eq!(&queue_json(&server, "a-auto").await, by_name("a-auto"));
+    // Queues belong to their user.
+    let other = |path: &str| server.http.get(format!("{}{path}", server.url)).bearer_auth(OTHER_TOKEN);
+    assert_eq!(send(other("/v2/queues")).await, (StatusCode::OK, json!([])));
+    expect_error(other("/v2/queues/a-auto"), StatusCode::NOT_FOUND, "a-auto").await;
 
     receiver.release("/held", 1);
     receiver.wait_for("/held", 2).await;

@@ -5,7 +5,7 @@
 use crate::harness::*;
 use crate::support::*;
 use crate::timeline::*;
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -80,6 +80,12 @@ async fn endpoints_are_added_renamed_and_kept_in_insertion_order() {
     }
     let names: BTreeSet<&str> = list.iter().map(|g| g["name"].as_str().unwrap()).collect();
     assert_eq!(names, BTreeSet::from(["audit", "orders"]));
+    // Groups belong to their user.
+    let other =
+        |method, path: &str| server.http.request(method, format!("{}{path}", server.url)).bearer_auth(OTHER_TOKEN);
+    assert_eq!(send(other(Method::GET, "/v2/topics")).await, (StatusCode::OK, json!([])));
+    expect_error(other(Method::GET, "/v2/topics/orders"), StatusCode::NOT_FOUND, "orders").await;
+    expect_error(other(Method::POST, "/v2/publish/orders"), StatusCode::NOT_FOUND, "topic orders not found").await;
 }
 
 #[tokio::test]
@@ -207,6 +213,23 @@ async fn a_publish_fans_out_into_independent_messages_one_per_endpoint() {
         receiver.assert_count_stays(path, 1).await;
     }
     receiver.assert_count_stays("/cb", 3).await;
+}
+
+#[tokio::test]
+async fn messages_of_a_deleted_group_are_still_delivered() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    add_ok(&server, "brief", json!([{"url": receiver.url("/x")}, {"url": receiver.url("/y")}])).await;
+    let (status, json) = server.publish("brief", &[("Upstash-Delay", "30s")], "later").await;
+    assert_eq!(status, StatusCode::OK);
+    let messages = fanned_out(&json, false);
+    assert_eq!(send(server.delete("/v2/topics/brief")).await.0, StatusCode::OK);
+    server.advance(Duration::from_secs(31));
+    for (path, (id, _)) in ["/x", "/y"].iter().zip(&messages) {
+        let request = receiver.wait_for(path, 1).await.remove(0);
+        assert_eq!(request.header("upstash-topic-name"), Some("brief"));
+        server.wait_for_state(id, "DELIVERED").await;
+    }
 }
 
 #[tokio::test]
