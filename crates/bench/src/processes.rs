@@ -26,6 +26,7 @@ impl Tern {
     pub async fn start(binary: &Path, data_dir: &Path) -> Tern {
         let config = data_dir.with_extension("toml");
         let port = free_port();
+        let durable = std::env::var("BENCH_DURABLE").map_or(true, |value| value != "false");
         std::fs::write(
             &config,
             format!(
@@ -33,7 +34,7 @@ impl Tern {
 listen = "127.0.0.1:{port}"
 [storage]
 data_dir = "{}"
-durable = true
+durable = {durable}
 [[users]]
 id = "bench"
 token = "{TOKEN}"
@@ -45,15 +46,18 @@ next_signing_key = "sig_benchNextKey000000000000000000"
         )
         .expect("write the bench configuration");
         let child = spawn_tern(binary, &config);
-        let tern = Tern { child, url: format!("http://127.0.0.1:{port}"), binary: binary.to_path_buf(), config };
+        let mut tern = Tern { child, url: format!("http://127.0.0.1:{port}"), binary: binary.to_path_buf(), config };
         tern.wait_ready().await;
         tern
     }
 
-    async fn wait_ready(&self) {
+    async fn wait_ready(&mut self) {
         let client = crate::load::client();
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tern exited before answering ({status})");
+            }
             let ready = client.get(format!("{}/healthz", self.url)).send().await;
             if ready.is_ok_and(|response| response.status().is_success()) {
                 return;
@@ -74,6 +78,11 @@ next_signing_key = "sig_benchNextKey000000000000000000"
             .map_or(0, |kib| kib * 1024)
     }
 
+    /// CPU time the process used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
+    }
+
     /// `kill -9`, then a fresh start on the same data. Returns the time until it answered.
     pub async fn crash_and_restart(&mut self) -> Duration {
         self.child.kill().await.expect("kill tern");
@@ -86,6 +95,17 @@ next_signing_key = "sig_benchNextKey000000000000000000"
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// CPU time (user + system) a process used so far, in seconds.
+pub fn cpu_seconds(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')';
+    // utime and stime are the 12th and 13th of them, in clock ticks (100 per second).
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn spawn_tern(binary: &Path, config: &Path) -> Child {
@@ -104,7 +124,7 @@ fn spawn_tern(binary: &Path, config: &Path) -> Child {
 
 /// The forwarder baseline, in its own process like tern.
 pub struct Forwarder {
-    _child: Child,
+    child: Child,
     pub url: String,
 }
 
@@ -119,7 +139,11 @@ impl Forwarder {
         let stdout = child.stdout.take().expect("forwarder stdout");
         let line = BufReader::new(stdout).lines().next_line().await.expect("forwarder output").expect("address");
         let address = line.strip_prefix("listening ").expect("forwarder announces its address");
-        Forwarder { _child: child, url: format!("http://{address}/forward") }
+        Forwarder { child, url: format!("http://{address}/forward") }
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(self.child.id())
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Figures {
     pub lost: u64,
     pub duplicates: u64,
     pub errors: u64,
+    /// CPU time the server process (tern, or the forwarder) spent per delivered message, µs.
+    pub server_cpu_us: f64,
 }
 
 /// How long to wait for deliveries after progress stopped.
@@ -71,6 +73,7 @@ impl Bench {
             lost: messages.saturating_sub(delivered + load.errors),
             duplicates: self.sink.state.duplicates.load(Ordering::Relaxed),
             errors: load.errors,
+            server_cpu_us: 0.0,
         }
     }
 
@@ -101,12 +104,17 @@ impl Bench {
     pub async fn forwarder(&self, messages: u64, concurrency: usize) -> Figures {
         let forwarder = Forwarder::start(&self.sink.url).await;
         let target = Target { url: forwarder.url.clone(), headers: Vec::new() };
-        self.measure(&target, messages, concurrency).await
+        let cpu = forwarder.cpu_seconds();
+        let mut figures = self.measure(&target, messages, concurrency).await;
+        figures.server_cpu_us = (forwarder.cpu_seconds() - cpu) * 1e6 / figures.delivered.max(1) as f64;
+        figures
     }
 
     pub async fn immediate(&self, messages: u64, concurrency: usize) -> Figures {
         let tern = self.fresh_tern(&format!("immediate-{concurrency}")).await;
-        let figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
+        let cpu = tern.cpu_seconds();
+        let mut figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
+        figures.server_cpu_us = (tern.cpu_seconds() - cpu) * 1e6 / figures.delivered.max(1) as f64;
         tern.stop().await;
         figures
     }

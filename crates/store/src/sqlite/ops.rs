@@ -134,8 +134,6 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
     let connection = context.connection;
     let message = &outcome.message;
     let id = message.id.to_string();
-    // Should recording fail, the attempt is simply made again a little later.
-    effects.on_failure.push(Change::Scheduled(scheduled(message, outcome.finished_at + 1000, None)));
     let state: Option<i64> = connection
         .prepare_cached("SELECT state FROM messages WHERE id = ?1")?
         .query_row([&id], |row| row.get(0))
@@ -178,19 +176,22 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         ..log(user_id, message.id, at, LogState::Error)
     };
 
-    if outcome.next == NextStep::Delivered {
+    if cancelled {
+        // A cancel waited for this attempt: it ends the message, with no retry and no callback.
+        update(MessageState::Canceled, None, None)?;
+        if outcome.next != NextStep::Delivered {
+            insert_log(connection, error_log())?;
+        }
+        insert_log(connection, log(user_id, message.id, at, LogState::Canceled))?;
+        effects.changes.push(Change::Finished { id: message.id });
+        return Ok(());
+    } else if outcome.next == NextStep::Delivered {
         update(MessageState::Delivered, None, None)?;
         insert_log(
             connection,
             LogRow { response: Some(response), ..log(user_id, message.id, at, LogState::Delivered) },
         )?;
         effects.changes.push(Change::Finished { id: message.id });
-    } else if cancelled {
-        update(MessageState::Canceled, None, None)?;
-        insert_log(connection, error_log())?;
-        insert_log(connection, log(user_id, message.id, at, LogState::Canceled))?;
-        effects.changes.push(Change::Finished { id: message.id });
-        return Ok(());
     } else if let NextStep::Retry { at: retry_at } = outcome.next {
         update(MessageState::Retry, Some(retry_at), None)?;
         insert_log(connection, error_log())?;
@@ -229,6 +230,11 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         effects.changes.extend(finished);
     }
     Ok(())
+}
+
+/// The change that has `message` attempted again at `due_at` (when its record was lost).
+pub fn retry_later(message: &Message, due_at: i64) -> Change {
+    Change::Scheduled(scheduled(message, due_at, None))
 }
 
 /// A message's scheduling facts for a retry (or a re-attempt), keeping its place and payload.

@@ -40,7 +40,6 @@ CREATE TABLE messages (
     response_error TEXT
 );
 CREATE INDEX messages_unfinished ON messages(seq) WHERE state < 3;
-CREATE INDEX messages_user_unfinished ON messages(user_id, created_at) WHERE state < 3;
 CREATE INDEX messages_dlq ON messages(user_id, dlq_at, id) WHERE dlq_id IS NOT NULL;
 CREATE INDEX messages_dlq_id ON messages(dlq_id) WHERE dlq_id IS NOT NULL;
 CREATE INDEX messages_finished ON messages(finished_at) WHERE finished_at IS NOT NULL AND dlq_id IS NULL;
@@ -121,10 +120,12 @@ CREATE TABLE signing_keys (
 /// an acknowledged publish survives power loss, and group commit keeps that affordable.
 pub fn configure(connection: &Connection, durable: bool) -> rusqlite::Result<()> {
     connection.busy_timeout(std::time::Duration::from_secs(30))?;
+    // Every statement of the hot path stays compiled (the default cache holds only 16).
+    connection.set_prepared_statement_cache_capacity(256);
     connection.pragma_update(None, "journal_mode", "WAL")?;
     connection.pragma_update(None, "synchronous", if durable { "FULL" } else { "OFF" })?;
     connection.pragma_update(None, "foreign_keys", "OFF")?;
-    connection.pragma_update(None, "cache_size", -65_536)?;
+    connection.pragma_update(None, "cache_size", -8_192)?;
     connection.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }

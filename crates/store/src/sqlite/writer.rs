@@ -1,10 +1,12 @@
 //! The single writer thread and its group commit.
 //!
 //! Every write is a [`WriteOp`] sent over one channel. The writer takes everything queued,
-//! applies each op inside its own savepoint of one transaction, commits once (one fsync for the
-//! whole batch), then reports the committed scheduling changes to the scheduler and answers the
-//! waiting callers — in that order, so that a published message is known to the scheduler
-//! before its publisher hears back. An op that fails is rolled back alone.
+//! applies them in one transaction, commits once (one fsync for the whole batch), then reports
+//! the committed scheduling changes to the scheduler and answers the waiting callers — in that
+//! order, so that a published message is known to the scheduler before its publisher hears
+//! back. Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so
+//! an op error means a storage failure: the whole batch is rolled back and every caller in it
+//! gets the error, which keeps savepoints (and their statement journals) off the hot path.
 
 use super::{ops, recovery, resources};
 use crate::error::{Result, StoreError};
@@ -102,14 +104,22 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// What the scheduler must hear if this op is rolled back: a recorded attempt is made again.
+    fn fallback(&self) -> Option<Change> {
+        match self {
+            WriteOp::AttemptFinished(outcome) => Some(ops::retry_later(&outcome.message, outcome.finished_at + 1000)),
+            _ => None,
+        }
+    }
+}
+
 /// What an op changed for scheduling, made visible once its commit is durable.
 #[derive(Default)]
 pub struct Effects {
     pub changes: Vec<Change>,
     /// Messages held from starting while their cancel commits (released if it fails).
     pub held: Vec<MessageId>,
-    /// Changes to report instead when the op fails (so nothing is stranded in the scheduler).
-    pub on_failure: Vec<Change>,
 }
 
 /// An answer waiting for the commit.
@@ -124,6 +134,30 @@ enum Pending {
 }
 
 impl Pending {
+    /// The answer of an op skipped because an earlier op of its batch failed.
+    fn failed(op: WriteOp, message: &str) -> Pending {
+        fn error<T>(message: &str) -> Result<T> {
+            Err(StoreError::Backend(message.to_string()))
+        }
+        match op {
+            WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
+            WriteOp::Cancel { reply, .. } => Pending::Cancel(reply, error(message)),
+            WriteOp::DeleteDlq { reply, .. } => Pending::Count(reply, error(message)),
+            WriteOp::DeleteQueue { reply, .. } | WriteOp::DeleteGroup { reply, .. } => {
+                Pending::Flag(reply, error(message))
+            }
+            WriteOp::Purge { reply, .. } => Pending::Purge(reply, error(message)),
+            WriteOp::Attach { reply, .. }
+            | WriteOp::SaveKeys { reply, .. }
+            | WriteOp::UpsertQueue { reply, .. }
+            | WriteOp::SaveFlow { reply, .. }
+            | WriteOp::AddEndpoints { reply, .. }
+            | WriteOp::RemoveEndpoints { reply, .. }
+            | WriteOp::Stop { reply } => Pending::Unit(reply, error(message)),
+            WriteOp::AttemptStarted { .. } | WriteOp::AttemptFinished(_) => Pending::Nothing,
+        }
+    }
+
     fn send(self, commit: &Result<(), String>) {
         fn finish<T>(reply: Reply<T>, result: Result<T>, commit: &Result<(), String>) {
             let result = match commit {
@@ -173,40 +207,44 @@ impl Writer {
     }
 
     fn commit_batch(&mut self, batch: Vec<WriteOp>) {
+        let started = std::time::Instant::now();
+        let ops = batch.len();
+        let seq_before = self.next_seq;
+        // Should the batch fail, recorded attempts must still end up scheduled again.
+        let fallback: Vec<Change> = batch.iter().filter_map(WriteOp::fallback).collect();
         let mut effects = Effects::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
-        let commit = (|| -> rusqlite::Result<()> {
-            let mut transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let commit = (|| -> Result<(), String> {
+            let transaction = self
+                .connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|error| error.to_string())?;
+            let mut failure: Option<String> = None;
             for op in batch {
+                if let Some(error) = &failure {
+                    pending.push(Pending::failed(op, error));
+                    continue;
+                }
                 if matches!(op, WriteOp::Attach { .. }) {
                     // The recovery scan reads everything committed so far, earlier ops included.
                     effects.changes.clear();
                 }
-                let mut op_effects = Effects::default();
-                let seq_before = self.next_seq;
-                let savepoint = transaction.savepoint()?;
                 let context = Context {
-                    connection: &savepoint,
+                    connection: &transaction,
                     scheduling: self.scheduling.as_deref(),
                     next_seq: &mut self.next_seq,
                 };
-                let (answer, ok) = apply(context, op, &mut op_effects, &mut attached);
-                if ok {
-                    savepoint.commit()?;
-                    effects.changes.extend(op_effects.changes);
-                    effects.held.extend(op_effects.held);
-                } else {
-                    drop(savepoint);
-                    self.next_seq = seq_before;
-                    release(self.scheduling.as_deref(), &op_effects.held);
-                    effects.changes.extend(op_effects.on_failure);
-                }
+                let (answer, error) = apply(context, op, &mut effects, &mut attached);
+                failure = error;
                 pending.push(answer);
             }
-            transaction.commit()
-        })()
-        .map_err(|error| error.to_string());
+            match failure {
+                // No savepoints on the hot path: one failed statement fails the whole batch.
+                Some(error) => Err(error),
+                None => transaction.commit().map_err(|error| error.to_string()),
+            }
+        })();
 
         match &commit {
             Ok(()) => {
@@ -220,13 +258,20 @@ impl Writer {
                 }
             }
             Err(error) => {
-                tracing::error!(%error, "commit failed; the batch's writes are lost and their callers get an error");
+                tracing::error!(%error, ops, "a write batch failed and was rolled back; its callers get an error");
+                self.next_seq = seq_before;
                 release(self.scheduling.as_deref(), &effects.held);
+                if let Some(scheduling) = &self.scheduling
+                    && !fallback.is_empty()
+                {
+                    scheduling.committed(fallback);
+                }
             }
         }
         for answer in pending {
             answer.send(&commit);
         }
+        tracing::trace!(ops, micros = started.elapsed().as_micros() as u64, "write batch");
     }
 }
 
@@ -245,16 +290,16 @@ pub struct Context<'a> {
     pub next_seq: &'a mut u64,
 }
 
-/// Applies one op; returns its pending answer and whether it succeeded.
+/// Applies one op; returns its pending answer and, if it failed, why (which fails the batch).
 fn apply(
     context: Context<'_>,
     op: WriteOp,
     effects: &mut Effects,
     attached: &mut Option<Arc<dyn Scheduling>>,
-) -> (Pending, bool) {
-    fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, bool) {
-        let ok = result.is_ok();
-        (make(result), ok)
+) -> (Pending, Option<String>) {
+    fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, Option<String>) {
+        let error = result.as_ref().err().map(ToString::to_string);
+        (make(result), error)
     }
     let connection = context.connection;
     match op {
@@ -269,19 +314,10 @@ fn apply(
             settle(ops::insert_messages(context, messages, effects), |r| Pending::Insert(reply, r))
         }
         WriteOp::AttemptStarted { user_id, id, at } => {
-            let result = ops::log_attempt_started(connection, &user_id, id, at);
-            if let Err(error) = &result {
-                tracing::error!(%error, message_id = %id, "could not log an attempt start");
-            }
-            (Pending::Nothing, result.is_ok())
+            settle(ops::log_attempt_started(connection, &user_id, id, at), |_| Pending::Nothing)
         }
         WriteOp::AttemptFinished(outcome) => {
-            let id = outcome.message.id;
-            let result = ops::finish_attempt(context, *outcome, effects);
-            if let Err(error) = &result {
-                tracing::error!(%error, message_id = %id, "could not record an attempt; it is made again after a restart");
-            }
-            (Pending::Nothing, result.is_ok())
+            settle(ops::finish_attempt(context, *outcome, effects), |_| Pending::Nothing)
         }
         WriteOp::Cancel { user_id, selection, now, reply } => {
             settle(ops::cancel(context, &user_id, selection, now, effects), |r| Pending::Cancel(reply, r))
@@ -317,6 +353,6 @@ fn apply(
         WriteOp::Purge { now, retention, reply } => {
             settle(resources::purge(connection, now, retention), |r| Pending::Purge(reply, r))
         }
-        WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), true),
+        WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
     }
 }
