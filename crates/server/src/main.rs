@@ -10,6 +10,11 @@ use tern_engine::clock::SystemClock;
 use tern_server::config::{Config, DEFAULTS};
 use tern_server::dev::{Quota, banner, dev_config};
 
+// Many small, short-lived allocations on the message path (headers, ids, JSON): mimalloc
+// serves them with less time in the allocator than the system one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "tern", version, about = "A self-hosted, durable server for the Upstash QStash API")]
 struct Cli {

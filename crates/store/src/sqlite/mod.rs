@@ -3,6 +3,7 @@
 //! exclusive lock file), so the engine's in-memory scheduler is the only claimer: a crash
 //! forgets every claim, and every unfinished message is due again at start.
 
+mod checkpoint;
 mod ops;
 mod query;
 mod recovery;
@@ -49,6 +50,7 @@ pub struct SqliteStore {
     sender: mpsc::Sender<WriteOp>,
     readers: Arc<Readers>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<checkpoint::Checkpointer>>,
 }
 
 impl SqliteStore {
@@ -65,11 +67,16 @@ impl SqliteStore {
         let path = options.data_dir.join(DATABASE_FILE);
         let mut connection = open_connection(&path, options.durable)?;
         schema::migrate(&mut connection)?;
+        // The checkpoint thread does this work; the writer only appends to the WAL.
+        connection.pragma_update(None, "wal_autocheckpoint", 0)?;
+        connection.pragma_update(None, "journal_size_limit", 64 << 20)?;
         let next_seq = recovery::next_seq(&connection)?;
         tracing::info!(path = %path.display(), "store opened");
 
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = Writer { connection, scheduling: None, next_seq, lock };
+        let checkpointer = checkpoint::Checkpointer::start(path.clone(), options.durable)
+            .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let writer_thread = std::thread::Builder::new()
             .name("tern-store-writer".into())
             .spawn(move || writer.run(receiver))
@@ -78,6 +85,7 @@ impl SqliteStore {
             sender,
             readers: Arc::new(Readers { path, durable: options.durable, idle: Mutex::new(Vec::new()) }),
             writer_thread: Mutex::new(Some(writer_thread)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -279,6 +287,12 @@ impl Maintenance for SqliteStore {
 
     async fn shutdown(&self) -> Result<()> {
         self.request(|reply| WriteOp::Stop { reply }).await?;
+        let checkpointer = self.checkpointer.lock().expect("checkpointer lock").take();
+        if let Some(checkpointer) = checkpointer {
+            tokio::task::spawn_blocking(move || checkpointer.stop())
+                .await
+                .map_err(|e| StoreError::Backend(format!("checkpoint thread: {e}")))?;
+        }
         let thread = self.writer_thread.lock().expect("writer thread lock").take();
         if let Some(thread) = thread {
             tokio::task::spawn_blocking(move || thread.join())
