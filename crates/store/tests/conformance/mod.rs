@@ -250,14 +250,7 @@ async fn retries_become_due_again(backend: &mut impl Backend) {
     assert_eq!((delivered.state, delivered.retried, delivered.finished_at), (MessageState::Delivered, 2, Some(12_100)));
     assert_eq!(
         log_states(&*store, id).await,
-        vec![
-            LogState::Created,
-            LogState::Active,
-            LogState::Error,
-            LogState::Retry,
-            LogState::Active,
-            LogState::Delivered
-        ]
+        vec![LogState::Created, LogState::Active, LogState::Error, LogState::Retry, LogState::Delivered]
     );
     store.shutdown().await.unwrap();
 }
