@@ -53,8 +53,22 @@ pub fn tern_target(tern: &Tern, sink: &Sink, headers: &[(&str, String)]) -> Targ
 impl Bench {
     /// Publishes `messages` to `target` and waits for them at the sink.
     pub async fn measure(&self, target: &Target, messages: u64, concurrency: usize) -> Figures {
+        self.measure_due(target, messages, concurrency, None).await
+    }
+
+    /// Like [`Bench::measure`], for messages not due before `due_unix_ms`.
+    async fn measure_due(
+        &self,
+        target: &Target,
+        messages: u64,
+        concurrency: usize,
+        due_unix_ms: Option<u64>,
+    ) -> Figures {
         self.sink.reset();
         let mut load = load::run(self.start, target, messages, 0, concurrency).await;
+        if let Some(due) = due_unix_ms {
+            tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
+        }
         self.wait_for(messages).await;
         let mut arrivals = self.sink.arrivals();
         let mut latencies: Vec<u64> = arrivals.iter().map(|a| a.arrived_us.saturating_sub(a.sent_us)).collect();
@@ -119,16 +133,19 @@ impl Bench {
         figures
     }
 
-    /// Messages all due at the same second: how late each arrives after it.
+    /// Messages all due at the same second: how late each arrives after it. The returned
+    /// figures count deliveries from the due time.
     pub async fn delayed(&self, messages: u64, concurrency: usize, lead: Duration) -> (Figures, [f64; 3]) {
         let tern = self.fresh_tern("delayed").await;
         let due_s = (unix_ms() + lead.as_millis() as u64).div_ceil(1000);
         let target = tern_target(&tern, &self.sink, &[("upstash-not-before", due_s.to_string())]);
-        let figures = self.measure(&target, messages, concurrency).await;
+        let figures = self.measure_due(&target, messages, concurrency, Some(due_s * 1000)).await;
         let mut lateness: Vec<u64> =
             self.sink.arrivals().iter().map(|a| a.arrived_unix_ms.saturating_sub(due_s * 1000)).collect();
         let late = [quantile(&mut lateness, 0.5), quantile(&mut lateness, 0.99), quantile(&mut lateness, 1.0)];
         tern.stop().await;
+        let figures =
+            Figures { delivered_per_s: figures.delivered as f64 / (late[2].max(1) as f64 / 1000.0), ..figures };
         (figures, late.map(|ms| ms as f64))
     }
 

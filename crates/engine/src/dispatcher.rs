@@ -13,7 +13,7 @@ use tern_core::ids::new_dlq_id;
 use tern_core::message::CallbackTarget;
 use tern_core::{AttemptResponse, Message, MessageId};
 use tern_store::{AttemptOutcome, NewMessage, NextStep};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,12 +31,22 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
             let limit = free.min(START_BATCH);
             let starts = shared.scheduler.lock().poll(shared.clock.now_ms(), limit);
             let full = starts.len() == limit;
-            for message in load(&shared, starts).await {
+            let (cached, uncached): (Vec<Start>, Vec<Start>) = starts.into_iter().partition(|s| s.message.is_some());
+            for message in cached.into_iter().filter_map(|start| start.message) {
                 let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
-                let shared = Arc::clone(&shared);
+                spawn_attempt(&shared, &attempts, message, slot);
+            }
+            if !uncached.is_empty() {
+                // Reading payloads must not hold up the dispatcher: the read gets the slots of
+                // its messages and starts their attempts when it is done.
+                let mut slots =
+                    Arc::clone(&slots).try_acquire_many_owned(uncached.len() as u32).expect("slots were free");
+                let (shared, tracker) = (Arc::clone(&shared), attempts.clone());
                 attempts.spawn(async move {
-                    run_attempt(&shared, message).await;
-                    drop(slot);
+                    for message in load(&shared, uncached).await {
+                        let slot = slots.split(1).expect("a slot per message");
+                        spawn_attempt(&shared, &tracker, message, slot);
+                    }
                 });
             }
             if full {
@@ -53,20 +63,19 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
     }
 }
 
-/// The messages of `starts`, reading from the store those not cached. Messages that vanished
-/// (or finished) are forgotten; a failed read puts them back for a little later.
+fn spawn_attempt(shared: &Arc<Shared>, attempts: &TaskTracker, message: Arc<Message>, slot: OwnedSemaphorePermit) {
+    let shared = Arc::clone(shared);
+    attempts.spawn(async move {
+        run_attempt(&shared, message).await;
+        drop(slot);
+    });
+}
+
+/// The messages of `starts` read from the store. Messages that vanished (or finished) are
+/// forgotten; a failed read puts them back for a little later.
 async fn load(shared: &Shared, starts: Vec<Start>) -> Vec<Arc<Message>> {
-    let mut messages = Vec::with_capacity(starts.len());
-    let mut missing = Vec::new();
-    for start in starts {
-        match start.message {
-            Some(message) => messages.push(message),
-            None => missing.push(start.id),
-        }
-    }
-    if missing.is_empty() {
-        return messages;
-    }
+    let missing: Vec<MessageId> = starts.into_iter().map(|start| start.id).collect();
+    let mut messages = Vec::with_capacity(missing.len());
     match shared.store.load_messages(missing.clone()).await {
         Ok(loaded) => {
             let mut loaded: HashMap<MessageId, Message> = loaded.into_iter().map(|m| (m.id, m)).collect();

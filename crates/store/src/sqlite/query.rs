@@ -226,12 +226,15 @@ pub fn get_message(connection: &Connection, user_id: &str, id: MessageId) -> Res
 
 /// Loads claimed messages by id (any user); missing ids are skipped.
 pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<Message>> {
-    let query = format!("SELECT {} FROM messages m WHERE m.id = ?1", message_columns("m"));
-    let mut statement = connection.prepare_cached(&query)?;
     let mut messages = Vec::with_capacity(ids.len());
-    for id in ids {
-        if let Some(message) = statement.query_row([id.to_string()], |row| Ok(message_from_row(row, 0))).optional()? {
-            messages.push(message?);
+    // One statement per chunk rather than per id.
+    for chunk in ids.chunks(256) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let query = format!("SELECT {} FROM messages m WHERE m.id IN ({marks})", message_columns("m"));
+        let mut statement = connection.prepare_cached(&query)?;
+        let mut rows = statement.query(params_from_iter(chunk.iter().map(|id| id.to_string())))?;
+        while let Some(row) = rows.next()? {
+            messages.push(message_from_row(row, 0)?);
         }
     }
     Ok(messages)
