@@ -36,8 +36,11 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into()])]
     scenarios: Vec<String>,
+    /// Queues and flow-control keys in the keys scenario.
+    #[arg(long, default_value_t = 10_000)]
+    keys: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +65,7 @@ async fn main() {
         cli.messages = cli.messages.min(300);
         cli.backlog = cli.backlog.min(2_000);
         cli.concurrency = vec![8];
+        cli.keys = cli.keys.min(200);
     }
     let start = Instant::now();
     let bench = Bench {
@@ -130,6 +134,15 @@ async fn main() {
             backlog.restart_first_delivery.as_secs_f64()
         );
         check(&mut failures, "backlog", &backlog.with_backlog);
+    }
+
+    if run("keys") {
+        println!("\n== {} queues, then {} flow-control keys, one message each ==", cli.keys, cli.keys);
+        let keys = bench.keys(cli.keys).await;
+        println!(
+            "  memory kept per queue: {:.0} bytes; per flow-control key: {:.0} bytes",
+            keys.bytes_per_queue, keys.bytes_per_flow_key
+        );
     }
 
     if failures.is_empty() {

@@ -35,6 +35,8 @@ listen = "127.0.0.1:{port}"
 [storage]
 data_dir = "{}"
 durable = {durable}
+[limits]
+max_queues = 1000000
 [[users]]
 id = "bench"
 token = "{TOKEN}"

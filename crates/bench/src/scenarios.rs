@@ -229,3 +229,60 @@ pub fn default_tern_binary() -> std::path::PathBuf {
     let own = std::env::current_exe().expect("own path");
     own.parent().unwrap_or(Path::new(".")).join("tern")
 }
+
+/// Memory the engine keeps per queue and per flow-control key once their messages are done.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub bytes_per_queue: f64,
+    pub bytes_per_flow_key: f64,
+}
+
+impl Bench {
+    /// Sends one message through each of `count` queues, then one with each of `count`
+    /// flow-control keys, and measures what stays in memory afterwards.
+    pub async fn keys(&self, count: u64) -> Keys {
+        let tern = self.fresh_tern("keys").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut before = tern.rss_bytes();
+        let mut per = Vec::new();
+        for kind in ["queue", "flow"] {
+            self.sink.reset();
+            let clients = 32;
+            let client = load::client();
+            let tasks: Vec<_> = (0..clients)
+                .map(|worker| {
+                    let (client, tern_url, sink_url) = (client.clone(), tern.url.clone(), self.sink.url.clone());
+                    tokio::spawn(async move {
+                        for i in (worker..count).step_by(clients as usize) {
+                            let (url, headers) = match kind {
+                                "queue" => (format!("{tern_url}/v2/enqueue/q-{i}/{sink_url}"), vec![]),
+                                _ => (
+                                    format!("{tern_url}/v2/publish/{sink_url}"),
+                                    vec![
+                                        ("upstash-flow-control-key", format!("key-{i}")),
+                                        ("upstash-flow-control-value", "parallelism=1".into()),
+                                    ],
+                                ),
+                            };
+                            let mut request = client.post(url).bearer_auth(TOKEN).body(load::body(i, 0));
+                            for (name, value) in headers {
+                                request = request.header(name, value);
+                            }
+                            let _ = request.send().await.map(|response| response.error_for_status());
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                let _ = task.await;
+            }
+            self.wait_for(count).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let after = tern.rss_bytes();
+            per.push(after.saturating_sub(before) as f64 / count.max(1) as f64);
+            before = after;
+        }
+        tern.stop().await;
+        Keys { bytes_per_queue: per[0], bytes_per_flow_key: per[1] }
+    }
+}
