@@ -2,6 +2,7 @@
 //! policy, callbacks, deduplication, redaction and request signing. No I/O lives here.
 
 pub mod callback;
+pub mod cron;
 pub mod dedup;
 pub mod destination;
 pub mod duration;
