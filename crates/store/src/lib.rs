@@ -92,6 +92,40 @@ pub trait UrlGroupStore: Send + Sync {
 }
 
 #[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Creates a schedule, or overwrites the one with the same id (keeping its creation time and
+    /// pause); refuses a new one past `limit` schedules for the user.
+    async fn upsert_schedule(&self, schedule: ScheduleRecord, limit: usize) -> Result<ScheduleUpsert>;
+
+    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>>;
+
+    async fn list_schedules(&self, user_id: &str) -> Result<Vec<ScheduleRecord>>;
+
+    /// False if it did not exist.
+    async fn delete_schedule(&self, user_id: &str, id: &str) -> Result<bool>;
+
+    /// Pauses or resumes; a resumed schedule next fires at `next_tick_at`. False if unknown.
+    async fn set_schedule_paused(
+        &self,
+        user_id: &str,
+        id: &str,
+        paused: bool,
+        next_tick_at: Option<i64>,
+    ) -> Result<bool>;
+
+    /// Unpaused schedules whose next tick is due at `now`, earliest first (an index range, not a
+    /// scan).
+    async fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>>;
+
+    /// The earliest next tick of any unpaused schedule.
+    async fn next_schedule_tick(&self) -> Result<Option<i64>>;
+
+    /// Applies ticks atomically: each one only if its schedule still waits for that tick,
+    /// together with the messages it produces. Returns which were applied.
+    async fn fire_schedules(&self, fires: Vec<ScheduleFire>) -> Result<Vec<bool>>;
+}
+
+#[async_trait]
 pub trait LogStore: Send + Sync {
     async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>>;
 }
@@ -125,7 +159,16 @@ pub trait Maintenance: Send + Sync {
 
 /// Everything the engine needs from a backend.
 pub trait Store:
-    MessageStore + SchedulingSource + LogStore + DlqStore + KeyStore + QueueStore + FlowStore + UrlGroupStore + Maintenance
+    MessageStore
+    + SchedulingSource
+    + LogStore
+    + DlqStore
+    + KeyStore
+    + QueueStore
+    + FlowStore
+    + UrlGroupStore
+    + ScheduleStore
+    + Maintenance
 {
 }
 
@@ -138,6 +181,7 @@ impl<T> Store for T where
         + QueueStore
         + FlowStore
         + UrlGroupStore
+        + ScheduleStore
         + Maintenance
 {
 }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_core::{AttemptResponse, FlowControl, LogState, Message, MessageId, MessageSpec};
+use tern_core::{AttemptResponse, FlowControl, HeaderList, LogState, Message, MessageId, MessageSpec};
 
 /// A message to store durably.
 #[derive(Debug, Clone)]
@@ -247,4 +247,57 @@ pub struct UrlGroup {
     pub created_at: i64,
     pub updated_at: i64,
     pub endpoints: Vec<Endpoint>,
+}
+
+/// A schedule as stored: when it fires, where to, and the publish it repeats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub id: String,
+    pub user_id: String,
+    /// The cron expression as given (trimmed), `CRON_TZ=` prefix included.
+    pub cron: String,
+    /// A URL (with its query) or a URL-group name.
+    pub destination: String,
+    pub queue_name: Option<String>,
+    /// The publish headers the schedule was created with (configuration, forwarded headers).
+    pub headers: HeaderList,
+    pub body: Bytes,
+    /// The creator's IP, sent as `Upstash-Caller-Ip` with every produced message.
+    pub caller_ip: Option<String>,
+    pub created_at: i64,
+    pub paused: bool,
+    /// The next tick to fire (Unix ms).
+    pub next_tick_at: Option<i64>,
+    pub last_tick_at: Option<i64>,
+    /// The messages the last tick produced.
+    pub last_message_ids: Vec<MessageId>,
+    /// Why the last tick produced nothing, if it failed.
+    pub error: Option<String>,
+}
+
+/// What creating a schedule did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleUpsert {
+    Created,
+    /// An existing schedule was overwritten (its creation time and pause kept).
+    Replaced,
+    /// The user already has the maximum number of schedules.
+    LimitReached,
+}
+
+/// The outcome of one tick of a schedule, applied only if the schedule still waits for
+/// `tick_at` (so a tick fires at most once, whatever happens around it).
+#[derive(Debug, Clone)]
+pub struct ScheduleFire {
+    pub user_id: String,
+    pub id: String,
+    /// The tick processed: the schedule's `next_tick_at` when it was read.
+    pub tick_at: i64,
+    /// The tick after it.
+    pub next_tick_at: Option<i64>,
+    /// Messages to store (none when the tick was missed long ago, or failed).
+    pub messages: Vec<NewMessage>,
+    /// Whether the tick counts as fired (`lastScheduleTime`).
+    pub fired: bool,
+    pub error: Option<String>,
 }

@@ -9,13 +9,15 @@ mod query;
 mod recovery;
 mod resources;
 mod rows;
+mod schedules;
 mod schema;
 mod writer;
 
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use crate::{
-    DlqStore, FlowStore, KeyStore, LogStore, Maintenance, MessageStore, QueueStore, SchedulingSource, UrlGroupStore,
+    DlqStore, FlowStore, KeyStore, LogStore, Maintenance, MessageStore, QueueStore, ScheduleStore, SchedulingSource,
+    UrlGroupStore,
 };
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -237,6 +239,51 @@ impl UrlGroupStore for SqliteStore {
     async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
         let user_id = user_id.to_string();
         self.readers.read(move |c| query::list_groups(c, &user_id)).await
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for SqliteStore {
+    async fn upsert_schedule(&self, schedule: ScheduleRecord, limit: usize) -> Result<ScheduleUpsert> {
+        self.request(|reply| WriteOp::UpsertSchedule { schedule: Box::new(schedule), limit, reply }).await
+    }
+
+    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        self.readers.read(move |c| schedules::get(c, &user_id, &id)).await
+    }
+
+    async fn list_schedules(&self, user_id: &str) -> Result<Vec<ScheduleRecord>> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |c| schedules::list(c, &user_id)).await
+    }
+
+    async fn delete_schedule(&self, user_id: &str, id: &str) -> Result<bool> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        self.request(|reply| WriteOp::DeleteSchedule { user_id, id, reply }).await
+    }
+
+    async fn set_schedule_paused(
+        &self,
+        user_id: &str,
+        id: &str,
+        paused: bool,
+        next_tick_at: Option<i64>,
+    ) -> Result<bool> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        self.request(|reply| WriteOp::PauseSchedule { user_id, id, paused, next_tick_at, reply }).await
+    }
+
+    async fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {
+        self.readers.read(move |c| schedules::due(c, now, limit)).await
+    }
+
+    async fn next_schedule_tick(&self) -> Result<Option<i64>> {
+        self.readers.read(schedules::next_tick).await
+    }
+
+    async fn fire_schedules(&self, fires: Vec<ScheduleFire>) -> Result<Vec<bool>> {
+        self.request(|reply| WriteOp::FireSchedules { fires, reply }).await
     }
 }
 

@@ -107,6 +107,25 @@ CREATE TABLE url_group_endpoints (
     PRIMARY KEY (user_id, group_name, position)
 ) WITHOUT ROWID;
 
+CREATE TABLE schedules (
+    user_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    queue_name TEXT,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    caller_ip TEXT,
+    created_at INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    next_tick_at INTEGER,
+    last_tick_at INTEGER,
+    last_message_ids TEXT,
+    error TEXT,
+    PRIMARY KEY (user_id, id)
+) WITHOUT ROWID;
+CREATE INDEX schedules_due ON schedules(next_tick_at) WHERE paused = 0 AND next_tick_at IS NOT NULL;
+
 CREATE TABLE signing_keys (
     user_id TEXT PRIMARY KEY,
     current TEXT NOT NULL,

@@ -8,7 +8,7 @@
 //! an op error means a storage failure: the whole batch is rolled back and every caller in it
 //! gets the error, which keeps savepoints (and their statement journals) off the hot path.
 
-use super::{ops, recovery, resources};
+use super::{ops, recovery, resources, schedules};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::{Connection, TransactionBehavior};
@@ -93,6 +93,27 @@ pub enum WriteOp {
         group: String,
         reply: Reply<bool>,
     },
+    UpsertSchedule {
+        schedule: Box<ScheduleRecord>,
+        limit: usize,
+        reply: Reply<ScheduleUpsert>,
+    },
+    DeleteSchedule {
+        user_id: String,
+        id: String,
+        reply: Reply<bool>,
+    },
+    PauseSchedule {
+        user_id: String,
+        id: String,
+        paused: bool,
+        next_tick_at: Option<i64>,
+        reply: Reply<bool>,
+    },
+    FireSchedules {
+        fires: Vec<ScheduleFire>,
+        reply: Reply<Vec<bool>>,
+    },
     Purge {
         now: i64,
         retention: Retention,
@@ -130,6 +151,8 @@ enum Pending {
     Flag(Reply<bool>, Result<bool>),
     Unit(Reply<()>, Result<()>),
     Purge(Reply<PurgeStats>, Result<PurgeStats>),
+    Upsert(Reply<ScheduleUpsert>, Result<ScheduleUpsert>),
+    Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
     Nothing,
 }
 
@@ -143,9 +166,12 @@ impl Pending {
             WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
             WriteOp::Cancel { reply, .. } => Pending::Cancel(reply, error(message)),
             WriteOp::DeleteDlq { reply, .. } => Pending::Count(reply, error(message)),
-            WriteOp::DeleteQueue { reply, .. } | WriteOp::DeleteGroup { reply, .. } => {
-                Pending::Flag(reply, error(message))
-            }
+            WriteOp::DeleteQueue { reply, .. }
+            | WriteOp::DeleteGroup { reply, .. }
+            | WriteOp::DeleteSchedule { reply, .. }
+            | WriteOp::PauseSchedule { reply, .. } => Pending::Flag(reply, error(message)),
+            WriteOp::UpsertSchedule { reply, .. } => Pending::Upsert(reply, error(message)),
+            WriteOp::FireSchedules { reply, .. } => Pending::Flags(reply, error(message)),
             WriteOp::Purge { reply, .. } => Pending::Purge(reply, error(message)),
             WriteOp::Attach { reply, .. }
             | WriteOp::SaveKeys { reply, .. }
@@ -173,6 +199,8 @@ impl Pending {
             Pending::Flag(reply, result) => finish(reply, result, commit),
             Pending::Unit(reply, result) => finish(reply, result, commit),
             Pending::Purge(reply, result) => finish(reply, result, commit),
+            Pending::Upsert(reply, result) => finish(reply, result, commit),
+            Pending::Flags(reply, result) => finish(reply, result, commit),
             Pending::Nothing => {}
         }
     }
@@ -349,6 +377,18 @@ fn apply(
         }
         WriteOp::DeleteGroup { user_id, group, reply } => {
             settle(resources::delete_group(connection, &user_id, &group), |r| Pending::Flag(reply, r))
+        }
+        WriteOp::UpsertSchedule { schedule, limit, reply } => {
+            settle(schedules::upsert(connection, &schedule, limit), |r| Pending::Upsert(reply, r))
+        }
+        WriteOp::DeleteSchedule { user_id, id, reply } => {
+            settle(schedules::delete(connection, &user_id, &id), |r| Pending::Flag(reply, r))
+        }
+        WriteOp::PauseSchedule { user_id, id, paused, next_tick_at, reply } => {
+            settle(schedules::set_paused(connection, &user_id, &id, paused, next_tick_at), |r| Pending::Flag(reply, r))
+        }
+        WriteOp::FireSchedules { fires, reply } => {
+            settle(schedules::fire(context, fires, effects), |r| Pending::Flags(reply, r))
         }
         WriteOp::Purge { now, retention, reply } => {
             settle(resources::purge(connection, now, retention), |r| Pending::Purge(reply, r))

@@ -2,6 +2,7 @@
 //! A backend's test file implements [`Backend`] and calls [`run_all`].
 
 mod resources;
+mod schedules;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -9,7 +10,9 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tern_core::{AttemptResponse, LogState, Message, MessageId, MessageState, PublishLimits, PublishOptions};
+use tern_core::{
+    AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState, PublishLimits, PublishOptions,
+};
 use tern_store::*;
 
 /// Opens a store on a directory (or database) that survives [`Backend::reopen`].
@@ -178,6 +181,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     purge_applies_retention(backend).await;
     recovery_makes_unfinished_messages_due(backend).await;
     resources::run_all(backend).await;
+    schedules::run_all(backend).await;
 }
 
 async fn insert_get_and_isolation(backend: &mut impl Backend) {
