@@ -19,6 +19,8 @@ pub struct EngineConfig {
     /// URL groups per user, and endpoints per group (412 beyond).
     pub max_url_groups: usize,
     pub max_endpoints_per_group: usize,
+    /// Schedules per user (412 beyond).
+    pub max_schedules: usize,
     /// Bytes of message bodies the scheduler keeps for messages due soon.
     pub payload_cache_bytes: usize,
     /// How long a deduplication id (or content hash) suppresses duplicates.
@@ -47,6 +49,7 @@ impl Default for EngineConfig {
             max_queue_parallelism: 1000,
             max_url_groups: 1000,
             max_endpoints_per_group: 1000,
+            max_schedules: 1000,
             payload_cache_bytes: 64 << 20,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),

@@ -13,6 +13,7 @@ mod operations;
 mod publish;
 mod resources;
 pub mod scheduler;
+mod schedules;
 mod scheduling;
 
 use clock::Clock;
@@ -33,6 +34,7 @@ pub use publish::{PublishRequest, PublishResult, Published};
 pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;
+pub use schedules::{ScheduleRequest, ScheduleView};
 
 /// What the dispatcher, the attempts and the API operations share.
 struct Shared {
@@ -42,6 +44,8 @@ struct Shared {
     keyring: Keyring,
     http: reqwest::Client,
     scheduler: Arc<SharedScheduler>,
+    /// Wakes the schedule ticker when a schedule was created, resumed or changed.
+    schedule_wake: tokio::sync::Notify,
 }
 
 /// The running engine. Cheap to clone; [`Engine::shutdown`] stops it.
@@ -75,7 +79,8 @@ impl Engine {
         let scheduler = Arc::new(SharedScheduler::new(scheduler, Arc::clone(&clock)));
         store.attach(scheduler.clone(), clock.now_ms()).await?;
         tracing::info!(unfinished = scheduler.lock().len(), "scheduler ready");
-        let shared = Arc::new(Shared { store, clock, config, keyring, http, scheduler });
+        let schedule_wake = tokio::sync::Notify::new();
+        let shared = Arc::new(Shared { store, clock, config, keyring, http, scheduler, schedule_wake });
         let engine = Engine {
             shared: Arc::clone(&shared),
             stop: CancellationToken::new(),
@@ -83,6 +88,7 @@ impl Engine {
             attempts: TaskTracker::new(),
         };
         engine.background.spawn(dispatcher::run(Arc::clone(&shared), engine.stop.clone(), engine.attempts.clone()));
+        engine.background.spawn(schedules::run_ticker(Arc::clone(&shared), engine.stop.clone()));
         engine.background.spawn(dispatcher::run_retention(shared, engine.stop.clone()));
         Ok(engine)
     }

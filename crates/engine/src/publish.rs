@@ -1,8 +1,8 @@
 //! Publishing: one request (or every item of a batch) becomes one message per destination
 //! URL — one for a URL, one per endpoint for a URL group — stored durably in one commit.
 
-use crate::Engine;
 use crate::error::{EngineError, Result};
+use crate::{Engine, Shared};
 use bytes::Bytes;
 use std::collections::HashSet;
 use tern_core::dedup::{content_key, explicit_key};
@@ -71,7 +71,9 @@ impl Engine {
         let mut plans = Vec::with_capacity(requests.len());
         for (index, request) in requests.into_iter().enumerate() {
             plans.push(
-                self.prepare(user_id, request, now, &mut new_queues).await.map_err(|error| (Some(index), error))?,
+                prepare(&self.shared, user_id, request, now, &mut new_queues)
+                    .await
+                    .map_err(|error| (Some(index), error))?,
             );
         }
         let mut summaries = Vec::with_capacity(plans.len());
@@ -99,77 +101,76 @@ impl Engine {
             .collect();
         Ok(results)
     }
+}
 
-    /// The messages of one request, validated against the limits; nothing is stored here.
-    async fn prepare(
-        &self,
-        user_id: &str,
-        request: PublishRequest,
-        now: i64,
-        new_queues: &mut HashSet<String>,
-    ) -> Result<(bool, Vec<NewMessage>)> {
-        let config = &self.shared.config;
-        let options = &request.options;
-        if options.cron.is_some() {
-            return Err(
-                Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into()
-            );
-        }
-        if let Some(queue) = &request.queue {
-            validate_name(queue, "queue")?;
-            let known = self.shared.scheduler.lock().has_queue(user_id, queue) || new_queues.contains(queue);
-            if !known {
-                let count = self.shared.scheduler.lock().queue_count(user_id) + new_queues.len();
-                if count >= config.max_queues {
-                    return Err(EngineError::LimitExceeded(format!(
-                        "queue limit reached: at most {} queues",
-                        config.max_queues
-                    )));
-                }
-                new_queues.insert(queue.clone());
-            }
-        }
-        let (fan_out, destination, targets) = match &request.destination {
-            Destination::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
-            Destination::UrlGroup(name) => {
-                let group = self
-                    .shared
-                    .store
-                    .get_group(user_id, name)
-                    .await?
-                    .ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))?;
-                let targets = group.endpoints.into_iter().map(|endpoint| (endpoint.url, endpoint.name)).collect();
-                (true, name.clone(), targets)
-            }
-            Destination::Api(_) => return Err(Invalid::new("api destinations are not supported").into()),
-        };
-        let due_at = options.first_delivery_at(now, &config.limits)?;
-        let dedup_expiry = now + config.dedup_window.as_millis() as i64;
-        let mut messages = Vec::with_capacity(targets.len());
-        for (url, endpoint_name) in targets {
-            if !config.allow_private_destinations {
-                crate::destinations::check_public_url(&url)?;
-            }
-            let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
-            spec.endpoint_name = endpoint_name;
-            spec.topic_name = fan_out.then(|| destination.clone());
-            spec.queue_name = request.queue.clone();
-            let dedup_key = match (&options.deduplication_id, options.content_based_deduplication) {
-                (Some(id), _) => Some(explicit_key(id, &url)),
-                (None, true) => Some(content_key(&destination, &url, &spec.headers, &request.body)),
-                (None, false) => None,
-            };
-            messages.push(NewMessage {
-                id: MessageId::generate(),
-                user_id: user_id.to_string(),
-                spec,
-                body: request.body.clone(),
-                created_at: now,
-                due_at,
-                dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
-                consumes_dlq_entry: None,
-            });
-        }
-        Ok((fan_out, messages))
+/// The messages of one request (a publish, a batch item or a schedule's tick), validated
+/// against the limits; nothing is stored here. `new_queues` collects the queues the request
+/// list would create, for the queue limit.
+pub(crate) async fn prepare(
+    shared: &Shared,
+    user_id: &str,
+    request: PublishRequest,
+    now: i64,
+    new_queues: &mut HashSet<String>,
+) -> Result<(bool, Vec<NewMessage>)> {
+    let config = &shared.config;
+    let options = &request.options;
+    if options.cron.is_some() {
+        return Err(Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into());
     }
+    if let Some(queue) = &request.queue {
+        validate_name(queue, "queue")?;
+        let known = shared.scheduler.lock().has_queue(user_id, queue) || new_queues.contains(queue);
+        if !known {
+            let count = shared.scheduler.lock().queue_count(user_id) + new_queues.len();
+            if count >= config.max_queues {
+                return Err(EngineError::LimitExceeded(format!(
+                    "queue limit reached: at most {} queues",
+                    config.max_queues
+                )));
+            }
+            new_queues.insert(queue.clone());
+        }
+    }
+    let (fan_out, destination, targets) = match &request.destination {
+        Destination::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
+        Destination::UrlGroup(name) => {
+            let group = shared
+                .store
+                .get_group(user_id, name)
+                .await?
+                .ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))?;
+            let targets = group.endpoints.into_iter().map(|endpoint| (endpoint.url, endpoint.name)).collect();
+            (true, name.clone(), targets)
+        }
+        Destination::Api(_) => return Err(Invalid::new("api destinations are not supported").into()),
+    };
+    let due_at = options.first_delivery_at(now, &config.limits)?;
+    let dedup_expiry = now + config.dedup_window.as_millis() as i64;
+    let mut messages = Vec::with_capacity(targets.len());
+    for (url, endpoint_name) in targets {
+        if !config.allow_private_destinations {
+            crate::destinations::check_public_url(&url)?;
+        }
+        let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+        spec.endpoint_name = endpoint_name;
+        spec.topic_name = fan_out.then(|| destination.clone());
+        spec.queue_name = request.queue.clone();
+        let dedup_key = match (&options.deduplication_id, options.content_based_deduplication) {
+            (Some(id), _) => Some(explicit_key(id, &url)),
+            (None, true) => Some(content_key(&destination, &url, &spec.headers, &request.body)),
+            (None, false) => None,
+        };
+        messages.push(NewMessage {
+            id: MessageId::generate(),
+            user_id: user_id.to_string(),
+            spec,
+            body: request.body.clone(),
+            created_at: now,
+            due_at,
+            dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
+            consumes_dlq_entry: None,
+        });
+    }
+    Ok((fan_out, messages))
 }

@@ -71,6 +71,7 @@ pub struct LimitsSection {
     pub max_queue_parallelism: u32,
     pub max_url_groups: usize,
     pub max_endpoints_per_group: usize,
+    pub max_schedules: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,6 +197,7 @@ impl Config {
             max_queue_parallelism: self.limits.max_queue_parallelism,
             max_url_groups: self.limits.max_url_groups,
             max_endpoints_per_group: self.limits.max_endpoints_per_group,
+            max_schedules: self.limits.max_schedules,
             payload_cache_bytes: 64 << 20,
             dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
             finished_message_visibility: duration(

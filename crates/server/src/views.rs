@@ -5,30 +5,35 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use tern_core::callback::forwarded_callback_headers;
-use tern_core::{AttemptResponse, Message};
+use tern_core::{AttemptResponse, Message, MessageSpec};
 use tern_store::LogEntry;
 
-struct Object(Map<String, Value>);
+/// A JSON object under construction; optional fields are left out, never `null`.
+pub struct Object(Map<String, Value>);
 
 impl Object {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Object(Map::new())
     }
 
-    fn set(&mut self, key: &str, value: impl Into<Value>) {
+    pub fn set(&mut self, key: &str, value: impl Into<Value>) {
         self.0.insert(key.to_string(), value.into());
     }
 
-    fn set_opt<T: Into<Value>>(&mut self, key: &str, value: Option<T>) {
+    pub fn set_opt<T: Into<Value>>(&mut self, key: &str, value: Option<T>) {
         if let Some(value) = value {
             self.set(key, value);
         }
+    }
+
+    pub fn into_value(self) -> Value {
+        Value::Object(self.0)
     }
 }
 
 /// Raw text when the bytes are UTF-8, otherwise base64 under the `…Base64` key; nothing when
 /// empty.
-fn set_body(object: &mut Object, key: &str, bytes: &[u8]) {
+pub fn set_body(object: &mut Object, key: &str, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
@@ -49,15 +54,7 @@ fn message_fields(message: &Message, object: &mut Object) {
     object.set_opt("queueName", spec.queue_name.as_deref());
     object.set_opt("scheduleId", spec.schedule_id.as_deref());
     object.set("method", spec.method.as_str());
-    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
-    let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
-    if !callback_headers.is_empty() {
-        object.set("callbackHeader", json!(callback_headers.to_canonical_map()));
-    }
-    let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
-    if !failure_headers.is_empty() {
-        object.set("failureCallbackHeader", json!(failure_headers.to_canonical_map()));
-    }
+    set_spec_headers(object, spec);
     set_body(object, "body", &spec.redact.body(&message.body));
     object.set("maxRetries", spec.max_retries);
     object.set_opt("retryDelayExpression", spec.retry_delay.as_deref());
@@ -67,6 +64,24 @@ fn message_fields(message: &Message, object: &mut Object) {
     object.set_opt("failureCallback", spec.failure_callback.as_ref().map(|c| c.url.as_str()));
     object.set_opt("callerIP", spec.caller_ip.as_deref());
     object.set_opt("callerIp", spec.caller_ip.as_deref());
+    set_flow_and_labels(object, spec);
+}
+
+/// `header` (redacted), `callbackHeader` and `failureCallbackHeader` of a message or schedule.
+pub fn set_spec_headers(object: &mut Object, spec: &MessageSpec) {
+    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
+    let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
+    if !callback_headers.is_empty() {
+        object.set("callbackHeader", json!(callback_headers.to_canonical_map()));
+    }
+    let failure_headers = forwarded_callback_headers(spec.failure_callback.as_ref());
+    if !failure_headers.is_empty() {
+        object.set("failureCallbackHeader", json!(failure_headers.to_canonical_map()));
+    }
+}
+
+/// Labels and flow-control settings; `parallelism` and `rate` only when set.
+pub fn set_flow_and_labels(object: &mut Object, spec: &MessageSpec) {
     object.set_opt("label", spec.labels.first().map(String::as_str));
     if !spec.labels.is_empty() {
         object.set("labels", json!(spec.labels));
@@ -135,16 +150,7 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     object.set("maxRetries", spec.max_retries);
     object.set_opt("retryDelayExpr", spec.retry_delay.as_deref());
     object.set_opt("retryDelayExpression", spec.retry_delay.as_deref());
-    if let Some(flow) = &spec.flow_control {
-        object.set("flowControlKey", flow.key.as_str());
-        object.set_opt("parallelism", flow.parallelism);
-        object.set_opt("rate", flow.rate);
-        object.set("period", flow.period_secs);
-    }
-    object.set_opt("label", spec.labels.first().map(String::as_str));
-    if !spec.labels.is_empty() {
-        object.set("labels", json!(spec.labels));
-    }
+    set_flow_and_labels(&mut object, spec);
     object.set_opt("callerIP", spec.caller_ip.as_deref());
     object.set_opt("callerIp", spec.caller_ip.as_deref());
     Value::Object(object.0)

@@ -8,6 +8,7 @@ mod logs;
 mod messages;
 mod publish;
 mod queues;
+mod schedules;
 mod topics;
 
 use crate::AppState;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .merge(queues::routes())
         .merge(topics::routes())
         .merge(flow::routes())
+        .merge(schedules::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
             let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);

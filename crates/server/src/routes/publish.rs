@@ -42,6 +42,11 @@ async fn publish(
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
     let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
+    if options.cron.is_some() {
+        // A publish with Upstash-Cron creates a schedule, as the older docs describe.
+        let id = super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await?;
+        return Ok(axum::Json(json!({ "scheduleId": id })).into_response());
+    }
     let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue: None };
     let result = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&result))
@@ -71,6 +76,15 @@ pub fn publish_options(
     query_options: &[(String, String)],
     token_in_authorization: bool,
 ) -> ApiResult<PublishOptions> {
+    let pairs = request_pairs(headers, query_options)?;
+    Ok(PublishOptions::from_headers(
+        pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
+        token_in_authorization,
+    )?)
+}
+
+/// The request's headers as text, plus webhook-mode query options for names no header has.
+pub fn request_pairs(headers: &HeaderMap, query_options: &[(String, String)]) -> ApiResult<Vec<(String, String)>> {
     let mut pairs = Vec::with_capacity(headers.len() + query_options.len());
     for (name, value) in headers {
         let value = std::str::from_utf8(value.as_bytes())
@@ -82,10 +96,7 @@ pub fn publish_options(
             pairs.push((name.clone(), value.clone()));
         }
     }
-    Ok(PublishOptions::from_headers(
-        pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
-        token_in_authorization,
-    )?)
+    Ok(pairs)
 }
 
 fn published_json(result: &PublishResult) -> Value {
