@@ -212,11 +212,31 @@ async fn tick(shared: &Shared, now: i64) -> Result<usize> {
     Ok(count)
 }
 
+/// What processing the tick at `tick_at` at `now` does: whether it fires, and the tick to wait
+/// for next. A tick missed by more than [`MISSED_TICK_GRACE_MS`] (tern was down) is skipped with
+/// every later one except the latest that is not that old: that one is next, already due, and
+/// fires on the ticker's next pass — at most one late tick, none back-filled (spec §14). Ticks
+/// that passed while a tick was fired late are skipped.
+fn plan_tick(cron: Option<&CronSchedule>, tick_at: i64, now: i64) -> (bool, Option<i64>) {
+    let Some(cron) = cron else { return (now - tick_at <= MISSED_TICK_GRACE_MS, None) };
+    if now - tick_at <= MISSED_TICK_GRACE_MS {
+        return (true, cron.next_after(now.max(tick_at)));
+    }
+    let mut next = cron.next_after(now - MISSED_TICK_GRACE_MS - 1);
+    while let Some(due) = next
+        && let Some(later) = cron.next_after(due)
+        && later <= now
+    {
+        next = Some(later);
+    }
+    (false, next)
+}
+
 /// One tick of `schedule`: its messages, or the error that prevented them.
 async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFire {
     let tick_at = schedule.next_tick_at.unwrap_or(now);
-    let cron = CronSchedule::parse(&schedule.cron);
-    let next_tick_at = cron.as_ref().ok().and_then(|cron| cron.next_after(now.max(tick_at)));
+    let cron = CronSchedule::parse(&schedule.cron).ok();
+    let (fires, next_tick_at) = plan_tick(cron.as_ref(), tick_at, now);
     let mut fire = ScheduleFire {
         user_id: schedule.user_id.clone(),
         id: schedule.id.clone(),
@@ -226,8 +246,7 @@ async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFi
         fired: false,
         error: None,
     };
-    if now - tick_at > MISSED_TICK_GRACE_MS {
-        // Missed while tern was down: not back-filled.
+    if !fires {
         return fire;
     }
     fire.fired = true;
@@ -253,4 +272,46 @@ async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Re
         message.spec.schedule_id = Some(schedule.id.clone());
     }
     Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+    /// 2026-11-23 10:00 UTC.
+    const BASE: i64 = 1_795_428_000_000;
+
+    fn plan(expression: &str, tick_at: i64, now: i64) -> (bool, Option<i64>) {
+        plan_tick(Some(&CronSchedule::parse(expression).unwrap()), tick_at, now)
+    }
+
+    #[test]
+    fn a_tick_on_time_or_late_by_less_than_the_grace_fires_and_the_next_is_after_now() {
+        assert_eq!(plan("* * * * *", BASE, BASE), (true, Some(BASE + MINUTE)));
+        assert_eq!(plan("* * * * *", BASE, BASE + 59_000), (true, Some(BASE + MINUTE)));
+        // Late by the whole grace (a slow tick): fired, and the tick passed meanwhile is skipped.
+        assert_eq!(plan("* * * * *", BASE, BASE + MINUTE), (true, Some(BASE + 2 * MINUTE)));
+    }
+
+    #[test]
+    fn a_tick_missed_long_ago_gives_way_to_the_last_tick_within_the_grace() {
+        // Down for 3.5 minutes: the tick 30 s ago is next (and due), the older ones are skipped.
+        let now = BASE + 3 * MINUTE + 30_000;
+        assert_eq!(plan("* * * * *", BASE, now), (false, Some(BASE + 3 * MINUTE)));
+        let (fires, next) = plan("* * * * *", BASE + 3 * MINUTE, now);
+        assert_eq!((fires, next), (true, Some(BASE + 4 * MINUTE)), "which then fires once");
+        // Of two ticks within the grace (one a minute ago, one due now) the later one is next.
+        assert_eq!(plan("* * * * *", BASE, BASE + 3 * MINUTE), (false, Some(BASE + 3 * MINUTE)));
+        assert_eq!(plan("*/2 * * * *", BASE, BASE + 5 * MINUTE), (false, Some(BASE + 4 * MINUTE)));
+        // No tick within the last minute: the next one in the future.
+        assert_eq!(plan("0 * * * *", BASE, BASE + 90 * MINUTE), (false, Some(BASE + 2 * 60 * MINUTE)));
+        assert_eq!(plan("0 10 * * *", BASE, BASE + 5 * MINUTE), (false, Some(BASE + 24 * 60 * MINUTE)));
+    }
+
+    #[test]
+    fn an_unreadable_cron_fires_its_stored_tick_and_has_no_next() {
+        assert_eq!(plan_tick(None, BASE, BASE), (true, None));
+        assert_eq!(plan_tick(None, BASE, BASE + 5 * MINUTE), (false, None));
+    }
 }
