@@ -20,8 +20,9 @@ use tern_engine::{ScheduleRequest, ScheduleView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v2/schedules", get(list))
-        .route("/v2/schedules/", get(list))
+        // `POST` without a destination is a create that fails with §3.1's message.
+        .route("/v2/schedules", get(list).post(create_or_act))
+        .route("/v2/schedules/", get(list).post(create_or_act))
         .route("/v2/schedules/{*rest}", post(create_or_act).get(get_one).delete(delete_one).patch(patch_action))
 }
 
