@@ -49,8 +49,8 @@ const status = (code, ...fragments) => (error) =>
   error instanceof QstashError && error.status === code && fragments.every((f) => error.message.includes(f));
 const scheduleIds = async (c = client) => (await c.schedules.list()).map((s) => s.scheduleId);
 
-/** The next `0 0 1 1 *` tick (UTC), in ms. */
-const nextNewYear = () => Date.UTC(new Date().getUTCFullYear() + 1, 0, 1);
+/** The next `0 0 1 1 *` tick (UTC) after `ms`. */
+const nextNewYear = (ms) => Date.UTC(new Date(ms).getUTCFullYear() + 1, 0, 1);
 
 /** Each key of `expected` equals the field of `actual`; an `undefined` value means "absent". */
 function assertFields(actual, expected) {
@@ -95,7 +95,7 @@ test("create with every option; get returns each field; list, delete", async () 
     const s = await client.schedules.get(scheduleId);
     assertFields(s, {
       scheduleId,
-      cron: "0 0 1 1 *", // trimmed
+      cron: "0 0 1 1 *", // trimmed (fetch's Headers already trims the value it sends)
       destination,
       method: "GET",
       // exactly the forwarded headers plus Content-Type (set by the SDK), canonical names
@@ -125,7 +125,7 @@ test("create with every option; get returns each field; list, delete", async () 
       callerIp: "127.0.0.1",
       callerIP: "127.0.0.1",
       isPaused: false,
-      nextScheduleTime: nextNewYear(),
+      nextScheduleTime: nextNewYear(s.createdAt), // the first match after the creation time
       lastScheduleTime: undefined,
       lastScheduleStates: undefined,
       error: undefined,
@@ -448,9 +448,12 @@ test("a time zone prefix (CRON_TZ=) is kept and used", async () => {
   try {
     const s = await client.schedules.get(scheduleId);
     assert.equal(s.cron, cron);
-    // 09:00 in Tokyo (UTC+9, no DST) is 00:00 UTC: the next UTC midnight
-    const now = new Date();
-    assert.equal(s.nextScheduleTime, Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate() + 1));
+    // 09:00 in Tokyo (UTC+9, no DST) is 00:00 UTC: the first UTC midnight after the creation
+    const created = new Date(s.createdAt);
+    assert.equal(
+      s.nextScheduleTime,
+      Date.UTC(created.getUTCFullYear(), created.getUTCMonth(), created.getUTCDate() + 1),
+    );
   } finally {
     await client.schedules.delete(scheduleId);
   }
@@ -629,8 +632,10 @@ test("a tick fans out to a URL group: one delivery per endpoint with the stored 
   r.on(`/tick/${id}/b`, { status: 500, body: "tick failed" }); // fails: retries 0
   await client.urlGroups.addEndpoints({ name: group, endpoints: urls.map((url) => ({ url })) });
   const secret = `tick-secret-${id}`;
+  const goneGroup = `ug-gone-${id}`;
   let scheduleId;
   let pausedId;
+  let goneId;
   let deleted = false;
   try {
     // the paused twin must be paused before the tick both would fire at
@@ -641,6 +646,10 @@ test("a tick fans out to a URL group: one delivery per endpoint with the stored 
       cron: "* * * * *",
     }));
     await client.schedules.pause({ schedule: pausedId });
+    // a schedule whose URL group is gone by the time it ticks
+    await client.urlGroups.addEndpoints({ name: goneGroup, endpoints: [{ url: r.url(`/tick-gone/${id}`) }] });
+    ({ scheduleId: goneId } = await client.schedules.create({ destination: goneGroup, cron: "* * * * *" }));
+    await client.urlGroups.delete(goneGroup);
     ({ scheduleId } = await client.schedules.create({
       destination: group,
       cron: "* * * * *",
@@ -726,6 +735,19 @@ test("a tick fans out to a URL group: one delivery per endpoint with the stored 
     });
     assert.deepEqual(r.received(`/tick-paused/${id}`), []);
 
+    // the same tick failed for the schedule whose group is gone: the error is recorded
+    const gone = await poll(
+      async () => {
+        const x = await client.schedules.get(goneId);
+        return x.error ? x : undefined;
+      },
+      { what: "the error of the schedule whose URL group is gone" },
+    );
+    assert.ok(gone.error.includes(goneGroup), gone.error);
+    assert.equal(gone.lastScheduleTime, s.lastScheduleTime);
+    assert.equal(gone.nextScheduleTime, s.nextScheduleTime);
+    assert.deepEqual(r.received(`/tick-gone/${id}`), []);
+
     await client.schedules.delete(scheduleId);
     deleted = true;
     await assert.rejects(client.schedules.get(scheduleId), status(404));
@@ -736,6 +758,7 @@ test("a tick fans out to a URL group: one delivery per endpoint with the stored 
   } finally {
     if (scheduleId && !deleted) await client.schedules.delete(scheduleId);
     if (pausedId) await client.schedules.delete(pausedId);
+    if (goneId) await client.schedules.delete(goneId);
     await client.urlGroups.delete(group);
   }
 });

@@ -34,10 +34,49 @@ def ms(t: dt.datetime) -> int:
     return int(t.timestamp() * 1000)
 
 
-def next_new_year_ms() -> int:
-    """The next `0 0 1 1 *` tick in UTC."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return ms(dt.datetime(now.year + 1, 1, 1, tzinfo=dt.timezone.utc))
+def utc(ms_: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ms_ / 1000, dt.timezone.utc)
+
+
+def midnight(day: dt.date) -> int:
+    return ms(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc))
+
+
+def next_day(t: dt.datetime) -> int:
+    return midnight(t.date() + dt.timedelta(days=1))
+
+
+def next_hour(t: dt.datetime) -> int:
+    return ms(t.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1))
+
+
+def next_weekday(t: dt.datetime, weekday: int) -> int:
+    """Midnight of the next day (strictly after t's day) with Python weekday ``weekday``."""
+    days = (weekday - t.weekday()) % 7 or 7
+    return midnight(t.date() + dt.timedelta(days=days))
+
+
+def next_month(t: dt.datetime) -> int:
+    return midnight(dt.date(t.year + (t.month == 12), t.month % 12 + 1, 1))
+
+
+def next_year(t: dt.datetime) -> int:
+    return midnight(dt.date(t.year + 1, 1, 1))
+
+
+def next_business_day(t: dt.datetime) -> int:
+    day = t.date() + dt.timedelta(days=1)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return midnight(day)
+
+
+def next_quarter_hour(t: dt.datetime) -> int:
+    base = t.replace(second=0, microsecond=0)
+    return ms(base + dt.timedelta(minutes=15 - base.minute % 15))
+
+
+SUNDAY, MONDAY = 6, 0
 
 
 def schedule_ids(client):
@@ -62,8 +101,8 @@ def test_create_with_every_option_then_get_list_delete(client, receiver, uid):
     before = now_ms()
     sid = client.schedule.create(
         destination=destination,
-        # (httpx refuses header values with surrounding whitespace, so Python cannot send an
-        # untrimmed cron; the JS suite checks the trimming)
+        # (httpx refuses header values with surrounding whitespace: Python cannot send an
+        # untrimmed cron)
         cron="0 0 1 1 *",
         body=f"payload {uid}",
         content_type="text/plain",
@@ -117,7 +156,7 @@ def test_create_with_every_option_then_get_list_delete(client, receiver, uid):
         assert s.caller_ip == "127.0.0.1"
         assert s.paused is False
         assert before - 5_000 <= s.created_at <= now_ms() + 5_000
-        assert s.next_schedule_time == next_new_year_ms()
+        assert s.next_schedule_time == next_year(utc(s.created_at))  # the first match after creation
         assert s.last_schedule_time is None
         assert s.last_schedule_states is None
         assert s.error is None
@@ -338,51 +377,6 @@ def test_pause_and_resume(client, receiver, uid):
         assert s.body == '{"k": "v"}' and s.cron == "1 1 1 1 1"
     finally:
         client.schedule.delete(sid)
-
-
-def utc(ms_: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms_ / 1000, dt.timezone.utc)
-
-
-def midnight(day: dt.date) -> int:
-    return ms(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc))
-
-
-def next_day(t: dt.datetime) -> int:
-    return midnight(t.date() + dt.timedelta(days=1))
-
-
-def next_hour(t: dt.datetime) -> int:
-    return ms(t.replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1))
-
-
-def next_weekday(t: dt.datetime, weekday: int) -> int:
-    """Midnight of the next day (strictly after t's day) with Python weekday ``weekday``."""
-    days = (weekday - t.weekday()) % 7 or 7
-    return midnight(t.date() + dt.timedelta(days=days))
-
-
-def next_month(t: dt.datetime) -> int:
-    return midnight(dt.date(t.year + (t.month == 12), t.month % 12 + 1, 1))
-
-
-def next_year(t: dt.datetime) -> int:
-    return midnight(dt.date(t.year + 1, 1, 1))
-
-
-def next_business_day(t: dt.datetime) -> int:
-    day = t.date() + dt.timedelta(days=1)
-    while day.weekday() >= 5:
-        day += dt.timedelta(days=1)
-    return midnight(day)
-
-
-def next_quarter_hour(t: dt.datetime) -> int:
-    base = t.replace(second=0, microsecond=0)
-    return ms(base + dt.timedelta(minutes=15 - base.minute % 15))
-
-
-SUNDAY, MONDAY = 6, 0
 
 
 @pytest.mark.parametrize(
