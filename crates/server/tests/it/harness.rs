@@ -22,7 +22,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tern_engine::clock::{Clock, ManualClock};
+use tern_engine::clock::{Clock, ManualClock, SystemClock};
 use tern_server::RunningServer;
 use tern_server::config::Config;
 use tern_server::dev::{DEV_USERS, dev_users};
@@ -55,13 +55,19 @@ impl TestServer {
 
     /// A server whose configuration `configure` may change first.
     pub async fn start_with(configure: impl FnOnce(&mut Config)) -> TestServer {
+        Self::start_at(SystemClock.now_ms(), configure).await
+    }
+
+    /// A server whose clock starts at `start_ms` (Unix ms) rather than now — for calendar and
+    /// daylight-saving tests. Deliveries are signed with that time as `iat`.
+    pub async fn start_at(start_ms: i64, configure: impl FnOnce(&mut Config)) -> TestServer {
         let data_dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::defaults();
         config.users = dev_users();
         config.storage.data_dir = data_dir.path().to_path_buf();
         config.server.listen = "127.0.0.1:0".into();
         configure(&mut config);
-        let clock = Arc::new(ManualClock::starting_now());
+        let clock = Arc::new(ManualClock::new(start_ms));
         let running = Self::launch(&config, &clock, "127.0.0.1:0").await;
         TestServer {
             url: format!("http://{}", running.address),
@@ -81,10 +87,29 @@ impl TestServer {
 
     /// Shuts the server down gracefully and starts it again on the same data and address.
     pub async fn restart(&mut self) {
+        self.restart_after(Duration::ZERO).await;
+    }
+
+    /// Shuts the server down gracefully, moves the clock by `down_for` while it is down, and
+    /// starts it again on the same data and address.
+    pub async fn restart_after(&mut self, down_for: Duration) {
+        let address = self.shutdown().await;
+        self.advance(down_for);
+        self.running = Some(Self::launch(&self.config, &self.clock, &address.to_string()).await);
+    }
+
+    /// Shuts the server down gracefully (for good, or until [`TestServer::restart_after`]);
+    /// returns the address it listened on. Its data directory stays until the server is dropped.
+    pub async fn shutdown(&mut self) -> std::net::SocketAddr {
         let running = self.running.take().expect("running");
         let address = running.address;
         running.shutdown().await.expect("clean shutdown");
-        self.running = Some(Self::launch(&self.config, &self.clock, &address.to_string()).await);
+        address
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
     }
 
     pub fn now_ms(&self) -> i64 {
