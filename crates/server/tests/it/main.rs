@@ -22,6 +22,8 @@ mod routing;
 mod schedule_support;
 mod schedules_config;
 mod schedules_create;
+mod schedules_cron;
+mod schedules_dst;
 mod support;
 mod timeline;
 mod url_groups;
