@@ -24,6 +24,8 @@ mod schedules_config;
 mod schedules_create;
 mod schedules_cron;
 mod schedules_dst;
+mod schedules_manage;
+mod schedules_restart;
 mod support;
 mod timeline;
 mod url_groups;
