@@ -8,6 +8,7 @@
 mod load;
 mod processes;
 mod scenarios;
+mod schedules;
 mod sink;
 
 use clap::{Parser, Subcommand};
@@ -36,11 +37,14 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into(), "schedules".into()])]
     scenarios: Vec<String>,
     /// Queues and flow-control keys in the keys scenario.
     #[arg(long, default_value_t = 10_000)]
     keys: u64,
+    /// Schedules in the schedules scenario.
+    #[arg(long, default_value_t = 100_000)]
+    schedules: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +70,7 @@ async fn main() {
         cli.backlog = cli.backlog.min(2_000);
         cli.concurrency = vec![8];
         cli.keys = cli.keys.min(200);
+        cli.schedules = cli.schedules.min(300);
     }
     let start = Instant::now();
     let bench = Bench {
@@ -143,6 +148,21 @@ async fn main() {
             "  memory kept per queue: {:.0} bytes; per flow-control key: {:.0} bytes",
             keys.bytes_per_queue, keys.bytes_per_flow_key
         );
+    }
+
+    if run("schedules") {
+        println!("\n== {} schedules, each firing once an hour (1/60 of them each minute) ==", cli.schedules);
+        let schedules = bench.schedules(cli.schedules, !cli.quick).await;
+        println!("  creating: {:.0} schedules/s", schedules.created_per_s);
+        println!("  memory per schedule (RSS growth / schedules): {:.0} bytes", schedules.bytes_per_schedule);
+        if !cli.quick {
+            println!(
+                "  one minute: {} fired, all delivered {:.2} s after the minute began; tern CPU for the minute {:.2} s",
+                schedules.fired,
+                schedules.tick_duration.as_secs_f64(),
+                schedules.cpu_seconds
+            );
+        }
     }
 
     if failures.is_empty() {

@@ -37,6 +37,7 @@ data_dir = "{}"
 durable = {durable}
 [limits]
 max_queues = 1000000
+max_schedules = 10000000
 [[users]]
 id = "bench"
 token = "{TOKEN}"

@@ -92,7 +92,7 @@ impl Bench {
     }
 
     /// Waits until `count` distinct messages arrived, or nothing arrived for a while.
-    async fn wait_for(&self, count: u64) {
+    pub async fn wait_for(&self, count: u64) {
         let mut last = (0, Instant::now());
         while (self.sink.unique() as u64) < count {
             let now = self.sink.unique();
