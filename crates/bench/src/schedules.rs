@@ -64,7 +64,7 @@ impl Bench {
         // The next whole minute, and how many schedules fire in it.
         let now = unix_ms();
         let minute_start = now.div_ceil(60_000) * 60_000;
-        let minute = (minute_start / 60_000 % 60) as u64;
+        let minute = minute_start / 60_000 % 60;
         let fired = (0..count).filter(|i| i % 60 == minute).count() as u64;
         self.sink.reset();
         tokio::time::sleep(Duration::from_millis(minute_start.saturating_sub(unix_ms()))).await;

@@ -67,9 +67,12 @@ fn message_fields(message: &Message, object: &mut Object) {
     set_flow_and_labels(object, spec);
 }
 
-/// `header` (redacted), `callbackHeader` and `failureCallbackHeader` of a message or schedule.
+/// `header` (redacted), `callbackHeader` and `failureCallbackHeader` of a message or schedule,
+/// each left out when empty (§0.2: never an empty placeholder).
 pub fn set_spec_headers(object: &mut Object, spec: &MessageSpec) {
-    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
+    if !spec.headers.is_empty() {
+        object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
+    }
     let callback_headers = forwarded_callback_headers(spec.callback.as_ref());
     if !callback_headers.is_empty() {
         object.set("callbackHeader", json!(callback_headers.to_canonical_map()));
@@ -130,7 +133,9 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     object.set_opt("endpointName", spec.endpoint_name.as_deref());
     object.set_opt("queueName", spec.queue_name.as_deref());
     object.set_opt("scheduleId", spec.schedule_id.as_deref());
-    object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
+    if !spec.headers.is_empty() {
+        object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
+    }
     object.set("body", STANDARD.encode(spec.redact.body(&message.body)));
     if let Some(response) = &entry.response {
         log_response(&mut object, response);

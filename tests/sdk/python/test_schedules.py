@@ -243,7 +243,7 @@ def test_string_durations_queue_and_rate_only_flow_control(client, receiver, uid
         # rate-only: no parallelism; a numeric period is sent as `7s`
         assert s.flow_control == FlowControlProperties(key=f"fc-rate-{uid}", parallelism=None, rate=3, period=7)
         # Python sends no Content-Type of its own
-        assert not s.headers
+        assert s.headers is None
     finally:
         client.schedule.delete(sid)
 
@@ -300,7 +300,7 @@ def test_custom_schedule_id_and_overwrite(client, receiver, uid):
         assert s.destination == second_url
         assert s.cron == "0 12 * * *"
         assert s.body is None and s.body_base64 is None
-        assert not s.headers
+        assert s.headers is None
         assert s.method == "POST"
         assert s.retries == 3
         for field in (

@@ -70,7 +70,7 @@ async fn optional_message_fields_are_omitted_or_encoded() {
     server.wait_for_state(&id, "DELIVERED").await;
     let message = get_ok(&server, &format!("/v2/messages/{id}")).await;
     let expected = json!({
-        "messageId": id, "url": url, "method": "POST", "header": {}, "maxRetries": 3,
+        "messageId": id, "url": url, "method": "POST", "maxRetries": 3,
         "notBefore": now, "createdAt": now, "callerIP": "127.0.0.1", "callerIp": "127.0.0.1",
     });
     assert_eq!(message, expected);
