@@ -83,6 +83,11 @@ impl Function {
 
 impl RetryDelayExpr {
     pub fn parse(source: &str) -> Result<Self> {
+        if source.len() > MAX_LENGTH {
+            return Err(Invalid::new(format!(
+                "invalid Upstash-Retry-Delay expression: longer than {MAX_LENGTH} characters"
+            )));
+        }
         let mut parser = Parser { input: source.as_bytes(), position: 0, depth: 0 };
         let root = parser.expression().and_then(|root| {
             parser.skip_spaces();
@@ -142,7 +147,8 @@ fn evaluate(expr: &Expr, retried: f64) -> f64 {
                 Function::Max => arg(0).max(arg(1)),
                 Function::Random => {
                     let (low, high) = (arg(0).min(arg(1)), arg(0).max(arg(1)));
-                    if low.is_finite() && high.is_finite() && low < high { rand::random_range(low..=high) } else { low }
+                    let span = high - low;
+                    if span.is_finite() && span > 0.0 { low + rand::random::<f64>() * span } else { low }
                 }
             }
         }
@@ -158,6 +164,9 @@ struct Parser<'a> {
 }
 
 const MAX_NESTING: usize = 64;
+/// Longer expressions are refused: the tree (built, evaluated and dropped recursively) stays
+/// small whatever a client sends.
+const MAX_LENGTH: usize = 256;
 
 impl Parser<'_> {
     fn error(&self, what: &str) -> String {
@@ -223,7 +232,13 @@ impl Parser<'_> {
             }
             Some(b'+') => {
                 self.position += 1;
-                self.unary()
+                self.depth += 1;
+                if self.depth > MAX_NESTING {
+                    return Err(self.error("expression nested too deeply"));
+                }
+                let inner = self.unary();
+                self.depth -= 1;
+                inner
             }
             _ => self.primary(),
         }
@@ -364,8 +379,12 @@ mod tests {
         ] {
             assert!(RetryDelayExpr::parse(bad).is_err(), "{bad:?} should be rejected");
         }
-        let deep = "(".repeat(500) + "1" + &")".repeat(500);
+        let deep = "(".repeat(100) + "1" + &")".repeat(100);
         assert!(RetryDelayExpr::parse(&deep).is_err());
+        assert!(RetryDelayExpr::parse(&"+".repeat(100_000)).is_err(), "no stack overflow on unary chains");
+        assert!(RetryDelayExpr::parse(&"1+".repeat(50_000)).is_err(), "nor on long binary chains");
+        let wide = RetryDelayExpr::parse("$random(-pow(10, 308), pow(10, 308))").unwrap();
+        let _ = wide.delay(0);
     }
 
     #[test]
