@@ -24,6 +24,30 @@ pub const COMMON_FILTERS: &[&str] = &[
     "toDate",
 ];
 
+/// Keys [`Query::filter`] reads.
+const FILTER_KEYS: &[&str] = &[
+    "messageId",
+    "messageIds",
+    "dlqIds",
+    "url",
+    "topicName",
+    "queueName",
+    "scheduleId",
+    "label",
+    "flowControlKey",
+    "callerIp",
+    "callerIP",
+    "host",
+    "path",
+    "state",
+    "responseStatus",
+    "fromDate",
+    "toDate",
+];
+
+/// The most values one filter may list (SQLite bounds the size of a statement).
+const MAX_FILTER_VALUES: usize = 500;
+
 impl Query {
     pub fn parse(raw: Option<&str>) -> Self {
         Query(
@@ -83,8 +107,20 @@ impl Query {
             .transpose()
     }
 
-    /// The shared filters; `fromDate`/`toDate` are inclusive Unix milliseconds.
+    /// The shared filters; `fromDate`/`toDate` are inclusive Unix milliseconds. A filter given
+    /// without a value, or with too many, is refused rather than ignored: an ignored filter could
+    /// widen a bulk cancel or delete to everything.
     pub fn filter(&self) -> Result<MessageFilter, ApiError> {
+        for (key, value) in &self.0 {
+            if FILTER_KEYS.contains(&key.as_str()) && value.split(',').all(|part| part.trim().is_empty()) {
+                return Err(ApiError::bad_request(format!("query parameter {key} has no value")));
+            }
+        }
+        for key in FILTER_KEYS {
+            if self.values(key).len() > MAX_FILTER_VALUES {
+                return Err(ApiError::bad_request(format!("at most {MAX_FILTER_VALUES} values for {key}")));
+            }
+        }
         let mut caller_ips = self.values("callerIp");
         caller_ips.extend(self.values("callerIP"));
         let mut message_ids = self.values("messageId");

@@ -48,6 +48,9 @@ struct CancelBody {
 /// ignored: a filtered cancel always covers every match (what the SDKs now expect).
 const CANCEL_KEYS: &[&str] = &["messageIds", "host", "path", "count", "cursor"];
 
+/// The most ids one bulk call may name.
+const MAX_IDS: usize = 1000;
+
 async fn cancel_messages(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -60,10 +63,12 @@ async fn cancel_messages(
     // A `messageIds` list that is present but empty selects nothing, never everything.
     let body_ids = body.message_ids.is_some();
     ids.extend(body.message_ids.clone().flatten().unwrap_or_default());
+    if ids.len() > MAX_IDS {
+        return Err(crate::error::ApiError::bad_request(format!("at most {MAX_IDS} message ids per call")));
+    }
     let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {
-        let mut filter = query.filter()?;
-        filter.message_ids.clear();
-        CancelSelection::Filter { filter: Box::new(filter), limit: None }
+        // Every filter narrows (`messageId` included); only no filter at all means "all".
+        CancelSelection::Filter { filter: Box::new(query.filter()?), limit: None }
     } else {
         // Ids that cannot name a message are skipped like unknown ones.
         CancelSelection::Ids(ids.iter().filter_map(|id| id.parse::<MessageId>().ok()).collect())

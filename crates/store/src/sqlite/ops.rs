@@ -299,7 +299,14 @@ pub fn cancel(
         }
         let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
         insert_log(connection, log(user_id, message_id, now, LogState::CancelRequested))?;
-        let running = context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
+        // An attempt whose retry was recorded earlier in this batch has ended, although the
+        // scheduler (which hears of the batch only after the commit) still counts it running.
+        let retried_in_batch = effects
+            .changes
+            .iter()
+            .any(|change| matches!(change, Change::Scheduled(s) if s.id == message_id && !s.is_new));
+        let running =
+            !retried_in_batch && context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
         if running {
             connection
                 .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")?

@@ -61,8 +61,14 @@ pub fn message_filter(sql: &mut SqlFilter, filter: &MessageFilter, alias: &str, 
     let statuses: Vec<i64> = filter.response_statuses.iter().map(|s| i64::from(*s)).collect();
     sql.push_in(&format!("{alias}.response_status"), &statuses);
     if !filter.labels.is_empty() {
-        let alternatives = vec![format!("instr({alias}.labels, ?) > 0"); filter.labels.len()].join(" OR ");
-        sql.push(&format!("({alternatives})"), filter.labels.iter().map(|label| Value::Text(format!(",{label},"))));
+        // One condition over a JSON array, however many labels: no deep OR chain.
+        let labels = serde_json::to_string(&filter.labels).expect("labels serialise");
+        sql.push(
+            &format!(
+                "EXISTS (SELECT 1 FROM json_each(?) WHERE instr({alias}.labels, ',' || json_each.value || ',') > 0)"
+            ),
+            [Value::Text(labels)],
+        );
     }
     if let Some(column) = time_column {
         if let Some(from) = filter.from_ms {

@@ -7,6 +7,8 @@
 //! back. Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so
 //! an op error means a storage failure: the whole batch is rolled back and every caller in it
 //! gets the error, which keeps savepoints (and their statement journals) off the hot path.
+//! The exception is the rare op whose statement a client shapes (a filtered cancel, a queue
+//! delete): it runs in its own savepoint, so that its failure fails only itself.
 
 use super::{ops, recovery, resources, schedules};
 use crate::error::{Result, StoreError};
@@ -244,7 +246,7 @@ impl Writer {
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
         let commit = (|| -> Result<(), String> {
-            let transaction = self
+            let mut transaction = self
                 .connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|error| error.to_string())?;
@@ -257,6 +259,29 @@ impl Writer {
                 if matches!(op, WriteOp::Attach { .. }) {
                     // The recovery scan reads everything committed so far, earlier ops included.
                     effects.changes.clear();
+                }
+                if matches!(op, WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. }) {
+                    // Client-shaped statements (filters) get a savepoint, so that one of them
+                    // failing fails only itself, never the publishes sharing its commit.
+                    let before = (effects.changes.len(), effects.held.len(), self.next_seq);
+                    let savepoint = transaction.savepoint().map_err(|error| error.to_string())?;
+                    let context = Context {
+                        connection: &savepoint,
+                        scheduling: self.scheduling.as_deref(),
+                        next_seq: &mut self.next_seq,
+                    };
+                    let (answer, error) = apply(context, op, &mut effects, &mut attached);
+                    if error.is_some() {
+                        drop(savepoint);
+                        release(self.scheduling.as_deref(), &effects.held[before.1..]);
+                        effects.changes.truncate(before.0);
+                        effects.held.truncate(before.1);
+                        self.next_seq = before.2;
+                    } else {
+                        savepoint.commit().map_err(|error| error.to_string())?;
+                    }
+                    pending.push(answer);
+                    continue;
                 }
                 let context = Context {
                     connection: &transaction,
