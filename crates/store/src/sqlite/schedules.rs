@@ -53,9 +53,12 @@ pub fn upsert(connection: &Connection, schedule: &ScheduleRecord, limit: usize) 
         .optional()?
         .is_some();
     if !exists {
+        // Kept by triggers (schema.rs): counting the rows would make creation quadratic.
         let count: i64 = connection
-            .prepare_cached("SELECT count(*) FROM schedules WHERE user_id = ?1")?
-            .query_row([&schedule.user_id], |row| row.get(0))?;
+            .prepare_cached("SELECT count FROM schedule_counts WHERE user_id = ?1")?
+            .query_row([&schedule.user_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
         if count as usize >= limit {
             return Ok(ScheduleUpsert::LimitReached);
         }

@@ -9,7 +9,8 @@ use rusqlite::Connection;
 /// States below this code are unfinished (see `MessageState::code`).
 pub const FIRST_TERMINAL_STATE: i64 = 3;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE messages (
     id TEXT PRIMARY KEY,
     user_id TEXT NOT NULL,
@@ -133,7 +134,49 @@ CREATE TABLE signing_keys (
     configured_current TEXT NOT NULL,
     configured_next TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Schedules move to a rowid table: their rows (a body each) are too wide for a WITHOUT ROWID
+-- b-tree, which spent a page per row. Counting them for the per-user limit reads a kept count,
+-- not the table.
+CREATE TABLE schedules_rowid (
+    user_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    cron TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    queue_name TEXT,
+    headers TEXT NOT NULL,
+    body BLOB NOT NULL,
+    caller_ip TEXT,
+    created_at INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    next_tick_at INTEGER,
+    last_tick_at INTEGER,
+    last_message_ids TEXT,
+    error TEXT,
+    PRIMARY KEY (user_id, id)
+);
+INSERT INTO schedules_rowid SELECT user_id, id, cron, destination, queue_name, headers, body, caller_ip,
+    created_at, paused, next_tick_at, last_tick_at, last_message_ids, error FROM schedules;
+DROP TABLE schedules;
+ALTER TABLE schedules_rowid RENAME TO schedules;
+CREATE INDEX schedules_due ON schedules(next_tick_at) WHERE paused = 0 AND next_tick_at IS NOT NULL;
+
+CREATE TABLE schedule_counts (
+    user_id TEXT PRIMARY KEY,
+    count INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO schedule_counts SELECT user_id, count(*) FROM schedules GROUP BY user_id;
+-- An upsert that updates fires no INSERT trigger, so only new schedules are counted.
+CREATE TRIGGER schedules_counted_in AFTER INSERT ON schedules BEGIN
+    INSERT INTO schedule_counts VALUES (new.user_id, 1)
+        ON CONFLICT (user_id) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER schedules_counted_out AFTER DELETE ON schedules BEGIN
+    UPDATE schedule_counts SET count = count - 1 WHERE user_id = old.user_id;
+END;
+"#,
+];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:
 /// an acknowledged publish survives power loss, and group commit keeps that affordable.
@@ -159,4 +202,46 @@ pub fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
         transaction.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule_count(connection: &Connection, user: &str) -> i64 {
+        connection.query_row("SELECT count FROM schedule_counts WHERE user_id = ?1", [user], |row| row.get(0)).unwrap()
+    }
+
+    #[test]
+    fn the_schedules_migration_keeps_rows_and_counts_them() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection.pragma_update(None, "user_version", 1).unwrap();
+        let insert = "INSERT INTO schedules (user_id, id, cron, destination, headers, body, created_at, paused,
+                next_tick_at) VALUES (?1, ?2, '* * * * *', 'https://example.com', '[]', x'01', 1, 0, 60000)
+             ON CONFLICT (user_id, id) DO UPDATE SET cron = excluded.cron";
+        for (user, id) in [("u1", "a"), ("u1", "b"), ("u2", "a")] {
+            connection.execute(insert, [user, id]).unwrap();
+        }
+
+        migrate(&mut connection).unwrap();
+        let rows: i64 = connection.query_row("SELECT count(*) FROM schedules", [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, 3);
+        assert_eq!((schedule_count(&connection, "u1"), schedule_count(&connection, "u2")), (2, 1));
+
+        // The triggers keep the count: an overwrite is not a new schedule, a delete is one less.
+        connection.execute(insert, ["u1", "a"]).unwrap();
+        connection.execute(insert, ["u1", "c"]).unwrap();
+        assert_eq!(schedule_count(&connection, "u1"), 3);
+        connection.execute("DELETE FROM schedules WHERE user_id = 'u1' AND id = 'b'", []).unwrap();
+        assert_eq!(schedule_count(&connection, "u1"), 2);
+        let due: i64 = connection
+            .query_row(
+                "SELECT count(*) FROM schedules INDEXED BY schedules_due WHERE next_tick_at > 0 AND paused = 0",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(due, 3, "u1: a and c, u2: a");
+    }
 }
