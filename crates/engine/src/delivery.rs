@@ -3,7 +3,7 @@
 
 use crate::clock::Clock;
 use crate::config::EngineConfig;
-use crate::destinations::PublicOnlyResolver;
+use crate::destinations::{PublicOnlyResolver, public_redirects};
 use crate::keys::SigningKeys;
 use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -31,7 +31,7 @@ pub fn build_client(config: &EngineConfig) -> reqwest::Result<reqwest::Client> {
         .pool_idle_timeout(Duration::from_secs(90))
         .pool_max_idle_per_host(1024);
     if !config.allow_private_destinations {
-        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver));
+        builder = builder.dns_resolver(Arc::new(PublicOnlyResolver)).redirect(public_redirects());
     }
     builder.build()
 }

@@ -55,6 +55,23 @@ pub fn check_public_url(url: &str) -> Result<(), Invalid> {
     }
 }
 
+/// As many redirects as reqwest follows by default.
+const MAX_REDIRECTS: usize = 10;
+
+/// Follows a redirect only to a destination [`check_public_url`] accepts: a redirect to an IP
+/// literal never reaches the resolver, so it is checked here (host names still are, there).
+pub fn public_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if let Err(refused) = check_public_url(attempt.url().as_str()) {
+            attempt.error(format!("redirected to a private address: {}", refused.0))
+        } else if attempt.previous().len() > MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
+
 /// A resolver that drops private addresses (used only when they are not allowed).
 pub struct PublicOnlyResolver;
 
@@ -97,6 +114,41 @@ mod tests {
         for public in ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "100.128.0.1"] {
             assert!(!is_private(public.parse().unwrap()), "{public}");
         }
+    }
+
+    /// An HTTP server on 127.0.0.1 that answers every request with a redirect to `location`.
+    async fn redirector(location: String) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let answer = format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_restricted_client_follows_no_redirect_to_a_private_address() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        let config = crate::config::EngineConfig { allow_private_destinations: false, ..Default::default() };
+        let client = crate::delivery::build_client(&config).unwrap();
+        for location in
+            [format!("http://127.0.0.1:{port}/"), format!("http://localhost:{port}/"), format!("http://[::1]:{port}/")]
+        {
+            // The first hop is an IP literal: the engine checks that one before sending.
+            let error = client.get(redirector(location.clone()).await).send().await.unwrap_err();
+            assert!(error.is_redirect(), "{location}: {error:?}");
+            assert!(format!("{error:?}").contains("private address"), "{error:?}");
+        }
+        // Any connection made would already wait in the backlog; the timeout only bounds the look.
+        let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), target.accept()).await;
+        assert!(nothing.is_err(), "no connection reached the private target");
     }
 
     #[test]

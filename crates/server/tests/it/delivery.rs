@@ -2,6 +2,7 @@
 
 use crate::harness::*;
 use axum::http::Method;
+use std::time::Duration;
 use tern_core::signing;
 
 #[tokio::test]
@@ -80,4 +81,28 @@ async fn header_forward_mode_forwards_incoming_headers() {
     // The token came in the query, so the sender's own Authorization header is forwarded.
     assert_eq!(request.header("authorization"), Some("Bearer the-senders-own"));
     assert_eq!(request.target, "/webhook");
+}
+
+#[tokio::test]
+async fn private_destinations_can_be_refused_by_the_operator() {
+    // Accepted while private destinations are allowed (the default), due after the operator
+    // has restricted them: the attempt is refused at delivery and no request leaves.
+    let receiver = Receiver::start().await;
+    let mut server = TestServer::start().await;
+    let id = server
+        .publish_ok(&format!("{}/x", receiver.base), &[("Upstash-Delay", "1m"), ("Upstash-Retries", "0")], "x")
+        .await;
+    server.config.delivery.allow_private_destinations = false;
+    server.restart_after(Duration::from_secs(60)).await;
+    server.wait_for_state(&id, "FAILED").await;
+    let (_, logs) = send(server.get(&format!("/v2/logs?messageId={id}&state=ERROR"))).await;
+    assert!(logs["events"][0]["error"].as_str().unwrap().contains("private address"), "{logs}");
+    assert!(receiver.requests().is_empty());
+
+    // New private destinations are refused at publish.
+    for private in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x", "http://10.1.2.3/x"] {
+        let (status, json) = server.publish(private, &[], "x").await;
+        assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{private}: {json}");
+        assert!(json["error"].as_str().unwrap().contains("private address"), "{json}");
+    }
 }
