@@ -178,8 +178,7 @@ fn publish_many(
     let next = Arc::new(AtomicUsize::new(0));
     // reqwest is built without a default TLS provider (tern installs ring when it starts; no
     // in-process server runs here). Installing it twice is refused harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = http_client();
     let handles = (0..workers)
         .map(|_| {
             let (acknowledged, next, http) = (Arc::clone(&acknowledged), Arc::clone(&next), http.clone());

@@ -38,6 +38,13 @@ pub const NEXT_KEY: &str = DEV_USERS[0].3;
 /// A second user, for isolation tests.
 pub const OTHER_TOKEN: &str = DEV_USERS[1].1;
 
+/// A plain client for tests that talk to a `tern` process. reqwest is built without a default
+/// TLS provider, so one is installed first (a second install is refused harmlessly).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 pub struct TestServer {
     pub url: String,
     pub clock: Arc<ManualClock>,
@@ -73,7 +80,7 @@ impl TestServer {
             url: format!("http://{}", running.address),
             clock,
             config,
-            http: reqwest::Client::new(),
+            http: http_client(),
             running: Some(running),
             _data_dir: data_dir,
         }

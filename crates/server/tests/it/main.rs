@@ -4,6 +4,7 @@
 mod auth;
 mod batch;
 mod callbacks;
+mod cli;
 mod dedup;
 mod delivery;
 mod dlq;

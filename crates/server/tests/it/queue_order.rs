@@ -211,8 +211,7 @@ fn arrivals(receiver: &Receiver) -> Vec<String> {
 /// server stops answering; returns the acknowledged ids in order.
 fn enqueue_in_order(url: String, destination: String) -> (Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>) {
     let acknowledged = Arc::new(Mutex::new(Vec::new()));
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
+    let http = http_client();
     let ids = Arc::clone(&acknowledged);
     let publisher = tokio::spawn(async move {
         for i in 0.. {

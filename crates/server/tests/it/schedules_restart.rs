@@ -135,7 +135,7 @@ async fn the_binary_killed_right_after_a_tick_does_not_fire_it_again() {
 
     receiver.script("/crash", vec![Reply::Status(200)]);
     let second = TernProcess::start(server.data_dir(), stderr).await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let logs = get_from(&http, &second.url, &format!("/v2/logs?messageId={fired_id}")).await;
