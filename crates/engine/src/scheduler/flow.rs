@@ -1,7 +1,7 @@
 //! Flow control (spec §13): a key's parallelism and rate limits, its waitlist, and the
 //! operator's pause and pins.
 
-use super::Scheduler;
+use super::{Scheduler, lookup_key};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tern_core::{FlowControl, MessageId};
@@ -133,7 +133,7 @@ impl Scheduler {
     }
 
     pub fn flow_info(&mut self, user: &str, key: &str, now: i64) -> Option<FlowInfo> {
-        let state = self.flows.iter_mut().find(|((u, k), _)| &**u == user && &**k == key)?.1;
+        let state = self.flows.get_mut(&lookup_key(user, key))?;
         state.roll(now);
         Some(FlowInfo {
             key: key.to_string(),

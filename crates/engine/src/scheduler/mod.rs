@@ -27,6 +27,11 @@ use tern_store::{Change, Scheduled};
 
 type Key = (Arc<str>, Arc<str>);
 
+/// A [`Key`] to look one up with: a tuple of `Arc`s cannot be borrowed as a pair of `&str`.
+fn lookup_key(user: &str, name: &str) -> Key {
+    (Arc::from(user), Arc::from(name))
+}
+
 /// Messages due within this horizon of being scheduled keep their payload in memory.
 const CACHE_HORIZON_MS: i64 = 5_000;
 /// Rough bookkeeping bytes of a cached message besides its body.

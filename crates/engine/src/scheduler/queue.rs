@@ -1,6 +1,6 @@
 //! A FIFO queue's scheduling state: its settings and its unfinished messages in enqueue order.
 
-use super::{Key, Scheduler};
+use super::{Key, Scheduler, lookup_key};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tern_core::MessageId;
@@ -83,20 +83,17 @@ impl Scheduler {
     }
 
     pub fn queue_figures(&self, user: &str, queue: &str) -> QueueFigures {
-        let lag = self
-            .queues
-            .iter()
-            .find(|((u, q), _)| &**u == user && &**q == queue)
-            .map_or(0, |(_, state)| state.order.len() as u64);
+        let lag = self.queues.get(&lookup_key(user, queue)).map_or(0, |state| state.order.len() as u64);
         QueueFigures { lag }
     }
 }
 
 impl Scheduler {
     pub fn has_queue(&self, user: &str, queue: &str) -> bool {
-        self.queues.iter().any(|((u, q), state)| &**u == user && &**q == queue && !state.deleted)
+        self.queues.get(&lookup_key(user, queue)).is_some_and(|state| !state.deleted)
     }
 
+    /// A scan of every queue: only creating a queue asks (for the per-user limit).
     pub fn queue_count(&self, user: &str) -> usize {
         self.queues.iter().filter(|((u, _), state)| &**u == user && !state.deleted).count()
     }
