@@ -149,10 +149,14 @@ pub(crate) async fn prepare(
     let dedup_expiry = now + config.dedup_window.as_millis() as i64;
     let mut messages = Vec::with_capacity(targets.len());
     for (url, endpoint_name) in targets {
-        if !config.allow_private_destinations {
-            crate::destinations::check_public_url(&url)?;
-        }
         let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+        if !config.allow_private_destinations {
+            // Callbacks are deliveries too: refused now rather than failing after the fact.
+            let callbacks = [&spec.callback, &spec.failure_callback];
+            for url in std::iter::once(&url).chain(callbacks.into_iter().flatten().map(|callback| &callback.url)) {
+                crate::destinations::check_public_url(url)?;
+            }
+        }
         spec.endpoint_name = endpoint_name;
         spec.topic_name = fan_out.then(|| destination.clone());
         spec.queue_name = request.queue.clone();

@@ -105,4 +105,12 @@ async fn private_destinations_can_be_refused_by_the_operator() {
         assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{private}: {json}");
         assert!(json["error"].as_str().unwrap().contains("private address"), "{json}");
     }
+    // And so are private callbacks. (Delayed a week: were the check missing, nothing would be
+    // sent to the public destination before the server stops.)
+    for callback in ["Upstash-Callback", "Upstash-Failure-Callback"] {
+        let headers = [(callback, "http://127.0.0.1:9/cb"), ("Upstash-Delay", "7d")];
+        let (status, json) = server.publish("http://example.com/x", &headers, "x").await;
+        assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{callback}: {json}");
+        assert!(json["error"].as_str().unwrap().contains("private address"), "{json}");
+    }
 }
