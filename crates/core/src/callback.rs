@@ -4,6 +4,7 @@
 use crate::headers::HeaderList;
 use crate::message::{AttemptResponse, CallbackTarget, Message, MessageSpec, Origin};
 use crate::options::{PublishLimits, PublishOptions};
+use crate::redact::Redaction;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
@@ -39,6 +40,11 @@ pub fn callback_message(
         Some(_) => Origin::FailureCallback { source: source.id },
         None => Origin::Callback { source: source.id },
     };
+    // The callback body quotes the source's headers and body: whatever the source hides in
+    // reads, its callback hides too (its whole body; what is delivered is unchanged).
+    if source.spec.redact != Redaction::default() {
+        spec.redact.body = true;
+    }
     let due_at = options.first_delivery_at(now_ms, limits).unwrap_or(now_ms);
     CallbackMessage { spec, body: callback_body(source, retried, response, dlq_id), due_at }
 }
@@ -150,6 +156,19 @@ mod tests {
         assert_eq!(body["notBefore"], 2000);
         assert_eq!(body["createdAt"], 1000);
         assert!(body.get("dlqId").is_none());
+        assert!(!callback.spec.redact.body, "nothing to hide");
+    }
+
+    #[test]
+    fn a_callback_hides_its_body_when_the_source_redacts_anything() {
+        let mut source = source();
+        source.spec.redact = Redaction::parse("header[Authorization]").unwrap();
+        let target = source.spec.callback.clone().unwrap();
+        let response = AttemptResponse { status: 200, ..Default::default() };
+        let callback = callback_message(&source, &target, 0, &response, None, 10_000, &PublishLimits::default());
+        assert!(callback.spec.redact.body);
+        let body: Value = serde_json::from_slice(&callback.body).unwrap();
+        assert_eq!(body["sourceBody"], "aGVsbG8=", "the destination still gets the real values");
     }
 
     #[test]
