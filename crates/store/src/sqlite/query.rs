@@ -5,6 +5,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::collections::HashMap;
 use std::sync::Arc;
 use tern_core::{LogState, Message, MessageId};
 
@@ -157,16 +158,20 @@ pub fn list_logs(
     let mut rows = statement.query(params_from_iter(sql.params()))?;
     let mut entries = Vec::new();
     let mut keys = Vec::new();
-    // Entries of one message share one decoded copy of it.
-    let mut last: Option<Arc<Message>> = None;
+    // Entries of one message share one decoded copy of it (body included), however they
+    // interleave with other messages' entries on the page.
+    let mut decoded: HashMap<String, Arc<Message>> = HashMap::new();
     let base = MESSAGE_COLUMN_COUNT;
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
-        let message = match &last {
-            Some(message) if message.id.to_string() == id => Arc::clone(message),
-            _ => Arc::new(message_from_row(row, 0)?),
+        let message = match decoded.get(&id) {
+            Some(message) => Arc::clone(message),
+            None => {
+                let message = Arc::new(message_from_row(row, 0)?);
+                decoded.insert(id, Arc::clone(&message));
+                message
+            }
         };
-        last = Some(Arc::clone(&message));
         let state: i64 = row.get(base + 2)?;
         keys.push((row.get::<_, i64>(base + 1)?, row.get::<_, i64>(base)?));
         entries.push(LogEntry {
