@@ -179,8 +179,13 @@ pub async fn run_ticker(shared: Arc<Shared>, stop: CancellationToken) {
         let full = match tick(&shared, now).await {
             Ok(count) => count == DUE_BATCH,
             Err(error) => {
+                // The failed schedules are still due: without a pause this would spin.
                 tracing::error!(%error, "firing schedules failed; trying again in a second");
-                false
+                tokio::select! {
+                    () = shared.clock.sleep_until(now + 1000) => {}
+                    () = stop.cancelled() => return,
+                }
+                continue;
             }
         };
         if full {
@@ -252,6 +257,12 @@ async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFi
     fire.fired = true;
     match produce(shared, &schedule, tick_at).await {
         Ok(messages) => fire.messages = messages,
+        // A storage failure is the operator's to read, in the log; the schedule shows that the
+        // tick failed without the internals.
+        Err(EngineError::Store(error)) => {
+            tracing::error!(%error, schedule = %schedule.id, "a schedule's tick could not be prepared");
+            fire.error = Some("internal error while firing this tick; see the server log".into());
+        }
         Err(error) => fire.error = Some(error.to_string()),
     }
     fire
