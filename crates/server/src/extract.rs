@@ -86,8 +86,9 @@ impl FromRequestParts<AppState> for Writer {
     }
 }
 
-/// The publisher's IP: the peer address, or the first `X-Forwarded-For` entry when the
-/// operator trusts a proxy.
+/// The publisher's IP: the peer address, or the last `X-Forwarded-For` entry when the
+/// operator trusts a proxy — the one that proxy appended; entries before it are whatever the
+/// client sent.
 #[derive(Debug, Clone)]
 pub struct CallerIp(pub Option<String>);
 
@@ -97,9 +98,9 @@ impl FromRequestParts<AppState> for CallerIp {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.api.trust_forwarded_for
             && let Some(forwarded) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
-            && let Some(first) = forwarded.split(',').map(str::trim).find(|ip| !ip.is_empty())
+            && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|ip| !ip.is_empty())
         {
-            return Ok(CallerIp(Some(first.to_string())));
+            return Ok(CallerIp(Some(last.to_string())));
         }
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip().to_string());
         Ok(CallerIp(peer))
@@ -153,4 +154,19 @@ pub fn present<'de, D: serde::Deserializer<'de>, T: serde::Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<T>, D::Error> {
     T::deserialize(deserializer).map(Some)
+}
+
+/// A single path parameter, with a QStash-shaped rejection (axum's own is plain text), e.g.
+/// for a name whose percent-encoding is not UTF-8.
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParam(value))
+            .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
+    }
 }

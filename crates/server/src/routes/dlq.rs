@@ -3,10 +3,10 @@
 use super::publish::publish_options;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, Writer};
+use crate::extract::{Caller, JsonBody, PathParam, Writer};
 use crate::query::{COMMON_FILTERS, Query};
 use crate::views;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -40,14 +40,18 @@ async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiRes
     Ok(Json(body))
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, Path(dlq_id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(dlq_id): PathParam,
+) -> ApiResult<Json<Value>> {
     Ok(Json(views::dlq_message(&state.engine.dlq_get(&caller.user_id, &dlq_id).await?)))
 }
 
 async fn delete_one(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(dlq_id): Path<String>,
+    PathParam(dlq_id): PathParam,
 ) -> ApiResult<()> {
     let (deleted, _) = state.engine.dlq_delete(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()])).await?;
     if deleted == 0 {
@@ -94,7 +98,7 @@ async fn delete_many(
 async fn retry_one(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(dlq_id): Path<String>,
+    PathParam(dlq_id): PathParam,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;

@@ -3,9 +3,9 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, Writer};
+use crate::extract::{Caller, PathParam, Writer};
 use crate::query::Query;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -49,15 +49,15 @@ async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiRes
     Ok(Json(Value::Array(infos.iter().map(flow_json).collect())))
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(key): PathParam) -> ApiResult<Json<Value>> {
     Ok(Json(flow_json(&state.engine.flow_control(&caller.user_id, &key)?)))
 }
 
-async fn pause(State(state): State<AppState>, Writer(caller): Writer, Path(key): Path<String>) -> ApiResult<()> {
+async fn pause(State(state): State<AppState>, Writer(caller): Writer, PathParam(key): PathParam) -> ApiResult<()> {
     Ok(state.engine.set_flow_paused(&caller.user_id, &key, true).await?)
 }
 
-async fn resume(State(state): State<AppState>, Writer(caller): Writer, Path(key): Path<String>) -> ApiResult<()> {
+async fn resume(State(state): State<AppState>, Writer(caller): Writer, PathParam(key): PathParam) -> ApiResult<()> {
     Ok(state.engine.set_flow_paused(&caller.user_id, &key, false).await?)
 }
 
@@ -79,7 +79,7 @@ fn positive(query: &Query, name: &str) -> ApiResult<Option<u64>> {
 async fn pin(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(key): Path<String>,
+    PathParam(key): PathParam,
     uri: Uri,
 ) -> ApiResult<()> {
     let query = Query::parse(uri.query());
@@ -98,7 +98,7 @@ async fn pin(
 async fn unpin(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(key): Path<String>,
+    PathParam(key): PathParam,
     uri: Uri,
 ) -> ApiResult<()> {
     let query = Query::parse(uri.query());
@@ -113,7 +113,7 @@ async fn unpin(
     Ok(state.engine.unpin_flow(&caller.user_id, &key, flag("parallelism")?, flag("rate")?).await?)
 }
 
-async fn reset_rate(State(state): State<AppState>, Writer(caller): Writer, Path(key): Path<String>) -> ApiResult<()> {
+async fn reset_rate(State(state): State<AppState>, Writer(caller): Writer, PathParam(key): PathParam) -> ApiResult<()> {
     Ok(state.engine.reset_flow_rate(&caller.user_id, &key).await?)
 }
 

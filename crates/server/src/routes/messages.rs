@@ -2,10 +2,10 @@
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{Caller, JsonBody, Writer};
+use crate::extract::{Caller, JsonBody, PathParam, Writer};
 use crate::query::{COMMON_FILTERS, Query};
 use crate::views;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::Uri;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -22,7 +22,11 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/messages/", delete(cancel_messages))
 }
 
-async fn get_message(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_message(
+    State(state): State<AppState>,
+    caller: Caller,
+    PathParam(id): PathParam,
+) -> ApiResult<Json<Value>> {
     let message = state.engine.message(&caller.user_id, &id).await?;
     Ok(Json(views::message(&message)))
 }
@@ -30,7 +34,7 @@ async fn get_message(State(state): State<AppState>, caller: Caller, Path(id): Pa
 async fn cancel_message(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(id): Path<String>,
+    PathParam(id): PathParam,
 ) -> ApiResult<Json<Value>> {
     let cancelled = state.engine.cancel(&caller.user_id, &id).await?;
     Ok(Json(json!({ "cancelled": cancelled })))

@@ -2,8 +2,8 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, Writer};
-use axum::extract::{Path, State};
+use crate::extract::{Caller, JsonBody, PathParam, Writer};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -57,21 +57,25 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
     Ok(Json(Value::Array(queues.iter().map(queue_json).collect())))
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
     Ok(Json(queue_json(&state.engine.queue(&caller.user_id, &name).await?)))
 }
 
-async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, Path(name): Path<String>) -> ApiResult<()> {
+async fn delete_one(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    PathParam(name): PathParam,
+) -> ApiResult<()> {
     state.engine.delete_queue(&caller.user_id, &name).await?;
     Ok(())
 }
 
-async fn pause(State(state): State<AppState>, Writer(caller): Writer, Path(name): Path<String>) -> ApiResult<()> {
+async fn pause(State(state): State<AppState>, Writer(caller): Writer, PathParam(name): PathParam) -> ApiResult<()> {
     state.engine.set_queue_paused(&caller.user_id, &name, true).await?;
     Ok(())
 }
 
-async fn resume(State(state): State<AppState>, Writer(caller): Writer, Path(name): Path<String>) -> ApiResult<()> {
+async fn resume(State(state): State<AppState>, Writer(caller): Writer, PathParam(name): PathParam) -> ApiResult<()> {
     state.engine.set_queue_paused(&caller.user_id, &name, false).await?;
     Ok(())
 }

@@ -5,8 +5,8 @@
 use super::publish::request_pairs;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, Caller, CallerIp, Writer};
-use axum::extract::{Path, State};
+use crate::extract::{Body, Caller, CallerIp, PathParam, Writer};
+use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -109,7 +109,7 @@ async fn set_paused(state: &AppState, user_id: &str, id: &str, paused: bool) -> 
 async fn patch_action(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(rest): Path<String>,
+    PathParam(rest): PathParam,
 ) -> ApiResult<()> {
     let (id, action) = rest.split_once('/').unwrap_or((&rest, ""));
     match action.to_ascii_lowercase().as_str() {
@@ -124,11 +124,11 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
     Ok(Json(Value::Array(schedules.iter().map(schedule_json).collect())))
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
     Ok(Json(schedule_json(&state.engine.schedule(&caller.user_id, &id).await?)))
 }
 
-async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, Path(id): Path<String>) -> ApiResult<()> {
+async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, PathParam(id): PathParam) -> ApiResult<()> {
     Ok(state.engine.delete_schedule(&caller.user_id, &id).await?)
 }
 

@@ -3,8 +3,8 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, Writer};
-use axum::extract::{Path, State};
+use crate::extract::{Caller, JsonBody, PathParam, Writer};
+use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -58,7 +58,7 @@ fn endpoints(body: EndpointsBody) -> Vec<Endpoint> {
 async fn add(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
     JsonBody(body): JsonBody<EndpointsBody>,
 ) -> ApiResult<()> {
     let endpoints = endpoints(body);
@@ -72,7 +72,7 @@ async fn add(
 async fn remove(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path(name): Path<String>,
+    PathParam(name): PathParam,
     JsonBody(body): JsonBody<EndpointsBody>,
 ) -> ApiResult<()> {
     state.engine.remove_endpoints(&caller.user_id, &name, endpoints(body)).await?;
@@ -84,11 +84,15 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
     Ok(Json(Value::Array(groups.iter().map(group_json).collect())))
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&state.engine.url_group(&caller.user_id, &name).await?)))
 }
 
-async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, Path(name): Path<String>) -> ApiResult<()> {
+async fn delete_one(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    PathParam(name): PathParam,
+) -> ApiResult<()> {
     state.engine.delete_url_group(&caller.user_id, &name).await?;
     Ok(())
 }

@@ -123,6 +123,14 @@ async fn unknown_paths_and_wrong_methods_answer_json() {
 }
 
 #[tokio::test]
+async fn a_path_name_that_is_not_utf8_is_a_json_400() {
+    let server = TestServer::start().await;
+    for path in ["/v2/queues/%FF", "/v2/topics/%FF", "/v2/messages/%FF", "/v2/schedules/%FF", "/v2/flowControl/%FF"] {
+        expect_error(server.get(path), StatusCode::BAD_REQUEST, "invalid path").await;
+    }
+}
+
+#[tokio::test]
 async fn a_non_utf8_header_value_is_rejected() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;
@@ -143,6 +151,15 @@ async fn bad_bulk_cancel_requests_cancel_nothing() {
         expect_error(server.delete(&format!("/v2/messages?{query}")), StatusCode::BAD_REQUEST, "").await;
     }
     expect_error(server.delete("/v2/messages?fromDate=yesterday"), StatusCode::BAD_REQUEST, "fromDate").await;
+    // A filter without a value, or with too many, is refused rather than dropped.
+    for query in ["label=", "messageId=", "url=&label=x", "label=,"] {
+        expect_error(server.delete(&format!("/v2/messages?{query}")), StatusCode::BAD_REQUEST, "no value").await;
+    }
+    let many = (0..501).map(|i| format!("label=l{i}")).collect::<Vec<_>>().join("&");
+    expect_error(server.delete(&format!("/v2/messages?{many}")), StatusCode::BAD_REQUEST, "at most").await;
+    // `messageId` narrows a filtered cancel like every other filter.
+    let (status, json) = send(server.delete("/v2/messages?label=x&messageId=msg_other")).await;
+    assert_eq!((status, json), (StatusCode::OK, serde_json::json!({ "cancelled": 0 })));
     assert!(is_pending(&server, &id).await, "{:?}", server.log_states(&id).await);
     // The same message is still cancellable.
     let (status, json) = send(server.delete("/v2/messages?label=x")).await;

@@ -22,7 +22,7 @@ async fn every_stored_setting_shapes_each_produced_message() {
     receiver.script("/job", vec![Reply::Hang, Reply::Status(500)]);
     let (callback_url, failure_url) = (receiver.url("/cb"), receiver.url("/fcb"));
     let headers = [
-        ("X-Forwarded-For", "203.0.113.7"),
+        ("X-Forwarded-For", "192.0.2.99 , 203.0.113.7"),
         ("Upstash-Method", "put"),
         ("Content-Type", "text/plain"),
         ("Upstash-Forward-X-Custom", "custom-value"),
