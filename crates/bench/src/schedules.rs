@@ -46,7 +46,7 @@ impl Bench {
             })
             .collect();
         for worker in workers {
-            let _ = worker.await;
+            worker.await.expect("a worker creating schedules panicked");
         }
         let created_per_s = count as f64 / started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(1)).await;
