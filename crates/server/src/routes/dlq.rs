@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tern_core::PublishOptions;
 use tern_engine::DlqSelection;
 
 pub fn routes() -> Router<AppState> {
@@ -95,13 +96,21 @@ async fn delete_many(
     Ok(Json(body))
 }
 
+/// The configuration headers of a DLQ retry request. Its own `Content-Type` describes the
+/// request (a JSON filter, or nothing), not the messages: they keep theirs unless
+/// `Upstash-Forward-Content-Type` says otherwise.
+fn retry_overrides(mut headers: HeaderMap, caller: &Caller) -> ApiResult<PublishOptions> {
+    headers.remove(axum::http::header::CONTENT_TYPE);
+    publish_options(&headers, &[], caller.token_in_authorization)
+}
+
 async fn retry_one(
     State(state): State<AppState>,
     Writer(caller): Writer,
     PathParam(dlq_id): PathParam,
     headers: HeaderMap,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
+    let overrides = retry_overrides(headers, &caller)?;
     let (ids, _) = state.engine.dlq_retry(&caller.user_id, DlqSelection::Ids(vec![dlq_id.clone()]), &overrides).await?;
     let id = ids.first().ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
     Ok((StatusCode::CREATED, Json(json!({ "messageId": id.to_string() }))))
@@ -115,7 +124,7 @@ async fn retry_many(
     JsonBody(body): JsonBody<IdsBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let selection = selection(&state, &Query::parse(uri.query()), body)?;
-    let overrides = publish_options(&headers, &[], caller.token_in_authorization)?;
+    let overrides = retry_overrides(headers, &caller)?;
     let (ids, cursor) = state.engine.dlq_retry(&caller.user_id, selection, &overrides).await?;
     let responses: Vec<Value> = ids.iter().map(|id| json!({ "messageId": id.to_string() })).collect();
     let mut body = json!({ "responses": responses });

@@ -195,17 +195,24 @@ async fn retry_overrides_apply_to_the_new_message() {
     let receiver = Receiver::start().await;
     let non_retryable = Reply::with_headers(489, &[("Upstash-NonRetryable-Error", "true")]);
     receiver.script("/override", vec![non_retryable, Reply::Status(500)]);
-    let id = server.publish_ok(&receiver.url("/override"), &[("Upstash-Retries", "3")], "x").await;
+    let headers = [("Upstash-Retries", "3"), ("Content-Type", "text/plain")];
+    let id = server.publish_ok(&receiver.url("/override"), &headers, "x").await;
     server.wait_for_state(&id, "FAILED").await;
     let entry = get_ok(&server, &format!("/v2/dlq?messageId={id}")).await;
     assert_eq!(entry["messages"][0]["maxRetries"], json!(3));
     let dlq_id = entry["messages"][0]["dlqId"].as_str().unwrap();
 
-    let request = server.post(&format!("/v2/dlq/retry/{dlq_id}")).header("Upstash-Retries", "0");
+    // The retry request's own Content-Type (SDKs send one) is not an override.
+    let request = server
+        .post(&format!("/v2/dlq/retry/{dlq_id}"))
+        .header("Upstash-Retries", "0")
+        .header("Content-Type", "application/json");
     let (status, json) = send(request).await;
     assert_eq!(status, StatusCode::CREATED, "{json}");
     let new_id = json["messageId"].as_str().unwrap();
-    assert_eq!(get_ok(&server, &format!("/v2/messages/{new_id}")).await["maxRetries"], json!(0));
+    let retried = get_ok(&server, &format!("/v2/messages/{new_id}")).await;
+    assert_eq!(retried["maxRetries"], json!(0));
+    assert_eq!(retried["header"]["Content-Type"], json!(["text/plain"]), "{retried}");
     // With no retries left the 500 fails it at once (no RETRY), back into the DLQ.
     assert_eq!(server.wait_for_state(new_id, "FAILED").await, ["CREATED", "ACTIVE", "ERROR", "FAILED"]);
     let listed = get_ok(&server, "/v2/dlq").await;
