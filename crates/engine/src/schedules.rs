@@ -53,7 +53,8 @@ impl Engine {
     /// Creates a schedule (or overwrites the one with the same id) and returns its id; it is
     /// live at once.
     pub async fn create_schedule(&self, user_id: &str, request: ScheduleRequest) -> Result<String> {
-        let cron = CronSchedule::parse(&request.cron)?;
+        let now = self.shared.clock.now_ms();
+        let (cron, next_tick_at) = CronSchedule::parse_with_next(&request.cron, now)?;
         let options = options(&request.headers)?;
         if options.not_before.is_some() {
             return Err(Invalid::new("Upstash-Not-Before is not allowed on schedules; use Upstash-Delay").into());
@@ -78,7 +79,6 @@ impl Engine {
             }
             None => format!("scd_{}", ulid_text()),
         };
-        let now = self.shared.clock.now_ms();
         let record = ScheduleRecord {
             id: id.clone(),
             user_id: user_id.to_string(),
@@ -90,7 +90,7 @@ impl Engine {
             caller_ip: request.caller_ip,
             created_at: now,
             paused: false,
-            next_tick_at: cron.next_after(now),
+            next_tick_at: Some(next_tick_at),
             last_tick_at: None,
             last_message_ids: Vec::new(),
             error: None,

@@ -192,6 +192,7 @@ async fn invalid_schedules_are_rejected_with_a_helpful_message() {
         ("@sometimes", "unknown descriptor"),
         ("CRON_TZ=Mars/Olympus 0 4 * * *", "unknown time zone \"Mars/Olympus\""),
         ("TZ=Europe/Nowhere 0 4 * * *", "unknown time zone"),
+        ("0 12 31 2 *", "matches no date"),
         ("", "expected 5 fields"),
     ] {
         expect_error(create(url, Some(cron), &[]), bad_request, fragment).await;
