@@ -1,6 +1,7 @@
-//! tern-engine: everything that runs in the background — the dispatcher, the signed HTTP
-//! delivery, retries, callbacks, DLQ moves and retention — plus the operations the API offers
-//! on top of the store. No HTTP server code lives here.
+//! tern-engine: everything that runs in the background — the scheduler (due times, FIFO
+//! queues, flow control), the dispatcher, the signed HTTP delivery, retries, callbacks, DLQ
+//! moves, retention and the schedule ticker — plus the operations the API offers on top of the
+//! store. No HTTP server code lives here.
 
 pub mod clock;
 pub mod config;
@@ -46,6 +47,10 @@ struct Shared {
     scheduler: Arc<SharedScheduler>,
     /// Wakes the schedule ticker when a schedule was created, resumed or changed.
     schedule_wake: tokio::sync::Notify,
+    /// Held across each queue or flow-key settings change, from reading the current settings
+    /// to applying the new ones to both the store and the scheduler: concurrent changes then
+    /// land in the same order in both, and none overwrites another with stale values.
+    settings_changes: tokio::sync::Mutex<()>,
 }
 
 /// The running engine. Cheap to clone; [`Engine::shutdown`] stops it.
@@ -80,7 +85,9 @@ impl Engine {
         store.attach(scheduler.clone(), clock.now_ms()).await?;
         tracing::info!(unfinished = scheduler.lock().len(), "scheduler ready");
         let schedule_wake = tokio::sync::Notify::new();
-        let shared = Arc::new(Shared { store, clock, config, keyring, http, scheduler, schedule_wake });
+        let settings_changes = tokio::sync::Mutex::new(());
+        let shared =
+            Arc::new(Shared { store, clock, config, keyring, http, scheduler, schedule_wake, settings_changes });
         let engine = Engine {
             shared: Arc::clone(&shared),
             stop: CancellationToken::new(),

@@ -1,5 +1,5 @@
-//! The operations on queues, flow-control keys and URL groups. Settings are stored first and
-//! then applied to the scheduler, so what the API reports has been made durable.
+//! The operations on queues, flow-control keys and URL groups. Settings changes run one at a
+//! time and reach both the store and the scheduler before they are answered.
 
 use crate::Engine;
 use crate::error::{EngineError, Result};
@@ -35,6 +35,7 @@ impl Engine {
                 config.max_queue_parallelism
             )));
         }
+        let _change = self.shared.settings_changes.lock().await;
         let (known, count) = {
             let scheduler = self.shared.scheduler.lock();
             (scheduler.has_queue(user_id, name), scheduler.queue_count(user_id))
@@ -70,6 +71,7 @@ impl Engine {
     /// Deletes a queue and cancels its waiting messages (running ones finish first).
     pub async fn delete_queue(&self, user_id: &str, name: &str) -> Result<()> {
         validate_name(name, "queue")?;
+        let _change = self.shared.settings_changes.lock().await;
         let now = self.shared.clock.now_ms();
         self.shared.store.delete_queue(user_id, name, now).await?;
         self.shared.scheduler.update(|scheduler, _| scheduler.delete_queue(user_id, name));
@@ -78,6 +80,7 @@ impl Engine {
 
     /// Pauses or resumes a queue; idempotent.
     pub async fn set_queue_paused(&self, user_id: &str, name: &str, paused: bool) -> Result<()> {
+        let _change = self.shared.settings_changes.lock().await;
         let view = self.queue(user_id, name).await?;
         let now = self.shared.clock.now_ms();
         self.shared.store.upsert_queue(user_id, name, view.record.parallelism, paused, now).await?;
@@ -107,7 +110,7 @@ impl Engine {
             .collect()
     }
 
-    /// Changes a key's settings in the scheduler, then stores them.
+    /// Changes a key's settings in the scheduler (which holds them), then stores the result.
     async fn change_flow(
         &self,
         user_id: &str,
@@ -117,6 +120,7 @@ impl Engine {
         if key.trim().is_empty() {
             return Err(Invalid::new("the flow-control key must not be empty").into());
         }
+        let _change = self.shared.settings_changes.lock().await;
         let settings = self.shared.scheduler.update(|scheduler, now| {
             change(scheduler, now);
             scheduler.flow_settings(user_id, key)
