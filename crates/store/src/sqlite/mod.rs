@@ -45,7 +45,8 @@ impl SqliteOptions {
 
 const DATABASE_FILE: &str = "tern.sqlite3";
 const LOCK_FILE: &str = "tern.lock";
-const READERS: usize = 4;
+/// Reads running at once (each on its own connection, with its own page cache); more wait.
+const READERS: usize = 8;
 const WRITE_QUEUE: usize = 65_536;
 
 pub struct SqliteStore {
@@ -85,7 +86,12 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             sender,
-            readers: Arc::new(Readers { path, durable: options.durable, idle: Mutex::new(Vec::new()) }),
+            readers: Arc::new(Readers {
+                path,
+                durable: options.durable,
+                idle: Mutex::new(Vec::new()),
+                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+            }),
             writer_thread: Mutex::new(Some(writer_thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
         })
@@ -108,11 +114,13 @@ fn open_connection(path: &Path, durable: bool) -> Result<Connection> {
     Ok(connection)
 }
 
-/// Reader connections, used from blocking tasks.
+/// Reader connections, used from blocking tasks. At most [`READERS`] exist: a burst of reads
+/// waits for a permit instead of opening a connection (and a blocking thread) per request.
 struct Readers {
     path: PathBuf,
     durable: bool,
     idle: Mutex<Vec<Connection>>,
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Readers {
@@ -120,6 +128,12 @@ impl Readers {
         self: &Arc<Self>,
         query: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        // The permit moves into the blocking task: a read whose caller went away still holds
+        // it until the query ends, so the bound holds for connections, not just for callers.
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
         let readers = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().expect("reader pool lock").pop();
@@ -128,10 +142,8 @@ impl Readers {
                 None => open_connection(&readers.path, readers.durable)?,
             };
             let result = query(&connection);
-            let mut idle = readers.idle.lock().expect("reader pool lock");
-            if idle.len() < READERS {
-                idle.push(connection);
-            }
+            readers.idle.lock().expect("reader pool lock").push(connection);
+            drop(permit);
             result
         })
         .await
