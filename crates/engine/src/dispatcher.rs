@@ -182,5 +182,23 @@ pub async fn run_retention(shared: Arc<Shared>, stop: CancellationToken) {
                 }
             }
         }
+        if let Err(error) = forget_idle_flow_keys(&shared).await {
+            tracing::error!(%error, "forgetting idle flow-control keys failed");
+        }
     }
+}
+
+/// A flow-control key unused this long, with nothing waiting and no pause or pin, is forgotten
+/// (memory and store): keys made per tenant or per request would otherwise pile up forever.
+pub const FLOW_KEY_IDLE_MS: i64 = 24 * 3600 * 1000;
+
+async fn forget_idle_flow_keys(shared: &Shared) -> crate::error::Result<()> {
+    // Under the settings lock, so that no pause or pin lands between the two steps.
+    let _change = shared.settings_changes.lock().await;
+    let forgotten = shared.scheduler.update(|scheduler, now| scheduler.forget_idle_flows(now, FLOW_KEY_IDLE_MS));
+    if !forgotten.is_empty() {
+        tracing::debug!(count = forgotten.len(), "forgetting idle flow-control keys");
+        shared.store.forget_flows(forgotten).await?;
+    }
+    Ok(())
 }

@@ -78,8 +78,11 @@ impl Engine {
         for (user_id, queue) in store.all_queues().await? {
             scheduler.configure_queue(&user_id, &queue.name, queue.parallelism, queue.paused);
         }
+        let started_at = clock.now_ms();
         for (user_id, key, settings) in store.all_flows().await? {
             scheduler.restore_flow(&user_id, &key, &settings);
+            // When a key was last used is not stored: its idle day counts from this start.
+            scheduler.touch_flow(&user_id, &key, started_at);
         }
         let scheduler = Arc::new(SharedScheduler::new(scheduler, Arc::clone(&clock)));
         store.attach(scheduler.clone(), clock.now_ms()).await?;

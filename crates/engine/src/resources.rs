@@ -123,6 +123,7 @@ impl Engine {
         let _change = self.shared.settings_changes.lock().await;
         let settings = self.shared.scheduler.update(|scheduler, now| {
             change(scheduler, now);
+            scheduler.touch_flow(user_id, key, now);
             scheduler.flow_settings(user_id, key)
         });
         self.shared.store.save_flow(user_id, key, settings).await?;

@@ -74,6 +74,9 @@ pub trait FlowStore: Send + Sync {
 
     /// Every key of every user (`(user id, key, settings)`), for the scheduler at start.
     async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>>;
+
+    /// Forgets idle keys (`(user id, key)`), except any that is paused or pinned by now.
+    async fn forget_flows(&self, keys: Vec<(String, String)>) -> Result<()>;
 }
 
 #[async_trait]

@@ -24,6 +24,11 @@ pub(super) struct FlowState {
     pub waitlist: VecDeque<MessageId>,
     /// How many waitlist ids are live.
     pub waiting: u64,
+    /// Unfinished messages with this key (waiting for their time, a slot or a retry, or
+    /// running): a key with any is never forgotten.
+    pub messages: u64,
+    /// When a message or the operator last used the key.
+    pub last_used: i64,
 }
 
 impl Default for FlowState {
@@ -40,6 +45,8 @@ impl Default for FlowState {
             window_count: 0,
             waitlist: VecDeque::new(),
             waiting: 0,
+            messages: 0,
+            last_used: 0,
         }
     }
 }
@@ -78,6 +85,7 @@ impl FlowState {
 
     pub fn started(&mut self, now: i64) {
         self.roll(now);
+        self.last_used = now;
         self.active += 1;
         self.window_start.get_or_insert(now);
         self.window_count += 1;
@@ -204,6 +212,32 @@ impl Scheduler {
         state.window_start = None;
         state.window_count = 0;
         self.release_flow(&key, now);
+    }
+
+    /// Marks a key as used now (an operator change counts: it must not be forgotten at once).
+    pub fn touch_flow(&mut self, user: &str, key: &str, now: i64) {
+        self.flow_state(user, key).1.last_used = now;
+    }
+
+    /// Forgets the keys that hold nothing: no unfinished message, no pause or pin, unused for
+    /// `idle_ms` and past their rate window. Their state is what any new message would create
+    /// afresh, so only memory changes. Returns them, for the store to forget too.
+    pub fn forget_idle_flows(&mut self, now: i64, idle_ms: i64) -> Vec<(String, String)> {
+        let mut forgotten = Vec::new();
+        self.flows.retain(|(user, key), state| {
+            let idle = state.messages == 0
+                && state.active == 0
+                && !state.paused
+                && !state.pinned_parallelism
+                && !state.pinned_rate
+                && now - state.last_used >= idle_ms
+                && state.window_start.is_none_or(|start| now >= start + state.period_ms);
+            if idle {
+                forgotten.push((user.to_string(), key.to_string()));
+            }
+            !idle
+        });
+        forgotten
     }
 
     /// Restores operator settings kept in the store (at start).

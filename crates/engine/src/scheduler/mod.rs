@@ -166,12 +166,17 @@ impl Scheduler {
 
     fn schedule(&mut self, scheduled: Scheduled, now: i64) {
         let user = self.user(&scheduled.user_id);
+        let known = self.entries.contains_key(&scheduled.id);
         let flow = scheduled.flow_control.as_ref().map(|flow| {
             let key: Arc<str> = Arc::from(flow.key.as_str());
             let state = self.flows.entry((Arc::clone(&user), Arc::clone(&key))).or_default();
             if scheduled.is_new {
                 state.configure(flow);
             }
+            if !known {
+                state.messages += 1;
+            }
+            state.last_used = now;
             key
         });
         let id = scheduled.id;
@@ -258,6 +263,11 @@ impl Scheduler {
                 state.order.remove(&entry.seq);
             }
             self.slide(&key);
+        }
+        if let Some(flow) = &entry.flow
+            && let Some(state) = self.flows.get_mut(&(Arc::clone(&entry.user), Arc::clone(flow)))
+        {
+            state.messages = state.messages.saturating_sub(1);
         }
     }
 

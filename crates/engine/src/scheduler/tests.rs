@@ -300,3 +300,46 @@ fn cancelled_messages_leave_every_structure() {
     assert!(started(&mut scheduler, 100).is_empty());
     assert!(scheduler.is_empty());
 }
+
+#[test]
+fn idle_keys_are_forgotten_and_busy_or_configured_ones_kept() {
+    const DAY: i64 = 86_400_000;
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(4);
+    // "delayed" has a message waiting for its time, "done" one that finished, "paused" is paused,
+    // and "rated" allows one start a week.
+    let rated = Scheduled {
+        flow_control: Some(FlowControl {
+            key: "rated".into(),
+            parallelism: None,
+            rate: Some(1),
+            period_secs: 7 * 86_400,
+        }),
+        ..scheduled(m[3], 0, 4)
+    };
+    add(
+        &mut scheduler,
+        vec![
+            with_due(flowing(m[0], 1, "delayed", Some(1), None), 3 * DAY),
+            flowing(m[1], 2, "done", Some(1), None),
+            rated,
+        ],
+    );
+    assert_eq!(started(&mut scheduler, 0), vec![m[1], m[3]]);
+    finish(&mut scheduler, m[1], 10);
+    finish(&mut scheduler, m[3], 10);
+    scheduler.set_flow_paused("u", "paused", true, 0);
+
+    assert!(scheduler.forget_idle_flows(DAY - 1, DAY).is_empty(), "nothing idle for a day yet");
+    assert_eq!(scheduler.forget_idle_flows(DAY + 10, DAY), vec![("u".to_string(), "done".to_string())]);
+    assert!(scheduler.flow_info("u", "done", DAY + 10).is_none());
+    for kept in ["delayed", "paused", "rated"] {
+        assert!(scheduler.flow_info("u", kept, DAY + 10).is_some(), "{kept} is kept");
+    }
+    // Once its week-long window is over, the rated key goes too.
+    assert_eq!(scheduler.forget_idle_flows(7 * DAY, DAY), vec![("u".to_string(), "rated".to_string())]);
+    // The delayed message still starts under its key; a forgotten key used again comes back.
+    assert_eq!(started(&mut scheduler, 7 * DAY), vec![m[0]]);
+    add(&mut scheduler, vec![flowing(m[2], 5, "done", Some(1), None)]);
+    assert_eq!(scheduler.flow_info("u", "done", 7 * DAY).unwrap().parallelism_max, 1);
+}

@@ -457,3 +457,41 @@ async fn pauses_and_pins_of_keys_and_queues_survive_a_restart() {
     assert_eq!(status, StatusCode::OK);
     receiver.wait_for("/queue", 1).await;
 }
+
+#[tokio::test]
+async fn idle_keys_are_forgotten_after_a_day_unless_paused_or_pinned() {
+    let mut server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    for key in ["idle", "paused", "pinned"] {
+        let id = server.publish_ok(&receiver.url("/f"), &flow_headers(key, "parallelism=1"), "x").await;
+        server.wait_for_state(&id, "DELIVERED").await;
+    }
+    assert_eq!(send(server.post("/v2/flowControl/paused/pause")).await.0, StatusCode::OK);
+    assert_eq!(send(server.post("/v2/flowControl/pinned/pin?parallelism=3")).await.0, StatusCode::OK);
+
+    // A day later the next retention pass forgets only the plain key.
+    server.advance(Duration::from_secs(24 * 3600 + 60));
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while send(server.get("/v2/flowControl/idle")).await.0 != StatusCode::NOT_FOUND {
+        assert!(tokio::time::Instant::now() < deadline, "the idle key was never forgotten");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(flow(&server, "paused").await["isPaused"], json!(true));
+    assert_eq!(flow(&server, "pinned").await["parallelismMax"], json!(3));
+
+    // Forgotten in the store too: a restart does not bring it back.
+    server.restart().await;
+    expect_error(server.get("/v2/flowControl/idle"), StatusCode::NOT_FOUND, "not found").await;
+    let keys: BTreeSet<String> = get_ok(&server, "/v2/flowControl")
+        .await
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|info| info["flowControlKey"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, BTreeSet::from(["paused".to_string(), "pinned".to_string()]));
+    // A forgotten key used again starts afresh.
+    let id = server.publish_ok(&receiver.url("/f"), &flow_headers("idle", "rate=5"), "x").await;
+    server.wait_for_state(&id, "DELIVERED").await;
+    assert_eq!(flow(&server, "idle").await["rateMax"], json!(5));
+}

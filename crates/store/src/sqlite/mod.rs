@@ -224,6 +224,10 @@ impl FlowStore for SqliteStore {
     async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>> {
         self.readers.read(query::all_flows).await
     }
+
+    async fn forget_flows(&self, keys: Vec<(String, String)>) -> Result<()> {
+        self.request(|reply| WriteOp::ForgetFlows { keys, reply }).await
+    }
 }
 
 #[async_trait]

@@ -66,6 +66,18 @@ pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &F
     Ok(())
 }
 
+/// Deletes idle keys; the operator's settings (a pause, a pin) keep a key.
+pub fn forget_flows(connection: &Connection, keys: &[(String, String)]) -> Result<()> {
+    let mut statement = connection.prepare_cached(
+        "DELETE FROM flow_keys WHERE user_id = ?1 AND key = ?2
+            AND paused = 0 AND pinned_parallelism = 0 AND pinned_rate = 0",
+    )?;
+    for (user_id, key) in keys {
+        statement.execute(params![user_id, key])?;
+    }
+    Ok(())
+}
+
 /// Adds endpoints (creating the group), or renames those whose URL is already there.
 pub fn add_endpoints(
     connection: &Connection,

@@ -76,6 +76,10 @@ pub enum WriteOp {
         settings: FlowSettings,
         reply: Reply<()>,
     },
+    ForgetFlows {
+        keys: Vec<(String, String)>,
+        reply: Reply<()>,
+    },
     AddEndpoints {
         user_id: String,
         group: String,
@@ -179,6 +183,7 @@ impl Pending {
             | WriteOp::SaveKeys { reply, .. }
             | WriteOp::UpsertQueue { reply, .. }
             | WriteOp::SaveFlow { reply, .. }
+            | WriteOp::ForgetFlows { reply, .. }
             | WriteOp::AddEndpoints { reply, .. }
             | WriteOp::RemoveEndpoints { reply, .. }
             | WriteOp::Stop { reply } => Pending::Unit(reply, error(message)),
@@ -391,6 +396,9 @@ fn apply(
         }
         WriteOp::SaveFlow { user_id, key, settings, reply } => {
             settle(resources::save_flow(connection, &user_id, &key, &settings), |r| Pending::Unit(reply, r))
+        }
+        WriteOp::ForgetFlows { keys, reply } => {
+            settle(resources::forget_flows(connection, &keys), |r| Pending::Unit(reply, r))
         }
         WriteOp::AddEndpoints { user_id, group, endpoints, now, reply } => {
             settle(resources::add_endpoints(connection, &user_id, &group, &endpoints, now), |r| Pending::Unit(reply, r))

@@ -115,6 +115,13 @@ async fn flow_settings_survive_and_follow_messages_unless_pinned(backend: &mut i
         (settings.parallelism, settings.rate, settings.period_secs, settings.paused),
         (Some(7), Some(3), 60, true)
     );
+
+    // Forgetting keeps a paused or pinned key, and drops a plain one.
+    let plain = [("Upstash-Flow-Control-Key", "plain"), ("Upstash-Flow-Control-Value", "rate=1")];
+    store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &plain)]).await.unwrap();
+    store.forget_flows(vec![(USER.into(), "k".into()), (USER.into(), "plain".into())]).await.unwrap();
+    let keys: Vec<String> = store.all_flows().await.unwrap().into_iter().map(|(_, key, _)| key).collect();
+    assert_eq!(keys, ["k"]);
     store.shutdown().await.unwrap();
 }
 
