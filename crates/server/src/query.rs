@@ -24,26 +24,8 @@ pub const COMMON_FILTERS: &[&str] = &[
     "toDate",
 ];
 
-/// Keys [`Query::filter`] reads.
-const FILTER_KEYS: &[&str] = &[
-    "messageId",
-    "messageIds",
-    "dlqIds",
-    "url",
-    "topicName",
-    "queueName",
-    "scheduleId",
-    "label",
-    "flowControlKey",
-    "callerIp",
-    "callerIP",
-    "host",
-    "path",
-    "state",
-    "responseStatus",
-    "fromDate",
-    "toDate",
-];
+/// Keys [`Query::filter`] reads beyond [`COMMON_FILTERS`].
+const MORE_FILTERS: &[&str] = &["messageIds", "dlqIds", "host", "path", "state", "responseStatus"];
 
 /// The most values one filter may list (SQLite bounds the size of a statement).
 const MAX_FILTER_VALUES: usize = 500;
@@ -111,12 +93,13 @@ impl Query {
     /// without a value, or with too many, is refused rather than ignored: an ignored filter could
     /// widen a bulk cancel or delete to everything.
     pub fn filter(&self) -> Result<MessageFilter, ApiError> {
+        let filter_keys = || COMMON_FILTERS.iter().chain(MORE_FILTERS);
         for (key, value) in &self.0 {
-            if FILTER_KEYS.contains(&key.as_str()) && value.split(',').all(|part| part.trim().is_empty()) {
+            if filter_keys().any(|filter| filter == key) && value.split(',').all(|part| part.trim().is_empty()) {
                 return Err(ApiError::bad_request(format!("query parameter {key} has no value")));
             }
         }
-        for key in FILTER_KEYS {
+        for key in filter_keys() {
             if self.values(key).len() > MAX_FILTER_VALUES {
                 return Err(ApiError::bad_request(format!("at most {MAX_FILTER_VALUES} values for {key}")));
             }
