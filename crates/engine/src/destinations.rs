@@ -55,6 +55,16 @@ pub fn check_public_url(url: &str) -> Result<(), Invalid> {
     }
 }
 
+/// Rejects a message whose destination or callbacks [`check_public_url`] refuses: callbacks are
+/// deliveries too, refused when the message is accepted rather than failing after the fact.
+pub fn check_public_spec(spec: &tern_core::MessageSpec) -> Result<(), Invalid> {
+    check_public_url(&spec.url)?;
+    for callback in [&spec.callback, &spec.failure_callback].into_iter().flatten() {
+        check_public_url(&callback.url)?;
+    }
+    Ok(())
+}
+
 /// As many redirects as reqwest follows by default.
 const MAX_REDIRECTS: usize = 10;
 

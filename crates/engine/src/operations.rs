@@ -95,12 +95,15 @@ impl Engine {
         let limits = &self.shared.config.limits;
         let now = self.shared.clock.now_ms();
         let due_at = overrides.first_delivery_at(now, limits)?;
-        let messages: Vec<NewMessage> = entries
+        let messages = entries
             .into_iter()
             .map(|entry| {
                 let mut spec = entry.spec;
                 overrides.override_spec(&mut spec, limits);
-                NewMessage {
+                if !self.shared.config.allow_private_destinations {
+                    crate::destinations::check_public_spec(&spec)?;
+                }
+                Ok(NewMessage {
                     id: MessageId::generate(),
                     user_id: user_id.to_string(),
                     spec,
@@ -109,9 +112,9 @@ impl Engine {
                     due_at,
                     dedup: None,
                     consumes_dlq_entry: entry.dlq_id,
-                }
+                })
             })
-            .collect();
+            .collect::<Result<Vec<NewMessage>>>()?;
         let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
         let outcomes = self.shared.store.insert_messages(messages).await?;
         let created = ids

@@ -151,11 +151,7 @@ pub(crate) async fn prepare(
     for (url, endpoint_name) in targets {
         let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
         if !config.allow_private_destinations {
-            // Callbacks are deliveries too: refused now rather than failing after the fact.
-            let callbacks = [&spec.callback, &spec.failure_callback];
-            for url in std::iter::once(&url).chain(callbacks.into_iter().flatten().map(|callback| &callback.url)) {
-                crate::destinations::check_public_url(url)?;
-            }
+            crate::destinations::check_public_spec(&spec)?;
         }
         spec.endpoint_name = endpoint_name;
         spec.topic_name = fan_out.then(|| destination.clone());

@@ -97,7 +97,8 @@ impl FromRequestParts<AppState> for CallerIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         if state.api.trust_forwarded_for
-            && let Some(forwarded) = parts.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok())
+            // A proxy may append its own header line instead of extending the client's.
+            && let Some(forwarded) = parts.headers.get_all("x-forwarded-for").iter().next_back().and_then(|v| v.to_str().ok())
             && let Some(last) = forwarded.rsplit(',').map(str::trim).find(|ip| !ip.is_empty())
         {
             return Ok(CallerIp(Some(last.to_string())));

@@ -14,6 +14,10 @@ pub(super) struct FlowState {
     pub pinned_parallelism: bool,
     pub pinned_rate: bool,
     pub paused: bool,
+    /// Whether the limits came from a new message or the store. A key found only through
+    /// recovered messages (its row forgotten while a publish raced the forgetting) takes them
+    /// from those messages, the newest last, instead of running unlimited.
+    pub settings_known: bool,
     /// Attempts in flight.
     pub active: u32,
     /// Start of the current rate window, set by the first start after the last one ended.
@@ -40,6 +44,7 @@ impl Default for FlowState {
             pinned_parallelism: false,
             pinned_rate: false,
             paused: false,
+            settings_known: false,
             active: 0,
             window_start: None,
             window_count: 0,
@@ -244,6 +249,7 @@ impl Scheduler {
     pub fn restore_flow(&mut self, user: &str, key: &str, settings: &tern_store::FlowSettings) {
         let (_, state) = self.flow_state(user, key);
         state.paused = settings.paused;
+        state.settings_known = true;
         state.pinned_parallelism = settings.pinned_parallelism;
         state.pinned_rate = settings.pinned_rate;
         state.parallelism = settings.parallelism;

@@ -170,9 +170,10 @@ impl Scheduler {
         let flow = scheduled.flow_control.as_ref().map(|flow| {
             let key: Arc<str> = Arc::from(flow.key.as_str());
             let state = self.flows.entry((Arc::clone(&user), Arc::clone(&key))).or_default();
-            if scheduled.is_new {
+            if scheduled.is_new || !state.settings_known {
                 state.configure(flow);
             }
+            state.settings_known |= scheduled.is_new;
             if !known {
                 state.messages += 1;
             }

@@ -343,3 +343,22 @@ fn idle_keys_are_forgotten_and_busy_or_configured_ones_kept() {
     add(&mut scheduler, vec![flowing(m[2], 5, "done", Some(1), None)]);
     assert_eq!(scheduler.flow_info("u", "done", 7 * DAY).unwrap().parallelism_max, 1);
 }
+
+#[test]
+fn a_recovered_key_without_stored_settings_takes_them_from_its_messages() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(4);
+    let recovered =
+        |id, seq, parallelism| Scheduled { is_new: false, ..flowing(id, seq, "k", Some(parallelism), None) };
+    // No stored row (forgotten while a publish raced it): the newest recovered message's limits.
+    add(&mut scheduler, vec![recovered(m[0], 1, 3), recovered(m[1], 2, 1)]);
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().parallelism_max, 1);
+    // A stored row wins over recovered messages.
+    scheduler.restore_flow("u", "stored", &tern_store::FlowSettings { parallelism: Some(5), ..Default::default() });
+    let stored = Scheduled { is_new: false, ..flowing(m[2], 3, "stored", Some(2), None) };
+    add(&mut scheduler, vec![stored]);
+    assert_eq!(scheduler.flow_info("u", "stored", 0).unwrap().parallelism_max, 5);
+    // A new message's settings replace what recovery found.
+    add(&mut scheduler, vec![flowing(m[3], 4, "k", Some(4), None)]);
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().parallelism_max, 4);
+}

@@ -1,6 +1,7 @@
 //! The request a destination receives (spec §7, §8).
 
 use crate::harness::*;
+use crate::support::expect_error;
 use axum::http::Method;
 use std::time::Duration;
 use tern_core::signing;
@@ -98,6 +99,11 @@ async fn private_destinations_can_be_refused_by_the_operator() {
     let (_, logs) = send(server.get(&format!("/v2/logs?messageId={id}&state=ERROR"))).await;
     assert!(logs["events"][0]["error"].as_str().unwrap().contains("private address"), "{logs}");
     assert!(receiver.requests().is_empty());
+    // Retrying it from the DLQ is refused up front, like a new publish.
+    let (_, dlq) = send(server.get("/v2/dlq")).await;
+    let dlq_id = dlq["messages"][0]["dlqId"].as_str().expect("the failed message is in the DLQ").to_string();
+    let retry = server.post(&format!("/v2/dlq/retry/{dlq_id}"));
+    expect_error(retry, axum::http::StatusCode::BAD_REQUEST, "private address").await;
 
     // New private destinations are refused at publish.
     for private in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x", "http://10.1.2.3/x"] {
@@ -112,5 +118,19 @@ async fn private_destinations_can_be_refused_by_the_operator() {
         let (status, json) = server.publish("http://example.com/x", &headers, "x").await;
         assert_eq!(status, axum::http::StatusCode::BAD_REQUEST, "{callback}: {json}");
         assert!(json["error"].as_str().unwrap().contains("private address"), "{json}");
+    }
+}
+
+#[tokio::test]
+async fn the_caller_ip_is_the_last_forwarded_entry_only_behind_a_trusted_proxy() {
+    let receiver = Receiver::start().await;
+    // A client's own header line, then the one its proxy appended.
+    let forwarded = [("X-Forwarded-For", "203.0.113.9, 10.0.0.1"), ("X-Forwarded-For", "198.51.100.7")];
+    for (trusted, expected) in [(true, "198.51.100.7"), (false, "127.0.0.1")] {
+        let server = TestServer::start_with(|config| config.server.trust_forwarded_for = trusted).await;
+        let path = format!("/trusted-{trusted}");
+        server.publish_ok(&receiver.url(&path), &forwarded, "x").await;
+        let request = receiver.wait_for(&path, 1).await.remove(0);
+        assert_eq!(request.header("upstash-caller-ip"), Some(expected), "trusted: {trusted}");
     }
 }

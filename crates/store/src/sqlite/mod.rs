@@ -45,8 +45,12 @@ impl SqliteOptions {
 
 const DATABASE_FILE: &str = "tern.sqlite3";
 const LOCK_FILE: &str = "tern.lock";
-/// Reads running at once (each on its own connection, with its own page cache); more wait.
-const READERS: usize = 8;
+/// Client reads running at once (each on its own connection, with its own page cache); more
+/// wait.
+const CLIENT_READERS: usize = 6;
+/// Reads of the engine itself (messages due now, schedules due now), with permits of their
+/// own: a burst of client log searches must not hold up deliveries.
+const ENGINE_READERS: usize = 2;
 const WRITE_QUEUE: usize = 65_536;
 
 pub struct SqliteStore {
@@ -90,7 +94,8 @@ impl SqliteStore {
                 path,
                 durable: options.durable,
                 idle: Mutex::new(Vec::new()),
-                permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                client_permits: Arc::new(tokio::sync::Semaphore::new(CLIENT_READERS)),
+                engine_permits: Arc::new(tokio::sync::Semaphore::new(ENGINE_READERS)),
             }),
             writer_thread: Mutex::new(Some(writer_thread)),
             checkpointer: Mutex::new(Some(checkpointer)),
@@ -114,26 +119,43 @@ fn open_connection(path: &Path, durable: bool) -> Result<Connection> {
     Ok(connection)
 }
 
-/// Reader connections, used from blocking tasks. At most [`READERS`] exist: a burst of reads
-/// waits for a permit instead of opening a connection (and a blocking thread) per request.
+/// Reader connections, used from blocking tasks. At most [`CLIENT_READERS`] plus
+/// [`ENGINE_READERS`] exist: a burst of reads waits for a permit instead of opening a
+/// connection (and a blocking thread) per request.
 struct Readers {
     path: PathBuf,
     durable: bool,
     idle: Mutex<Vec<Connection>>,
-    permits: Arc<tokio::sync::Semaphore>,
+    client_permits: Arc<tokio::sync::Semaphore>,
+    engine_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl Readers {
+    /// A read for a client's request.
     async fn read<T: Send + 'static>(
         self: &Arc<Self>,
         query: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
     ) -> Result<T> {
+        self.read_with(&self.client_permits, query).await
+    }
+
+    /// A read the engine needs to deliver or fire.
+    async fn read_for_engine<T: Send + 'static>(
+        self: &Arc<Self>,
+        query: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        self.read_with(&self.engine_permits, query).await
+    }
+
+    async fn read_with<T: Send + 'static>(
+        self: &Arc<Self>,
+        permits: &Arc<tokio::sync::Semaphore>,
+        query: impl FnOnce(&Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         // The permit moves into the blocking task: a read whose caller went away still holds
         // it until the query ends, so the bound holds for connections, not just for callers.
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Backend("the store is closed".into()))?;
+        let permit =
+            Arc::clone(permits).acquire_owned().await.map_err(|_| StoreError::Backend("the store is closed".into()))?;
         let readers = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
             let idle = readers.idle.lock().expect("reader pool lock").pop();
@@ -183,7 +205,7 @@ impl SchedulingSource for SqliteStore {
     }
 
     async fn load_messages(&self, ids: Vec<MessageId>) -> Result<Vec<Message>> {
-        self.readers.read(move |c| query::load_messages(c, &ids)).await
+        self.readers.read_for_engine(move |c| query::load_messages(c, &ids)).await
     }
 }
 
@@ -210,7 +232,7 @@ impl QueueStore for SqliteStore {
     }
 
     async fn all_queues(&self) -> Result<Vec<(String, QueueRecord)>> {
-        self.readers.read(query::all_queues).await
+        self.readers.read_for_engine(query::all_queues).await
     }
 }
 
@@ -222,7 +244,7 @@ impl FlowStore for SqliteStore {
     }
 
     async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>> {
-        self.readers.read(query::all_flows).await
+        self.readers.read_for_engine(query::all_flows).await
     }
 
     async fn forget_flows(&self, keys: Vec<(String, String)>) -> Result<()> {
@@ -291,11 +313,11 @@ impl ScheduleStore for SqliteStore {
     }
 
     async fn due_schedules(&self, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {
-        self.readers.read(move |c| schedules::due(c, now, limit)).await
+        self.readers.read_for_engine(move |c| schedules::due(c, now, limit)).await
     }
 
     async fn next_schedule_tick(&self) -> Result<Option<i64>> {
-        self.readers.read(schedules::next_tick).await
+        self.readers.read_for_engine(schedules::next_tick).await
     }
 
     async fn fire_schedules(&self, fires: Vec<ScheduleFire>) -> Result<Vec<bool>> {

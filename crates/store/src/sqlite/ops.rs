@@ -8,6 +8,7 @@ use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use std::collections::HashSet;
 use std::sync::Arc;
 use tern_core::{LogState, Message, MessageId, MessageState};
 
@@ -286,6 +287,16 @@ pub fn cancel(
             rows.collect::<rusqlite::Result<_>>()?
         }
     };
+    // An attempt whose retry was recorded earlier in this batch has ended, although the
+    // scheduler (which hears of the batch only after the commit) still counts it running.
+    let retried_in_batch: HashSet<MessageId> = effects
+        .changes
+        .iter()
+        .filter_map(|change| match change {
+            Change::Scheduled(scheduled) if !scheduled.is_new => Some(scheduled.id),
+            _ => None,
+        })
+        .collect();
     let mut outcome = CancelOutcome::default();
     for (id, state) in candidates {
         outcome.found += 1;
@@ -299,14 +310,8 @@ pub fn cancel(
         }
         let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
         insert_log(connection, log(user_id, message_id, now, LogState::CancelRequested))?;
-        // An attempt whose retry was recorded earlier in this batch has ended, although the
-        // scheduler (which hears of the batch only after the commit) still counts it running.
-        let retried_in_batch = effects
-            .changes
-            .iter()
-            .any(|change| matches!(change, Change::Scheduled(s) if s.id == message_id && !s.is_new));
-        let running =
-            !retried_in_batch && context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
+        let running = !retried_in_batch.contains(&message_id)
+            && context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
         if running {
             connection
                 .prepare_cached("UPDATE messages SET state = ?2 WHERE id = ?1")?

@@ -66,7 +66,9 @@ pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &F
     Ok(())
 }
 
-/// Deletes idle keys; the operator's settings (a pause, a pin) keep a key.
+/// Deletes idle keys; the operator's settings (a pause, a pin) keep a key. A publish racing
+/// this may lose its key's row; its message still carries the limits, and recovery takes them
+/// from there (the engine's scheduler), so the race costs nothing but the row.
 pub fn forget_flows(connection: &Connection, keys: &[(String, String)]) -> Result<()> {
     let mut statement = connection.prepare_cached(
         "DELETE FROM flow_keys WHERE user_id = ?1 AND key = ?2

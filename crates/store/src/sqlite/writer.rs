@@ -276,16 +276,23 @@ impl Writer {
                         next_seq: &mut self.next_seq,
                     };
                     let (answer, error) = apply(context, op, &mut effects, &mut attached);
-                    if error.is_some() {
+                    if let Some(error) = error {
                         drop(savepoint);
+                        pending.push(answer);
+                        if transaction.is_autocommit() {
+                            // SQLite rolled the whole transaction back (a full disk, an I/O
+                            // error): the ops before this one are gone too, so all of it fails.
+                            failure = Some(error);
+                            continue;
+                        }
                         release(self.scheduling.as_deref(), &effects.held[before.1..]);
                         effects.changes.truncate(before.0);
                         effects.held.truncate(before.1);
                         self.next_seq = before.2;
                     } else {
                         savepoint.commit().map_err(|error| error.to_string())?;
+                        pending.push(answer);
                     }
-                    pending.push(answer);
                     continue;
                 }
                 let context = Context {
