@@ -35,7 +35,7 @@ pub use publish::{PublishRequest, PublishResult, Published};
 pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;
-pub use schedules::{ScheduleRequest, ScheduleView};
+pub use schedules::{CreatedSchedule, ScheduleRequest, ScheduleView};
 
 /// What the dispatcher, the attempts and the API operations share.
 struct Shared {

@@ -11,9 +11,10 @@ use bytes::Bytes;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tern_core::cron::CronSchedule;
+use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, parse_target, validate_name};
 use tern_core::{HeaderList, Invalid, MessageId, MessageSpec, MessageState, PublishOptions};
-use tern_store::{ScheduleFire, ScheduleRecord, ScheduleUpsert};
+use tern_store::{DedupClaim, ScheduleFire, ScheduleRecord, ScheduleUpsert};
 use tokio_util::sync::CancellationToken;
 
 /// A tick missed by more than this (tern was down) is skipped rather than fired late.
@@ -31,6 +32,19 @@ pub struct ScheduleRequest {
     pub headers: HeaderList,
     pub body: Bytes,
     pub caller_ip: Option<String>,
+    /// `Upstash-Deduplication-Id`: applies to the creation, not to the messages it produces.
+    pub deduplication_id: Option<String>,
+    /// `Upstash-Content-Based-Deduplication`: likewise.
+    pub content_based_deduplication: bool,
+}
+
+/// What creating a schedule answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedSchedule {
+    pub id: String,
+    /// A creation with the same deduplication key came first (within the window): `id` is its
+    /// schedule, and nothing was written.
+    pub deduplicated: bool,
 }
 
 /// A schedule as the API shows it (§6.3).
@@ -45,14 +59,33 @@ pub struct ScheduleView {
     pub last_states: Vec<(MessageId, &'static str)>,
 }
 
+/// The deduplication key of a creation, apart from every message's key (those are bare hashes).
+/// Content-based, it covers what the schedule is: cron, id, queue, destination, headers, body.
+fn schedule_dedup_key(request: &ScheduleRequest, destination: &str) -> Option<String> {
+    let key = match (&request.deduplication_id, request.content_based_deduplication) {
+        (Some(id), _) => explicit_key(id, destination),
+        (None, true) => {
+            let schedule = format!(
+                "{}\0{}\0{}",
+                request.cron,
+                request.schedule_id.as_deref().unwrap_or_default(),
+                request.queue.as_deref().unwrap_or_default()
+            );
+            content_key(&schedule, destination, &request.headers, &request.body)
+        }
+        (None, false) => return None,
+    };
+    Some(format!("schedule:{key}"))
+}
+
 fn options(headers: &HeaderList) -> Result<PublishOptions> {
     Ok(PublishOptions::from_headers(headers.iter(), true)?)
 }
 
 impl Engine {
     /// Creates a schedule (or overwrites the one with the same id) and returns its id; it is
-    /// live at once.
-    pub async fn create_schedule(&self, user_id: &str, request: ScheduleRequest) -> Result<String> {
+    /// live at once. A duplicate creation (spec §5.6, §16) answers the first one's id.
+    pub async fn create_schedule(&self, user_id: &str, request: ScheduleRequest) -> Result<CreatedSchedule> {
         let now = self.shared.clock.now_ms();
         let (cron, next_tick_at) = CronSchedule::parse_with_next(&request.cron, now)?;
         let options = options(&request.headers)?;
@@ -72,6 +105,8 @@ impl Engine {
         if let Some(queue) = &request.queue {
             validate_name(queue, "queue")?;
         }
+        let dedup = schedule_dedup_key(&request, &destination)
+            .map(|key| DedupClaim { key, expires_at: now + self.shared.config.dedup_window.as_millis() as i64 });
         let id = match request.schedule_id {
             Some(id) => {
                 validate_name(&id, "schedule id")?;
@@ -96,11 +131,16 @@ impl Engine {
             error: None,
         };
         let max = self.shared.config.max_schedules;
-        if self.shared.store.upsert_schedule(record, max).await? == ScheduleUpsert::LimitReached {
-            return Err(EngineError::LimitExceeded(format!("schedule limit reached: at most {max} schedules")));
+        match self.shared.store.upsert_schedule(record, max, dedup).await? {
+            ScheduleUpsert::LimitReached => {
+                Err(EngineError::LimitExceeded(format!("schedule limit reached: at most {max} schedules")))
+            }
+            ScheduleUpsert::Deduplicated(id) => Ok(CreatedSchedule { id, deduplicated: true }),
+            ScheduleUpsert::Created | ScheduleUpsert::Replaced => {
+                self.shared.schedule_wake.notify_one();
+                Ok(CreatedSchedule { id, deduplicated: false })
+            }
         }
-        self.shared.schedule_wake.notify_one();
-        Ok(id)
     }
 
     pub async fn schedule(&self, user_id: &str, id: &str) -> Result<ScheduleView> {

@@ -97,8 +97,15 @@ pub trait UrlGroupStore: Send + Sync {
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
     /// Creates a schedule, or overwrites the one with the same id (keeping its creation time and
-    /// pause); refuses a new one past `limit` schedules for the user.
-    async fn upsert_schedule(&self, schedule: ScheduleRecord, limit: usize) -> Result<ScheduleUpsert>;
+    /// pause); refuses a new one past `limit` schedules for the user. With `dedup`, a key still
+    /// claimed (at the schedule's `created_at`) answers the schedule id that claimed it and
+    /// writes nothing; otherwise the key is claimed for this schedule.
+    async fn upsert_schedule(
+        &self,
+        schedule: ScheduleRecord,
+        limit: usize,
+        dedup: Option<DedupClaim>,
+    ) -> Result<ScheduleUpsert>;
 
     async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>>;
 

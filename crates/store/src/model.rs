@@ -276,13 +276,15 @@ pub struct ScheduleRecord {
 }
 
 /// What creating a schedule did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ScheduleUpsert {
     Created,
     /// An existing schedule was overwritten (its creation time and pause kept).
     Replaced,
     /// The user already has the maximum number of schedules.
     LimitReached,
+    /// The deduplication key was claimed by this earlier creation; nothing was written.
+    Deduplicated(String),
 }
 
 /// The outcome of one tick of a schedule, applied only if the schedule still waits for

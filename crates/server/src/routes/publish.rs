@@ -44,8 +44,7 @@ async fn publish(
     let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
     if options.cron.is_some() {
         // A publish with Upstash-Cron creates a schedule, as the older docs describe.
-        let id = super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await?;
-        return Ok(axum::Json(json!({ "scheduleId": id })).into_response());
+        return super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await;
     }
     let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue: None };
     let result = state.engine.publish(&caller.user_id, request).await?;

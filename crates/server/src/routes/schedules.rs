@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Caller, CallerIp, PathParam, Writer};
 use axum::extract::State;
-use axum::http::{HeaderMap, Uri};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -26,7 +26,8 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/schedules/{*rest}", post(create_or_act).get(get_one).delete(delete_one).patch(patch_action))
 }
 
-/// Headers a schedule keeps out of what it repeats: they describe the schedule itself.
+/// Headers a schedule keeps out of what it repeats: they describe the schedule itself (the
+/// deduplication headers deduplicate its creation, not every tick's message).
 const SCHEDULE_HEADERS: &[&str] = &[
     "upstash-cron",
     "upstash-schedule-id",
@@ -59,11 +60,11 @@ async fn create_or_act(
             _ => {}
         }
     }
-    let id = create(&state, &caller, caller_ip, rest, uri.query(), &headers, body).await?;
-    Ok(Json(json!({ "scheduleId": id })).into_response())
+    create(&state, &caller, caller_ip, rest, uri.query(), &headers, body).await
 }
 
-/// Creates a schedule from a create request or a publish carrying `Upstash-Cron`.
+/// Creates a schedule from a create request or a publish carrying `Upstash-Cron`: `200
+/// {"scheduleId"}`, or `202` with the first schedule's id when deduplicated (spec §5.6, §16).
 pub async fn create(
     state: &AppState,
     caller: &crate::extract::Caller,
@@ -72,7 +73,7 @@ pub async fn create(
     query: Option<&str>,
     headers: &HeaderMap,
     body: Bytes,
-) -> ApiResult<String> {
+) -> ApiResult<Response> {
     let target = parse_target(raw_destination, query)?;
     let pairs = request_pairs(headers, &target.query_options)?;
     let options = PublishOptions::from_headers(
@@ -97,8 +98,15 @@ pub async fn create(
         headers: kept,
         body,
         caller_ip,
+        deduplication_id: options.deduplication_id.clone(),
+        content_based_deduplication: options.content_based_deduplication,
     };
-    Ok(state.engine.create_schedule(&caller.user_id, request).await?)
+    let created = state.engine.create_schedule(&caller.user_id, request).await?;
+    Ok(if created.deduplicated {
+        (StatusCode::ACCEPTED, Json(json!({ "scheduleId": created.id, "deduplicated": true }))).into_response()
+    } else {
+        Json(json!({ "scheduleId": created.id })).into_response()
+    })
 }
 
 async fn set_paused(state: &AppState, user_id: &str, id: &str, paused: bool) -> ApiResult<()> {

@@ -240,6 +240,41 @@ async fn upstash_cron_on_publish_creates_a_schedule() {
 }
 
 #[tokio::test]
+async fn a_duplicate_creation_answers_202_with_the_first_schedule() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with_clock(&server.clock).await;
+    let url = receiver.url("/deduplicated");
+    let by_id = [("Upstash-Deduplication-Id", "nightly")];
+    let first = create_ok(&server, &url, "* * * * *", &by_id, "one").await;
+    // Another body, even through publish with Upstash-Cron: still the first schedule.
+    let (status, json) = create_schedule(&server, &url, "0 0 * * *", &by_id, "two").await;
+    assert_eq!((status, json), (StatusCode::ACCEPTED, json!({"scheduleId": first, "deduplicated": true})));
+    let headers = [("Upstash-Cron", "0 0 * * *"), ("Upstash-Deduplication-Id", "nightly")];
+    let (status, json) = server.publish(&url, &headers, "three").await;
+    assert_eq!((status, &json["scheduleId"]), (StatusCode::ACCEPTED, &json!(first)), "{json}");
+    assert_eq!(get_ok(&server, "/v2/schedules").await.as_array().unwrap().len(), 1, "nothing else was created");
+    assert_eq!(schedule(&server, &first).await["body"], "one");
+
+    // Content-based: the same schedule again is a duplicate, another cron is not.
+    let by_content = [("Upstash-Content-Based-Deduplication", "true")];
+    let hourly = create_ok(&server, &url, "0 * * * *", &by_content, "same").await;
+    let (status, json) = create_schedule(&server, &url, "0 * * * *", &by_content, "same").await;
+    assert_eq!((status, &json["scheduleId"]), (StatusCode::ACCEPTED, &json!(hourly)), "{json}");
+    let other = create_ok(&server, &url, "30 * * * *", &by_content, "same").await;
+    assert_ne!(other, hourly);
+
+    // The headers deduplicate the creation, not the ticks: each tick delivers its own message.
+    let tick = next_minute(server.now_ms());
+    let requests = expect_ticks(&server, &receiver, "/deduplicated", &first, &[tick, tick + MINUTE_MS]).await;
+    assert_eq!(message_ids(&requests).iter().collect::<BTreeSet<_>>().len(), 2);
+    assert!(requests.iter().all(|request| request.body.as_ref() == b"one"));
+    // Past the window (10 minutes) the id is free again.
+    server.advance(std::time::Duration::from_secs(600));
+    let later = create_ok(&server, &url, "* * * * *", &by_id, "four").await;
+    assert_ne!(later, first);
+}
+
+#[tokio::test]
 async fn the_schedule_limit_answers_412_but_updates_at_the_limit_work() {
     let server = TestServer::start_with(|config| config.limits.max_schedules = 2).await;
     let url = "http://127.0.0.1:9/limited";

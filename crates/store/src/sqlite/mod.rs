@@ -282,8 +282,13 @@ impl UrlGroupStore for SqliteStore {
 
 #[async_trait]
 impl ScheduleStore for SqliteStore {
-    async fn upsert_schedule(&self, schedule: ScheduleRecord, limit: usize) -> Result<ScheduleUpsert> {
-        self.request(|reply| WriteOp::UpsertSchedule { schedule: Box::new(schedule), limit, reply }).await
+    async fn upsert_schedule(
+        &self,
+        schedule: ScheduleRecord,
+        limit: usize,
+        dedup: Option<DedupClaim>,
+    ) -> Result<ScheduleUpsert> {
+        self.request(|reply| WriteOp::UpsertSchedule { schedule: Box::new(schedule), limit, dedup, reply }).await
     }
 
     async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>> {

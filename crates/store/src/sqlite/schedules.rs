@@ -46,7 +46,23 @@ fn ids_json(ids: &[MessageId]) -> String {
     serde_json::to_string(&ids.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("ids serialise")
 }
 
-pub fn upsert(connection: &Connection, schedule: &ScheduleRecord, limit: usize) -> Result<ScheduleUpsert> {
+pub fn upsert(
+    connection: &Connection,
+    schedule: &ScheduleRecord,
+    limit: usize,
+    dedup: Option<&DedupClaim>,
+) -> Result<ScheduleUpsert> {
+    if let Some(dedup) = dedup {
+        // The messages' dedup table, its `message_id` holding the schedule id: the keys are
+        // made apart (the engine's `schedule_dedup_key`), and expire and are purged alike.
+        let existing: Option<String> = connection
+            .prepare_cached("SELECT message_id FROM dedup WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3")?
+            .query_row(params![schedule.user_id, dedup.key, schedule.created_at], |row| row.get(0))
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(ScheduleUpsert::Deduplicated(existing));
+        }
+    }
     let exists = connection
         .prepare_cached("SELECT 1 FROM schedules WHERE user_id = ?1 AND id = ?2")?
         .query_row(params![schedule.user_id, schedule.id], |_| Ok(()))
@@ -86,6 +102,13 @@ pub fn upsert(connection: &Connection, schedule: &ScheduleRecord, limit: usize) 
             schedule.paused,
             schedule.next_tick_at,
         ])?;
+    if let Some(dedup) = dedup {
+        connection
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![schedule.user_id, dedup.key, schedule.id, dedup.expires_at])?;
+    }
     Ok(if exists { ScheduleUpsert::Replaced } else { ScheduleUpsert::Created })
 }
 

@@ -102,6 +102,7 @@ pub enum WriteOp {
     UpsertSchedule {
         schedule: Box<ScheduleRecord>,
         limit: usize,
+        dedup: Option<DedupClaim>,
         reply: Reply<ScheduleUpsert>,
     },
     DeleteSchedule {
@@ -418,8 +419,8 @@ fn apply(
         WriteOp::DeleteGroup { user_id, group, reply } => {
             settle(resources::delete_group(connection, &user_id, &group), |r| Pending::Flag(reply, r))
         }
-        WriteOp::UpsertSchedule { schedule, limit, reply } => {
-            settle(schedules::upsert(connection, &schedule, limit), |r| Pending::Upsert(reply, r))
+        WriteOp::UpsertSchedule { schedule, limit, dedup, reply } => {
+            settle(schedules::upsert(connection, &schedule, limit, dedup.as_ref()), |r| Pending::Upsert(reply, r))
         }
         WriteOp::DeleteSchedule { user_id, id, reply } => {
             settle(schedules::delete(connection, &user_id, &id), |r| Pending::Flag(reply, r))

@@ -4,6 +4,7 @@ use super::*;
 
 pub async fn run_all(backend: &mut impl Backend) {
     overwrite_keeps_creation_time_and_pause(backend).await;
+    a_claimed_dedup_key_answers_the_first_schedule(backend).await;
     due_ticks_come_from_an_index_and_fire_once(backend).await;
 }
 
@@ -30,10 +31,13 @@ pub fn schedule(user: &str, id: &str, next_tick_at: i64) -> ScheduleRecord {
 
 async fn overwrite_keeps_creation_time_and_pause(backend: &mut impl Backend) {
     let store = open(backend, 0).await;
-    assert_eq!(store.upsert_schedule(schedule(USER, "a", 60_000), 2).await.unwrap(), ScheduleUpsert::Created);
-    assert_eq!(store.upsert_schedule(schedule(USER, "b", 60_000), 2).await.unwrap(), ScheduleUpsert::Created);
-    assert_eq!(store.upsert_schedule(schedule(USER, "c", 60_000), 2).await.unwrap(), ScheduleUpsert::LimitReached);
-    assert_eq!(store.upsert_schedule(schedule(OTHER, "c", 60_000), 2).await.unwrap(), ScheduleUpsert::Created);
+    assert_eq!(store.upsert_schedule(schedule(USER, "a", 60_000), 2, None).await.unwrap(), ScheduleUpsert::Created);
+    assert_eq!(store.upsert_schedule(schedule(USER, "b", 60_000), 2, None).await.unwrap(), ScheduleUpsert::Created);
+    assert_eq!(
+        store.upsert_schedule(schedule(USER, "c", 60_000), 2, None).await.unwrap(),
+        ScheduleUpsert::LimitReached
+    );
+    assert_eq!(store.upsert_schedule(schedule(OTHER, "c", 60_000), 2, None).await.unwrap(), ScheduleUpsert::Created);
     assert!(store.set_schedule_paused(USER, "a", true, None).await.unwrap());
     assert!(!store.set_schedule_paused(USER, "nope", true, None).await.unwrap());
 
@@ -42,7 +46,7 @@ async fn overwrite_keeps_creation_time_and_pause(backend: &mut impl Backend) {
     replacement.cron = "0 * * * *".into();
     replacement.body = Bytes::new();
     replacement.headers = HeaderList::new();
-    assert_eq!(store.upsert_schedule(replacement, 2).await.unwrap(), ScheduleUpsert::Replaced, "at the limit");
+    assert_eq!(store.upsert_schedule(replacement, 2, None).await.unwrap(), ScheduleUpsert::Replaced, "at the limit");
     let stored = store.get_schedule(USER, "a").await.unwrap().unwrap();
     assert_eq!((stored.created_at, stored.paused), (100, true), "creation time and pause are kept");
     assert_eq!((stored.cron.as_str(), stored.body.len(), stored.headers.is_empty()), ("0 * * * *", 0, true));
@@ -53,11 +57,34 @@ async fn overwrite_keeps_creation_time_and_pause(backend: &mut impl Backend) {
     store.shutdown().await.unwrap();
 }
 
+async fn a_claimed_dedup_key_answers_the_first_schedule(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    let claim = |expires_at| Some(DedupClaim { key: "k".into(), expires_at });
+    assert_eq!(
+        store.upsert_schedule(schedule(USER, "first", 60_000), 10, claim(1_000)).await.unwrap(),
+        ScheduleUpsert::Created
+    );
+    let duplicate = store.upsert_schedule(schedule(USER, "second", 60_000), 10, claim(1_000)).await.unwrap();
+    assert_eq!(duplicate, ScheduleUpsert::Deduplicated("first".into()));
+    assert!(store.get_schedule(USER, "second").await.unwrap().is_none(), "a duplicate writes nothing");
+    // Per user; and once the claim has expired the key is free again.
+    let other = store.upsert_schedule(schedule(OTHER, "second", 60_000), 10, claim(1_000)).await.unwrap();
+    assert_eq!(other, ScheduleUpsert::Created);
+    let mut later = schedule(USER, "third", 60_000);
+    later.created_at = 1_000;
+    assert_eq!(store.upsert_schedule(later, 10, claim(2_000)).await.unwrap(), ScheduleUpsert::Created);
+    let mut again = schedule(USER, "fourth", 60_000);
+    again.created_at = 1_500;
+    let duplicate = store.upsert_schedule(again, 10, claim(2_500)).await.unwrap();
+    assert_eq!(duplicate, ScheduleUpsert::Deduplicated("third".into()));
+    store.shutdown().await.unwrap();
+}
+
 async fn due_ticks_come_from_an_index_and_fire_once(backend: &mut impl Backend) {
     let store = open(backend, 0).await;
-    store.upsert_schedule(schedule(USER, "early", 60_000), 10).await.unwrap();
-    store.upsert_schedule(schedule(USER, "late", 180_000), 10).await.unwrap();
-    store.upsert_schedule(schedule(USER, "paused", 30_000), 10).await.unwrap();
+    store.upsert_schedule(schedule(USER, "early", 60_000), 10, None).await.unwrap();
+    store.upsert_schedule(schedule(USER, "late", 180_000), 10, None).await.unwrap();
+    store.upsert_schedule(schedule(USER, "paused", 30_000), 10, None).await.unwrap();
     store.set_schedule_paused(USER, "paused", true, Some(30_000)).await.unwrap();
     assert_eq!(store.next_schedule_tick().await.unwrap(), Some(60_000), "paused schedules do not count");
     assert!(store.due_schedules(59_999, 10).await.unwrap().is_empty());
