@@ -34,6 +34,14 @@ impl HeaderList {
         self.0.retain(|(candidate, _)| !candidate.eq_ignore_ascii_case(name));
     }
 
+    /// Adds each line of `defaults` whose name no line here has (compared case-insensitively):
+    /// a URL group's default headers under a request's own.
+    pub fn add_defaults(&mut self, defaults: &HeaderList) {
+        let missing: Vec<(String, String)> =
+            defaults.0.iter().filter(|(name, _)| self.get(name).is_none()).cloned().collect();
+        self.0.extend(missing);
+    }
+
     /// The map shape of API responses: canonical name → values in received order.
     pub fn to_canonical_map(&self) -> BTreeMap<String, Vec<String>> {
         let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();

@@ -5,8 +5,8 @@ use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::scheduler::FlowInfo;
 use crate::scheduler::flow::FlowPin;
-use tern_core::Invalid;
 use tern_core::destination::{validate_name, validate_url};
+use tern_core::{HeaderList, Invalid, PublishOptions};
 use tern_store::{Endpoint, QueueRecord, UrlGroup};
 
 /// A queue with its lag (unfinished messages, waiting and in flight).
@@ -221,6 +221,33 @@ impl Engine {
 
     pub async fn url_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
         Ok(self.shared.store.list_groups(user_id).await?)
+    }
+
+    /// Replaces the headers every publish to the group gets under its own (`PATCH
+    /// /v2/topics/{name}`, the webhook guide's way to configure senders that cannot set headers).
+    /// They are checked as a publish's would be; the ones that make a publish something else (a
+    /// schedule) are refused.
+    pub async fn set_url_group_headers(&self, user_id: &str, group: &str, headers: HeaderList) -> Result<()> {
+        validate_name(group, "URL group")?;
+        if let Some((name, _)) = headers.iter().find(|(name, _)| {
+            ["upstash-cron", "upstash-schedule-id"].iter().any(|refused| name.eq_ignore_ascii_case(refused))
+        }) {
+            return Err(Invalid::new(format!("{name} cannot be a default header of a URL group")).into());
+        }
+        PublishOptions::from_headers(headers.iter(), true)?;
+        let now = self.shared.clock.now_ms();
+        if self.shared.store.set_group_headers(user_id, group, headers, now).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("topic {group} not found")))
+        }
+    }
+
+    /// A group's default headers; none for a group that does not exist (publishing to it fails
+    /// with its own error).
+    pub async fn url_group_headers(&self, user_id: &str, group: &str) -> Result<HeaderList> {
+        let group = self.shared.store.get_group(user_id, group).await?;
+        Ok(group.map(|group| group.default_headers).unwrap_or_default())
     }
 
     /// Deletes a group; idempotent.

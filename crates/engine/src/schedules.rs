@@ -311,9 +311,15 @@ async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFi
 /// The messages a tick produces: exactly what a publish with the stored configuration would.
 async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Result<Vec<tern_store::NewMessage>> {
     let target = parse_target(&schedule.destination, None)?;
+    let mut headers = schedule.headers.clone();
+    if let Destination::UrlGroup(group) = &target.destination
+        && let Some(group) = shared.store.get_group(&schedule.user_id, group).await?
+    {
+        headers.add_defaults(&group.default_headers);
+    }
     let request = PublishRequest {
         destination: target.destination,
-        options: options(&schedule.headers)?,
+        options: options(&headers)?,
         body: schedule.body.clone(),
         caller_ip: schedule.caller_ip.clone(),
         queue: schedule.queue_name.clone(),

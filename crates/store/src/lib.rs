@@ -15,7 +15,7 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 use std::sync::Arc;
-use tern_core::{Message, MessageId};
+use tern_core::{HeaderList, Message, MessageId};
 
 pub use error::{Result, StoreError};
 pub use model::*;
@@ -88,6 +88,9 @@ pub trait UrlGroupStore: Send + Sync {
     async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()>;
 
     async fn delete_group(&self, user_id: &str, group: &str) -> Result<bool>;
+
+    /// Replaces a group's default publish headers. False if the group does not exist.
+    async fn set_group_headers(&self, user_id: &str, group: &str, headers: HeaderList, now: i64) -> Result<bool>;
 
     async fn get_group(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
 

@@ -247,6 +247,8 @@ pub struct UrlGroup {
     pub created_at: i64,
     pub updated_at: i64,
     pub endpoints: Vec<Endpoint>,
+    /// Publish headers applied to every publish to the group, under the request's own.
+    pub default_headers: HeaderList,
 }
 
 /// A schedule as stored: when it fires, where to, and the publish it repeats.

@@ -64,6 +64,10 @@ const RESOURCES: &[&str] = &[
     "workflows",
 ];
 
+/// Other names of a resource: the docs' text calls URL groups `url-groups` and `urlgroups`
+/// (spec §3 lets the server accept both for `topics`).
+const ALIASES: &[(&str, &str)] = &[("url-groups", "topics"), ("urlgroups", "topics")];
+
 /// The path as the client sent it, for error messages after [`normalize_path`].
 #[derive(Debug, Clone)]
 pub struct RequestedPath(pub String);
@@ -104,7 +108,14 @@ fn canonical_path(path: &str) -> String {
     if !version.eq_ignore_ascii_case("v2") {
         return path.to_string();
     }
-    let resource = RESOURCES.iter().find(|known| known.eq_ignore_ascii_case(resource)).copied().unwrap_or(resource);
+    let resource = RESOURCES
+        .iter()
+        .find(|known| known.eq_ignore_ascii_case(resource))
+        .copied()
+        .or_else(|| {
+            ALIASES.iter().find(|(alias, _)| alias.eq_ignore_ascii_case(resource)).map(|(_, canonical)| *canonical)
+        })
+        .unwrap_or(resource);
     match parts.next() {
         Some(rest) => format!("/v2/{resource}/{rest}"),
         None => format!("/v2/{resource}"),
@@ -121,6 +132,8 @@ mod tests {
         assert_eq!(canonical_path("/v2/FLOWCONTROL/Key"), "/v2/flowControl/Key");
         assert_eq!(canonical_path("/v2/Publish/https://Example.com//A"), "/v2/publish/https://Example.com//A");
         assert_eq!(canonical_path("/v2/messages/"), "/v2/messages/");
+        assert_eq!(canonical_path("/v2/url-groups/g/endpoints"), "/v2/topics/g/endpoints");
+        assert_eq!(canonical_path("/v2/UrlGroups"), "/v2/topics");
         assert_eq!(canonical_path("/healthz"), "/healthz");
     }
 

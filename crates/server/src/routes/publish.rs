@@ -5,7 +5,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, CallerIp, JsonBody, Writer};
+use crate::extract::{Body, Caller, CallerIp, JsonBody, Writer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -14,8 +14,8 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use tern_core::PublishOptions;
-use tern_core::destination::{Target, parse_target};
+use tern_core::destination::{Destination, Target, parse_target};
+use tern_core::{HeaderList, PublishOptions};
 use tern_engine::{PublishRequest, PublishResult};
 
 pub fn routes() -> Router<AppState> {
@@ -41,7 +41,7 @@ async fn publish(
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
-    let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
+    let options = destination_options(&state, &caller, &headers, &target).await?;
     if options.cron.is_some() {
         // A publish with Upstash-Cron creates a schedule, as the older docs describe.
         return super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await;
@@ -62,7 +62,7 @@ async fn enqueue(
     let raw = uri.path().strip_prefix("/v2/enqueue/").unwrap_or_default();
     let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
     let target = parse_target(destination, uri.query())?;
-    let options = publish_options(&headers, &target.query_options, caller.token_in_authorization)?;
+    let options = destination_options(&state, &caller, &headers, &target).await?;
     let queue = Some(queue.to_string());
     let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue };
     let result = state.engine.publish(&caller.user_id, request).await?;
@@ -80,6 +80,31 @@ pub fn publish_options(
         pairs.iter().map(|(name, value)| (name.as_str(), value.as_str())),
         token_in_authorization,
     )?)
+}
+
+/// [`publish_options`] of a publish to `target`: a URL group's default headers (`PATCH
+/// /v2/topics/{name}`) apply under the request's own.
+async fn destination_options(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    target: &Target,
+) -> ApiResult<PublishOptions> {
+    let mut pairs = HeaderList(request_pairs(headers, &target.query_options)?);
+    add_group_defaults(state, &caller.user_id, &target.destination, &mut pairs).await?;
+    Ok(PublishOptions::from_headers(pairs.iter(), caller.token_in_authorization)?)
+}
+
+async fn add_group_defaults(
+    state: &AppState,
+    user_id: &str,
+    destination: &Destination,
+    pairs: &mut HeaderList,
+) -> ApiResult<()> {
+    if let Destination::UrlGroup(group) = destination {
+        pairs.add_defaults(&state.engine.url_group_headers(user_id, group).await?);
+    }
+    Ok(())
 }
 
 /// The request's headers as text, plus webhook-mode query options for names no header has.
@@ -140,12 +165,25 @@ struct BatchItem {
     queue: Option<String>,
 }
 
-/// A header value in a batch item: one string, or several (one header line each).
+/// A header value in a JSON body (a batch item, a URL group's defaults): one string, or
+/// several (one header line each).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum HeaderValueJson {
+pub enum HeaderValueJson {
     One(String),
     Many(Vec<String>),
+}
+
+/// The header lines of a JSON header object.
+pub fn header_lines(headers: BTreeMap<String, HeaderValueJson>) -> HeaderList {
+    let mut lines = HeaderList::new();
+    for (name, value) in headers {
+        match value {
+            HeaderValueJson::One(value) => lines.push(name, value),
+            HeaderValueJson::Many(values) => lines.0.extend(values.into_iter().map(|value| (name.clone(), value))),
+        }
+    }
+    lines
 }
 
 async fn batch(
@@ -159,35 +197,38 @@ async fn batch(
     })?;
     let mut requests = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let request = serde_json::from_value::<BatchItem>(item)
-            .map_err(|error| ApiError::bad_request(error.to_string()))
-            .and_then(|item| batch_request(item, caller_ip.clone()))
-            .map_err(|error| ApiError::bad_request(format!("batch item {index}: {}", error.message)))?;
+        let item = serde_json::from_value::<BatchItem>(item).map_err(|error| ApiError::bad_request(error.to_string()));
+        let request = match item {
+            Ok(item) => batch_request(&state, &caller.user_id, item, caller_ip.clone()).await,
+            Err(error) => Err(error),
+        };
+        let request =
+            request.map_err(|error| ApiError::bad_request(format!("batch item {index}: {}", error.message)))?;
         requests.push(request);
     }
     let results = state.engine.publish_batch(&caller.user_id, requests).await?;
     Ok(axum::Json(Value::Array(results.iter().map(published_json).collect())))
 }
 
-fn batch_request(item: BatchItem, caller_ip: Option<String>) -> ApiResult<PublishRequest> {
+async fn batch_request(
+    state: &AppState,
+    user_id: &str,
+    item: BatchItem,
+    caller_ip: Option<String>,
+) -> ApiResult<PublishRequest> {
     let (path, query) = match item.destination.split_once('?') {
         Some((path, query)) => (path, Some(query)),
         None => (item.destination.as_str(), None),
     };
     let Target { destination, query_options } = parse_target(path, query)?;
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    for (name, value) in item.headers.unwrap_or_default() {
-        match value {
-            HeaderValueJson::One(value) => pairs.push((name, value)),
-            HeaderValueJson::Many(values) => pairs.extend(values.into_iter().map(|value| (name.clone(), value))),
-        }
-    }
+    let mut pairs = header_lines(item.headers.unwrap_or_default());
     for (name, value) in query_options {
-        if !pairs.iter().any(|(existing, _)| existing.eq_ignore_ascii_case(&name)) {
-            pairs.push((name, value));
+        if pairs.get(&name).is_none() {
+            pairs.push(name, value);
         }
     }
-    let options = PublishOptions::from_headers(pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())), true)?;
+    add_group_defaults(state, user_id, &destination, &mut pairs).await?;
+    let options = PublishOptions::from_headers(pairs.iter(), true)?;
     Ok(PublishRequest {
         destination,
         options,

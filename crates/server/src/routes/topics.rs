@@ -1,6 +1,8 @@
 //! URL groups, called topics in the API (spec §5.7): endpoints added and removed, get, list,
-//! delete.
+//! delete, and default publish headers set by `PATCH` (the webhook guide's way to configure
+//! senders that cannot set headers).
 
+use super::publish::{HeaderValueJson, header_lines};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
@@ -9,13 +11,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use tern_store::{Endpoint, UrlGroup};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/topics", get(list))
         .route("/v2/topics/", get(list))
-        .route("/v2/topics/{name}", get(get_one).delete(delete_one))
+        .route("/v2/topics/{name}", get(get_one).delete(delete_one).patch(set_headers))
         .route("/v2/topics/{name}/endpoints", post(add).delete(remove))
 }
 
@@ -28,7 +31,11 @@ fn group_json(group: &UrlGroup) -> Value {
             None => json!({ "url": endpoint.url }),
         })
         .collect();
-    json!({ "name": group.name, "createdAt": group.created_at, "updatedAt": group.updated_at, "endpoints": endpoints })
+    let mut object = json!({ "name": group.name, "createdAt": group.created_at, "updatedAt": group.updated_at, "endpoints": endpoints });
+    if !group.default_headers.is_empty() {
+        object["headers"] = json!(group.default_headers.to_canonical_map());
+    }
+    object
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +93,24 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
 
 async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
     Ok(Json(group_json(&state.engine.url_group(&caller.user_id, &name).await?)))
+}
+
+#[derive(Debug, Deserialize)]
+struct HeadersBody {
+    headers: BTreeMap<String, HeaderValueJson>,
+}
+
+/// `PATCH /v2/topics/{name}` with `{"headers": {name: value or [values]}}`: replaces the group's
+/// default headers (`{}` clears them).
+async fn set_headers(
+    State(state): State<AppState>,
+    Writer(caller): Writer,
+    PathParam(name): PathParam,
+    JsonBody(body): JsonBody<Option<HeadersBody>>,
+) -> ApiResult<()> {
+    let body = body.ok_or_else(|| ApiError::bad_request("the body must be {\"headers\": {...}}"))?;
+    state.engine.set_url_group_headers(&caller.user_id, &name, header_lines(body.headers)).await?;
+    Ok(())
 }
 
 async fn delete_one(

@@ -29,4 +29,5 @@ mod schedules_manage;
 mod schedules_restart;
 mod support;
 mod timeline;
+mod url_group_defaults;
 mod url_groups;

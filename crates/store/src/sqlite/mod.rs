@@ -24,7 +24,7 @@ use rusqlite::Connection;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use tern_core::{Message, MessageId};
+use tern_core::{HeaderList, Message, MessageId};
 use tokio::sync::{mpsc, oneshot};
 use writer::{WriteOp, Writer};
 
@@ -267,6 +267,11 @@ impl UrlGroupStore for SqliteStore {
     async fn delete_group(&self, user_id: &str, group: &str) -> Result<bool> {
         let (user_id, group) = (user_id.to_string(), group.to_string());
         self.request(|reply| WriteOp::DeleteGroup { user_id, group, reply }).await
+    }
+
+    async fn set_group_headers(&self, user_id: &str, group: &str, headers: HeaderList, now: i64) -> Result<bool> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.request(|reply| WriteOp::SetGroupHeaders { user_id, group, headers, now, reply }).await
     }
 
     async fn get_group(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>> {

@@ -7,7 +7,7 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use std::sync::Arc;
-use tern_core::{LogState, Message, MessageId};
+use tern_core::{HeaderList, LogState, Message, MessageId};
 
 /// A growing `WHERE` clause with its positional parameters.
 pub struct SqlFilter {
@@ -337,12 +337,25 @@ pub fn all_flows(connection: &Connection) -> Result<Vec<(String, String, FlowSet
 
 pub fn get_group(connection: &Connection, user_id: &str, name: &str) -> Result<Option<UrlGroup>> {
     let group = connection
-        .prepare_cached("SELECT name, created_at, updated_at FROM url_groups WHERE user_id = ?1 AND name = ?2")?
+        .prepare_cached(
+            "SELECT name, created_at, updated_at, default_headers FROM url_groups WHERE user_id = ?1 AND name = ?2",
+        )?
         .query_row(params![user_id, name], |row| {
-            Ok(UrlGroup { name: row.get(0)?, created_at: row.get(1)?, updated_at: row.get(2)?, endpoints: Vec::new() })
+            let headers: Option<String> = row.get(3)?;
+            let group = UrlGroup {
+                name: row.get(0)?,
+                created_at: row.get(1)?,
+                updated_at: row.get(2)?,
+                endpoints: Vec::new(),
+                default_headers: HeaderList::new(),
+            };
+            Ok((group, headers))
         })
         .optional()?;
-    let Some(mut group) = group else { return Ok(None) };
+    let Some((mut group, headers)) = group else { return Ok(None) };
+    if let Some(headers) = headers {
+        group.default_headers = serde_json::from_str(&headers)?;
+    }
     let mut statement = connection.prepare_cached(
         "SELECT url, name FROM url_group_endpoints WHERE user_id = ?1 AND group_name = ?2 ORDER BY position",
     )?;

@@ -1,9 +1,11 @@
 //! The writer's operations on everything besides messages: DLQ removal, signing keys, queues,
 //! flow-control settings, URL groups, and retention.
 
+use super::rows::headers_json;
 use crate::error::Result;
 use crate::model::*;
 use rusqlite::{Connection, OptionalExtension, params};
+use tern_core::HeaderList;
 
 /// The most rows one purge op deletes per table, so the writer never stalls for long.
 const PURGE_CHUNK: usize = 5000;
@@ -144,6 +146,20 @@ pub fn remove_endpoints(
             .execute(params![user_id, group, now])?;
     }
     Ok(())
+}
+
+/// Replaces a group's default publish headers. Returns whether the group exists.
+pub fn set_group_headers(
+    connection: &Connection,
+    user_id: &str,
+    group: &str,
+    headers: &HeaderList,
+    now: i64,
+) -> Result<bool> {
+    let updated = connection
+        .prepare_cached("UPDATE url_groups SET default_headers = ?3, updated_at = ?4 WHERE user_id = ?1 AND name = ?2")?
+        .execute(params![user_id, group, headers_json(headers), now])?;
+    Ok(updated > 0)
 }
 
 /// Deletes a group and its endpoints. Returns whether it existed.

@@ -176,6 +176,10 @@ CREATE TRIGGER schedules_counted_out AFTER DELETE ON schedules BEGIN
     UPDATE schedule_counts SET count = count - 1 WHERE user_id = old.user_id;
 END;
 "#,
+    r#"
+-- A URL group's default publish headers (`PATCH /v2/topics/{name}`), a JSON header list.
+ALTER TABLE url_groups ADD COLUMN default_headers TEXT;
+"#,
 ];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:

@@ -15,7 +15,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
-use tern_core::MessageId;
+use tern_core::{HeaderList, MessageId};
 use tokio::sync::{mpsc, oneshot};
 
 /// The most ops one commit takes; more wait for the next commit.
@@ -93,6 +93,13 @@ pub enum WriteOp {
         endpoints: Vec<Endpoint>,
         now: i64,
         reply: Reply<()>,
+    },
+    SetGroupHeaders {
+        user_id: String,
+        group: String,
+        headers: HeaderList,
+        now: i64,
+        reply: Reply<bool>,
     },
     DeleteGroup {
         user_id: String,
@@ -175,6 +182,7 @@ impl Pending {
             WriteOp::DeleteDlq { reply, .. } => Pending::Count(reply, error(message)),
             WriteOp::DeleteQueue { reply, .. }
             | WriteOp::DeleteGroup { reply, .. }
+            | WriteOp::SetGroupHeaders { reply, .. }
             | WriteOp::DeleteSchedule { reply, .. }
             | WriteOp::PauseSchedule { reply, .. } => Pending::Flag(reply, error(message)),
             WriteOp::UpsertSchedule { reply, .. } => Pending::Upsert(reply, error(message)),
@@ -414,6 +422,11 @@ fn apply(
         WriteOp::RemoveEndpoints { user_id, group, endpoints, now, reply } => {
             settle(resources::remove_endpoints(connection, &user_id, &group, &endpoints, now), |r| {
                 Pending::Unit(reply, r)
+            })
+        }
+        WriteOp::SetGroupHeaders { user_id, group, headers, now, reply } => {
+            settle(resources::set_group_headers(connection, &user_id, &group, &headers, now), |r| {
+                Pending::Flag(reply, r)
             })
         }
         WriteOp::DeleteGroup { user_id, group, reply } => {

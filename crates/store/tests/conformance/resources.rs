@@ -157,6 +157,18 @@ async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
         ]
     );
     assert!(store.get_group(OTHER, "g").await.unwrap().is_none());
+    // Default headers: replaced as a whole, cleared by an empty list, only on existing groups.
+    assert!(group.default_headers.is_empty());
+    let mut defaults = HeaderList::new();
+    defaults.push("Upstash-Retries", "3");
+    defaults.push("Upstash-Forward-X", "a");
+    assert!(store.set_group_headers(USER, "g", defaults.clone(), 3).await.unwrap());
+    let group = store.get_group(USER, "g").await.unwrap().unwrap();
+    assert_eq!((group.default_headers, group.updated_at), (defaults, 3));
+    assert!(!store.set_group_headers(USER, "missing", HeaderList::new(), 3).await.unwrap());
+    assert!(!store.set_group_headers(OTHER, "g", HeaderList::new(), 3).await.unwrap());
+    assert!(store.set_group_headers(USER, "g", HeaderList::new(), 3).await.unwrap());
+    assert!(store.list_groups(USER).await.unwrap()[0].default_headers.is_empty());
     store
         .remove_endpoints(
             USER,
