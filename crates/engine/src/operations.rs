@@ -95,26 +95,31 @@ impl Engine {
         let limits = &self.shared.config.limits;
         let now = self.shared.clock.now_ms();
         let due_at = overrides.first_delivery_at(now, limits)?;
-        let messages = entries
-            .into_iter()
-            .map(|entry| {
-                let mut spec = entry.spec;
-                overrides.override_spec(&mut spec, limits);
-                if !self.shared.config.allow_private_destinations {
-                    crate::destinations::check_public_spec(&spec)?;
+        let mut messages = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let mut spec = entry.spec;
+            overrides.override_spec(&mut spec, limits);
+            if !self.shared.config.allow_private_destinations
+                && let Err(refused) = crate::destinations::check_public_spec(&spec)
+            {
+                // A named entry is refused; one a filter selected stays in the DLQ, so that the
+                // private ones (which delivery refused) never block retrying the rest.
+                if explicit {
+                    return Err(refused.into());
                 }
-                Ok(NewMessage {
-                    id: MessageId::generate(),
-                    user_id: user_id.to_string(),
-                    spec,
-                    body: entry.body,
-                    created_at: now,
-                    due_at,
-                    dedup: None,
-                    consumes_dlq_entry: entry.dlq_id,
-                })
-            })
-            .collect::<Result<Vec<NewMessage>>>()?;
+                continue;
+            }
+            messages.push(NewMessage {
+                id: MessageId::generate(),
+                user_id: user_id.to_string(),
+                spec,
+                body: entry.body,
+                created_at: now,
+                due_at,
+                dedup: None,
+                consumes_dlq_entry: entry.dlq_id,
+            });
+        }
         let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
         let outcomes = self.shared.store.insert_messages(messages).await?;
         let created = ids

@@ -225,13 +225,14 @@ impl Engine {
 
     /// Replaces the headers every publish to the group gets under its own (`PATCH
     /// /v2/topics/{name}`, the webhook guide's way to configure senders that cannot set headers).
-    /// They are checked as a publish's would be; the ones that make a publish something else (a
-    /// schedule) are refused.
+    /// They are checked as a publish's would be; the ones that would make a publish something
+    /// else (a schedule) or that a group cannot mean (a queue, a fixed time) are refused.
     pub async fn set_url_group_headers(&self, user_id: &str, group: &str, headers: HeaderList) -> Result<()> {
         validate_name(group, "URL group")?;
-        if let Some((name, _)) = headers.iter().find(|(name, _)| {
-            ["upstash-cron", "upstash-schedule-id"].iter().any(|refused| name.eq_ignore_ascii_case(refused))
-        }) {
+        const REFUSED: &[&str] = &["upstash-cron", "upstash-schedule-id", "upstash-queue-name", "upstash-not-before"];
+        if let Some((name, _)) =
+            headers.iter().find(|(name, _)| REFUSED.iter().any(|refused| name.eq_ignore_ascii_case(refused)))
+        {
             return Err(Invalid::new(format!("{name} cannot be a default header of a URL group")).into());
         }
         PublishOptions::from_headers(headers.iter(), true)?;

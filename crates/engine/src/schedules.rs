@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tern_core::cron::CronSchedule;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, parse_target, validate_name};
+use tern_core::headers::strip_prefix_ignore_case;
 use tern_core::{HeaderList, Invalid, MessageId, MessageSpec, MessageState, PublishOptions};
 use tern_store::{DedupClaim, ScheduleFire, ScheduleRecord, ScheduleUpsert};
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,13 @@ pub struct ScheduleView {
     pub last_states: Vec<(MessageId, &'static str)>,
 }
 
+/// The deduplication headers: they deduplicate a schedule's creation, never its ticks.
+const DEDUP_HEADERS: &[&str] = &["upstash-deduplication-id", "upstash-content-based-deduplication"];
+
 /// The deduplication key of a creation, apart from every message's key (those are bare hashes).
-/// Content-based, it covers what the schedule is: cron, id, queue, destination, headers, body.
+/// Content-based, it covers what the schedule is: cron, id, queue, destination, body and the
+/// headers that configure or are forwarded (`Upstash-*`, `Content-Type`) — not those a client
+/// or proxy adds to every request (`User-Agent`, `X-Forwarded-For`…).
 fn schedule_dedup_key(request: &ScheduleRequest, destination: &str) -> Option<String> {
     let key = match (&request.deduplication_id, request.content_based_deduplication) {
         (Some(id), _) => explicit_key(id, destination),
@@ -71,7 +77,15 @@ fn schedule_dedup_key(request: &ScheduleRequest, destination: &str) -> Option<St
                 request.schedule_id.as_deref().unwrap_or_default(),
                 request.queue.as_deref().unwrap_or_default()
             );
-            content_key(&schedule, destination, &request.headers, &request.body)
+            let configuring: HeaderList = request
+                .headers
+                .iter()
+                .filter(|(name, _)| {
+                    name.eq_ignore_ascii_case("content-type") || strip_prefix_ignore_case(name, "upstash-").is_some()
+                })
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            content_key(&schedule, destination, &configuring, &request.body)
         }
         (None, false) => return None,
     };
@@ -316,6 +330,9 @@ async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Re
         && let Some(group) = shared.store.get_group(&schedule.user_id, group).await?
     {
         headers.add_defaults(&group.default_headers);
+        for name in DEDUP_HEADERS {
+            headers.remove(name);
+        }
     }
     let request = PublishRequest {
         destination: target.destination,

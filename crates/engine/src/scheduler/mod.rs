@@ -170,7 +170,8 @@ impl Scheduler {
         let flow = scheduled.flow_control.as_ref().map(|flow| {
             let key: Arc<str> = Arc::from(flow.key.as_str());
             let state = self.flows.entry((Arc::clone(&user), Arc::clone(&key))).or_default();
-            if scheduled.is_new || !state.settings_known {
+            // A retry (a known message) never reconfigures: only new and recovered ones do.
+            if scheduled.is_new || (!state.settings_known && !known) {
                 state.configure(flow);
             }
             state.settings_known |= scheduled.is_new;

@@ -353,6 +353,11 @@ fn a_recovered_key_without_stored_settings_takes_them_from_its_messages() {
     // No stored row (forgotten while a publish raced it): the newest recovered message's limits.
     add(&mut scheduler, vec![recovered(m[0], 1, 3), recovered(m[1], 2, 1)]);
     assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().parallelism_max, 1);
+    // A retry of the older one does not bring its limits back.
+    assert_eq!(started(&mut scheduler, 0), vec![m[0]]);
+    scheduler.attempt_ended(m[0], 1);
+    add(&mut scheduler, vec![with_due(recovered(m[0], 1, 3), 5)]);
+    assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().parallelism_max, 1);
     // A stored row wins over recovered messages.
     scheduler.restore_flow("u", "stored", &tern_store::FlowSettings { parallelism: Some(5), ..Default::default() });
     let stored = Scheduled { is_new: false, ..flowing(m[2], 3, "stored", Some(2), None) };

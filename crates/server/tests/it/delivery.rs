@@ -99,11 +99,16 @@ async fn private_destinations_can_be_refused_by_the_operator() {
     let (_, logs) = send(server.get(&format!("/v2/logs?messageId={id}&state=ERROR"))).await;
     assert!(logs["events"][0]["error"].as_str().unwrap().contains("private address"), "{logs}");
     assert!(receiver.requests().is_empty());
-    // Retrying it from the DLQ is refused up front, like a new publish.
+    // Retrying it from the DLQ by id is refused up front, like a new publish; a bulk retry
+    // leaves it where it is instead of failing the others.
     let (_, dlq) = send(server.get("/v2/dlq")).await;
     let dlq_id = dlq["messages"][0]["dlqId"].as_str().expect("the failed message is in the DLQ").to_string();
     let retry = server.post(&format!("/v2/dlq/retry/{dlq_id}"));
     expect_error(retry, axum::http::StatusCode::BAD_REQUEST, "private address").await;
+    let (status, json) = send(server.post("/v2/dlq/retry")).await;
+    assert_eq!((status, &json["responses"]), (axum::http::StatusCode::CREATED, &serde_json::json!([])), "{json}");
+    let (_, dlq) = send(server.get("/v2/dlq")).await;
+    assert_eq!(dlq["messages"][0]["dlqId"], dlq_id.as_str(), "still in the DLQ");
 
     // New private destinations are refused at publish.
     for private in ["http://127.0.0.1:9/x", "http://[::1]:9/x", "http://localhost:9/x", "http://10.1.2.3/x"] {

@@ -255,13 +255,18 @@ async fn a_duplicate_creation_answers_202_with_the_first_schedule() {
     assert_eq!(get_ok(&server, "/v2/schedules").await.as_array().unwrap().len(), 1, "nothing else was created");
     assert_eq!(schedule(&server, &first).await["body"], "one");
 
-    // Content-based: the same schedule again is a duplicate, another cron is not.
-    let by_content = [("Upstash-Content-Based-Deduplication", "true")];
-    let hourly = create_ok(&server, &url, "0 * * * *", &by_content, "same").await;
-    let (status, json) = create_schedule(&server, &url, "0 * * * *", &by_content, "same").await;
+    // Content-based: the same schedule again is a duplicate (whatever a client or proxy adds to
+    // every request), another cron or configuration is not. (Another path: these must not tick
+    // into the walk below.)
+    let hourly_url = receiver.url("/hourly");
+    let by_content = |agent| [("Upstash-Content-Based-Deduplication", "true"), ("User-Agent", agent)];
+    let hourly = create_ok(&server, &hourly_url, "0 * * * *", &by_content("a"), "same").await;
+    let (status, json) = create_schedule(&server, &hourly_url, "0 * * * *", &by_content("b"), "same").await;
     assert_eq!((status, &json["scheduleId"]), (StatusCode::ACCEPTED, &json!(hourly)), "{json}");
-    let other = create_ok(&server, &url, "30 * * * *", &by_content, "same").await;
+    let other = create_ok(&server, &hourly_url, "30 * * * *", &by_content("a"), "same").await;
     assert_ne!(other, hourly);
+    let configured = [("Upstash-Content-Based-Deduplication", "true"), ("Upstash-Retries", "1")];
+    assert_ne!(create_ok(&server, &hourly_url, "0 * * * *", &configured, "same").await, hourly);
 
     // The headers deduplicate the creation, not the ticks: each tick delivers its own message.
     let tick = next_minute(server.now_ms());

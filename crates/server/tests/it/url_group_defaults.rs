@@ -74,14 +74,22 @@ async fn a_schedule_to_the_group_gets_the_defaults_at_each_tick() {
     let endpoints = json!({"endpoints": [{"url": receiver.url("/tick")}]});
     assert_eq!(send(server.post("/v2/topics/ticks/endpoints").json(&endpoints)).await.0, StatusCode::OK);
     let id = create_ok(&server, "ticks", "* * * * *", &[], "tick").await;
-    // Set after the schedule was created: a tick reads the group as it is then.
-    let defaults = json!({"headers": {"Upstash-Forward-X-Default": "d", "Upstash-Retries": "1"}});
+    // Set after the schedule was created: a tick reads the group as it is then. A default
+    // deduplication header does not deduplicate ticks (each would repeat the last one's body).
+    let defaults = json!({"headers": {
+        "Upstash-Forward-X-Default": "d",
+        "Upstash-Retries": "1",
+        "Upstash-Content-Based-Deduplication": "true"
+    }});
     assert_eq!(patch(&server, "ticks", defaults).await.0, StatusCode::OK);
-    let request = expect_tick(&server, &receiver, "/tick", 0, next_minute(server.now_ms())).await;
-    assert_eq!(request.header("x-default"), Some("d"));
-    assert_eq!(request.header("upstash-schedule-id"), Some(id.as_str()));
-    let message = message_json(&server, request.header("upstash-message-id").unwrap()).await;
-    assert_eq!(message["maxRetries"], 1);
+    let first = next_minute(server.now_ms());
+    for (seen, tick) in [first, first + MINUTE_MS].into_iter().enumerate() {
+        let request = expect_tick(&server, &receiver, "/tick", seen, tick).await;
+        assert_eq!(request.header("x-default"), Some("d"));
+        assert_eq!(request.header("upstash-schedule-id"), Some(id.as_str()));
+        let message = message_json(&server, request.header("upstash-message-id").unwrap()).await;
+        assert_eq!(message["maxRetries"], 1);
+    }
 }
 
 #[tokio::test]
@@ -96,8 +104,11 @@ async fn invalid_defaults_and_unknown_groups_are_refused() {
         .await;
     let bad_retries = json!({"headers": {"Upstash-Retries": "many"}});
     expect_error(patch_request("g", bad_retries), StatusCode::BAD_REQUEST, "retries").await;
-    let cron = json!({"headers": {"Upstash-Cron": "* * * * *"}});
-    expect_error(patch_request("g", cron), StatusCode::BAD_REQUEST, "Upstash-Cron cannot be a default header").await;
+    for refused in ["Upstash-Cron", "Upstash-Queue-Name", "Upstash-Not-Before"] {
+        let body = json!({"headers": {refused: "1"}});
+        expect_error(patch_request("g", body), StatusCode::BAD_REQUEST, &format!("{refused} cannot be a default"))
+            .await;
+    }
     expect_error(patch_request("g", json!({"other": 1})), StatusCode::BAD_REQUEST, "headers").await;
     let empty = server.request(axum::http::Method::PATCH, "/v2/topics/g");
     expect_error(empty, StatusCode::BAD_REQUEST, "headers").await;

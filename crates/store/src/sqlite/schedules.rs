@@ -54,9 +54,13 @@ pub fn upsert(
 ) -> Result<ScheduleUpsert> {
     if let Some(dedup) = dedup {
         // The messages' dedup table, its `message_id` holding the schedule id: the keys are
-        // made apart (the engine's `schedule_dedup_key`), and expire and are purged alike.
+        // made apart (the engine's `schedule_dedup_key`), and expire and are purged alike. A
+        // schedule deleted since is no answer: the creation goes ahead and claims the key anew.
         let existing: Option<String> = connection
-            .prepare_cached("SELECT message_id FROM dedup WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3")?
+            .prepare_cached(
+                "SELECT d.message_id FROM dedup d JOIN schedules s ON s.user_id = d.user_id AND s.id = d.message_id
+                 WHERE d.user_id = ?1 AND d.key = ?2 AND d.expires_at > ?3",
+            )?
             .query_row(params![schedule.user_id, dedup.key, schedule.created_at], |row| row.get(0))
             .optional()?;
         if let Some(existing) = existing {

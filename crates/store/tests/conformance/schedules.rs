@@ -75,8 +75,12 @@ async fn a_claimed_dedup_key_answers_the_first_schedule(backend: &mut impl Backe
     assert_eq!(store.upsert_schedule(later, 10, claim(2_000)).await.unwrap(), ScheduleUpsert::Created);
     let mut again = schedule(USER, "fourth", 60_000);
     again.created_at = 1_500;
-    let duplicate = store.upsert_schedule(again, 10, claim(2_500)).await.unwrap();
+    let duplicate = store.upsert_schedule(again.clone(), 10, claim(2_500)).await.unwrap();
     assert_eq!(duplicate, ScheduleUpsert::Deduplicated("third".into()));
+    // A deleted schedule is no answer: the creation goes ahead.
+    assert!(store.delete_schedule(USER, "third").await.unwrap());
+    assert_eq!(store.upsert_schedule(again, 10, claim(2_500)).await.unwrap(), ScheduleUpsert::Created);
+    assert!(store.get_schedule(USER, "fourth").await.unwrap().is_some());
     store.shutdown().await.unwrap();
 }
 
