@@ -75,6 +75,10 @@ pub trait FlowStore: Send + Sync {
     /// Every key of every user (`(user id, key, settings)`), for the scheduler at start.
     async fn all_flows(&self) -> Result<Vec<(String, String, FlowSettings)>>;
 
+    /// Records rate windows, queued like an attempt's start (not waited for). A window older
+    /// than the stored one is ignored, so a late write never reopens a window.
+    async fn save_flow_windows(&self, windows: Vec<FlowWindow>) -> Result<()>;
+
     /// Forgets idle keys (`(user id, key)`), except any that is paused or pinned by now.
     async fn forget_flows(&self, keys: Vec<(String, String)>) -> Result<()>;
 }

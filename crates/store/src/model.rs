@@ -212,7 +212,7 @@ pub trait Scheduling: Send + Sync {
 }
 
 /// A flow-control key's settings as kept across restarts: the last configuration a message
-/// brought, and the operator's pause and pins.
+/// brought, the operator's pause and pins, and the rate window a restart must not reopen.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FlowSettings {
     pub parallelism: Option<u32>,
@@ -221,6 +221,19 @@ pub struct FlowSettings {
     pub paused: bool,
     pub pinned_parallelism: bool,
     pub pinned_rate: bool,
+    /// When the current rate window began, if one is open.
+    pub window_start: Option<i64>,
+    /// Attempts started in that window.
+    pub window_count: u32,
+}
+
+/// A rate-limited key's window after attempts started in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowWindow {
+    pub user_id: String,
+    pub key: String,
+    pub start: i64,
+    pub count: u32,
 }
 
 /// A FIFO queue's settings.

@@ -255,6 +255,9 @@ impl Scheduler {
         state.parallelism = settings.parallelism;
         state.rate = settings.rate;
         state.period_ms = settings.period_secs as i64 * 1000;
+        // The window open when tern stopped goes on (it closes by itself once its period is over).
+        state.window_start = settings.window_start;
+        state.window_count = settings.window_count;
     }
 }
 
@@ -269,6 +272,8 @@ impl Scheduler {
             paused: state.paused,
             pinned_parallelism: state.pinned_parallelism,
             pinned_rate: state.pinned_rate,
+            window_start: state.window_start,
+            window_count: state.window_count,
         }
     }
 }

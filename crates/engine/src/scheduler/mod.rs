@@ -80,6 +80,9 @@ struct UserState {
 pub struct Start {
     pub id: MessageId,
     pub message: Option<Arc<Message>>,
+    /// The rate window of its key after this start, for the store (a restart must not open a
+    /// fresh window early). Only for rate-limited keys.
+    pub flow_window: Option<tern_store::FlowWindow>,
 }
 
 pub struct Scheduler {
@@ -337,17 +340,24 @@ impl Scheduler {
             user_state.active += 1;
             let entry = self.entries.get_mut(&id).expect("entry");
             entry.state = State::Active;
+            let mut flow_window = None;
             if let Some(flow) = entry.flow.clone() {
                 let key = (user, flow);
                 let state = self.flows.get_mut(&key).expect("flow state");
                 state.started(now);
+                if state.rate.is_some()
+                    && let Some(start) = state.window_start
+                {
+                    let (user_id, key) = (key.0.to_string(), key.1.to_string());
+                    flow_window = Some(tern_store::FlowWindow { user_id, key, start, count: state.window_count });
+                }
                 if state.waiting > 0
                     && let Some(at) = state.rate_window_end(now)
                 {
                     self.flow_wakes.insert((at, key));
                 }
             }
-            started.push(Start { id, message: self.cache_take(id) });
+            started.push(Start { id, message: self.cache_take(id), flow_window });
         }
         started
     }

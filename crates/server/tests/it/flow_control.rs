@@ -459,6 +459,32 @@ async fn pauses_and_pins_of_keys_and_queues_survive_a_restart() {
 }
 
 #[tokio::test]
+async fn a_restart_continues_the_open_rate_window() {
+    let mut server = TestServer::start().await;
+    let receiver = Receiver::start_with_clock(&server.clock).await;
+    let url = receiver.url("/windowed");
+    for i in 0..4 {
+        server.publish_ok(&url, &flow_headers("windowed", "rate=2, period=1h"), &i.to_string()).await;
+    }
+    let opened = server.now_ms();
+    for request in receiver.wait_for("/windowed", 2).await {
+        server.wait_for_state(request.header("upstash-message-id").unwrap(), "DELIVERED").await;
+    }
+    wait_for_waitlist(&server, "windowed", 2).await;
+
+    // Ten minutes later the hour's two starts are still spent: a restart opens no new window.
+    server.restart_after(Duration::from_secs(600)).await;
+    let info = wait_for_waitlist(&server, "windowed", 2).await;
+    assert_eq!((info["rateCount"].clone(), info["ratePeriodStart"].clone()), (json!(2), json!(opened / 1000)));
+    receiver.assert_count_stays("/windowed", 2).await;
+    server.advance(Duration::from_secs(50 * 60 - 1));
+    receiver.assert_count_stays("/windowed", 2).await;
+    server.advance(SECOND);
+    let stamps: Vec<i64> = receiver.wait_for("/windowed", 4).await.iter().map(|r| r.at_ms.unwrap()).collect();
+    assert_eq!(&stamps[2..], [opened + 3_600_000; 2], "the next window opens when the hour is over");
+}
+
+#[tokio::test]
 async fn idle_keys_are_forgotten_after_a_day_unless_paused_or_pinned() {
     let mut server = TestServer::start().await;
     let receiver = Receiver::start().await;

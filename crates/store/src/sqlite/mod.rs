@@ -247,6 +247,10 @@ impl FlowStore for SqliteStore {
         self.readers.read_for_engine(query::all_flows).await
     }
 
+    async fn save_flow_windows(&self, windows: Vec<FlowWindow>) -> Result<()> {
+        self.send(WriteOp::SaveFlowWindows(windows)).await
+    }
+
     async fn forget_flows(&self, keys: Vec<(String, String)>) -> Result<()> {
         self.request(|reply| WriteOp::ForgetFlows { keys, reply }).await
     }

@@ -316,7 +316,8 @@ pub fn all_queues(connection: &Connection) -> Result<Vec<(String, QueueRecord)>>
 /// Every flow-control key of every user with its settings.
 pub fn all_flows(connection: &Connection) -> Result<Vec<(String, String, FlowSettings)>> {
     let mut statement = connection.prepare(
-        "SELECT user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism, pinned_rate FROM flow_keys",
+        "SELECT user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism, pinned_rate, window_start,
+            window_count FROM flow_keys",
     )?;
     let rows = statement.query_map([], |row| {
         Ok((
@@ -329,6 +330,8 @@ pub fn all_flows(connection: &Connection) -> Result<Vec<(String, String, FlowSet
                 paused: row.get(5)?,
                 pinned_parallelism: row.get(6)?,
                 pinned_rate: row.get(7)?,
+                window_start: row.get(8)?,
+                window_count: row.get(9)?,
             },
         ))
     })?;

@@ -51,9 +51,9 @@ pub fn upsert_queue(
 pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &FlowSettings) -> Result<()> {
     connection
         .prepare_cached(
-            "INSERT OR REPLACE INTO flow_keys
-                (user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism, pinned_rate)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT OR REPLACE INTO flow_keys (user_id, key, parallelism, rate, period_secs, paused,
+                pinned_parallelism, pinned_rate, window_start, window_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             user_id,
@@ -63,8 +63,22 @@ pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &F
             settings.period_secs as i64,
             settings.paused,
             settings.pinned_parallelism,
-            settings.pinned_rate
+            settings.pinned_rate,
+            settings.window_start,
+            settings.window_count
         ])?;
+    Ok(())
+}
+
+/// Records rate windows; one older than the stored window (a late write) changes nothing.
+pub fn save_flow_windows(connection: &Connection, windows: &[FlowWindow]) -> Result<()> {
+    let mut statement = connection.prepare_cached(
+        "UPDATE flow_keys SET window_start = ?3, window_count = ?4 WHERE user_id = ?1 AND key = ?2
+            AND (window_start IS NULL OR window_start < ?3 OR (window_start = ?3 AND window_count < ?4))",
+    )?;
+    for window in windows {
+        statement.execute(params![window.user_id, window.key, window.start, window.count])?;
+    }
     Ok(())
 }
 

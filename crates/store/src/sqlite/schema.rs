@@ -180,6 +180,11 @@ END;
 -- A URL group's default publish headers (`PATCH /v2/topics/{name}`), a JSON header list.
 ALTER TABLE url_groups ADD COLUMN default_headers TEXT;
 "#,
+    r#"
+-- A rate-limited key's open window, so that a restart does not grant a fresh one.
+ALTER TABLE flow_keys ADD COLUMN window_start INTEGER;
+ALTER TABLE flow_keys ADD COLUMN window_count INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:

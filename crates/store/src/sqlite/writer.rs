@@ -40,6 +40,7 @@ pub enum WriteOp {
         at: i64,
     },
     AttemptFinished(Box<AttemptOutcome>),
+    SaveFlowWindows(Vec<FlowWindow>),
     Cancel {
         user_id: String,
         selection: CancelSelection,
@@ -196,7 +197,9 @@ impl Pending {
             | WriteOp::AddEndpoints { reply, .. }
             | WriteOp::RemoveEndpoints { reply, .. }
             | WriteOp::Stop { reply } => Pending::Unit(reply, error(message)),
-            WriteOp::AttemptStarted { .. } | WriteOp::AttemptFinished(_) => Pending::Nothing,
+            WriteOp::AttemptStarted { .. } | WriteOp::AttemptFinished(_) | WriteOp::SaveFlowWindows(_) => {
+                Pending::Nothing
+            }
         }
     }
 
@@ -389,6 +392,9 @@ fn apply(
         }
         WriteOp::AttemptStarted { user_id, id, at } => {
             settle(ops::log_attempt_started(connection, &user_id, id, at), |_| Pending::Nothing)
+        }
+        WriteOp::SaveFlowWindows(windows) => {
+            settle(resources::save_flow_windows(connection, &windows), |_| Pending::Nothing)
         }
         WriteOp::AttemptFinished(outcome) => {
             settle(ops::finish_attempt(context, *outcome, effects), |_| Pending::Nothing)

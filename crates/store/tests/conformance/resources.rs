@@ -116,6 +116,21 @@ async fn flow_settings_survive_and_follow_messages_unless_pinned(backend: &mut i
         (Some(7), Some(3), 60, true)
     );
 
+    // Rate windows: kept across a message's upsert; a late (older) write changes nothing.
+    let window = |start, count| FlowWindow { user_id: USER.into(), key: "k".into(), start, count };
+    store.save_flow_windows(vec![window(1_000, 1), window(1_000, 2)]).await.unwrap();
+    store.save_flow_windows(vec![window(1_000, 1), window(500, 3)]).await.unwrap();
+    store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &flow("rate=3"))]).await.unwrap();
+    let settings = store.all_flows().await.unwrap()[0].2.clone();
+    assert_eq!((settings.window_start, settings.window_count), (Some(1_000), 2));
+    store.save_flow_windows(vec![window(61_000, 1)]).await.unwrap();
+    settle(&*store).await;
+    let settings = store.all_flows().await.unwrap()[0].2.clone();
+    assert_eq!((settings.window_start, settings.window_count), (Some(61_000), 1), "a newer window replaces it");
+    // The operator's save writes the whole state, a closed window included.
+    store.save_flow(USER, "k", FlowSettings { window_start: None, window_count: 0, ..settings }).await.unwrap();
+    assert_eq!(store.all_flows().await.unwrap()[0].2.window_start, None);
+
     // Forgetting keeps a paused or pinned key, and drops a plain one.
     let plain = [("Upstash-Flow-Control-Key", "plain"), ("Upstash-Flow-Control-Value", "rate=1")];
     store.insert_messages(vec![new_message(USER, "http://127.0.0.1:1/", 0, 0, &plain)]).await.unwrap();
