@@ -23,6 +23,23 @@ pub fn log_attempt_started(connection: &Connection, user_id: &str, id: MessageId
     insert_log(connection, log(user_id, id, at, LogState::Active))
 }
 
+/// Who holds the user's deduplication key at `now` (a message id, or a schedule id for the
+/// schedule keys), if its claim has not expired.
+pub fn claimed_dedup(connection: &Connection, user_id: &str, key: &str, now: i64) -> Result<Option<String>> {
+    Ok(connection
+        .prepare_cached("SELECT message_id FROM dedup WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3")?
+        .query_row(params![user_id, key, now], |row| row.get(0))
+        .optional()?)
+}
+
+/// Claims the key for `holder` until the claim's expiry.
+pub fn claim_dedup(connection: &Connection, user_id: &str, claim: &DedupClaim, holder: &str) -> Result<()> {
+    connection
+        .prepare_cached("INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![user_id, claim.key, holder, claim.expires_at])?;
+    Ok(())
+}
+
 pub fn insert_messages(
     context: Context<'_>,
     messages: Vec<NewMessage>,
@@ -32,10 +49,7 @@ pub fn insert_messages(
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
         if let Some(dedup) = &message.dedup {
-            let existing: Option<String> = connection
-                .prepare_cached("SELECT message_id FROM dedup WHERE user_id = ?1 AND key = ?2 AND expires_at > ?3")?
-                .query_row(params![message.user_id, dedup.key, message.created_at], |row| row.get(0))
-                .optional()?;
+            let existing = claimed_dedup(connection, &message.user_id, &dedup.key, message.created_at)?;
             if let Some(id) = existing.and_then(|id| id.parse().ok()) {
                 outcomes.push(InsertOutcome::Duplicate(id));
                 continue;
@@ -51,11 +65,7 @@ pub fn insert_messages(
             }
         }
         if let Some(dedup) = &message.dedup {
-            connection
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                )?
-                .execute(params![message.user_id, dedup.key, message.id.to_string(), dedup.expires_at])?;
+            claim_dedup(connection, &message.user_id, dedup, &message.id.to_string())?;
         }
         store_new_message(connection, context.next_seq, message, effects)?;
         outcomes.push(InsertOutcome::Created);

@@ -46,32 +46,30 @@ fn ids_json(ids: &[MessageId]) -> String {
     serde_json::to_string(&ids.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("ids serialise")
 }
 
+fn exists(connection: &Connection, user_id: &str, id: &str) -> Result<bool> {
+    Ok(connection
+        .prepare_cached("SELECT 1 FROM schedules WHERE user_id = ?1 AND id = ?2")?
+        .query_row(params![user_id, id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub fn upsert(
     connection: &Connection,
     schedule: &ScheduleRecord,
     limit: usize,
     dedup: Option<&DedupClaim>,
 ) -> Result<ScheduleUpsert> {
-    if let Some(dedup) = dedup {
-        // The messages' dedup table, its `message_id` holding the schedule id: the keys are
-        // made apart (the engine's `schedule_dedup_key`), and expire and are purged alike. A
-        // schedule deleted since is no answer: the creation goes ahead and claims the key anew.
-        let existing: Option<String> = connection
-            .prepare_cached(
-                "SELECT d.message_id FROM dedup d JOIN schedules s ON s.user_id = d.user_id AND s.id = d.message_id
-                 WHERE d.user_id = ?1 AND d.key = ?2 AND d.expires_at > ?3",
-            )?
-            .query_row(params![schedule.user_id, dedup.key, schedule.created_at], |row| row.get(0))
-            .optional()?;
-        if let Some(existing) = existing {
-            return Ok(ScheduleUpsert::Deduplicated(existing));
-        }
+    // The messages' dedup table holds schedule ids too: the keys are made apart (the engine's
+    // `schedule_dedup_key`), and expire and are purged alike. A schedule deleted since is no
+    // answer: the creation goes ahead and claims the key anew.
+    if let Some(dedup) = dedup
+        && let Some(holder) = ops::claimed_dedup(connection, &schedule.user_id, &dedup.key, schedule.created_at)?
+        && exists(connection, &schedule.user_id, &holder)?
+    {
+        return Ok(ScheduleUpsert::Deduplicated(holder));
     }
-    let exists = connection
-        .prepare_cached("SELECT 1 FROM schedules WHERE user_id = ?1 AND id = ?2")?
-        .query_row(params![schedule.user_id, schedule.id], |_| Ok(()))
-        .optional()?
-        .is_some();
+    let exists = exists(connection, &schedule.user_id, &schedule.id)?;
     if !exists {
         // Kept by triggers (schema.rs): counting the rows would make creation quadratic.
         let count: i64 = connection
@@ -107,11 +105,7 @@ pub fn upsert(
             schedule.next_tick_at,
         ])?;
     if let Some(dedup) = dedup {
-        connection
-            .prepare_cached(
-                "INSERT OR REPLACE INTO dedup (user_id, key, message_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![schedule.user_id, dedup.key, schedule.id, dedup.expires_at])?;
+        ops::claim_dedup(connection, &schedule.user_id, dedup, &schedule.id)?;
     }
     Ok(if exists { ScheduleUpsert::Replaced } else { ScheduleUpsert::Created })
 }
