@@ -326,13 +326,9 @@ async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFi
 async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Result<Vec<tern_store::NewMessage>> {
     let target = parse_target(&schedule.destination, None)?;
     let mut headers = schedule.headers.clone();
-    if let Destination::UrlGroup(group) = &target.destination
-        && let Some(group) = shared.store.get_group(&schedule.user_id, group).await?
-    {
-        headers.add_defaults(&group.default_headers);
-        for name in DEDUP_HEADERS {
-            headers.remove(name);
-        }
+    crate::resources::add_group_defaults(shared, &schedule.user_id, &target.destination, &mut headers).await?;
+    for name in DEDUP_HEADERS {
+        headers.remove(name);
     }
     let request = PublishRequest {
         destination: target.destination,

@@ -14,7 +14,7 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use tern_core::destination::{Destination, Target, parse_target};
+use tern_core::destination::{Target, parse_target};
 use tern_core::{HeaderList, PublishOptions};
 use tern_engine::{PublishRequest, PublishResult};
 
@@ -91,20 +91,8 @@ async fn destination_options(
     target: &Target,
 ) -> ApiResult<PublishOptions> {
     let mut pairs = HeaderList(request_pairs(headers, &target.query_options)?);
-    add_group_defaults(state, &caller.user_id, &target.destination, &mut pairs).await?;
+    state.engine.add_group_defaults(&caller.user_id, &target.destination, &mut pairs).await?;
     Ok(PublishOptions::from_headers(pairs.iter(), caller.token_in_authorization)?)
-}
-
-async fn add_group_defaults(
-    state: &AppState,
-    user_id: &str,
-    destination: &Destination,
-    pairs: &mut HeaderList,
-) -> ApiResult<()> {
-    if let Destination::UrlGroup(group) = destination {
-        pairs.add_defaults(&state.engine.url_group_headers(user_id, group).await?);
-    }
-    Ok(())
 }
 
 /// The request's headers as text, plus webhook-mode query options for names no header has.
@@ -227,7 +215,7 @@ async fn batch_request(
             pairs.push(name, value);
         }
     }
-    add_group_defaults(state, user_id, &destination, &mut pairs).await?;
+    state.engine.add_group_defaults(user_id, &destination, &mut pairs).await?;
     let options = PublishOptions::from_headers(pairs.iter(), true)?;
     Ok(PublishRequest {
         destination,
