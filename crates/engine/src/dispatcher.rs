@@ -12,7 +12,7 @@ use tern_core::callback::callback_message;
 use tern_core::ids::new_dlq_id;
 use tern_core::message::CallbackTarget;
 use tern_core::{AttemptResponse, Message, MessageId};
-use tern_store::{AttemptOutcome, FlowWindow, NewMessage, NextStep};
+use tern_store::{AttemptOutcome, NewMessage, NextStep};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,9 +29,17 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
         let free = slots.available_permits();
         if free > 0 {
             let limit = free.min(START_BATCH);
-            let mut starts = shared.scheduler.lock().poll(shared.clock.now_ms(), limit);
+            let (starts, windows) = {
+                let mut scheduler = shared.scheduler.lock();
+                (scheduler.poll(shared.clock.now_ms(), limit), scheduler.take_flow_windows())
+            };
             let full = starts.len() == limit;
-            save_flow_windows(&shared, &mut starts).await;
+            // Queued ahead of the attempts' own records, so that a restart continues the windows.
+            if !windows.is_empty()
+                && let Err(error) = shared.store.save_flow_windows(windows).await
+            {
+                tracing::error!(%error, "recording rate windows failed");
+            }
             let (cached, uncached): (Vec<Start>, Vec<Start>) = starts.into_iter().partition(|s| s.message.is_some());
             for message in cached.into_iter().filter_map(|start| start.message) {
                 let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
@@ -61,23 +69,6 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
             permit = Arc::clone(&slots).acquire_owned(), if free == 0 => drop(permit),
             () = stop.cancelled() => return,
         }
-    }
-}
-
-/// Queues the rate windows the starts moved (the last of each key) ahead of the attempts'
-/// own records, so that a restart continues them instead of granting a fresh window.
-async fn save_flow_windows(shared: &Shared, starts: &mut [Start]) {
-    let mut windows: Vec<FlowWindow> = Vec::new();
-    for window in starts.iter_mut().filter_map(|start| start.flow_window.take()) {
-        match windows.iter_mut().find(|known| known.user_id == window.user_id && known.key == window.key) {
-            Some(known) => *known = window,
-            None => windows.push(window),
-        }
-    }
-    if !windows.is_empty()
-        && let Err(error) = shared.store.save_flow_windows(windows).await
-    {
-        tracing::error!(%error, "recording rate windows failed");
     }
 }
 

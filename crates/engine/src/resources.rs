@@ -1,10 +1,10 @@
 //! The operations on queues, flow-control keys and URL groups. Settings changes run one at a
 //! time and reach both the store and the scheduler before they are answered.
 
-use crate::{Engine, Shared};
 use crate::error::{EngineError, Result};
 use crate::scheduler::FlowInfo;
 use crate::scheduler::flow::FlowPin;
+use crate::{Engine, Shared};
 use tern_core::destination::{Destination, validate_name, validate_url};
 use tern_core::{HeaderList, Invalid, PublishOptions};
 use tern_store::{Endpoint, QueueRecord, UrlGroup};

@@ -245,6 +245,24 @@ impl Scheduler {
         forgotten
     }
 
+    /// The windows of the rate-limited keys that started messages since the last call, for the
+    /// store: a restart continues them instead of granting a fresh window.
+    pub fn take_flow_windows(&mut self) -> Vec<tern_store::FlowWindow> {
+        let moved = std::mem::take(&mut self.moved_windows);
+        moved
+            .into_iter()
+            .filter_map(|key| {
+                let state = self.flows.get(&key)?;
+                Some(tern_store::FlowWindow {
+                    user_id: key.0.to_string(),
+                    key: key.1.to_string(),
+                    start: state.window_start?,
+                    count: state.window_count,
+                })
+            })
+            .collect()
+    }
+
     /// Restores operator settings kept in the store (at start).
     pub fn restore_flow(&mut self, user: &str, key: &str, settings: &tern_store::FlowSettings) {
         let (_, state) = self.flow_state(user, key);

@@ -20,7 +20,7 @@ pub use flow::FlowInfo;
 
 use flow::FlowState;
 use queue::QueueState;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tern_core::{Message, MessageId};
 use tern_store::{Change, Scheduled};
@@ -80,9 +80,6 @@ struct UserState {
 pub struct Start {
     pub id: MessageId,
     pub message: Option<Arc<Message>>,
-    /// The rate window of its key after this start, for the store (a restart must not open a
-    /// fresh window early). Only for rate-limited keys.
-    pub flow_window: Option<tern_store::FlowWindow>,
 }
 
 pub struct Scheduler {
@@ -94,6 +91,8 @@ pub struct Scheduler {
     flows: HashMap<Key, FlowState>,
     /// When rate-limited keys may start again.
     flow_wakes: BTreeSet<(i64, Key)>,
+    /// Rate-limited keys whose window moved since [`Scheduler::take_flow_windows`].
+    moved_windows: HashSet<Key>,
     users: HashMap<Arc<str>, UserState>,
     user_parallelism: u32,
     cache: HashMap<MessageId, Arc<Message>>,
@@ -110,6 +109,7 @@ impl Scheduler {
             queues: HashMap::new(),
             flows: HashMap::new(),
             flow_wakes: BTreeSet::new(),
+            moved_windows: HashSet::new(),
             users: HashMap::new(),
             user_parallelism: user_parallelism.max(1),
             cache: HashMap::new(),
@@ -340,16 +340,12 @@ impl Scheduler {
             user_state.active += 1;
             let entry = self.entries.get_mut(&id).expect("entry");
             entry.state = State::Active;
-            let mut flow_window = None;
             if let Some(flow) = entry.flow.clone() {
                 let key = (user, flow);
                 let state = self.flows.get_mut(&key).expect("flow state");
                 state.started(now);
-                if state.rate.is_some()
-                    && let Some(start) = state.window_start
-                {
-                    let (user_id, key) = (key.0.to_string(), key.1.to_string());
-                    flow_window = Some(tern_store::FlowWindow { user_id, key, start, count: state.window_count });
+                if state.rate.is_some() {
+                    self.moved_windows.insert(key.clone());
                 }
                 if state.waiting > 0
                     && let Some(at) = state.rate_window_end(now)
@@ -357,7 +353,7 @@ impl Scheduler {
                     self.flow_wakes.insert((at, key));
                 }
             }
-            started.push(Start { id, message: self.cache_take(id), flow_window });
+            started.push(Start { id, message: self.cache_take(id) });
         }
         started
     }

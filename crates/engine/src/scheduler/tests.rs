@@ -367,3 +367,22 @@ fn a_recovered_key_without_stored_settings_takes_them_from_its_messages() {
     add(&mut scheduler, vec![flowing(m[3], 4, "k", Some(4), None)]);
     assert_eq!(scheduler.flow_info("u", "k", 0).unwrap().parallelism_max, 4);
 }
+
+#[test]
+fn the_windows_of_rate_limited_keys_are_handed_out_once_after_they_move() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(
+        &mut scheduler,
+        vec![
+            flowing(m[0], 1, "rated", None, Some(5)),
+            flowing(m[1], 2, "rated", None, Some(5)),
+            flowing(m[2], 3, "plain", Some(9), None),
+        ],
+    );
+    assert!(scheduler.take_flow_windows().is_empty(), "nothing started yet");
+    assert_eq!(started(&mut scheduler, 40), m);
+    let window = tern_store::FlowWindow { user_id: "u".into(), key: "rated".into(), start: 40, count: 2 };
+    assert_eq!(scheduler.take_flow_windows(), vec![window], "the latest state of each moved key, once");
+    assert!(scheduler.take_flow_windows().is_empty());
+}
