@@ -74,15 +74,18 @@ impl SqliteStore {
         let path = options.data_dir.join(DATABASE_FILE);
         let mut connection = open_connection(&path, options.durable)?;
         schema::migrate(&mut connection)?;
-        // The checkpoint thread does this work; the writer only appends to the WAL.
+        // The checkpoint thread does this work; the writer only appends to the WAL, and catches
+        // up when asked to (see `checkpoint`). The limit is above the WAL's length at that
+        // point, so the file is reused, not shrunk and grown again page by page.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
-        connection.pragma_update(None, "journal_size_limit", 64 << 20)?;
+        connection.pragma_update(None, "journal_size_limit", 512 << 20)?;
         let next_seq = recovery::next_seq(&connection)?;
         tracing::info!(path = %path.display(), "store opened");
 
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = Writer { connection, scheduling: None, next_seq, lock };
-        let checkpointer = checkpoint::Checkpointer::start(path.clone(), options.durable)
+        let catch_up = Arc::new(checkpoint::CatchUp::default());
+        let writer = Writer { connection, scheduling: None, next_seq, catch_up: catch_up.clone(), lock };
+        let checkpointer = checkpoint::Checkpointer::start(path.clone(), options.durable, catch_up)
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let writer_thread = std::thread::Builder::new()
             .name("tern-store-writer".into())

@@ -10,7 +10,7 @@
 //! The exception is the rare op whose statement a client shapes (a filtered cancel, a queue
 //! delete): it runs in its own savepoint, so that its failure fails only itself.
 
-use super::{ops, recovery, resources, schedules};
+use super::{checkpoint, ops, recovery, resources, schedules};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::{Connection, TransactionBehavior};
@@ -230,6 +230,8 @@ pub struct Writer {
     pub scheduling: Option<Arc<dyn Scheduling>>,
     /// The next enqueue sequence number.
     pub next_seq: u64,
+    /// Set by the checkpoint thread when the WAL has grown long.
+    pub catch_up: Arc<checkpoint::CatchUp>,
     /// The data directory's lock, held for as long as the database is open for writing.
     #[expect(dead_code, reason = "held, never read: dropping it releases the directory")]
     pub lock: std::fs::File,
@@ -250,6 +252,7 @@ impl Writer {
             if stop {
                 break;
             }
+            self.catch_up.run_if_asked(&self.connection, receiver.is_empty());
         }
     }
 
