@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 pub use error::EngineError;
 pub use keys::SigningKeys;
 pub use operations::DlqSelection;
-pub use publish::{PublishRequest, PublishResult, Published};
+pub use publish::{PublishRequest, PublishResult, Published, Recipients};
 pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;

@@ -7,13 +7,31 @@ use bytes::Bytes;
 use std::collections::HashSet;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, validate_name};
-use tern_core::{Invalid, MessageId, PublishOptions};
-use tern_store::{DedupClaim, InsertOutcome, NewMessage};
+use tern_core::{HeaderList, Invalid, MessageId, PublishOptions};
+use tern_store::{DedupClaim, InsertOutcome, NewMessage, UrlGroup};
+
+/// Where a publish goes, its URL group read once: the group's default headers and its
+/// endpoints come from the same version of it.
+#[derive(Debug, Clone)]
+pub enum Recipients {
+    Url(String),
+    UrlGroup(UrlGroup),
+}
+
+impl Recipients {
+    /// Adds a URL group's default headers under a publish's own `headers`, before they are
+    /// classified (`Upstash-Header-Forward` may be among them).
+    pub fn add_defaults(&self, headers: &mut HeaderList) {
+        if let Recipients::UrlGroup(group) = self {
+            headers.add_defaults(&group.default_headers);
+        }
+    }
+}
 
 /// A validated publish, enqueue or batch item.
 #[derive(Debug, Clone)]
 pub struct PublishRequest {
-    pub destination: Destination,
+    pub recipients: Recipients,
     pub options: PublishOptions,
     pub body: Bytes,
     pub caller_ip: Option<String>,
@@ -37,6 +55,11 @@ pub struct PublishResult {
 }
 
 impl Engine {
+    /// Reads the URL group a publish goes to (404 when there is none).
+    pub async fn recipients(&self, user_id: &str, destination: Destination) -> Result<Recipients> {
+        recipients(&self.shared, user_id, destination).await
+    }
+
     /// Stores the message(s) of a publish durably; returns once they survive a crash.
     pub async fn publish(&self, user_id: &str, request: PublishRequest) -> Result<PublishResult> {
         let mut results = self.store_all(user_id, vec![request]).await.map_err(|(_, error)| error)?;
@@ -103,6 +126,18 @@ impl Engine {
     }
 }
 
+/// [`Engine::recipients`], for the engine's own publishes too (schedule ticks).
+pub(crate) async fn recipients(shared: &Shared, user_id: &str, destination: Destination) -> Result<Recipients> {
+    match destination {
+        Destination::Url(url) => Ok(Recipients::Url(url)),
+        Destination::UrlGroup(name) => match shared.store.get_group(user_id, &name).await? {
+            Some(group) => Ok(Recipients::UrlGroup(group)),
+            None => Err(EngineError::NotFound(format!("topic {name} not found"))),
+        },
+        Destination::Api(_) => Err(Invalid::new("api destinations are not supported").into()),
+    }
+}
+
 /// The messages of one request (a publish, a batch item or a schedule's tick), validated
 /// against the limits; nothing is stored here. `new_queues` collects the queues the request
 /// list would create, for the queue limit.
@@ -132,18 +167,13 @@ pub(crate) async fn prepare(
             new_queues.insert(queue.clone());
         }
     }
-    let (fan_out, destination, targets) = match &request.destination {
-        Destination::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
-        Destination::UrlGroup(name) => {
-            let group = shared
-                .store
-                .get_group(user_id, name)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))?;
-            let targets = group.endpoints.into_iter().map(|endpoint| (endpoint.url, endpoint.name)).collect();
-            (true, name.clone(), targets)
+    let (fan_out, destination, targets) = match &request.recipients {
+        Recipients::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
+        Recipients::UrlGroup(group) => {
+            let targets =
+                group.endpoints.iter().map(|endpoint| (endpoint.url.clone(), endpoint.name.clone())).collect();
+            (true, group.name.clone(), targets)
         }
-        Destination::Api(_) => return Err(Invalid::new("api destinations are not supported").into()),
     };
     let due_at = options.first_delivery_at(now, &config.limits)?;
     let dedup_expiry = now + config.dedup_window.as_millis() as i64;

@@ -1,28 +1,13 @@
 //! The operations on queues, flow-control keys and URL groups. Settings changes run one at a
 //! time and reach both the store and the scheduler before they are answered.
 
+use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::scheduler::FlowInfo;
 use crate::scheduler::flow::FlowPin;
-use crate::{Engine, Shared};
-use tern_core::destination::{Destination, validate_name, validate_url};
+use tern_core::destination::{validate_name, validate_url};
 use tern_core::{HeaderList, Invalid, PublishOptions};
 use tern_store::{Endpoint, QueueRecord, UrlGroup};
-
-/// [`Engine::add_group_defaults`], for the engine's own publishes too (schedule ticks).
-pub(crate) async fn add_group_defaults(
-    shared: &Shared,
-    user_id: &str,
-    destination: &Destination,
-    headers: &mut HeaderList,
-) -> Result<()> {
-    if let Destination::UrlGroup(group) = destination
-        && let Some(group) = shared.store.get_group(user_id, group).await?
-    {
-        headers.add_defaults(&group.default_headers);
-    }
-    Ok(())
-}
 
 /// A queue with its lag (unfinished messages, waiting and in flight).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,18 +242,6 @@ impl Engine {
         } else {
             Err(EngineError::NotFound(format!("topic {group} not found")))
         }
-    }
-
-    /// Adds a URL group's default headers under a publish's own `headers`, before they are
-    /// classified (`Upstash-Header-Forward` may be among them). Nothing for a URL or a group
-    /// that does not exist (publishing to it fails with its own error).
-    pub async fn add_group_defaults(
-        &self,
-        user_id: &str,
-        destination: &Destination,
-        headers: &mut HeaderList,
-    ) -> Result<()> {
-        add_group_defaults(&self.shared, user_id, destination, headers).await
     }
 
     /// Deletes a group; idempotent.

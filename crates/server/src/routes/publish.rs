@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use tern_core::destination::{Target, parse_target};
 use tern_core::{HeaderList, PublishOptions};
-use tern_engine::{PublishRequest, PublishResult};
+use tern_engine::{PublishRequest, PublishResult, Recipients};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -41,12 +41,12 @@ async fn publish(
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
-    let options = destination_options(&state, &caller, &headers, &target).await?;
+    let (recipients, options) = destination_options(&state, &caller, &headers, target).await?;
     if options.cron.is_some() {
         // A publish with Upstash-Cron creates a schedule, as the older docs describe.
         return super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await;
     }
-    let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue: None };
+    let request = PublishRequest { recipients, options, body, caller_ip, queue: None };
     let result = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&result))
 }
@@ -62,9 +62,9 @@ async fn enqueue(
     let raw = uri.path().strip_prefix("/v2/enqueue/").unwrap_or_default();
     let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
     let target = parse_target(destination, uri.query())?;
-    let options = destination_options(&state, &caller, &headers, &target).await?;
+    let (recipients, options) = destination_options(&state, &caller, &headers, target).await?;
     let queue = Some(queue.to_string());
-    let request = PublishRequest { destination: target.destination, options, body, caller_ip, queue };
+    let request = PublishRequest { recipients, options, body, caller_ip, queue };
     let result = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&result))
 }
@@ -82,17 +82,18 @@ pub fn publish_options(
     )?)
 }
 
-/// [`publish_options`] of a publish to `target`: a URL group's default headers (`PATCH
-/// /v2/topics/{name}`) apply under the request's own.
+/// Who a publish to `target` reaches, and its [`publish_options`]: a URL group's default
+/// headers (`PATCH /v2/topics/{name}`) apply under the request's own.
 async fn destination_options(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
-    target: &Target,
-) -> ApiResult<PublishOptions> {
+    target: Target,
+) -> ApiResult<(Recipients, PublishOptions)> {
     let mut pairs = HeaderList(request_pairs(headers, &target.query_options)?);
-    state.engine.add_group_defaults(&caller.user_id, &target.destination, &mut pairs).await?;
-    Ok(PublishOptions::from_headers(pairs.iter(), caller.token_in_authorization)?)
+    let recipients = state.engine.recipients(&caller.user_id, target.destination).await?;
+    recipients.add_defaults(&mut pairs);
+    Ok((recipients, PublishOptions::from_headers(pairs.iter(), caller.token_in_authorization)?))
 }
 
 /// The request's headers as text, plus webhook-mode query options for names no header has.
@@ -190,8 +191,9 @@ async fn batch(
             Ok(item) => batch_request(&state, &caller.user_id, item, caller_ip.clone()).await,
             Err(error) => Err(error),
         };
+        // The item's error keeps its status (an unknown URL group is a 404, as for a publish).
         let request =
-            request.map_err(|error| ApiError::bad_request(format!("batch item {index}: {}", error.message)))?;
+            request.map_err(|error| ApiError::new(error.status, format!("batch item {index}: {}", error.message)))?;
         requests.push(request);
     }
     let results = state.engine.publish_batch(&caller.user_id, requests).await?;
@@ -215,10 +217,11 @@ async fn batch_request(
             pairs.push(name, value);
         }
     }
-    state.engine.add_group_defaults(user_id, &destination, &mut pairs).await?;
+    let recipients = state.engine.recipients(user_id, destination).await?;
+    recipients.add_defaults(&mut pairs);
     let options = PublishOptions::from_headers(pairs.iter(), true)?;
     Ok(PublishRequest {
-        destination,
+        recipients,
         options,
         body: item.body.unwrap_or_default().into(),
         caller_ip,
