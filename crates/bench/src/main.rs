@@ -24,6 +24,10 @@ struct Cli {
     /// Messages per throughput run.
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
+    /// Forwarder and tern runs per concurrency, alternated: on a shared machine the median
+    /// ratio of several rounds is steadier than one pair's.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Concurrent keep-alive clients, one run each.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
     concurrency: Vec<usize>,
@@ -90,14 +94,31 @@ async fn main() {
     for &concurrency in cli.concurrency.iter().filter(|_| run("immediate")) {
         println!("\n== C = {concurrency} concurrent clients ==");
         let direct = bench.direct(cli.messages, concurrency).await;
-        let forwarder = bench.forwarder(cli.messages, concurrency).await;
-        let tern = bench.immediate(cli.messages, concurrency).await;
         print_row("direct to the sink", &direct, None);
-        print_row("forwarder (receive + push)", &forwarder, None);
-        print_row("tern, immediate delivery", &tern, Some(&forwarder));
-        check(&mut failures, &format!("immediate C={concurrency}"), &tern);
-        if publish_rate == 0.0 {
-            publish_rate = tern.publish_per_s;
+        let mut ratios = Vec::with_capacity(cli.rounds);
+        for round in 1..=cli.rounds.max(1) {
+            let forwarder = bench.forwarder(cli.messages, concurrency).await;
+            let tern = bench.immediate(cli.messages, concurrency, round).await;
+            if cli.rounds > 1 {
+                println!("  round {round} of {}", cli.rounds);
+            }
+            print_row("forwarder (receive + push)", &forwarder, None);
+            print_row("tern, immediate delivery", &tern, Some(&forwarder));
+            check(&mut failures, &format!("immediate C={concurrency}"), &tern);
+            if publish_rate == 0.0 {
+                publish_rate = tern.publish_per_s;
+            }
+            ratios.push(tern.delivered_per_s / forwarder.delivered_per_s.max(f64::MIN_POSITIVE));
+        }
+        if ratios.len() > 1 {
+            ratios.sort_by(f64::total_cmp);
+            println!(
+                "  tern's delivered/s as a ratio of the forwarder's, {} rounds: median {:.2}, min {:.2}, max {:.2}",
+                ratios.len(),
+                ratios[ratios.len() / 2],
+                ratios[0],
+                ratios[ratios.len() - 1]
+            );
         }
     }
 

@@ -124,8 +124,9 @@ impl Bench {
         figures
     }
 
-    pub async fn immediate(&self, messages: u64, concurrency: usize) -> Figures {
-        let tern = self.fresh_tern(&format!("immediate-{concurrency}")).await;
+    /// One run of `round` (a fresh data directory each).
+    pub async fn immediate(&self, messages: u64, concurrency: usize, round: usize) -> Figures {
+        let tern = self.fresh_tern(&format!("immediate-{concurrency}-{round}")).await;
         let cpu = tern.cpu_seconds();
         let mut figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
         figures.server_cpu_us = (tern.cpu_seconds() - cpu) * 1e6 / figures.delivered.max(1) as f64;
