@@ -55,7 +55,8 @@ pub struct PublishResult {
 }
 
 impl Engine {
-    /// Reads the URL group a publish goes to (404 when there is none).
+    /// Who a publish to `destination` reaches: its URL, or its URL group as stored now (404
+    /// when there is none).
     pub async fn recipients(&self, user_id: &str, destination: Destination) -> Result<Recipients> {
         recipients(&self.shared, user_id, destination).await
     }
