@@ -405,3 +405,52 @@ impl Maintenance for SqliteStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::RwLock;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn client_reads_holding_every_client_connection_do_not_hold_up_the_engine() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(SqliteOptions::new(directory.path())).expect("open");
+        let readers = Arc::clone(&store.readers);
+        // Client reads that block until the gate opens, one per client connection.
+        let gate = Arc::new(RwLock::new(()));
+        let closed = gate.write().expect("gate");
+        let (started, reads_started) = std::sync::mpsc::channel();
+        let mut client_reads = Vec::new();
+        for _ in 0..CLIENT_READERS {
+            let (gate, started) = (Arc::clone(&gate), started.clone());
+            let readers = Arc::clone(&readers);
+            client_reads.push(tokio::spawn(async move {
+                readers
+                    .read(move |_| {
+                        started.send(()).expect("report");
+                        drop(gate.read().expect("gate"));
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        for _ in 0..CLIENT_READERS {
+            reads_started.recv_timeout(Duration::from_secs(10)).expect("a client read started");
+        }
+        assert_eq!(readers.client_permits.available_permits(), 0, "every client connection is busy");
+
+        let engine_read =
+            readers.read_for_engine(|connection| Ok(connection.query_row("SELECT 1", [], |row| row.get(0))?));
+        let answer: i64 = tokio::time::timeout(Duration::from_secs(10), engine_read)
+            .await
+            .expect("the engine's read does not wait for client reads")
+            .expect("read");
+        assert_eq!(answer, 1);
+
+        drop(closed);
+        for read in client_reads {
+            read.await.expect("task").expect("client read");
+        }
+    }
+}
