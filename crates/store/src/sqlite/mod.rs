@@ -409,7 +409,6 @@ impl Maintenance for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::RwLock;
     use std::time::Duration;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -417,19 +416,20 @@ mod tests {
         let directory = tempfile::tempdir().expect("temporary directory");
         let store = SqliteStore::open(SqliteOptions::new(directory.path())).expect("open");
         let readers = Arc::clone(&store.readers);
-        // Client reads that block until the gate opens, one per client connection.
-        let gate = Arc::new(RwLock::new(()));
-        let closed = gate.write().expect("gate");
+        // Client reads that block until released, one per client connection.
         let (started, reads_started) = std::sync::mpsc::channel();
+        let mut releases = Vec::new();
         let mut client_reads = Vec::new();
         for _ in 0..CLIENT_READERS {
-            let (gate, started) = (Arc::clone(&gate), started.clone());
-            let readers = Arc::clone(&readers);
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            releases.push(release);
+            let (started, readers) = (started.clone(), Arc::clone(&readers));
             client_reads.push(tokio::spawn(async move {
                 readers
                     .read(move |_| {
                         started.send(()).expect("report");
-                        drop(gate.read().expect("gate"));
+                        // Returns once the test drops the sender.
+                        let _ = released.recv();
                         Ok(())
                     })
                     .await
@@ -448,7 +448,7 @@ mod tests {
             .expect("read");
         assert_eq!(answer, 1);
 
-        drop(closed);
+        drop(releases);
         for read in client_reads {
             read.await.expect("task").expect("client read");
         }
