@@ -39,8 +39,22 @@ pub fn client() -> reqwest::Client {
         .expect("HTTP client")
 }
 
-/// Sends `messages` bodies (sequence numbers from `first_seq`) with `concurrency` clients.
+/// Sends `messages` bodies (sequence numbers from `first_seq`) with `concurrency` clients, as
+/// fast as they are answered.
 pub async fn run(start: Instant, target: &Target, messages: u64, first_seq: u64, concurrency: usize) -> LoadResult {
+    run_paced(start, target, messages, first_seq, concurrency, None).await
+}
+
+/// Like [`run`], but with `per_second` the n-th message is sent no earlier than n ÷
+/// `per_second` seconds after the first: a steady rate, for as long as the clients keep up.
+pub async fn run_paced(
+    start: Instant,
+    target: &Target,
+    messages: u64,
+    first_seq: u64,
+    concurrency: usize,
+    per_second: Option<f64>,
+) -> LoadResult {
     let client = client();
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
@@ -55,6 +69,9 @@ pub async fn run(start: Instant, target: &Target, messages: u64, first_seq: u64,
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= messages {
                     return latencies;
+                }
+                if let Some(rate) = per_second {
+                    tokio::time::sleep_until((began + Duration::from_secs_f64(index as f64 / rate)).into()).await;
                 }
                 let sent_us = start.elapsed().as_micros() as u64;
                 let mut request = client

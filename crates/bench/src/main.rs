@@ -28,6 +28,9 @@ struct Cli {
     /// ratio of several rounds is steadier than one pair's.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Publish rate of the paced delayed run (messages due 1 s after their publish).
+    #[arg(long, default_value_t = 1_000.0)]
+    delayed_rate: f64,
     /// Concurrent keep-alive clients, one run each.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
     concurrency: Vec<usize>,
@@ -135,6 +138,20 @@ async fn main() {
             late[0], late[1], late[2]
         );
         check(&mut failures, "delayed", &delayed);
+
+        // The same timers at a rate tern keeps up with: how precisely a due message leaves.
+        let per_second = cli.delayed_rate.max(1.0);
+        let messages = cli.messages.min((per_second * 10.0) as u64);
+        println!(
+            "\n== delayed, paced: {messages} messages at {per_second:.0}/s, each due 1 s after its publish (C = {concurrency}) =="
+        );
+        let (paced, late) = bench.delayed_paced(messages, concurrency, per_second, Duration::from_secs(1)).await;
+        print_row("tern, delayed delivery (publish→arrival includes the 1 s delay)", &paced, None);
+        println!(
+            "  lateness after each message's due time: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            late[0], late[1], late[2]
+        );
+        check(&mut failures, "delayed, paced", &paced);
     }
 
     if run("failing") {

@@ -53,19 +53,21 @@ pub fn tern_target(tern: &Tern, sink: &Sink, headers: &[(&str, String)]) -> Targ
 impl Bench {
     /// Publishes `messages` to `target` and waits for them at the sink.
     pub async fn measure(&self, target: &Target, messages: u64, concurrency: usize) -> Figures {
-        self.measure_due(target, messages, concurrency, None).await
+        self.measure_due(target, messages, concurrency, None, None).await
     }
 
-    /// Like [`Bench::measure`], for messages not due before `due_unix_ms`.
+    /// Like [`Bench::measure`], for messages not due before `due_unix_ms`, published at
+    /// `per_second` when given.
     async fn measure_due(
         &self,
         target: &Target,
         messages: u64,
         concurrency: usize,
         due_unix_ms: Option<u64>,
+        per_second: Option<f64>,
     ) -> Figures {
         self.sink.reset();
-        let mut load = load::run(self.start, target, messages, 0, concurrency).await;
+        let mut load = load::run_paced(self.start, target, messages, 0, concurrency, per_second).await;
         if let Some(due) = due_unix_ms {
             tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
         }
@@ -140,7 +142,7 @@ impl Bench {
         let tern = self.fresh_tern("delayed").await;
         let due_s = (unix_ms() + lead.as_millis() as u64).div_ceil(1000);
         let target = tern_target(&tern, &self.sink, &[("upstash-not-before", due_s.to_string())]);
-        let figures = self.measure_due(&target, messages, concurrency, Some(due_s * 1000)).await;
+        let figures = self.measure_due(&target, messages, concurrency, Some(due_s * 1000), None).await;
         let mut lateness: Vec<u64> =
             self.sink.arrivals().iter().map(|a| a.arrived_unix_ms.saturating_sub(due_s * 1000)).collect();
         let late = [quantile(&mut lateness, 0.5), quantile(&mut lateness, 0.99), quantile(&mut lateness, 1.0)];
@@ -148,6 +150,27 @@ impl Bench {
         let figures =
             Figures { delivered_per_s: figures.delivered as f64 / (late[2].max(1) as f64 / 1000.0), ..figures };
         (figures, late.map(|ms| ms as f64))
+    }
+
+    /// Messages published at a steady `per_second`, each with `Upstash-Delay: delay`: how late
+    /// each arrives after its own due time, taken as its send time plus the delay (so the
+    /// publish's own latency counts as lateness).
+    pub async fn delayed_paced(
+        &self,
+        messages: u64,
+        concurrency: usize,
+        per_second: f64,
+        delay: Duration,
+    ) -> (Figures, [f64; 3]) {
+        let tern = self.fresh_tern("delayed-paced").await;
+        let target = tern_target(&tern, &self.sink, &[("upstash-delay", format!("{}ms", delay.as_millis()))]);
+        let figures = self.measure_due(&target, messages, concurrency, None, Some(per_second)).await;
+        let delay_us = delay.as_micros() as u64;
+        let mut lateness: Vec<u64> =
+            self.sink.arrivals().iter().map(|a| a.arrived_us.saturating_sub(a.sent_us + delay_us)).collect();
+        let late = [0.5, 0.99, 1.0].map(|q| ms(quantile(&mut lateness, q)));
+        tern.stop().await;
+        (figures, late)
     }
 
     /// 20 % of first attempts fail; every message must still arrive, with none in the DLQ.
