@@ -23,6 +23,10 @@ const START_BATCH: usize = 256;
 /// How long a message whose payload could not be read waits before it is tried again.
 const LOAD_RETRY_MS: i64 = 1000;
 
+/// How long an attempt runs before its `ACTIVE` log entry is written on its own; a shorter one
+/// has it written with its outcome, so log readers may learn of an attempt this much late.
+const ACTIVE_LOGGED_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_deliveries));
     loop {
@@ -123,8 +127,21 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
         return Ok(());
     };
     let started = shared.clock.now_ms();
-    shared.store.record_attempt_started(&message, started).await?;
-    let response = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message).await;
+    // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
+    // write instead of two. A longer one gets it logged on its own, while it is in flight.
+    let (response, active_at) = {
+        let exchange = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message);
+        tokio::pin!(exchange);
+        tokio::select! {
+            response = &mut exchange => (response, Some(started)),
+            // Real time, not the engine's clock: this only decides when a log row is written,
+            // nothing a message's timing depends on.
+            () = tokio::time::sleep(ACTIVE_LOGGED_AFTER) => {
+                shared.store.record_attempt_started(&message, started).await?;
+                (exchange.await, None)
+            }
+        }
+    };
     let finished = shared.clock.now_ms();
     shared.scheduler.update(|scheduler, now| scheduler.attempt_ended(message.id, now));
     let next = classify(&message, &response, finished, || new_dlq_id(finished));
@@ -142,6 +159,7 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
         .store
         .record_attempt_outcome(AttemptOutcome {
             message,
+            active_at,
             finished_at: finished,
             response,
             next,

@@ -33,7 +33,9 @@ pub trait MessageStore: Send + Sync {
     /// an attempt in flight ends as `CANCELED` when the attempt does. Durable on return.
     async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome>;
 
-    /// Logs `ACTIVE` for an attempt that starts now. Queued, committed in the background.
+    /// Logs `ACTIVE` for an attempt that started at `at` and is still running (a shorter
+    /// attempt's comes with its outcome: [`AttemptOutcome::active_at`]). Queued, committed in
+    /// the background.
     async fn record_attempt_started(&self, message: &Message, at: i64) -> Result<()>;
 
     /// Records the end of an attempt and stores the callbacks it triggers. Queued, committed in

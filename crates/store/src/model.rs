@@ -56,6 +56,9 @@ pub enum NextStep {
 pub struct AttemptOutcome {
     /// The message as it was claimed.
     pub message: Arc<Message>,
+    /// When the attempt started, if its `ACTIVE` entry is not logged yet (the attempt ended
+    /// before it was recorded on its own): logged first, with the outcome.
+    pub active_at: Option<i64>,
     pub finished_at: i64,
     pub response: AttemptResponse,
     pub next: NextStep,

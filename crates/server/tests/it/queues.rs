@@ -282,6 +282,10 @@ async fn delete_cancels_pending_messages_and_is_idempotent() {
     let delayed = server.enqueue_ok("d", &receiver.url("/old"), &[("Upstash-Delay", "1h")], "delayed").await;
     receiver.wait_for("/old", 2).await;
     receiver.assert_count_stays("/old", 2).await;
+    for id in &running {
+        // Logged once the attempt has run a while (a short one's is logged with its outcome).
+        server.wait_for_state(id, "ACTIVE").await;
+    }
 
     let (status, json) = send(server.delete("/v2/queues/d")).await;
     assert_eq!((status, json), (StatusCode::OK, Value::Null));

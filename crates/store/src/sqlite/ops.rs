@@ -154,6 +154,9 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         return Ok(());
     };
     let cancelled = state == MessageState::CancelRequested;
+    if let Some(active_at) = outcome.active_at {
+        log_attempt_started(connection, &message.user_id, message.id, active_at)?;
+    }
     let at = outcome.finished_at;
     let response = &outcome.response;
     let retried = message.retried + 1;

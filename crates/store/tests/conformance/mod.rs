@@ -158,6 +158,7 @@ async fn log_states(store: &dyn Store, id: MessageId) -> Vec<LogState> {
 fn outcome(message: Arc<Message>, at: i64, status: u16, next: NextStep) -> AttemptOutcome {
     AttemptOutcome {
         message,
+        active_at: None,
         finished_at: at,
         response: AttemptResponse { status, body: Bytes::from_static(b"404 Not Found"), ..Default::default() },
         next,
@@ -248,13 +249,22 @@ async fn retries_become_due_again(backend: &mut impl Backend) {
     let retry = store.claim_due(12_000, 10).await.remove(0);
     assert_eq!((retry.id, retry.retried, retry.state), (id, 1, MessageState::Retry));
     assert_eq!(retry.last_response.as_ref().unwrap().status, 500);
-    store.record_attempt_outcome(outcome(retry, 12_100, 200, NextStep::Delivered)).await.unwrap();
+    // An attempt that ended before its start was recorded: the outcome logs ACTIVE first.
+    let delivered = AttemptOutcome { active_at: Some(12_050), ..outcome(retry, 12_100, 200, NextStep::Delivered) };
+    store.record_attempt_outcome(delivered).await.unwrap();
     settle(&*store).await;
     let delivered = store.get_message(USER, id).await.unwrap().unwrap();
     assert_eq!((delivered.state, delivered.retried, delivered.finished_at), (MessageState::Delivered, 2, Some(12_100)));
     assert_eq!(
         log_states(&*store, id).await,
-        vec![LogState::Created, LogState::Active, LogState::Error, LogState::Retry, LogState::Delivered]
+        vec![
+            LogState::Created,
+            LogState::Active,
+            LogState::Error,
+            LogState::Retry,
+            LogState::Active,
+            LogState::Delivered
+        ]
     );
     store.shutdown().await.unwrap();
 }
