@@ -137,8 +137,9 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
             // Real time, not the engine's clock: this only decides when a log row is written,
             // nothing a message's timing depends on.
             () = tokio::time::sleep(ACTIVE_LOGGED_AFTER) => {
-                shared.store.record_attempt_started(&message, started).await?;
-                (exchange.await, None)
+                // Should that fail, the attempt goes on and its outcome logs ACTIVE.
+                let logged = shared.store.record_attempt_started(&message, started).await.is_ok();
+                (exchange.await, (!logged).then_some(started))
             }
         }
     };
