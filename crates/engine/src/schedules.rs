@@ -60,14 +60,17 @@ pub struct ScheduleView {
     pub last_states: Vec<(MessageId, &'static str)>,
 }
 
-/// The deduplication headers: they deduplicate a schedule's creation, never its ticks.
+/// The deduplication headers: they deduplicate a schedule's creation, never its ticks. The
+/// stored headers are without them already; at a tick they can only come from URL-group
+/// defaults.
 const DEDUP_HEADERS: &[&str] = &["upstash-deduplication-id", "upstash-content-based-deduplication"];
 
 /// The deduplication key of a creation, apart from every message's key (those are bare hashes).
 /// Content-based, it covers what the schedule is: cron, id, queue, destination, body and the
-/// headers that configure or are forwarded (`Upstash-*`, `Content-Type`) — not those a client
-/// or proxy adds to every request (`User-Agent`, `X-Forwarded-For`…).
-fn schedule_dedup_key(request: &ScheduleRequest, destination: &str) -> Option<String> {
+/// headers that configure or are forwarded (`Upstash-*`, `Content-Type`, and with
+/// `Upstash-Header-Forward` every plain header, `forwarded`) — not those a client or proxy adds
+/// to every request (`User-Agent`, `X-Forwarded-For`…) when they are not forwarded.
+fn schedule_dedup_key(request: &ScheduleRequest, destination: &str, forwarded: &HeaderList) -> Option<String> {
     let key = match (&request.deduplication_id, request.content_based_deduplication) {
         (Some(id), _) => explicit_key(id, destination),
         (None, true) => {
@@ -83,6 +86,7 @@ fn schedule_dedup_key(request: &ScheduleRequest, destination: &str) -> Option<St
                 .filter(|(name, _)| {
                     name.eq_ignore_ascii_case("content-type") || strip_prefix_ignore_case(name, "upstash-").is_some()
                 })
+                .chain(forwarded.iter())
                 .map(|(name, value)| (name.to_string(), value.to_string()))
                 .collect();
             content_key(&schedule, destination, &configuring, &request.body)
@@ -119,7 +123,7 @@ impl Engine {
         if let Some(queue) = &request.queue {
             validate_name(queue, "queue")?;
         }
-        let dedup = schedule_dedup_key(&request, &destination)
+        let dedup = schedule_dedup_key(&request, &destination, &options.forward)
             .map(|key| DedupClaim { key, expires_at: now + self.shared.config.dedup_window.as_millis() as i64 });
         let id = match request.schedule_id {
             Some(id) => {

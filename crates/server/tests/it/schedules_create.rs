@@ -267,6 +267,14 @@ async fn a_duplicate_creation_answers_202_with_the_first_schedule() {
     assert_ne!(other, hourly);
     let configured = [("Upstash-Content-Based-Deduplication", "true"), ("Upstash-Retries", "1")];
     assert_ne!(create_ok(&server, &hourly_url, "0 * * * *", &configured, "same").await, hourly);
+    // With Upstash-Header-Forward a plain header reaches the destination: it is configuration.
+    let forwarding = |tenant| {
+        [("Upstash-Content-Based-Deduplication", "true"), ("Upstash-Header-Forward", "true"), ("X-Tenant", tenant)]
+    };
+    let tenant_a = create_ok(&server, &hourly_url, "0 * * * *", &forwarding("a"), "same").await;
+    assert_ne!(create_ok(&server, &hourly_url, "0 * * * *", &forwarding("b"), "same").await, tenant_a);
+    let (status, json) = create_schedule(&server, &hourly_url, "0 * * * *", &forwarding("a"), "same").await;
+    assert_eq!((status, &json["scheduleId"]), (StatusCode::ACCEPTED, &json!(tenant_a)), "{json}");
 
     // The headers deduplicate the creation, not the ticks: each tick delivers its own message.
     let tick = next_minute(server.now_ms());
