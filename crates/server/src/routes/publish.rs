@@ -212,11 +212,7 @@ async fn batch_request(
     };
     let Target { destination, query_options } = parse_target(path, query)?;
     let mut pairs = header_lines(item.headers.unwrap_or_default());
-    for (name, value) in query_options {
-        if pairs.get(&name).is_none() {
-            pairs.push(name, value);
-        }
-    }
+    pairs.add_defaults(&HeaderList(query_options));
     let recipients = state.engine.recipients(user_id, destination).await?;
     recipients.add_defaults(&mut pairs);
     let options = PublishOptions::from_headers(pairs.iter(), true)?;

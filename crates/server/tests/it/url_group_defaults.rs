@@ -1,5 +1,5 @@
 //! A URL group's default publish headers (`PATCH /v2/topics/{name}`, from QStash's webhook
-//! guide): applied under each publish's own headers — publish, batch and schedule ticks alike.
+//! guide): applied under each publish's own headers — publish, enqueue, batch and schedule ticks alike.
 
 use crate::harness::*;
 use crate::schedule_support::*;
@@ -56,13 +56,20 @@ async fn default_headers_configure_every_publish_to_the_group_under_its_own() {
     assert_eq!(status, StatusCode::OK, "{json}");
     let request = receiver.wait_for("/b", 3).await.remove(2);
     assert_eq!((request.header("x-item"), request.header("x-default")), (Some("i"), Some("d")));
+    // Enqueued to the group: the same defaults.
+    let (status, json) = server.enqueue("queued", "hooks", &[], "enqueued").await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    let arrivals = receiver.wait_for("/a", 4).await;
+    let enqueued = arrivals.iter().find(|request| request.body.as_ref() == b"enqueued").expect("enqueued arrival");
+    assert_eq!(enqueued.header("x-default"), Some("d"));
+    assert_eq!(message_json(&server, &fanned_out(&json)[0]).await["maxRetries"], 0);
 
     // An empty object clears them (here through the docs' other name of the resource).
     let clear = server.request(axum::http::Method::PATCH, "/v2/url-groups/hooks").json(&json!({"headers": {}}));
     assert_eq!(send(clear).await.0, StatusCode::OK);
     assert!(get_ok(&server, "/v2/topics/hooks").await.get("headers").is_none());
     let (_, json) = server.publish("hooks", &[("X-Webhook-Signature", "sig")], "plain").await;
-    let request = receiver.wait_for("/a", 4).await.remove(3);
+    let request = receiver.wait_for("/a", 5).await.remove(4);
     assert_eq!((request.header("x-webhook-signature"), request.header("x-default")), (None, None));
     assert_eq!(message_json(&server, &fanned_out(&json)[0]).await["maxRetries"], 3, "the default retries");
 }
@@ -104,7 +111,7 @@ async fn invalid_defaults_and_unknown_groups_are_refused() {
         .await;
     let bad_retries = json!({"headers": {"Upstash-Retries": "many"}});
     expect_error(patch_request("g", bad_retries), StatusCode::BAD_REQUEST, "retries").await;
-    for refused in ["Upstash-Cron", "Upstash-Queue-Name", "Upstash-Not-Before"] {
+    for refused in ["Upstash-Cron", "Upstash-Schedule-Id", "Upstash-Queue-Name", "Upstash-Not-Before"] {
         let body = json!({"headers": {refused: "1"}});
         expect_error(patch_request("g", body), StatusCode::BAD_REQUEST, &format!("{refused} cannot be a default"))
             .await;

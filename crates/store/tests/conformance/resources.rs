@@ -178,6 +178,7 @@ async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
     defaults.push("Upstash-Retries", "3");
     defaults.push("Upstash-Forward-X", "a");
     assert!(store.set_group_headers(USER, "g", defaults.clone(), 3).await.unwrap());
+    assert_eq!(store.list_groups(USER).await.unwrap()[0].default_headers, defaults, "listed with its defaults");
     let group = store.get_group(USER, "g").await.unwrap().unwrap();
     assert_eq!((group.default_headers, group.updated_at), (defaults, 3));
     assert!(!store.set_group_headers(USER, "missing", HeaderList::new(), 3).await.unwrap());
