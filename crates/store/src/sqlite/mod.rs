@@ -1,5 +1,6 @@
-//! The embedded backend: SQLite in WAL mode with `synchronous=FULL`, one writer thread doing
-//! group commit, and a small pool of reader connections. One process owns a data directory (an
+//! The embedded backend: SQLite in WAL mode, one writer thread doing group commit, a sync
+//! thread that makes each commit durable before anyone hears of it, and a small pool of reader
+//! connections. One process owns a data directory (an
 //! exclusive lock file), so the engine's in-memory scheduler is the only claimer: a crash
 //! forgets every claim, and every unfinished message is due again at start.
 
@@ -11,6 +12,7 @@ mod resources;
 mod rows;
 mod schedules;
 mod schema;
+mod syncer;
 mod writer;
 
 use crate::error::{Result, StoreError};
@@ -79,12 +81,24 @@ impl SqliteStore {
         // point, so the file is reused, not shrunk and grown again page by page.
         connection.pragma_update(None, "wal_autocheckpoint", 0)?;
         connection.pragma_update(None, "journal_size_limit", 512 << 20)?;
+        if options.durable {
+            // The writer's commits write the WAL without syncing it; the sync thread syncs
+            // it before anyone hears of them (see `syncer`).
+            connection.pragma_update(None, "synchronous", "NORMAL")?;
+        }
         let next_seq = recovery::next_seq(&connection)?;
         tracing::info!(path = %path.display(), "store opened");
 
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let catch_up = Arc::new(checkpoint::CatchUp::default());
-        let writer = Writer { connection, scheduling: None, next_seq, catch_up: catch_up.clone(), lock };
+        let wal = options.durable.then(|| {
+            let mut wal = path.clone().into_os_string();
+            wal.push("-wal");
+            PathBuf::from(wal)
+        });
+        let syncer = syncer::Syncer::start(wal)
+            .map_err(|e| StoreError::Backend(format!("cannot start the sync thread: {e}")))?;
+        let writer = Writer { connection, scheduling: None, next_seq, catch_up: catch_up.clone(), syncer, lock };
         let checkpointer = checkpoint::Checkpointer::start(path.clone(), options.durable, catch_up)
             .map_err(|e| StoreError::Backend(format!("cannot start the checkpoint thread: {e}")))?;
         let writer_thread = std::thread::Builder::new()

@@ -188,7 +188,9 @@ ALTER TABLE flow_keys ADD COLUMN window_count INTEGER NOT NULL DEFAULT 0;
 ];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:
-/// an acknowledged publish survives power loss, and group commit keeps that affordable.
+/// an acknowledged publish survives power loss, and group commit keeps that affordable. (The
+/// writer's own connection then switches to `NORMAL`: the sync thread does that fsync for it,
+/// see `syncer`.)
 pub fn configure(connection: &Connection, durable: bool) -> rusqlite::Result<()> {
     connection.busy_timeout(std::time::Duration::from_secs(30))?;
     // Every statement of the hot path stays compiled (the default cache holds only 16).

@@ -1,15 +1,16 @@
 //! The single writer thread and its group commit.
 //!
 //! Every write is a [`WriteOp`] sent over one channel. The writer takes everything queued,
-//! applies them in one transaction, commits once (one fsync for the whole batch), then reports
-//! the committed scheduling changes to the scheduler and answers the waiting callers — in that
-//! order, so that a published message is known to the scheduler before its publisher hears
-//! back. Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so
+//! applies them in one transaction, commits once, and hands the batch to the sync thread, which
+//! syncs the WAL (one fsync for every batch committed meanwhile), then reports the committed
+//! scheduling changes to the scheduler and answers the waiting callers — in that order, so that
+//! a published message is known to the scheduler before its publisher hears back (`syncer`). Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so
 //! an op error means a storage failure: the whole batch is rolled back and every caller in it
 //! gets the error, which keeps savepoints (and their statement journals) off the hot path.
 //! The exception is the rare op whose statement a client shapes (a filtered cancel, a queue
 //! delete): it runs in its own savepoint, so that its failure fails only itself.
 
+use super::syncer::{Committed, Syncer};
 use super::{checkpoint, ops, recovery, resources, schedules};
 use crate::error::{Result, StoreError};
 use crate::model::*;
@@ -158,8 +159,8 @@ pub struct Effects {
     pub held: Vec<MessageId>,
 }
 
-/// An answer waiting for the commit.
-enum Pending {
+/// An answer waiting for the commit (and its sync).
+pub enum Pending {
     Insert(Reply<Vec<InsertOutcome>>, Result<Vec<InsertOutcome>>),
     Cancel(Reply<CancelOutcome>, Result<CancelOutcome>),
     Count(Reply<u64>, Result<u64>),
@@ -203,7 +204,7 @@ impl Pending {
         }
     }
 
-    fn send(self, commit: &Result<(), String>) {
+    pub fn send(self, commit: &Result<(), String>) {
         fn finish<T>(reply: Reply<T>, result: Result<T>, commit: &Result<(), String>) {
             let result = match commit {
                 Ok(()) => result,
@@ -232,6 +233,8 @@ pub struct Writer {
     pub next_seq: u64,
     /// Set by the checkpoint thread when the WAL has grown long.
     pub catch_up: Arc<checkpoint::CatchUp>,
+    /// Syncs each committed batch, then reports it.
+    pub syncer: Syncer,
     /// The data directory's lock, held for as long as the database is open for writing.
     #[expect(dead_code, reason = "held, never read: dropping it releases the directory")]
     pub lock: std::fs::File,
@@ -254,6 +257,7 @@ impl Writer {
             }
             self.catch_up.run_if_asked(&self.connection, receiver.is_empty());
         }
+        self.syncer.stop();
     }
 
     fn commit_batch(&mut self, batch: Vec<WriteOp>) {
@@ -262,6 +266,10 @@ impl Writer {
         let seq_before = self.next_seq;
         // Should the batch fail, recorded attempts must still end up scheduled again.
         let fallback: Vec<Change> = batch.iter().filter_map(WriteOp::fallback).collect();
+        if batch.iter().any(|op| matches!(op, WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. })) {
+            // A cancel asks the scheduler which attempts run; it must know every earlier batch.
+            self.syncer.wait_landed();
+        }
         let mut effects = Effects::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
@@ -326,31 +334,21 @@ impl Writer {
             }
         })();
 
-        match &commit {
+        let changes = match &commit {
             Ok(()) => {
                 if let Some(scheduling) = attached.take() {
                     self.scheduling = Some(scheduling);
                 }
-                if let Some(scheduling) = &self.scheduling
-                    && !effects.changes.is_empty()
-                {
-                    scheduling.committed(effects.changes);
-                }
+                effects.changes
             }
             Err(error) => {
                 tracing::error!(%error, ops, "a write batch failed and was rolled back; its callers get an error");
                 self.next_seq = seq_before;
                 release(self.scheduling.as_deref(), &effects.held);
-                if let Some(scheduling) = &self.scheduling
-                    && !fallback.is_empty()
-                {
-                    scheduling.committed(fallback);
-                }
+                fallback
             }
-        }
-        for answer in pending {
-            answer.send(&commit);
-        }
+        };
+        self.syncer.hand_over(Committed { scheduling: self.scheduling.clone(), changes, answers: pending, commit });
         tracing::trace!(ops, micros = started.elapsed().as_micros() as u64, "write batch");
     }
 }
@@ -457,5 +455,112 @@ fn apply(
             settle(resources::purge(connection, now, retention), |r| Pending::Purge(reply, r))
         }
         WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tern_core::{PublishLimits, PublishOptions};
+
+    /// A scheduler that calls every message it knows of running, and notes being asked about
+    /// one it has not heard of.
+    #[derive(Default)]
+    struct Scheduler {
+        known: Mutex<Vec<MessageId>>,
+        asked_about_unknown: AtomicBool,
+    }
+
+    impl Scheduling for Scheduler {
+        fn committed(&self, changes: Vec<Change>) {
+            let mut known = self.known.lock().unwrap();
+            known.extend(changes.iter().filter_map(|change| match change {
+                Change::Scheduled(scheduled) => Some(scheduled.id),
+                _ => None,
+            }));
+        }
+        fn hold_for_cancel(&self, id: MessageId) -> bool {
+            let known = self.known.lock().unwrap().contains(&id);
+            if !known {
+                self.asked_about_unknown.store(true, Ordering::SeqCst);
+            }
+            known
+        }
+        fn release_hold(&self, _: MessageId) {}
+    }
+
+    fn request<T>(
+        sender: &mpsc::Sender<WriteOp>,
+        make: impl FnOnce(Reply<T>) -> WriteOp,
+    ) -> oneshot::Receiver<Result<T>> {
+        let (reply, answer) = oneshot::channel();
+        sender.blocking_send(make(reply)).expect("the writer runs");
+        answer
+    }
+
+    #[test]
+    fn a_cancel_waits_until_the_scheduler_knows_every_earlier_batch() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let path = directory.path().join("writer.sqlite3");
+        let mut connection = super::super::open_connection(&path, false).expect("open");
+        super::super::schema::migrate(&mut connection).expect("migrate");
+        let (go, gate) = std::sync::mpsc::channel::<()>();
+        let (entered, syncing) = std::sync::mpsc::channel::<()>();
+        let syncer = Syncer::start_with(move || {
+            let _ = entered.send(());
+            gate.recv().map_err(std::io::Error::other)
+        })
+        .expect("start the syncer");
+        let writer = Writer {
+            connection,
+            scheduling: None,
+            next_seq: 0,
+            catch_up: Arc::default(),
+            syncer,
+            lock: std::fs::File::create(directory.path().join("lock")).expect("lock file"),
+        };
+        let (sender, receiver) = mpsc::channel(16);
+        let thread = std::thread::spawn(move || writer.run(receiver));
+
+        let scheduler = Arc::new(Scheduler::default());
+        go.send(()).unwrap();
+        let attached = request(&sender, |reply| WriteOp::Attach { scheduling: scheduler.clone(), now: 0, reply });
+        attached.blocking_recv().unwrap().expect("attached");
+        syncing.recv().unwrap();
+
+        let options = PublishOptions::from_headers(std::iter::empty::<(&str, &str)>(), true).unwrap();
+        let message = NewMessage {
+            id: MessageId::generate(),
+            user_id: "alice".into(),
+            spec: options.to_spec("http://127.0.0.1:9/".into(), None, &PublishLimits::default()),
+            body: bytes::Bytes::from_static(b"{}"),
+            created_at: 1,
+            due_at: 1,
+            dedup: None,
+            consumes_dlq_entry: None,
+        };
+        let id = message.id;
+        let inserted = request(&sender, |reply| WriteOp::Insert { messages: vec![message], reply });
+        syncing.recv().expect("the insert's sync started and waits");
+        let filter = Box::new(MessageFilter::default());
+        let selection = CancelSelection::Filter { filter, limit: None };
+        let cancelled = request(&sender, |reply| WriteOp::Cancel { user_id: "alice".into(), selection, now: 2, reply });
+        // Time for the writer to apply the cancel, were it not waiting for the insert to land.
+        std::thread::sleep(Duration::from_millis(100));
+        go.send(()).unwrap();
+        assert_eq!(inserted.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
+        go.send(()).unwrap();
+        assert_eq!(cancelled.blocking_recv().unwrap().expect("cancelled").cancelled, 1);
+        assert!(
+            !scheduler.asked_about_unknown.load(Ordering::SeqCst),
+            "the cancel asked the scheduler about {id} before it heard of it"
+        );
+
+        drop(go);
+        drop(sender);
+        thread.join().expect("the writer ends");
     }
 }
