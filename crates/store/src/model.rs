@@ -224,7 +224,9 @@ pub struct FlowSettings {
     pub paused: bool,
     pub pinned_parallelism: bool,
     pub pinned_rate: bool,
-    /// When the current rate window began, if one is open.
+    /// When the current rate window began, if one is open; or when the operator last reset
+    /// the window (with a count of 0), so that a window from before the reset, written late,
+    /// cannot take its place.
     pub window_start: Option<i64>,
     /// Attempts started in that window.
     pub window_count: u32,

@@ -24,6 +24,9 @@ pub(super) struct FlowState {
     pub window_start: Option<i64>,
     /// Starts within the current window.
     pub window_count: u32,
+    /// When the operator last reset the window (a pin, a reset): saved as a window of no starts
+    /// then, so that a late write of the window before it cannot take its place in the store.
+    pub window_reset_at: Option<i64>,
     /// Due messages waiting for this key (stale ids are skipped).
     pub waitlist: VecDeque<MessageId>,
     /// How many waitlist ids are live.
@@ -48,6 +51,7 @@ impl Default for FlowState {
             active: 0,
             window_start: None,
             window_count: 0,
+            window_reset_at: None,
             waitlist: VecDeque::new(),
             waiting: 0,
             messages: 0,
@@ -57,6 +61,12 @@ impl Default for FlowState {
 }
 
 impl FlowState {
+    fn reset_window(&mut self, now: i64) {
+        self.window_start = None;
+        self.window_count = 0;
+        self.window_reset_at = Some(now);
+    }
+
     /// A new message's settings replace the key's, except what the operator pinned.
     pub fn configure(&mut self, flow: &FlowControl) {
         if !self.pinned_parallelism {
@@ -195,8 +205,7 @@ impl Scheduler {
             }
             state.pinned_rate = true;
         }
-        state.window_start = None;
-        state.window_count = 0;
+        state.reset_window(now);
         self.release_flow(&key, now);
     }
 
@@ -214,8 +223,7 @@ impl Scheduler {
     /// Ends the current rate window now: the count restarts from zero.
     pub fn reset_flow_rate(&mut self, user: &str, key: &str, now: i64) {
         let (key, state) = self.flow_state(user, key);
-        state.window_start = None;
-        state.window_count = 0;
+        state.reset_window(now);
         self.release_flow(&key, now);
     }
 
@@ -273,8 +281,9 @@ impl Scheduler {
         state.parallelism = settings.parallelism;
         state.rate = settings.rate;
         state.period_ms = settings.period_secs as i64 * 1000;
-        // The window open when tern stopped goes on (it closes by itself once its period is over).
-        state.window_start = settings.window_start;
+        // The window open when tern stopped goes on (it closes by itself once its period is
+        // over). A stored window of no starts is a reset: no window is open.
+        state.window_start = settings.window_start.filter(|_| settings.window_count > 0);
         state.window_count = settings.window_count;
     }
 }
@@ -290,8 +299,8 @@ impl Scheduler {
             paused: state.paused,
             pinned_parallelism: state.pinned_parallelism,
             pinned_rate: state.pinned_rate,
-            window_start: state.window_start,
-            window_count: state.window_count,
+            window_start: state.window_start.or(state.window_reset_at),
+            window_count: if state.window_start.is_some() { state.window_count } else { 0 },
         }
     }
 }

@@ -386,3 +386,25 @@ fn the_windows_of_rate_limited_keys_are_handed_out_once_after_they_move() {
     assert_eq!(scheduler.take_flow_windows(), vec![window], "the latest state of each moved key, once");
     assert!(scheduler.take_flow_windows().is_empty());
 }
+
+#[test]
+fn a_reset_window_is_saved_as_one_of_no_starts_and_restored_as_none() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "k", None, Some(1))).collect());
+    assert_eq!(started(&mut scheduler, 10), vec![m[0]]);
+    let open = scheduler.flow_settings("u", "k");
+    assert_eq!((open.window_start, open.window_count), (Some(10), 1));
+    // The operator's save after a reset carries the reset's time with no starts: the store
+    // keeps it over the older window, however late the dispatcher writes that one.
+    scheduler.reset_flow_rate("u", "k", 20);
+    let reset = scheduler.flow_settings("u", "k");
+    assert_eq!((reset.window_start, reset.window_count), (Some(20), 0));
+    // Read back at a restart, it opens no window: the rate's starts are all available.
+    let mut restarted = Scheduler::new(100, 0);
+    restarted.restore_flow("u", "k", &reset);
+    add(&mut restarted, vec![flowing(m[1], 1, "k", None, Some(1))]);
+    assert_eq!(started(&mut restarted, 30), vec![m[1]]);
+    let reopened = restarted.flow_settings("u", "k");
+    assert_eq!((reopened.window_start, reopened.window_count), (Some(30), 1));
+}

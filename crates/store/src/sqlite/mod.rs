@@ -1,8 +1,8 @@
 //! The embedded backend: SQLite in WAL mode, one writer thread doing group commit, a sync
 //! thread that makes each commit durable before anyone hears of it, and a small pool of reader
-//! connections. One process owns a data directory (an
-//! exclusive lock file), so the engine's in-memory scheduler is the only claimer: a crash
-//! forgets every claim, and every unfinished message is due again at start.
+//! connections. One process owns a data directory (an exclusive lock file), so the engine's
+//! in-memory scheduler is the only claimer: a crash forgets every claim, and every unfinished
+//! message is due again at start.
 
 mod checkpoint;
 mod ops;

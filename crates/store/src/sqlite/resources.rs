@@ -48,12 +48,16 @@ pub fn upsert_queue(
     Ok(())
 }
 
+/// Saves a key's settings. Its window goes through the same rule as [`save_flow_windows`]: the
+/// dispatcher records windows too, and whichever write comes last, the newer window stays.
 pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &FlowSettings) -> Result<()> {
     connection
         .prepare_cached(
-            "INSERT OR REPLACE INTO flow_keys (user_id, key, parallelism, rate, period_secs, paused,
-                pinned_parallelism, pinned_rate, window_start, window_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO flow_keys (user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism,
+                pinned_rate) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT (user_id, key) DO UPDATE SET parallelism = excluded.parallelism, rate = excluded.rate,
+                period_secs = excluded.period_secs, paused = excluded.paused,
+                pinned_parallelism = excluded.pinned_parallelism, pinned_rate = excluded.pinned_rate",
         )?
         .execute(params![
             user_id,
@@ -64,21 +68,31 @@ pub fn save_flow(connection: &Connection, user_id: &str, key: &str, settings: &F
             settings.paused,
             settings.pinned_parallelism,
             settings.pinned_rate,
-            settings.window_start,
-            settings.window_count
         ])?;
+    if let Some(start) = settings.window_start {
+        save_window(connection, user_id, key, start, settings.window_count)?;
+    }
     Ok(())
 }
 
 /// Records rate windows; one older than the stored window (a late write) changes nothing.
 pub fn save_flow_windows(connection: &Connection, windows: &[FlowWindow]) -> Result<()> {
-    let mut statement = connection.prepare_cached(
-        "UPDATE flow_keys SET window_start = ?3, window_count = ?4 WHERE user_id = ?1 AND key = ?2
-            AND (window_start IS NULL OR window_start < ?3 OR (window_start = ?3 AND window_count < ?4))",
-    )?;
     for window in windows {
-        statement.execute(params![window.user_id, window.key, window.start, window.count])?;
+        save_window(connection, &window.user_id, &window.key, window.start, window.count)?;
     }
+    Ok(())
+}
+
+/// A window replaces the stored one only if it started later, or at the same time with more
+/// starts. A reset is a window of no starts opened at the reset, so it replaces every window
+/// before it (one opened in the same millisecond excepted).
+fn save_window(connection: &Connection, user_id: &str, key: &str, start: i64, count: u32) -> Result<()> {
+    connection
+        .prepare_cached(
+            "UPDATE flow_keys SET window_start = ?3, window_count = ?4 WHERE user_id = ?1 AND key = ?2
+                AND (window_start IS NULL OR window_start < ?3 OR (window_start = ?3 AND window_count < ?4))",
+        )?
+        .execute(params![user_id, key, start, count])?;
     Ok(())
 }
 

@@ -15,8 +15,9 @@
 //! Checkpoints and WAL restarts keep their own syncs under `NORMAL` (the WAL before a
 //! checkpoint, the database file after it, the WAL header when the file is reused).
 //!
-//! Readers can see a batch between its commit and its sync. Only its callers can know what it
-//! wrote, and they hear back after the sync; the scheduler, too, learns of its messages only
+//! Readers can see a batch between its commit and its sync (a log search, say); should the
+//! machine lose power right then, what they saw may be gone, but nobody was told it was stored:
+//! callers hear back after the sync, and the scheduler, too, learns of a batch's messages only
 //! once they are durable. A cancel, the one write that asks the scheduler about running
 //! attempts, first waits until every earlier batch has landed ([`Syncer::wait_landed`]).
 

@@ -4,9 +4,10 @@
 //! applies them in one transaction, commits once, and hands the batch to the sync thread, which
 //! syncs the WAL (one fsync for every batch committed meanwhile), then reports the committed
 //! scheduling changes to the scheduler and answers the waiting callers — in that order, so that
-//! a published message is known to the scheduler before its publisher hears back (`syncer`). Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so
-//! an op error means a storage failure: the whole batch is rolled back and every caller in it
-//! gets the error, which keeps savepoints (and their statement journals) off the hot path.
+//! a published message is known to the scheduler before its publisher hears back (`syncer`).
+//! Ops never fail for business reasons (duplicates, missing DLQ entries are outcomes), so an op
+//! error means a storage failure: the whole batch is rolled back and every caller in it gets
+//! the error, which keeps savepoints (and their statement journals) off the hot path.
 //! The exception is the rare op whose statement a client shapes (a filtered cancel, a queue
 //! delete): it runs in its own savepoint, so that its failure fails only itself.
 

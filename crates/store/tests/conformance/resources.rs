@@ -127,9 +127,21 @@ async fn flow_settings_survive_and_follow_messages_unless_pinned(backend: &mut i
     settle(&*store).await;
     let settings = store.all_flows().await.unwrap()[0].2.clone();
     assert_eq!((settings.window_start, settings.window_count), (Some(61_000), 1), "a newer window replaces it");
-    // The operator's save writes the whole state, a closed window included.
-    store.save_flow(USER, "k", FlowSettings { window_start: None, window_count: 0, ..settings }).await.unwrap();
-    assert_eq!(store.all_flows().await.unwrap()[0].2.window_start, None);
+    // The operator's save keeps a newer stored window: its snapshot may be older than a window
+    // the dispatcher wrote meanwhile. A snapshot without a window leaves the window alone.
+    let older = FlowSettings { window_start: Some(1_000), window_count: 3, paused: false, ..settings.clone() };
+    store.save_flow(USER, "k", older).await.unwrap();
+    let saved = store.all_flows().await.unwrap()[0].2.clone();
+    assert_eq!((saved.paused, saved.window_start, saved.window_count), (false, Some(61_000), 1));
+    store.save_flow(USER, "k", FlowSettings { window_start: None, window_count: 0, ..saved.clone() }).await.unwrap();
+    assert_eq!(store.all_flows().await.unwrap()[0].2.window_start, Some(61_000));
+    // A reset is a window of no starts from the reset on: it replaces what came before it, and
+    // a window from before it, written late, does not undo it.
+    store.save_flow(USER, "k", FlowSettings { window_start: Some(70_000), window_count: 0, ..saved }).await.unwrap();
+    store.save_flow_windows(vec![window(61_000, 2)]).await.unwrap();
+    settle(&*store).await;
+    let settings = store.all_flows().await.unwrap()[0].2.clone();
+    assert_eq!((settings.window_start, settings.window_count), (Some(70_000), 0));
 
     // Forgetting keeps a paused or pinned key, and drops a plain one.
     let plain = [("Upstash-Flow-Control-Key", "plain"), ("Upstash-Flow-Control-Value", "rate=1")];
