@@ -58,7 +58,7 @@ impl Engine {
     /// Who a publish to `destination` reaches: its URL, or its URL group as stored now (404
     /// when there is none).
     pub async fn recipients(&self, user_id: &str, destination: Destination) -> Result<Recipients> {
-        recipients(&self.shared, user_id, destination).await
+        recipients(&self.shared, user_id, destination, ReadFor::Client).await
     }
 
     /// Stores the message(s) of a publish durably; returns once they survive a crash.
@@ -127,14 +127,29 @@ impl Engine {
     }
 }
 
+/// Whose request a URL-group read serves: a client's, or the engine's own (a schedule's tick,
+/// which must not wait behind client reads).
+pub(crate) enum ReadFor {
+    Client,
+    Engine,
+}
+
 /// [`Engine::recipients`], for the engine's own publishes too (schedule ticks).
-pub(crate) async fn recipients(shared: &Shared, user_id: &str, destination: Destination) -> Result<Recipients> {
+pub(crate) async fn recipients(
+    shared: &Shared,
+    user_id: &str,
+    destination: Destination,
+    read_for: ReadFor,
+) -> Result<Recipients> {
     match destination {
         Destination::Url(url) => Ok(Recipients::Url(url)),
-        Destination::UrlGroup(name) => match shared.store.get_group(user_id, &name).await? {
-            Some(group) => Ok(Recipients::UrlGroup(group)),
-            None => Err(EngineError::NotFound(format!("topic {name} not found"))),
-        },
+        Destination::UrlGroup(name) => {
+            let group = match read_for {
+                ReadFor::Client => shared.store.get_group(user_id, &name).await?,
+                ReadFor::Engine => shared.store.get_group_for_engine(user_id, &name).await?,
+            };
+            group.map(Recipients::UrlGroup).ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))
+        }
         Destination::Api(_) => Err(Invalid::new("api destinations are not supported").into()),
     }
 }

@@ -329,7 +329,9 @@ async fn fire(shared: &Shared, schedule: ScheduleRecord, now: i64) -> ScheduleFi
 /// The messages a tick produces: exactly what a publish with the stored configuration would.
 async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Result<Vec<tern_store::NewMessage>> {
     let target = parse_target(&schedule.destination, None)?;
-    let recipients = crate::publish::recipients(shared, &schedule.user_id, target.destination).await?;
+    let recipients =
+        crate::publish::recipients(shared, &schedule.user_id, target.destination, crate::publish::ReadFor::Engine)
+            .await?;
     let mut headers = schedule.headers.clone();
     recipients.add_defaults(&mut headers);
     for name in DEDUP_HEADERS {

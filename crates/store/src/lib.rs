@@ -100,6 +100,10 @@ pub trait UrlGroupStore: Send + Sync {
 
     async fn get_group(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
 
+    /// [`UrlGroupStore::get_group`] for the engine itself (a schedule's tick): a burst of
+    /// client reads must not hold it up.
+    async fn get_group_for_engine(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
+
     async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>>;
 }
 

@@ -300,6 +300,11 @@ impl UrlGroupStore for SqliteStore {
         self.readers.read(move |c| query::get_group(c, &user_id, &group)).await
     }
 
+    async fn get_group_for_engine(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.readers.read_for_engine(move |c| query::get_group(c, &user_id, &group)).await
+    }
+
     async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
         let user_id = user_id.to_string();
         self.readers.read(move |c| query::list_groups(c, &user_id)).await
@@ -461,6 +466,12 @@ mod tests {
             .expect("the engine's read does not wait for client reads")
             .expect("read");
         assert_eq!(answer, 1);
+        // A schedule's tick reads its URL group the same way.
+        let group = tokio::time::timeout(Duration::from_secs(10), store.get_group_for_engine("u", "g"))
+            .await
+            .expect("a tick's URL-group read does not wait for client reads")
+            .expect("read");
+        assert!(group.is_none());
 
         drop(releases);
         for read in client_reads {

@@ -184,6 +184,9 @@ async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
         ]
     );
     assert!(store.get_group(OTHER, "g").await.unwrap().is_none());
+    // The engine's read of a group (a schedule's tick) answers the same.
+    assert_eq!(store.get_group_for_engine(USER, "g").await.unwrap().as_ref(), Some(&group));
+    assert!(store.get_group_for_engine(OTHER, "g").await.unwrap().is_none());
     // Default headers: replaced as a whole, cleared by an empty list, only on existing groups.
     assert!(group.default_headers.is_empty());
     let mut defaults = HeaderList::new();
