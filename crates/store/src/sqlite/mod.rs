@@ -35,7 +35,8 @@ use writer::{WriteOp, Writer};
 pub struct SqliteOptions {
     /// The data directory; created if missing.
     pub data_dir: PathBuf,
-    /// fsync every commit (`synchronous=FULL`). Off only for throwaway data.
+    /// fsync every commit before anyone hears of it (see `syncer`). Off only for throwaway
+    /// data.
     pub durable: bool,
 }
 

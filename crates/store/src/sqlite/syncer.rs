@@ -18,16 +18,18 @@
 //! Readers can see a batch between its commit and its sync (a log search, say); should the
 //! machine lose power right then, what they saw may be gone, but nobody was told it was stored:
 //! callers hear back after the sync, and the scheduler, too, learns of a batch's messages only
-//! once they are durable. A cancel, the one write that asks the scheduler about running
-//! attempts, first waits until every earlier batch has landed ([`Syncer::wait_landed`]).
+//! once they are durable. A cancel (also a queue delete's), the one write that asks the
+//! scheduler about running attempts, first waits until every earlier batch has landed
+//! ([`Syncer::wait_landed`]). A failed sync is final: from then on every write fails until
+//! tern is restarted ([`land`] says why).
 
 use super::writer::Pending;
 use crate::model::{Change, Scheduling};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 /// A committed (or rolled back) batch, waiting to be made durable and reported.
@@ -48,6 +50,7 @@ enum Job {
 pub struct Syncer {
     jobs: Sender<Job>,
     thread: JoinHandle<()>,
+    failure: Arc<OnceLock<String>>,
 }
 
 impl Syncer {
@@ -64,15 +67,23 @@ impl Syncer {
 
     pub(super) fn start_with(sync: impl FnMut() -> std::io::Result<()> + Send + 'static) -> std::io::Result<Syncer> {
         let (jobs, received) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new().name("tern-store-sync".into()).spawn(move || run(&received, sync))?;
-        Ok(Syncer { jobs, thread })
+        let failure = Arc::new(OnceLock::new());
+        let failed = Arc::clone(&failure);
+        let thread =
+            std::thread::Builder::new().name("tern-store-sync".into()).spawn(move || run(&received, sync, &failed))?;
+        Ok(Syncer { jobs, thread, failure })
+    }
+
+    /// Why the store refuses writes, once a sync has failed (see [`land`]).
+    pub fn failure(&self) -> Option<String> {
+        self.failure.get().cloned()
     }
 
     /// Queues a batch to be synced and reported. Should this thread be gone (it never ends
-    /// before the writer), the batch is reported unsynced with an error to its callers.
+    /// before the writer), the batch's callers get an error.
     pub fn hand_over(&self, batch: Committed) {
         if let Err(std::sync::mpsc::SendError(Job::Land(batch))) = self.jobs.send(Job::Land(batch)) {
-            land(batch, &Err("the store's sync thread has stopped".to_string()));
+            land(batch, Some(&"the store's sync thread has stopped".to_string()));
         }
     }
 
@@ -116,22 +127,23 @@ impl WalFile {
     }
 }
 
-fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>) {
+fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, failure: &OnceLock<String>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         group.extend(jobs.try_iter());
         let needs_sync = group.iter().any(|job| matches!(job, Job::Land(batch) if batch.commit.is_ok()));
-        let synced = if needs_sync {
-            sync().map_err(|error| {
-                tracing::error!(%error, "the WAL could not be synced; the callers of its commits get an error");
-                format!("the commit could not be synced to disk: {error}")
-            })
-        } else {
-            Ok(())
-        };
+        if needs_sync
+            && failure.get().is_none()
+            && let Err(error) = sync()
+        {
+            tracing::error!(%error, "the WAL could not be synced: tern refuses every write until it is restarted");
+            let _ = failure.set(format!(
+                "the store could not sync its log to disk ({error}); writes fail until tern is restarted"
+            ));
+        }
         for job in group {
             match job {
-                Job::Land(batch) => land(batch, &synced),
+                Job::Land(batch) => land(batch, failure.get()),
                 Job::Barrier(done) => {
                     let _ = done.send(());
                 }
@@ -141,17 +153,22 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>) {
 }
 
 /// Reports a batch once it is durable: the scheduler first, so that a published message is
-/// known to it before its publisher hears back. A failed sync still reports the changes —
-/// they are committed and a restart would find them — but its callers get the error.
-fn land(batch: Committed, synced: &Result<(), String>) {
-    if let Some(scheduling) = &batch.scheduling
-        && !batch.changes.is_empty()
-    {
-        scheduling.committed(batch.changes);
-    }
-    let outcome = match (&batch.commit, synced) {
-        (Err(error), _) | (Ok(()), Err(error)) => Err(error.clone()),
-        (Ok(()), Ok(())) => Ok(()),
+/// known to it before its publisher hears back. After a failed sync nothing is reported any
+/// more and every caller gets the error: Linux reports a failed writeback only once and
+/// forgets the pages, so frames that did not reach the disk never will, and after a crash
+/// every commit after them is lost too, however well its own sync went. Only a restart (which
+/// recovers the WAL up to the hole) makes writes trustworthy again.
+fn land(batch: Committed, failure: Option<&String>) {
+    let outcome = match (failure, batch.commit) {
+        (Some(error), _) => Err(error.clone()),
+        (None, commit) => {
+            if let Some(scheduling) = &batch.scheduling
+                && !batch.changes.is_empty()
+            {
+                scheduling.committed(batch.changes);
+            }
+            commit
+        }
     };
     for answer in batch.answers {
         answer.send(&outcome);
@@ -267,23 +284,36 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_sync_fails_its_callers_and_a_rolled_back_batch_needs_no_sync() {
+    fn a_rolled_back_batch_needs_no_sync_and_reports_its_fallbacks() {
+        let scheduler = Arc::new(Recorder::default());
+        let (syncer, _go, count, _syncing) = gated_sync(|| Ok(()));
+        let (rolled_back, fallback_id, answer) = batch(&scheduler, Err("rolled back".into()));
+        syncer.hand_over(rolled_back);
+        assert!(wait_answer(answer).unwrap_err().to_string().contains("rolled back"));
+        assert_eq!(*count.lock().unwrap(), 0, "nothing committed, nothing to sync");
+        assert_eq!(*scheduler.0.lock().unwrap(), vec![fallback_id]);
+        syncer.stop();
+    }
+
+    #[test]
+    fn a_failed_sync_is_final() {
         let scheduler = Arc::new(Recorder::default());
         let (syncer, go, count, syncing) = gated_sync(|| Err(std::io::Error::other("disk gone")));
-        let (committed, id, answer) = batch(&scheduler, Ok(()));
+        let (committed, _, answer) = batch(&scheduler, Ok(()));
         syncer.hand_over(committed);
         syncing.recv().expect("the sync started");
         go.send(()).unwrap();
         let error = wait_answer(answer).expect_err("the sync failed");
         assert!(error.to_string().contains("disk gone"), "{error}");
-        // Committed all the same: the scheduler must match what a restart would find.
-        assert_eq!(*scheduler.0.lock().unwrap(), vec![id]);
+        assert!(syncer.failure().is_some_and(|failure| failure.contains("disk gone")));
 
-        let (rolled_back, fallback_id, answer) = batch(&scheduler, Err("rolled back".into()));
-        syncer.hand_over(rolled_back);
-        assert!(wait_answer(answer).unwrap_err().to_string().contains("rolled back"));
-        assert_eq!(*count.lock().unwrap(), 1, "nothing committed, nothing to sync");
-        assert_eq!(*scheduler.0.lock().unwrap(), vec![id, fallback_id]);
+        // Later commits are not trusted however their own sync would go: the frames lost
+        // before them make them unrecoverable after a crash.
+        let (later, _, answer) = batch(&scheduler, Ok(()));
+        syncer.hand_over(later);
+        assert!(wait_answer(answer).unwrap_err().to_string().contains("disk gone"));
+        assert_eq!(*count.lock().unwrap(), 1, "no sync after the failed one");
+        assert!(scheduler.0.lock().unwrap().is_empty(), "the scheduler hears of nothing that may be lost");
         syncer.stop();
     }
 

@@ -264,6 +264,12 @@ impl Writer {
     fn commit_batch(&mut self, batch: Vec<WriteOp>) {
         let started = std::time::Instant::now();
         let ops = batch.len();
+        if let Some(error) = self.syncer.failure() {
+            // A failed sync is final (see `syncer`): nothing more is written or reported.
+            let answers = batch.into_iter().map(|op| Pending::failed(op, &error)).collect();
+            self.syncer.hand_over(Committed { scheduling: None, changes: Vec::new(), answers, commit: Err(error) });
+            return;
+        }
         let seq_before = self.next_seq;
         // Should the batch fail, recorded attempts must still end up scheduled again.
         let fallback: Vec<Change> = batch.iter().filter_map(WriteOp::fallback).collect();
@@ -460,108 +466,5 @@ fn apply(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::time::Duration;
-    use tern_core::{PublishLimits, PublishOptions};
-
-    /// A scheduler that calls every message it knows of running, and notes being asked about
-    /// one it has not heard of.
-    #[derive(Default)]
-    struct Scheduler {
-        known: Mutex<Vec<MessageId>>,
-        asked_about_unknown: AtomicBool,
-    }
-
-    impl Scheduling for Scheduler {
-        fn committed(&self, changes: Vec<Change>) {
-            let mut known = self.known.lock().unwrap();
-            known.extend(changes.iter().filter_map(|change| match change {
-                Change::Scheduled(scheduled) => Some(scheduled.id),
-                _ => None,
-            }));
-        }
-        fn hold_for_cancel(&self, id: MessageId) -> bool {
-            let known = self.known.lock().unwrap().contains(&id);
-            if !known {
-                self.asked_about_unknown.store(true, Ordering::SeqCst);
-            }
-            known
-        }
-        fn release_hold(&self, _: MessageId) {}
-    }
-
-    fn request<T>(
-        sender: &mpsc::Sender<WriteOp>,
-        make: impl FnOnce(Reply<T>) -> WriteOp,
-    ) -> oneshot::Receiver<Result<T>> {
-        let (reply, answer) = oneshot::channel();
-        sender.blocking_send(make(reply)).expect("the writer runs");
-        answer
-    }
-
-    #[test]
-    fn a_cancel_waits_until_the_scheduler_knows_every_earlier_batch() {
-        let directory = tempfile::tempdir().expect("temporary directory");
-        let path = directory.path().join("writer.sqlite3");
-        let mut connection = super::super::open_connection(&path, false).expect("open");
-        super::super::schema::migrate(&mut connection).expect("migrate");
-        let (go, gate) = std::sync::mpsc::channel::<()>();
-        let (entered, syncing) = std::sync::mpsc::channel::<()>();
-        let syncer = Syncer::start_with(move || {
-            let _ = entered.send(());
-            gate.recv().map_err(std::io::Error::other)
-        })
-        .expect("start the syncer");
-        let writer = Writer {
-            connection,
-            scheduling: None,
-            next_seq: 0,
-            catch_up: Arc::default(),
-            syncer,
-            lock: std::fs::File::create(directory.path().join("lock")).expect("lock file"),
-        };
-        let (sender, receiver) = mpsc::channel(16);
-        let thread = std::thread::spawn(move || writer.run(receiver));
-
-        let scheduler = Arc::new(Scheduler::default());
-        go.send(()).unwrap();
-        let attached = request(&sender, |reply| WriteOp::Attach { scheduling: scheduler.clone(), now: 0, reply });
-        attached.blocking_recv().unwrap().expect("attached");
-        syncing.recv().unwrap();
-
-        let options = PublishOptions::from_headers(std::iter::empty::<(&str, &str)>(), true).unwrap();
-        let message = NewMessage {
-            id: MessageId::generate(),
-            user_id: "alice".into(),
-            spec: options.to_spec("http://127.0.0.1:9/".into(), None, &PublishLimits::default()),
-            body: bytes::Bytes::from_static(b"{}"),
-            created_at: 1,
-            due_at: 1,
-            dedup: None,
-            consumes_dlq_entry: None,
-        };
-        let id = message.id;
-        let inserted = request(&sender, |reply| WriteOp::Insert { messages: vec![message], reply });
-        syncing.recv().expect("the insert's sync started and waits");
-        let filter = Box::new(MessageFilter::default());
-        let selection = CancelSelection::Filter { filter, limit: None };
-        let cancelled = request(&sender, |reply| WriteOp::Cancel { user_id: "alice".into(), selection, now: 2, reply });
-        // Time for the writer to apply the cancel, were it not waiting for the insert to land.
-        std::thread::sleep(Duration::from_millis(100));
-        go.send(()).unwrap();
-        assert_eq!(inserted.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
-        go.send(()).unwrap();
-        assert_eq!(cancelled.blocking_recv().unwrap().expect("cancelled").cancelled, 1);
-        assert!(
-            !scheduler.asked_about_unknown.load(Ordering::SeqCst),
-            "the cancel asked the scheduler about {id} before it heard of it"
-        );
-
-        drop(go);
-        drop(sender);
-        thread.join().expect("the writer ends");
-    }
-}
+#[path = "writer_tests.rs"]
+mod tests;

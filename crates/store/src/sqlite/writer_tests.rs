@@ -1,0 +1,129 @@
+//! The writer with its sync thread: what waits for what.
+
+use super::*;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tern_core::{PublishLimits, PublishOptions};
+
+/// A scheduler that calls every message it knows of running, and notes being asked about
+/// one it has not heard of.
+#[derive(Default)]
+struct Scheduler {
+    known: Mutex<Vec<MessageId>>,
+    asked_about_unknown: AtomicBool,
+}
+
+impl Scheduling for Scheduler {
+    fn committed(&self, changes: Vec<Change>) {
+        let mut known = self.known.lock().unwrap();
+        known.extend(changes.iter().filter_map(|change| match change {
+            Change::Scheduled(scheduled) => Some(scheduled.id),
+            _ => None,
+        }));
+    }
+    fn hold_for_cancel(&self, id: MessageId) -> bool {
+        let known = self.known.lock().unwrap().contains(&id);
+        if !known {
+            self.asked_about_unknown.store(true, Ordering::SeqCst);
+        }
+        known
+    }
+    fn release_hold(&self, _: MessageId) {}
+}
+
+/// A writer on a fresh database in `directory`, whose syncer runs `sync`.
+fn start_writer(
+    directory: &std::path::Path,
+    sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+) -> (mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>) {
+    let path = directory.join("writer.sqlite3");
+    let mut connection = super::super::open_connection(&path, false).expect("open");
+    super::super::schema::migrate(&mut connection).expect("migrate");
+    let writer = Writer {
+        connection,
+        scheduling: None,
+        next_seq: 0,
+        catch_up: Arc::default(),
+        syncer: Syncer::start_with(sync).expect("start the syncer"),
+        lock: std::fs::File::create(directory.join("lock")).expect("lock file"),
+    };
+    let (sender, receiver) = mpsc::channel(16);
+    (sender, std::thread::spawn(move || writer.run(receiver)))
+}
+
+fn new_message() -> NewMessage {
+    let options = PublishOptions::from_headers(std::iter::empty::<(&str, &str)>(), true).unwrap();
+    NewMessage {
+        id: MessageId::generate(),
+        user_id: "alice".into(),
+        spec: options.to_spec("http://127.0.0.1:9/".into(), None, &PublishLimits::default()),
+        body: bytes::Bytes::from_static(b"{}"),
+        created_at: 1,
+        due_at: 1,
+        dedup: None,
+        consumes_dlq_entry: None,
+    }
+}
+
+fn request<T>(sender: &mpsc::Sender<WriteOp>, make: impl FnOnce(Reply<T>) -> WriteOp) -> oneshot::Receiver<Result<T>> {
+    let (reply, answer) = oneshot::channel();
+    sender.blocking_send(make(reply)).expect("the writer runs");
+    answer
+}
+
+#[test]
+fn a_cancel_waits_until_the_scheduler_knows_every_earlier_batch() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (go, gate) = std::sync::mpsc::channel::<()>();
+    let (entered, syncing) = std::sync::mpsc::channel::<()>();
+    let (sender, thread) = start_writer(directory.path(), move || {
+        let _ = entered.send(());
+        gate.recv().map_err(std::io::Error::other)
+    });
+
+    let scheduler = Arc::new(Scheduler::default());
+    go.send(()).unwrap();
+    let attached = request(&sender, |reply| WriteOp::Attach { scheduling: scheduler.clone(), now: 0, reply });
+    attached.blocking_recv().unwrap().expect("attached");
+    syncing.recv().unwrap();
+
+    let message = new_message();
+    let id = message.id;
+    let inserted = request(&sender, |reply| WriteOp::Insert { messages: vec![message], reply });
+    syncing.recv().expect("the insert's sync started and waits");
+    let filter = Box::new(MessageFilter::default());
+    let selection = CancelSelection::Filter { filter, limit: None };
+    let cancelled = request(&sender, |reply| WriteOp::Cancel { user_id: "alice".into(), selection, now: 2, reply });
+    // Time for the writer to apply the cancel, were it not waiting for the insert to land.
+    std::thread::sleep(Duration::from_millis(100));
+    go.send(()).unwrap();
+    assert_eq!(inserted.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
+    go.send(()).unwrap();
+    assert_eq!(cancelled.blocking_recv().unwrap().expect("cancelled").cancelled, 1);
+    assert!(
+        !scheduler.asked_about_unknown.load(Ordering::SeqCst),
+        "the cancel asked the scheduler about {id} before it heard of it"
+    );
+
+    drop(go);
+    drop(sender);
+    thread.join().expect("the writer ends");
+}
+
+#[test]
+fn after_a_failed_sync_nothing_more_is_written() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let (sender, thread) = start_writer(directory.path(), || Err(std::io::Error::other("disk gone")));
+    let first = request(&sender, |reply| WriteOp::Insert { messages: vec![new_message()], reply });
+    assert!(first.blocking_recv().unwrap().is_err(), "its sync failed");
+    let second = request(&sender, |reply| WriteOp::Insert { messages: vec![new_message()], reply });
+    let error = second.blocking_recv().unwrap().expect_err("the store refuses writes");
+    assert!(error.to_string().contains("until tern is restarted"), "{error}");
+    drop(sender);
+    thread.join().expect("the writer ends");
+
+    let connection = super::super::open_connection(&directory.path().join("writer.sqlite3"), false).unwrap();
+    let rows: i64 = connection.query_row("SELECT count(*) FROM messages", [], |row| row.get(0)).unwrap();
+    assert_eq!(rows, 1, "the first batch was committed before its sync failed; the second never ran");
+}
