@@ -74,6 +74,46 @@ fn request<T>(sender: &mpsc::Sender<WriteOp>, make: impl FnOnce(Reply<T>) -> Wri
 
 #[test]
 fn a_cancel_waits_until_the_scheduler_knows_every_earlier_batch() {
+    cancelling_waits_for_earlier_batches(|reply| {
+        let selection = CancelSelection::Filter { filter: Box::new(MessageFilter::default()), limit: None };
+        WriteOp::Cancel { user_id: "alice".into(), selection, now: 2, reply: with_count(reply) }
+    });
+}
+
+#[test]
+fn a_queue_delete_waits_until_the_scheduler_knows_every_earlier_batch() {
+    cancelling_waits_for_earlier_batches(|reply| WriteOp::DeleteQueue {
+        user_id: "alice".into(),
+        name: "q".into(),
+        now: 2,
+        reply: with_flag(reply),
+    });
+}
+
+/// The op's reply, adapted to "done" (cancel and queue delete answer different types).
+type Done = std::sync::mpsc::Sender<()>;
+
+fn with_count(done: Done) -> Reply<CancelOutcome> {
+    let (reply, answer) = oneshot::channel::<Result<CancelOutcome>>();
+    std::thread::spawn(move || {
+        assert_eq!(answer.blocking_recv().unwrap().expect("cancelled").cancelled, 1);
+        let _ = done.send(());
+    });
+    reply
+}
+
+fn with_flag(done: Done) -> Reply<bool> {
+    let (reply, answer) = oneshot::channel::<Result<bool>>();
+    std::thread::spawn(move || {
+        assert!(answer.blocking_recv().unwrap().expect("deleted"), "the queue existed");
+        let _ = done.send(());
+    });
+    reply
+}
+
+/// A queue message is inserted and its sync held back; then `cancelling` (which cancels it) is
+/// sent. The cancel must not ask the scheduler about the message before it has heard of it.
+fn cancelling_waits_for_earlier_batches(cancelling: impl FnOnce(Done) -> WriteOp) {
     let directory = tempfile::tempdir().expect("temporary directory");
     let (go, gate) = std::sync::mpsc::channel::<()>();
     let (entered, syncing) = std::sync::mpsc::channel::<()>();
@@ -88,19 +128,19 @@ fn a_cancel_waits_until_the_scheduler_knows_every_earlier_batch() {
     attached.blocking_recv().unwrap().expect("attached");
     syncing.recv().unwrap();
 
-    let message = new_message();
+    let mut message = new_message();
+    message.spec.queue_name = Some("q".into());
     let id = message.id;
     let inserted = request(&sender, |reply| WriteOp::Insert { messages: vec![message], reply });
     syncing.recv().expect("the insert's sync started and waits");
-    let filter = Box::new(MessageFilter::default());
-    let selection = CancelSelection::Filter { filter, limit: None };
-    let cancelled = request(&sender, |reply| WriteOp::Cancel { user_id: "alice".into(), selection, now: 2, reply });
+    let (done, cancelled) = std::sync::mpsc::channel();
+    sender.blocking_send(cancelling(done)).expect("the writer runs");
     // Time for the writer to apply the cancel, were it not waiting for the insert to land.
     std::thread::sleep(Duration::from_millis(100));
     go.send(()).unwrap();
     assert_eq!(inserted.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
     go.send(()).unwrap();
-    assert_eq!(cancelled.blocking_recv().unwrap().expect("cancelled").cancelled, 1);
+    cancelled.recv_timeout(Duration::from_secs(10)).expect("the cancel was answered as expected");
     assert!(
         !scheduler.asked_about_unknown.load(Ordering::SeqCst),
         "the cancel asked the scheduler about {id} before it heard of it"
