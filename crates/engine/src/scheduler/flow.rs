@@ -299,8 +299,9 @@ impl Scheduler {
             paused: state.paused,
             pinned_parallelism: state.pinned_parallelism,
             pinned_rate: state.pinned_rate,
+            // With no window open the count is 0, which makes a reset a window of no starts.
             window_start: state.window_start.or(state.window_reset_at),
-            window_count: if state.window_start.is_some() { state.window_count } else { 0 },
+            window_count: state.window_count,
         }
     }
 }
