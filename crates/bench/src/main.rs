@@ -1,10 +1,11 @@
 //! `tern-bench`: measures tern against the machine's own limits in one run and prints the
 //! figures (see BENCHMARKS.md). Everything runs on 127.0.0.1: the sink and the clients in this
-//! process, tern and the forwarder baseline in their own processes.
+//! process, tern and the forwarder baselines in their own processes.
 //!
 //!     scripts/bench                 # the full run (20,000 messages, C = 32 and 128, 1M backlog)
 //!     scripts/bench --quick         # a few hundred messages: checks the command works
 
+mod forwarder;
 mod load;
 mod processes;
 mod scenarios;
@@ -24,7 +25,7 @@ struct Cli {
     /// Messages per throughput run.
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
-    /// Forwarder and tern runs per concurrency, alternated: on a shared machine the median
+    /// Runs of each baseline forwarder and of tern per concurrency, alternated: on a shared machine the median
     /// ratio of several rounds is steadier than one pair's.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
@@ -60,6 +61,9 @@ enum Command {
     Forwarder {
         #[arg(long)]
         sink: String,
+        /// Append each body to this file and sync it before forwarding (the durable baseline).
+        #[arg(long)]
+        journal: Option<PathBuf>,
     },
 }
 
@@ -68,8 +72,8 @@ async fn main() {
     let mut cli = Cli::parse();
     // reqwest is built without a default TLS provider (tern installs ring the same way).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(Command::Forwarder { sink }) = cli.command {
-        processes::run_forwarder(sink).await;
+    if let Some(Command::Forwarder { sink, journal }) = cli.command {
+        forwarder::run(sink, journal).await;
         return;
     }
     if cli.quick {
@@ -98,31 +102,30 @@ async fn main() {
         println!("\n== C = {concurrency} concurrent clients ==");
         let direct = bench.direct(cli.messages, concurrency).await;
         print_row("direct to the sink", &direct, None);
-        let mut ratios = Vec::with_capacity(cli.rounds);
+        let (mut ratios, mut durable_ratios) = (Vec::new(), Vec::new());
         for round in 1..=cli.rounds.max(1) {
-            let forwarder = bench.forwarder(cli.messages, concurrency).await;
+            let forwarder = bench.forwarder(cli.messages, concurrency, false).await;
+            let durable = bench.forwarder(cli.messages, concurrency, true).await;
             let tern = bench.immediate(cli.messages, concurrency, round).await;
             if cli.rounds > 1 {
                 println!("  round {round} of {}", cli.rounds);
             }
             print_row("forwarder (receive + push)", &forwarder, None);
-            print_row("tern, immediate delivery", &tern, Some(&forwarder));
+            print_row(
+                "durable forwarder (receive + append and fsync + push), as a ratio of the forwarder",
+                &durable,
+                Some(&forwarder),
+            );
+            print_row("tern, immediate delivery, as a ratio of the forwarder", &tern, Some(&forwarder));
             check(&mut failures, &format!("immediate C={concurrency}"), &tern);
             if publish_rate == 0.0 {
                 publish_rate = tern.publish_per_s;
             }
             ratios.push(tern.delivered_per_s / forwarder.delivered_per_s.max(f64::MIN_POSITIVE));
+            durable_ratios.push(tern.delivered_per_s / durable.delivered_per_s.max(f64::MIN_POSITIVE));
         }
-        if ratios.len() > 1 {
-            ratios.sort_by(f64::total_cmp);
-            println!(
-                "  tern's delivered/s as a ratio of the forwarder's, {} rounds: median {:.2}, min {:.2}, max {:.2}",
-                ratios.len(),
-                ratios[ratios.len() / 2],
-                ratios[0],
-                ratios[ratios.len() - 1]
-            );
-        }
+        print_ratios("forwarder's", ratios);
+        print_ratios("durable forwarder's", durable_ratios);
     }
 
     let concurrency = cli.concurrency[0];
@@ -247,6 +250,22 @@ fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
     if figures.server_cpu_us > 0.0 {
         println!("    server process CPU per message: {:.0} µs", figures.server_cpu_us);
     }
+    if !figures.server_thread_cpu_us.is_empty() {
+        let threads: Vec<String> =
+            figures.server_thread_cpu_us.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+        println!("      by thread (µs): {}", threads.join(", "));
+    }
+}
+
+/// The median, lowest and highest of tern's delivered/s as a ratio of a baseline's.
+fn print_ratios(baseline: &str, mut ratios: Vec<f64>) {
+    ratios.sort_by(f64::total_cmp);
+    let (Some(lowest), Some(highest)) = (ratios.first(), ratios.last()) else { return };
+    println!(
+        "  tern's delivered/s as a ratio of the {baseline}, {} round(s): median {:.2}, min {lowest:.2}, max {highest:.2}",
+        ratios.len(),
+        ratios[ratios.len() / 2],
+    );
 }
 
 fn check(failures: &mut Vec<String>, name: &str, figures: &Figures) {

@@ -1,10 +1,10 @@
-//! The processes under test: a `tern serve` on a fresh data directory with durable settings,
-//! and the baseline forwarder (this binary's `forwarder` subcommand).
+//! The process under test: a `tern serve` on a fresh data directory with durable settings
+//! (the forwarder baselines are in `forwarder`).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 pub const TOKEN: &str = "bench-token";
@@ -86,6 +86,11 @@ next_signing_key = "sig_benchNextKey000000000000000000"
         cpu_seconds(self.child.id())
     }
 
+    /// CPU time by thread name so far, in seconds.
+    pub fn thread_cpu_seconds(&self) -> BTreeMap<String, f64> {
+        thread_cpu_seconds(self.child.id())
+    }
+
     /// `kill -9`, then a fresh start on the same data. Returns the time until it answered.
     pub async fn crash_and_restart(&mut self) -> Duration {
         self.child.kill().await.expect("kill tern");
@@ -103,12 +108,30 @@ next_signing_key = "sig_benchNextKey000000000000000000"
 /// CPU time (user + system) a process used so far, in seconds.
 pub fn cpu_seconds(pid: Option<u32>) -> f64 {
     let Some(pid) = pid else { return 0.0 };
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+}
+
+/// The CPU time in a `/proc/…/stat` line, in seconds.
+fn stat_cpu_seconds(stat: &str) -> f64 {
     // Fields after the command name (which may contain spaces) start after the last ')';
     // utime and stime are the 12th and 13th of them, in clock ticks (100 per second).
     let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
     let ticks = |index: usize| fields.get(index).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU time each of a process's threads used so far, in seconds, summed by thread name (tern
+/// names its store threads; the tokio workers share one name). A thread that ended is missing.
+pub fn thread_cpu_seconds(pid: Option<u32>) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    let Some(tasks) = pid.and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok()) else {
+        return by_name;
+    };
+    for task in tasks.flatten() {
+        let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
+        *by_name.entry(read("comm").trim().to_string()).or_default() += stat_cpu_seconds(&read("stat"));
+    }
+    by_name
 }
 
 fn spawn_tern(binary: &Path, config: &Path) -> Child {
@@ -125,49 +148,34 @@ fn spawn_tern(binary: &Path, config: &Path) -> Child {
         })
 }
 
-/// The forwarder baseline, in its own process like tern.
-pub struct Forwarder {
-    child: Child,
-    pub url: String,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl Forwarder {
-    pub async fn start(sink_url: &str) -> Forwarder {
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
-            .args(["forwarder", "--sink", sink_url])
-            .stdout(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the forwarder");
-        let stdout = child.stdout.take().expect("forwarder stdout");
-        let line = BufReader::new(stdout).lines().next_line().await.expect("forwarder output").expect("address");
-        let address = line.strip_prefix("listening ").expect("forwarder announces its address");
-        Forwarder { child, url: format!("http://{address}/forward") }
+    #[test]
+    fn stat_cpu_reads_user_and_system_ticks_after_a_name_with_spaces() {
+        // pid (comm) state ppid … utime stime: 250 + 50 ticks = 3 s.
+        let stat = "42 (tokio rt) worker) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
+        assert_eq!(stat_cpu_seconds(stat), 3.0);
+        assert_eq!(stat_cpu_seconds(""), 0.0);
     }
 
-    pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(self.child.id())
+    #[test]
+    fn this_process_threads_are_read_by_name() {
+        let spin = std::thread::Builder::new()
+            .name("bench-test-spin".into())
+            .spawn(|| {
+                let started = std::time::Instant::now();
+                while started.elapsed() < Duration::from_millis(50) {
+                    std::hint::black_box(0u64);
+                }
+                std::thread::park();
+            })
+            .expect("spawn");
+        std::thread::sleep(Duration::from_millis(100));
+        let threads = thread_cpu_seconds(Some(std::process::id()));
+        assert!(threads.contains_key("bench-test-spin"), "{threads:?}");
+        spin.thread().unpark();
+        spin.join().expect("join");
     }
-}
-
-/// The forwarder itself: answers each request only after posting its body to the sink.
-pub async fn run_forwarder(sink: String) {
-    let client = crate::load::client();
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
-        let (client, sink) = (client.clone(), sink.clone());
-        async move {
-            let content_type = headers.get("content-type").cloned();
-            let mut request = client.post(&sink).body(body);
-            if let Some(content_type) = content_type {
-                request = request.header("content-type", content_type);
-            }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => axum::http::StatusCode::OK,
-                _ => axum::http::StatusCode::BAD_GATEWAY,
-            }
-        }
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the forwarder");
-    println!("listening {}", listener.local_addr().expect("address"));
-    axum::serve(listener, app).await.expect("forwarder");
 }

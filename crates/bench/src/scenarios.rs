@@ -1,8 +1,9 @@
 //! The scenarios: the two baselines, immediate and delayed delivery through tern, first
 //! attempts failing, and a large backlog (memory, publish rate, restart recovery).
 
+use crate::forwarder::Forwarder;
 use crate::load::{self, Target, quantile};
-use crate::processes::{Forwarder, TOKEN, Tern};
+use crate::processes::{TOKEN, Tern};
 use crate::sink::Sink;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -24,6 +25,8 @@ pub struct Figures {
     pub errors: u64,
     /// CPU time the server process (tern, or the forwarder) spent per delivered message, µs.
     pub server_cpu_us: f64,
+    /// The same, by thread name (tern's runs only), largest first.
+    pub server_thread_cpu_us: Vec<(String, f64)>,
 }
 
 /// How long to wait for deliveries after progress stopped.
@@ -90,6 +93,7 @@ impl Bench {
             duplicates: self.sink.state.duplicates.load(Ordering::Relaxed),
             errors: load.errors,
             server_cpu_us: 0.0,
+            server_thread_cpu_us: Vec::new(),
         }
     }
 
@@ -117,8 +121,10 @@ impl Bench {
         self.measure(&target, messages, concurrency).await
     }
 
-    pub async fn forwarder(&self, messages: u64, concurrency: usize) -> Figures {
-        let forwarder = Forwarder::start(&self.sink.url).await;
+    /// A run through a forwarder; with `durable`, one that syncs each body to a journal first.
+    pub async fn forwarder(&self, messages: u64, concurrency: usize, durable: bool) -> Figures {
+        let journal = durable.then(|| self.work_dir.path().join(format!("journal-{concurrency}-{}", unix_ms())));
+        let forwarder = Forwarder::start(&self.sink.url, journal.as_deref()).await;
         let target = Target { url: forwarder.url.clone(), headers: Vec::new() };
         let cpu = forwarder.cpu_seconds();
         let mut figures = self.measure(&target, messages, concurrency).await;
@@ -129,9 +135,19 @@ impl Bench {
     /// One run of `round` (a fresh data directory each).
     pub async fn immediate(&self, messages: u64, concurrency: usize, round: usize) -> Figures {
         let tern = self.fresh_tern(&format!("immediate-{concurrency}-{round}")).await;
-        let cpu = tern.cpu_seconds();
+        let (cpu, threads) = (tern.cpu_seconds(), tern.thread_cpu_seconds());
         let mut figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
-        figures.server_cpu_us = (tern.cpu_seconds() - cpu) * 1e6 / figures.delivered.max(1) as f64;
+        let per_message = |seconds: f64| seconds * 1e6 / figures.delivered.max(1) as f64;
+        figures.server_cpu_us = per_message(tern.cpu_seconds() - cpu);
+        let mut by_thread: Vec<(String, f64)> = (tern.thread_cpu_seconds().into_iter())
+            .map(|(name, seconds)| {
+                let before = threads.get(&name).copied().unwrap_or(0.0);
+                (name, per_message(seconds - before))
+            })
+            .filter(|(_, us)| *us > 0.0)
+            .collect();
+        by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+        figures.server_thread_cpu_us = by_thread;
         tern.stop().await;
         figures
     }

@@ -1,0 +1,126 @@
+//! The forwarder baselines, each in its own process like tern (this binary's `forwarder`
+//! subcommand). The plain one answers a request only after posting its body to the sink: the
+//! cost floor of "receive + push". With a journal it first appends the body to a file and
+//! waits for an `fdatasync` of it: the floor of "receive + store durably + push", with no
+//! queue features at all. Its syncs are grouped like tern's: one sync covers every body that
+//! arrived while the previous sync ran, so it measures the price of durability on this disk,
+//! not the price of one fsync per request.
+
+use bytes::Bytes;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::mpsc;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::oneshot;
+
+/// A running forwarder process.
+pub struct Forwarder {
+    child: Child,
+    pub url: String,
+}
+
+impl Forwarder {
+    /// Starts a forwarder to `sink_url`; with `journal`, a durable one writing to that file.
+    pub async fn start(sink_url: &str, journal: Option<&Path>) -> Forwarder {
+        let mut command = Command::new(std::env::current_exe().expect("own path"));
+        command.args(["forwarder", "--sink", sink_url]);
+        if let Some(journal) = journal {
+            command.arg("--journal").arg(journal);
+        }
+        let mut child = command.stdout(Stdio::piped()).kill_on_drop(true).spawn().expect("start the forwarder");
+        let stdout = child.stdout.take().expect("forwarder stdout");
+        let line = BufReader::new(stdout).lines().next_line().await.expect("forwarder output").expect("address");
+        let address = line.strip_prefix("listening ").expect("forwarder announces its address");
+        Forwarder { child, url: format!("http://{address}/forward") }
+    }
+
+    pub fn cpu_seconds(&self) -> f64 {
+        crate::processes::cpu_seconds(self.child.id())
+    }
+}
+
+/// One body waiting for the journal, and whom to tell once it is synced.
+type JournalEntry = (Bytes, oneshot::Sender<()>);
+
+/// The forwarder itself: answers each request only after posting its body to the sink (and,
+/// with a journal, only after the body was synced to it before that).
+pub async fn run(sink: String, journal: Option<PathBuf>) {
+    let client = crate::load::client();
+    let journal = journal.map(start_journal);
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: Bytes| {
+        let (client, sink, journal) = (client.clone(), sink.clone(), journal.clone());
+        async move {
+            if let Some(journal) = journal {
+                let (synced, done) = oneshot::channel();
+                journal.send((body.clone(), synced)).expect("journal thread runs");
+                done.await.expect("journal synced");
+            }
+            let content_type = headers.get("content-type").cloned();
+            let mut request = client.post(&sink).body(body);
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => axum::http::StatusCode::OK,
+                _ => axum::http::StatusCode::BAD_GATEWAY,
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the forwarder");
+    println!("listening {}", listener.local_addr().expect("address"));
+    axum::serve(listener, app).await.expect("forwarder");
+}
+
+/// A thread that appends bodies (each after its length) to `path` and syncs them, a group at a
+/// time. A failed write or sync ends the process: this baseline has nobody to report it to.
+fn start_journal(path: PathBuf) -> mpsc::Sender<JournalEntry> {
+    let (sender, receiver) = mpsc::channel::<JournalEntry>();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open the journal");
+    std::thread::spawn(move || {
+        let mut buffer = Vec::new();
+        while let Ok(first) = receiver.recv() {
+            let group: Vec<JournalEntry> = std::iter::once(first).chain(receiver.try_iter()).collect();
+            buffer.clear();
+            for (body, _) in &group {
+                buffer.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                buffer.extend_from_slice(body);
+            }
+            file.write_all(&buffer).expect("write the journal");
+            file.sync_data().expect("sync the journal");
+            for (_, synced) in group {
+                let _ = synced.send(());
+            }
+        }
+    });
+    sender
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_journal_answers_once_each_body_is_in_the_file() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal");
+        let journal = start_journal(path.clone());
+        let mut answers = Vec::new();
+        for body in ["first", "second body"] {
+            let (synced, done) = oneshot::channel();
+            journal.send((Bytes::from(body), synced)).expect("send");
+            answers.push(done);
+        }
+        for done in answers {
+            done.await.expect("synced");
+        }
+        let written = std::fs::read(&path).expect("read");
+        let mut expected = Vec::new();
+        for body in ["first", "second body"] {
+            expected.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            expected.extend_from_slice(body.as_bytes());
+        }
+        assert_eq!(written, expected);
+    }
+}
