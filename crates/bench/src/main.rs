@@ -91,8 +91,13 @@ async fn main() {
         work_dir: tempfile::tempdir().expect("work directory"),
     };
     println!(
-        "tern-bench: {} messages of 1 KiB per run, durable store (fsync before acknowledging), {} cores",
+        "tern-bench: {} messages of 1 KiB per run, {}, {} cores",
         cli.messages,
+        if processes::durable() {
+            "tern's store durable (fsync before acknowledging)"
+        } else {
+            "tern's store NOT durable (BENCH_DURABLE=false: no fsync)"
+        },
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let mut failures = Vec::new();

@@ -9,6 +9,12 @@ use tokio::process::{Child, Command};
 
 pub const TOKEN: &str = "bench-token";
 
+/// Whether tern runs with `durable = true` (the default; `BENCH_DURABLE=false` turns it off, for
+/// comparison only).
+pub fn durable() -> bool {
+    std::env::var("BENCH_DURABLE").map_or(true, |value| value != "false")
+}
+
 /// A free port on 127.0.0.1 (bound and released; the child binds it right after).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -26,7 +32,7 @@ impl Tern {
     pub async fn start(binary: &Path, data_dir: &Path) -> Tern {
         let config = data_dir.with_extension("toml");
         let port = free_port();
-        let durable = std::env::var("BENCH_DURABLE").map_or(true, |value| value != "false");
+        let durable = durable();
         std::fs::write(
             &config,
             format!(
