@@ -25,8 +25,8 @@ struct Cli {
     /// Messages per throughput run.
     #[arg(long, default_value_t = 20_000)]
     messages: u64,
-    /// Runs of each baseline forwarder and of tern per concurrency, alternated: on a shared machine the median
-    /// ratio of several rounds is steadier than one pair's.
+    /// Runs of each forwarder baseline and of tern per concurrency, alternated: on a shared
+    /// machine the median ratio of several rounds is steadier than one run's.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
     /// Publish rate of the paced delayed run (messages due 1 s after their publish).

@@ -168,20 +168,20 @@ mod tests {
 
     #[test]
     fn this_process_threads_are_read_by_name() {
-        let spin = std::thread::Builder::new()
-            .name("bench-test-spin".into())
-            .spawn(|| {
-                let started = std::time::Instant::now();
-                while started.elapsed() < Duration::from_millis(50) {
-                    std::hint::black_box(0u64);
-                }
-                std::thread::park();
+        let (started, thread_started) = std::sync::mpsc::channel();
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let named = std::thread::Builder::new()
+            // Linux keeps the first 15 bytes of a thread's name.
+            .name("bench-named".into())
+            .spawn(move || {
+                started.send(()).expect("report");
+                let _ = stopped.recv();
             })
             .expect("spawn");
-        std::thread::sleep(Duration::from_millis(100));
+        thread_started.recv().expect("the thread runs");
         let threads = thread_cpu_seconds(Some(std::process::id()));
-        assert!(threads.contains_key("bench-test-spin"), "{threads:?}");
-        spin.thread().unpark();
-        spin.join().expect("join");
+        assert!(threads.contains_key("bench-named"), "{threads:?}");
+        drop(stop);
+        named.join().expect("join");
     }
 }
