@@ -74,7 +74,8 @@ pub async fn run(sink: String, journal: Option<PathBuf>) {
 }
 
 /// A thread that appends bodies (each after its length) to `path` and syncs them, a group at a
-/// time. A failed write or sync ends the process: this baseline has nobody to report it to.
+/// time. A failed write or sync stops the thread; every request after that fails (its handler
+/// panics and the connection drops), and the bench prints them as failed publishes.
 fn start_journal(path: PathBuf) -> mpsc::Sender<JournalEntry> {
     let (sender, receiver) = mpsc::channel::<JournalEntry>();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open the journal");

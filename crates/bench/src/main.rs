@@ -266,8 +266,12 @@ fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
 fn print_ratios(baseline: &str, mut ratios: Vec<f64>) {
     ratios.sort_by(f64::total_cmp);
     let (Some(lowest), Some(highest)) = (ratios.first(), ratios.last()) else { return };
+    if ratios.len() == 1 {
+        println!("  tern's delivered/s as a ratio of the {baseline}: {lowest:.2}");
+        return;
+    }
     println!(
-        "  tern's delivered/s as a ratio of the {baseline}, {} round(s): median {:.2}, min {lowest:.2}, max {highest:.2}",
+        "  tern's delivered/s as a ratio of the {baseline}, {} rounds: median {:.2}, min {lowest:.2}, max {highest:.2}",
         ratios.len(),
         ratios[ratios.len() / 2],
     );

@@ -1,5 +1,5 @@
-//! The process under test: a `tern serve` on a fresh data directory with durable settings
-//! (the forwarder baselines are in `forwarder`).
+//! The process under test: a `tern serve` on a fresh data directory, durable unless
+//! `BENCH_DURABLE=false` (the forwarder baselines are in `forwarder`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -92,8 +92,8 @@ next_signing_key = "sig_benchNextKey000000000000000000"
         cpu_seconds(self.child.id())
     }
 
-    /// CPU time by thread name so far, in seconds.
-    pub fn thread_cpu_seconds(&self) -> BTreeMap<String, f64> {
+    /// CPU time of each living thread so far, in seconds (see [`thread_cpu_seconds`]).
+    pub fn thread_cpu_seconds(&self) -> BTreeMap<u32, (String, f64)> {
         thread_cpu_seconds(self.child.id())
     }
 
@@ -126,16 +126,32 @@ fn stat_cpu_seconds(stat: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-/// CPU time each of a process's threads used so far, in seconds, summed by thread name (tern
-/// names its store threads; the tokio workers share one name). A thread that ended is missing.
-pub fn thread_cpu_seconds(pid: Option<u32>) -> BTreeMap<String, f64> {
-    let mut by_name = BTreeMap::new();
+/// CPU time each living thread of a process used so far, in seconds, by thread id, with the
+/// thread's name (tern names its store threads; tokio's workers and blocking threads share one).
+pub fn thread_cpu_seconds(pid: Option<u32>) -> BTreeMap<u32, (String, f64)> {
+    let mut threads = BTreeMap::new();
     let Some(tasks) = pid.and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/task")).ok()) else {
-        return by_name;
+        return threads;
     };
     for task in tasks.flatten() {
+        let Some(tid) = task.file_name().to_str().and_then(|tid| tid.parse().ok()) else { continue };
         let read = |file: &str| std::fs::read_to_string(task.path().join(file)).unwrap_or_default();
-        *by_name.entry(read("comm").trim().to_string()).or_default() += stat_cpu_seconds(&read("stat"));
+        threads.insert(tid, (read("comm").trim().to_string(), stat_cpu_seconds(&read("stat"))));
+    }
+    threads
+}
+
+/// The CPU time each thread name used between two [`thread_cpu_seconds`] samples, in seconds.
+/// Threads that ended in between took their time with them, so the sum can fall short of the
+/// process's own figure.
+pub fn thread_cpu_between(
+    before: &BTreeMap<u32, (String, f64)>,
+    after: &BTreeMap<u32, (String, f64)>,
+) -> BTreeMap<String, f64> {
+    let mut by_name = BTreeMap::new();
+    for (tid, (name, seconds)) in after {
+        let earlier = before.get(tid).map_or(0.0, |(_, seconds)| *seconds);
+        *by_name.entry(name.clone()).or_default() += seconds - earlier;
     }
     by_name
 }
@@ -180,8 +196,21 @@ mod tests {
             .expect("spawn");
         thread_started.recv().expect("the thread runs");
         let threads = thread_cpu_seconds(Some(std::process::id()));
-        assert!(threads.contains_key("bench-named"), "{threads:?}");
+        assert!(threads.values().any(|(name, _)| name == "bench-named"), "{threads:?}");
         drop(stop);
         named.join().expect("join");
+    }
+
+    #[test]
+    fn time_between_samples_is_summed_by_name() {
+        let thread = |name: &str, seconds: f64| (name.to_string(), seconds);
+        let before =
+            BTreeMap::from([(1, thread("worker", 1.0)), (2, thread("worker", 2.0)), (3, thread("worker", 5.0))]);
+        // 1 used 0.5 s, 2 used 1 s, 4 started and used 0.25 s; 3 ended, and its 5 s before the
+        // first sample must not be taken off the others'.
+        let after =
+            BTreeMap::from([(1, thread("worker", 1.5)), (2, thread("worker", 3.0)), (4, thread("writer", 0.25))]);
+        let between = thread_cpu_between(&before, &after);
+        assert_eq!(between, BTreeMap::from([("worker".to_string(), 1.5), ("writer".to_string(), 0.25)]));
     }
 }

@@ -1,9 +1,10 @@
-//! The scenarios: the two baselines, immediate and delayed delivery through tern, first
-//! attempts failing, and a large backlog (memory, publish rate, restart recovery).
+//! The scenarios: the baselines (straight to the sink, and the forwarders), immediate and
+//! delayed delivery through tern, first attempts failing, and a large backlog (memory, publish
+//! rate, restart recovery).
 
 use crate::forwarder::Forwarder;
 use crate::load::{self, Target, quantile};
-use crate::processes::{TOKEN, Tern};
+use crate::processes::{TOKEN, Tern, thread_cpu_between};
 use crate::sink::Sink;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -139,12 +140,11 @@ impl Bench {
         let mut figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
         let per_message = |seconds: f64| seconds * 1e6 / figures.delivered.max(1) as f64;
         figures.server_cpu_us = per_message(tern.cpu_seconds() - cpu);
-        let mut by_thread: Vec<(String, f64)> = (tern.thread_cpu_seconds().into_iter())
-            .map(|(name, seconds)| {
-                let before = threads.get(&name).copied().unwrap_or(0.0);
-                (name, per_message(seconds - before))
-            })
-            .filter(|(_, us)| *us > 0.0)
+        let by_name = thread_cpu_between(&threads, &tern.thread_cpu_seconds());
+        let mut by_thread: Vec<(String, f64)> = by_name
+            .into_iter()
+            .map(|(name, seconds)| (name, per_message(seconds)))
+            .filter(|(_, us)| *us >= 0.5)
             .collect();
         by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
         figures.server_thread_cpu_us = by_thread;
