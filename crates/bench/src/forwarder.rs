@@ -103,7 +103,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_journal_answers_once_each_body_is_in_the_file() {
+    async fn the_journal_holds_each_answered_body_after_its_length() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("journal");
         let journal = start_journal(path.clone());
