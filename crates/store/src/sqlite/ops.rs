@@ -15,12 +15,12 @@ use tern_core::{LogState, Message, MessageId, MessageState};
 /// Messages due within this horizon of their insertion hand their payload to the scheduler.
 const PAYLOAD_HORIZON_MS: i64 = 5_000;
 
-fn log(user_id: &str, message_id: MessageId, time: i64, state: LogState) -> LogRow<'_> {
+fn log<'a>(user_id: &'a str, message_id: &'a str, time: i64, state: LogState) -> LogRow<'a> {
     LogRow { user_id, message_id, time, state, error: None, next_delivery_time: None, response: None }
 }
 
 pub fn log_attempt_started(connection: &Connection, user_id: &str, id: MessageId, at: i64) -> Result<()> {
-    insert_log(connection, log(user_id, id, at, LogState::Active))
+    insert_log(connection, log(user_id, &id.to_string(), at, LogState::Active))
 }
 
 /// Who holds the user's deduplication key at `now` (a message id, or a schedule id for the
@@ -83,12 +83,13 @@ fn store_new_message(
 ) -> Result<()> {
     let seq = *next_seq;
     *next_seq += 1;
-    insert_message(connection, &message, seq)?;
+    let id = message.id.to_string();
+    insert_message(connection, &message, &id, seq)?;
     insert_log(
         connection,
         LogRow {
             next_delivery_time: Some(message.due_at),
-            ..log(&message.user_id, message.id, message.created_at, LogState::Created)
+            ..log(&message.user_id, &id, message.created_at, LogState::Created)
         },
     )?;
     let spec = &message.spec;
@@ -141,34 +142,28 @@ fn store_new_message(
     Ok(())
 }
 
+/// Records how an attempt ended: the message's new state and response, and its log entries.
+///
+/// The row is updated only from the states an attempt can end in, so no read comes first: a
+/// pending or retrying row takes the outcome; failing that, a row whose cancel waited for this
+/// attempt (`CANCEL_REQUESTED`) becomes `CANCELED`, with no retry and no callback; a row that
+/// is gone or already finished is left alone.
 pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &mut Effects) -> Result<()> {
     let connection = context.connection;
     let message = &outcome.message;
     let id = message.id.to_string();
-    let state: Option<i64> = connection
-        .prepare_cached("SELECT state FROM messages WHERE id = ?1")?
-        .query_row([&id], |row| row.get(0))
-        .optional()?;
-    let Some(state) = state.and_then(MessageState::from_code).filter(|state| !state.is_terminal()) else {
-        effects.changes.push(Change::Finished { id: message.id });
-        return Ok(());
-    };
-    let cancelled = state == MessageState::CancelRequested;
-    if let Some(active_at) = outcome.active_at {
-        log_attempt_started(connection, &message.user_id, message.id, active_at)?;
-    }
     let at = outcome.finished_at;
     let response = &outcome.response;
     let retried = message.retried + 1;
     let user_id = message.user_id.as_str();
-    let update = |state: MessageState, due_at: Option<i64>, dlq_id: Option<&str>| -> Result<()> {
+    let update = |from: [MessageState; 2], state: MessageState, due_at: Option<i64>, dlq_id: Option<&str>| {
         let finished_at = state.is_terminal().then_some(at);
         connection
             .prepare_cached(
                 "UPDATE messages SET state = ?2, due_at = ?3, retried = ?4, finished_at = ?5, dlq_id = ?6,
                     dlq_at = CASE WHEN ?6 IS NULL THEN NULL ELSE ?5 END,
                     response_status = ?7, response_headers = ?8, response_body = ?9, response_error = ?10
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND state IN (?11, ?12)",
             )?
             .execute(params![
                 id,
@@ -181,57 +176,73 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
                 headers_json(&response.headers),
                 response.body.as_ref(),
                 response.error,
-            ])?;
-        Ok(())
+                from[0].code(),
+                from[1].code(),
+            ])
+            .map(|rows| rows > 0)
     };
+    let (state, due_at, dlq_id) = match &outcome.next {
+        NextStep::Delivered => (MessageState::Delivered, None, None),
+        NextStep::Retry { at: retry_at } => (MessageState::Retry, Some(*retry_at), None),
+        NextStep::Failed { dlq_id } => (MessageState::Failed, None, Some(dlq_id.as_str())),
+    };
+    let cancelled = if update([MessageState::Pending, MessageState::Retry], state, due_at, dlq_id)? {
+        false
+    } else if update([MessageState::CancelRequested; 2], MessageState::Canceled, None, None)? {
+        true
+    } else {
+        effects.changes.push(Change::Finished { id: message.id });
+        return Ok(());
+    };
+    if let Some(active_at) = outcome.active_at {
+        insert_log(connection, log(user_id, &id, active_at, LogState::Active))?;
+    }
     let error_log = || LogRow {
         error: Some(response.error.as_deref().unwrap_or("delivery failed")),
         response: Some(response),
-        ..log(user_id, message.id, at, LogState::Error)
+        ..log(user_id, &id, at, LogState::Error)
     };
 
     if cancelled {
-        // A cancel waited for this attempt: it ends the message, with no retry and no callback.
-        update(MessageState::Canceled, None, None)?;
         if outcome.next != NextStep::Delivered {
             insert_log(connection, error_log())?;
         }
-        insert_log(connection, log(user_id, message.id, at, LogState::Canceled))?;
+        insert_log(connection, log(user_id, &id, at, LogState::Canceled))?;
         effects.changes.push(Change::Finished { id: message.id });
         return Ok(());
-    } else if outcome.next == NextStep::Delivered {
-        update(MessageState::Delivered, None, None)?;
-        insert_log(
-            connection,
-            LogRow { response: Some(response), ..log(user_id, message.id, at, LogState::Delivered) },
-        )?;
-        effects.changes.push(Change::Finished { id: message.id });
-    } else if let NextStep::Retry { at: retry_at } = outcome.next {
-        update(MessageState::Retry, Some(retry_at), None)?;
-        insert_log(connection, error_log())?;
-        insert_log(
-            connection,
-            LogRow { next_delivery_time: Some(retry_at), ..log(user_id, message.id, at, LogState::Retry) },
-        )?;
-        let mut retrying = Message::clone(message);
-        retrying.state = MessageState::Retry;
-        retrying.retried = retried;
-        retrying.due_at = Some(retry_at);
-        retrying.last_response = Some(response.clone());
-        let payload = (retry_at <= at + PAYLOAD_HORIZON_MS).then(|| Arc::new(retrying));
-        effects.changes.push(Change::Scheduled(scheduled(message, retry_at, payload)));
-    } else if let NextStep::Failed { dlq_id } = &outcome.next {
-        update(MessageState::Failed, None, Some(dlq_id))?;
-        insert_log(connection, error_log())?;
-        insert_log(
-            connection,
-            LogRow {
-                error: error_log().error,
-                response: Some(response),
-                ..log(user_id, message.id, at, LogState::Failed)
-            },
-        )?;
-        effects.changes.push(Change::Finished { id: message.id });
+    }
+    match &outcome.next {
+        NextStep::Delivered => {
+            insert_log(connection, LogRow { response: Some(response), ..log(user_id, &id, at, LogState::Delivered) })?;
+            effects.changes.push(Change::Finished { id: message.id });
+        }
+        NextStep::Retry { at: retry_at } => {
+            let retry_at = *retry_at;
+            insert_log(connection, error_log())?;
+            insert_log(
+                connection,
+                LogRow { next_delivery_time: Some(retry_at), ..log(user_id, &id, at, LogState::Retry) },
+            )?;
+            let mut retrying = Message::clone(message);
+            retrying.state = MessageState::Retry;
+            retrying.retried = retried;
+            retrying.due_at = Some(retry_at);
+            retrying.last_response = Some(response.clone());
+            let payload = (retry_at <= at + PAYLOAD_HORIZON_MS).then(|| Arc::new(retrying));
+            effects.changes.push(Change::Scheduled(scheduled(message, retry_at, payload)));
+        }
+        NextStep::Failed { .. } => {
+            insert_log(connection, error_log())?;
+            insert_log(
+                connection,
+                LogRow {
+                    error: error_log().error,
+                    response: Some(response),
+                    ..log(user_id, &id, at, LogState::Failed)
+                },
+            )?;
+            effects.changes.push(Change::Finished { id: message.id });
+        }
     }
     // The scheduler must learn of the callbacks before the source's final change, so that a
     // queue message keeps its place until its callbacks finished.
@@ -322,7 +333,7 @@ pub fn cancel(
             continue;
         }
         let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
-        insert_log(connection, log(user_id, message_id, now, LogState::CancelRequested))?;
+        insert_log(connection, log(user_id, &id, now, LogState::CancelRequested))?;
         let running = !retried_in_batch.contains(&message_id)
             && context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
         if running {
@@ -334,7 +345,7 @@ pub fn cancel(
             connection
                 .prepare_cached("UPDATE messages SET state = ?2, finished_at = ?3, due_at = NULL WHERE id = ?1")?
                 .execute(params![id, MessageState::Canceled.code(), now])?;
-            insert_log(connection, log(user_id, message_id, now, LogState::Canceled))?;
+            insert_log(connection, log(user_id, &id, now, LogState::Canceled))?;
             effects.changes.push(Change::Finished { id: message_id });
         }
     }

@@ -93,7 +93,8 @@ pub fn callback_source(spec: &tern_core::MessageSpec) -> Option<MessageId> {
     }
 }
 
-pub fn insert_message(connection: &Connection, message: &NewMessage, seq: u64) -> Result<()> {
+/// Stores a new message under `id` (its id as text, which the caller also logs with).
+pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, seq: u64) -> Result<()> {
     let spec = &message.spec;
     let (host, path) = url_host_and_path(&spec.url);
     let mut statement = connection.prepare_cached(
@@ -102,7 +103,7 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, seq: u64) -
          VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?;
     statement.execute(params![
-        message.id.to_string(),
+        id,
         message.user_id,
         seq as i64,
         MessageState::Pending.code(),
@@ -127,7 +128,8 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, seq: u64) -
 /// One log row to append.
 pub struct LogRow<'a> {
     pub user_id: &'a str,
-    pub message_id: MessageId,
+    /// The message's id as text (formatted once per op, not per row).
+    pub message_id: &'a str,
     pub time: i64,
     pub state: LogState,
     pub error: Option<&'a str>,
@@ -143,7 +145,7 @@ pub fn insert_log(connection: &Connection, log: LogRow<'_>) -> Result<()> {
     )?;
     statement.execute(params![
         log.user_id,
-        log.message_id.to_string(),
+        log.message_id,
         log.time,
         log.state.code(),
         log.error,
