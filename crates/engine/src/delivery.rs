@@ -102,7 +102,7 @@ fn request_headers(message: &Message, signature: &str) -> HeaderMap {
     let spec = &message.spec;
     let mut headers = HeaderMap::new();
     for (name, value) in spec.headers.iter().chain(spec.passthrough.iter()) {
-        if NOT_FORWARDED.contains(&name.to_ascii_lowercase().as_str()) {
+        if NOT_FORWARDED.iter().any(|transport| name.eq_ignore_ascii_case(transport)) {
             continue;
         }
         if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {

@@ -2,7 +2,7 @@
 //! the record of attempts, and cancels.
 
 use super::query::{SqlFilter, message_filter};
-use super::rows::{LogRow, callback_source, headers_json, insert_log, insert_message};
+use super::rows::{LogRow, LoggedResponse, callback_source, headers_json, insert_logs, insert_message};
 use super::schema::FIRST_TERMINAL_STATE;
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
@@ -20,7 +20,7 @@ fn log<'a>(user_id: &'a str, message_id: &'a str, time: i64, state: LogState) ->
 }
 
 pub fn log_attempt_started(connection: &Connection, user_id: &str, id: MessageId, at: i64) -> Result<()> {
-    insert_log(connection, log(user_id, &id.to_string(), at, LogState::Active))
+    insert_logs(connection, &[log(user_id, &id.to_string(), at, LogState::Active)])
 }
 
 /// Who holds the user's deduplication key at `now` (a message id, or a schedule id for the
@@ -85,12 +85,12 @@ fn store_new_message(
     *next_seq += 1;
     let id = message.id.to_string();
     insert_message(connection, &message, &id, seq)?;
-    insert_log(
+    insert_logs(
         connection,
-        LogRow {
+        &[LogRow {
             next_delivery_time: Some(message.due_at),
             ..log(&message.user_id, &id, message.created_at, LogState::Created)
-        },
+        }],
     )?;
     let spec = &message.spec;
     if let Some(queue) = &spec.queue_name {
@@ -156,6 +156,7 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
     let response = &outcome.response;
     let retried = message.retried + 1;
     let user_id = message.user_id.as_str();
+    let headers = headers_json(&response.headers);
     let update = |from: [MessageState; 2], state: MessageState, due_at: Option<i64>, dlq_id: Option<&str>| {
         let finished_at = state.is_terminal().then_some(at);
         connection
@@ -173,7 +174,7 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
                 finished_at,
                 dlq_id,
                 response.status,
-                headers_json(&response.headers),
+                headers,
                 response.body.as_ref(),
                 response.error,
                 from[0].code(),
@@ -194,35 +195,36 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         effects.changes.push(Change::Finished { id: message.id });
         return Ok(());
     };
+    let logged = LoggedResponse { status: response.status, headers: headers.as_deref(), body: &response.body };
+    // ACTIVE (unless logged while the attempt ran), then what the attempt led to.
+    let mut logs = Vec::with_capacity(3);
     if let Some(active_at) = outcome.active_at {
-        insert_log(connection, log(user_id, &id, active_at, LogState::Active))?;
+        logs.push(log(user_id, &id, active_at, LogState::Active));
     }
-    let error_log = || LogRow {
+    let error_log = LogRow {
         error: Some(response.error.as_deref().unwrap_or("delivery failed")),
-        response: Some(response),
+        response: Some(logged),
         ..log(user_id, &id, at, LogState::Error)
     };
 
     if cancelled {
         if outcome.next != NextStep::Delivered {
-            insert_log(connection, error_log())?;
+            logs.push(error_log);
         }
-        insert_log(connection, log(user_id, &id, at, LogState::Canceled))?;
+        logs.push(log(user_id, &id, at, LogState::Canceled));
+        insert_logs(connection, &logs)?;
         effects.changes.push(Change::Finished { id: message.id });
         return Ok(());
     }
     match &outcome.next {
         NextStep::Delivered => {
-            insert_log(connection, LogRow { response: Some(response), ..log(user_id, &id, at, LogState::Delivered) })?;
+            logs.push(LogRow { response: Some(logged), ..log(user_id, &id, at, LogState::Delivered) });
             effects.changes.push(Change::Finished { id: message.id });
         }
         NextStep::Retry { at: retry_at } => {
             let retry_at = *retry_at;
-            insert_log(connection, error_log())?;
-            insert_log(
-                connection,
-                LogRow { next_delivery_time: Some(retry_at), ..log(user_id, &id, at, LogState::Retry) },
-            )?;
+            logs.push(error_log);
+            logs.push(LogRow { next_delivery_time: Some(retry_at), ..log(user_id, &id, at, LogState::Retry) });
             let mut retrying = Message::clone(message);
             retrying.state = MessageState::Retry;
             retrying.retried = retried;
@@ -232,18 +234,12 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
             effects.changes.push(Change::Scheduled(scheduled(message, retry_at, payload)));
         }
         NextStep::Failed { .. } => {
-            insert_log(connection, error_log())?;
-            insert_log(
-                connection,
-                LogRow {
-                    error: error_log().error,
-                    response: Some(response),
-                    ..log(user_id, &id, at, LogState::Failed)
-                },
-            )?;
+            logs.push(error_log);
+            logs.push(LogRow { state: LogState::Failed, ..error_log });
             effects.changes.push(Change::Finished { id: message.id });
         }
     }
+    insert_logs(connection, &logs)?;
     // The scheduler must learn of the callbacks before the source's final change, so that a
     // queue message keeps its place until its callbacks finished.
     let callbacks: Vec<NewMessage> = [outcome.callback, outcome.failure_callback].into_iter().flatten().collect();
@@ -333,7 +329,7 @@ pub fn cancel(
             continue;
         }
         let message_id: MessageId = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
-        insert_log(connection, log(user_id, &id, now, LogState::CancelRequested))?;
+        insert_logs(connection, &[log(user_id, &id, now, LogState::CancelRequested)])?;
         let running = !retried_in_batch.contains(&message_id)
             && context.scheduling.is_some_and(|scheduling| scheduling.hold_for_cancel(message_id));
         if running {
@@ -345,7 +341,7 @@ pub fn cancel(
             connection
                 .prepare_cached("UPDATE messages SET state = ?2, finished_at = ?3, due_at = NULL WHERE id = ?1")?
                 .execute(params![id, MessageState::Canceled.code(), now])?;
-            insert_log(connection, log(user_id, &id, now, LogState::Canceled))?;
+            insert_logs(connection, &[log(user_id, &id, now, LogState::Canceled)])?;
             effects.changes.push(Change::Finished { id: message_id });
         }
     }

@@ -126,6 +126,7 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, s
 }
 
 /// One log row to append.
+#[derive(Clone, Copy)]
 pub struct LogRow<'a> {
     pub user_id: &'a str,
     /// The message's id as text (formatted once per op, not per row).
@@ -134,25 +135,39 @@ pub struct LogRow<'a> {
     pub state: LogState,
     pub error: Option<&'a str>,
     pub next_delivery_time: Option<i64>,
-    pub response: Option<&'a AttemptResponse>,
+    pub response: Option<LoggedResponse<'a>>,
 }
 
-pub fn insert_log(connection: &Connection, log: LogRow<'_>) -> Result<()> {
+/// A response as log rows store it, its headers already in JSON: an attempt's outcome writes
+/// the same response to the message row and to one or two log rows, serialised once.
+#[derive(Clone, Copy)]
+pub struct LoggedResponse<'a> {
+    pub status: u16,
+    pub headers: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+/// Appends `logs` in order (so their sequence numbers follow it), one statement each: a
+/// multi-row `INSERT` measured more instructions per row than this (SQLite runs its `VALUES`
+/// list as a coroutine).
+pub fn insert_logs(connection: &Connection, logs: &[LogRow<'_>]) -> Result<()> {
     let mut statement = connection.prepare_cached(
         "INSERT INTO logs (user_id, message_id, time, state, error, next_delivery_time,
             response_status, response_headers, response_body)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
-    statement.execute(params![
-        log.user_id,
-        log.message_id,
-        log.time,
-        log.state.code(),
-        log.error,
-        log.next_delivery_time,
-        log.response.map(|response| response.status),
-        log.response.and_then(|response| headers_json(&response.headers)),
-        log.response.map(|response| response.body.as_ref()),
-    ])?;
+    for log in logs {
+        statement.execute(params![
+            log.user_id,
+            log.message_id,
+            log.time,
+            log.state.code(),
+            log.error,
+            log.next_delivery_time,
+            log.response.map(|response| response.status),
+            log.response.and_then(|response| response.headers),
+            log.response.map(|response| response.body),
+        ])?;
+    }
     Ok(())
 }
