@@ -331,14 +331,20 @@ async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
         vec![LogState::Created, LogState::CancelRequested, LogState::Canceled]
     );
 
-    store.record_attempt_outcome(outcome(claimed, 20, 500, NextStep::Retry { at: 30 })).await.unwrap();
+    store.record_attempt_outcome(outcome(claimed.clone(), 20, 500, NextStep::Retry { at: 30 })).await.unwrap();
     settle(&*store).await;
     assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::Canceled);
     assert!(store.claim_due(100_000, 10).await.is_empty());
-    assert_eq!(
-        log_states(&*store, flying_id).await,
-        vec![LogState::Created, LogState::CancelRequested, LogState::Error, LogState::Canceled]
-    );
+    let cancelled_logs = vec![LogState::Created, LogState::CancelRequested, LogState::Error, LogState::Canceled];
+    assert_eq!(log_states(&*store, flying_id).await, cancelled_logs);
+
+    // An outcome that arrives for a finished message (a second record of the same attempt)
+    // changes neither the message nor its log.
+    store.record_attempt_outcome(outcome(claimed, 50, 200, NextStep::Delivered)).await.unwrap();
+    settle(&*store).await;
+    let finished = store.get_message(USER, flying_id).await.unwrap().unwrap();
+    assert_eq!((finished.state, finished.finished_at), (MessageState::Canceled, Some(20)));
+    assert_eq!(log_states(&*store, flying_id).await, cancelled_logs);
     let again = store.cancel_messages(USER, CancelSelection::Ids(vec![pending_id]), 40).await.unwrap();
     assert_eq!(again, CancelOutcome { cancelled: 0, found: 1 });
     store.shutdown().await.unwrap();
