@@ -196,7 +196,9 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         return Ok(());
     };
     let logged = LoggedResponse { status: response.status, headers: headers.as_deref(), body: &response.body };
-    // ACTIVE (unless logged while the attempt ran), then what the attempt led to.
+    // ACTIVE (unless logged while the attempt ran), then what the attempt led to, appended in
+    // one call: one statement-cache lookup for them all (one per call measured 1 % more of the
+    // writer's instructions).
     let mut logs = Vec::with_capacity(3);
     if let Some(active_at) = outcome.active_at {
         logs.push(log(user_id, &id, active_at, LogState::Active));
