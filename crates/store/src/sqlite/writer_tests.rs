@@ -4,7 +4,7 @@ use super::*;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tern_core::{PublishLimits, PublishOptions};
+use tern_core::{AttemptResponse, Message, MessageState, PublishLimits, PublishOptions};
 
 /// A scheduler that calls every message it knows of running, and notes being asked about
 /// one it has not heard of.
@@ -32,22 +32,27 @@ impl Scheduling for Scheduler {
     fn release_hold(&self, _: MessageId) {}
 }
 
-/// A writer on a fresh database in `directory`, whose syncer runs `sync`.
-fn start_writer(
-    directory: &std::path::Path,
-    sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
-) -> (mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>) {
+/// A writer on a fresh database in `directory`, whose syncer runs `sync` (not running yet).
+fn new_writer(directory: &std::path::Path, sync: impl FnMut() -> std::io::Result<()> + Send + 'static) -> Writer {
     let path = directory.join("writer.sqlite3");
     let mut connection = super::super::open_connection(&path, false).expect("open");
     super::super::schema::migrate(&mut connection).expect("migrate");
-    let writer = Writer {
+    Writer {
         connection,
         scheduling: None,
         next_seq: 0,
         catch_up: Arc::default(),
         syncer: Syncer::start_with(sync).expect("start the syncer"),
         lock: std::fs::File::create(directory.join("lock")).expect("lock file"),
-    };
+    }
+}
+
+/// [`new_writer`], running on its own thread.
+fn start_writer(
+    directory: &std::path::Path,
+    sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
+) -> (mpsc::Sender<WriteOp>, std::thread::JoinHandle<()>) {
+    let writer = new_writer(directory, sync);
     let (sender, receiver) = mpsc::channel(16);
     (sender, std::thread::spawn(move || writer.run(receiver)))
 }
@@ -166,4 +171,108 @@ fn after_a_failed_sync_nothing_more_is_written() {
     let connection = super::super::open_connection(&directory.path().join("writer.sqlite3"), false).unwrap();
     let rows: i64 = connection.query_row("SELECT count(*) FROM messages", [], |row| row.get(0)).unwrap();
     assert_eq!(rows, 1, "the first batch was committed before its sync failed; the second never ran");
+}
+
+/// An insert op for `message`, and where its answer arrives.
+fn insert(message: NewMessage) -> (WriteOp, oneshot::Receiver<Result<Vec<InsertOutcome>>>) {
+    let (reply, answer) = oneshot::channel();
+    (WriteOp::Insert { messages: vec![message], reply }, answer)
+}
+
+#[test]
+fn a_failed_statement_rolls_its_whole_batch_back_and_reschedules_its_recorded_attempts() {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut writer = new_writer(directory.path(), || Ok(()));
+    let scheduler = Arc::new(Scheduler::default());
+    writer.scheduling = Some(scheduler.clone());
+    // A storage failure on demand: inserting a message for this URL fails its statement.
+    writer
+        .connection
+        .execute_batch(
+            "CREATE TEMP TRIGGER fail_on_purpose BEFORE INSERT ON main.messages
+             WHEN NEW.url = 'http://127.0.0.1:9/fail'
+             BEGIN SELECT RAISE(ABORT, 'failed on purpose'); END;",
+        )
+        .expect("trigger");
+
+    let claimed = new_message();
+    let (op, answer) = insert(claimed.clone());
+    writer.commit_batch(vec![op]);
+    assert_eq!(answer.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
+    let claimed = Arc::new(Message {
+        id: claimed.id,
+        user_id: claimed.user_id,
+        spec: claimed.spec,
+        body: claimed.body,
+        created_at: claimed.created_at,
+        not_before: claimed.due_at,
+        state: MessageState::Pending,
+        retried: 0,
+        due_at: Some(claimed.due_at),
+        finished_at: None,
+        dlq_id: None,
+        last_response: None,
+    });
+
+    // One batch: a publish, the attempt of the message above, the failing publish, and a
+    // publish after it.
+    let before = new_message();
+    let mut failing = new_message();
+    failing.spec.url = "http://127.0.0.1:9/fail".into();
+    let after = new_message();
+    let rolled_back = [before.id, failing.id, after.id];
+    let delivered = AttemptOutcome {
+        message: claimed.clone(),
+        active_at: Some(5),
+        finished_at: 10,
+        response: AttemptResponse { status: 200, ..Default::default() },
+        next: NextStep::Delivered,
+        callback: None,
+        failure_callback: None,
+    };
+    let (before, before_answer) = insert(before);
+    let (failing, failing_answer) = insert(failing);
+    let (after, after_answer) = insert(after);
+    writer.commit_batch(vec![before, WriteOp::AttemptFinished(Box::new(delivered)), failing, after]);
+    for answer in [before_answer, failing_answer, after_answer] {
+        let error = answer.blocking_recv().unwrap().expect_err("the batch failed");
+        assert!(error.to_string().contains("failed on purpose"), "{error}");
+    }
+    let known = scheduler.known.lock().unwrap().clone();
+    assert_eq!(known, vec![claimed.id, claimed.id], "the attempt is due again; no rolled-back publish is known");
+
+    // The writer goes on, and the sequence carries on where the last commit left it.
+    let next = new_message();
+    let next_id = next.id;
+    let (op, answer) = insert(next);
+    writer.commit_batch(vec![op]);
+    assert_eq!(answer.blocking_recv().unwrap().expect("inserted"), vec![InsertOutcome::Created]);
+    writer.syncer.stop();
+
+    let connection = super::super::open_connection(&directory.path().join("writer.sqlite3"), false).unwrap();
+    let rows = |sql: &str| -> Vec<(String, i64)> {
+        let mut statement = connection.prepare(sql).unwrap();
+        statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(
+        rows("SELECT id, seq FROM messages ORDER BY seq"),
+        vec![(claimed.id.to_string(), 0), (next_id.to_string(), 1)],
+        "nothing of the failed batch is stored, and its sequence numbers are reused"
+    );
+    assert_eq!(
+        rows("SELECT message_id, state FROM logs ORDER BY seq").len(),
+        2,
+        "one CREATED entry each for the two committed publishes; the attempt's entries are gone"
+    );
+    assert!(
+        !rows("SELECT id, state FROM messages").iter().any(|(id, _)| rolled_back.iter().any(|r| r.to_string() == *id))
+    );
+    let state: i64 = connection
+        .query_row("SELECT state FROM messages WHERE id = ?1", [claimed.id.to_string()], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        state,
+        MessageState::Pending.code(),
+        "the claimed message is still pending: its delivery was rolled back"
+    );
 }
