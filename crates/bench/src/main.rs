@@ -13,7 +13,7 @@ mod schedules;
 mod sink;
 
 use clap::{Parser, Subcommand};
-use scenarios::{Bench, Figures};
+use scenarios::{Baseline, Bench, Figures};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,9 @@ enum Command {
         /// Append each body to this file and sync it before forwarding (the durable baseline).
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// With a journal: answer once the body is synced, push it afterwards (the durable queue).
+        #[arg(long)]
+        push_after_answer: bool,
     },
 }
 
@@ -72,8 +75,8 @@ async fn main() {
     let mut cli = Cli::parse();
     // reqwest is built without a default TLS provider (tern installs ring the same way).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(Command::Forwarder { sink, journal }) = cli.command {
-        forwarder::run(sink, journal).await;
+    if let Some(Command::Forwarder { sink, journal, push_after_answer }) = cli.command {
+        forwarder::run(sink, journal, push_after_answer).await;
         return;
     }
     if cli.quick {
@@ -107,10 +110,11 @@ async fn main() {
         println!("\n== C = {concurrency} concurrent clients ==");
         let direct = bench.direct(cli.messages, concurrency).await;
         print_row("direct to the sink", &direct, None);
-        let (mut ratios, mut durable_ratios) = (Vec::new(), Vec::new());
+        let (mut ratios, mut durable_ratios, mut queue_ratios) = (Vec::new(), Vec::new(), Vec::new());
         for round in 1..=cli.rounds.max(1) {
-            let forwarder = bench.forwarder(cli.messages, concurrency, false).await;
-            let durable = bench.forwarder(cli.messages, concurrency, true).await;
+            let forwarder = bench.forwarder(cli.messages, concurrency, Baseline::Forwarder).await;
+            let durable = bench.forwarder(cli.messages, concurrency, Baseline::DurableForwarder).await;
+            let queue = bench.forwarder(cli.messages, concurrency, Baseline::DurableQueue).await;
             let tern = bench.immediate(cli.messages, concurrency, round).await;
             if cli.rounds > 1 {
                 println!("  round {round} of {}", cli.rounds);
@@ -121,6 +125,11 @@ async fn main() {
                 &durable,
                 Some(&forwarder),
             );
+            print_row(
+                "durable queue (receive + append and fsync + answer, then push), as a ratio of the forwarder",
+                &queue,
+                Some(&forwarder),
+            );
             print_row("tern, immediate delivery, as a ratio of the forwarder", &tern, Some(&forwarder));
             check(&mut failures, &format!("immediate C={concurrency}"), &tern);
             if publish_rate == 0.0 {
@@ -128,9 +137,11 @@ async fn main() {
             }
             ratios.push(tern.delivered_per_s / forwarder.delivered_per_s.max(f64::MIN_POSITIVE));
             durable_ratios.push(tern.delivered_per_s / durable.delivered_per_s.max(f64::MIN_POSITIVE));
+            queue_ratios.push(queue.delivered_per_s / forwarder.delivered_per_s.max(f64::MIN_POSITIVE));
         }
-        print_ratios("forwarder's", ratios);
-        print_ratios("durable forwarder's", durable_ratios);
+        print_ratios("tern's delivered/s as a ratio of the forwarder's", ratios);
+        print_ratios("tern's delivered/s as a ratio of the durable forwarder's", durable_ratios);
+        print_ratios("the durable queue's delivered/s as a ratio of the forwarder's", queue_ratios);
     }
 
     let concurrency = cli.concurrency[0];
@@ -262,16 +273,16 @@ fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
     }
 }
 
-/// The median, lowest and highest of tern's delivered/s as a ratio of a baseline's.
-fn print_ratios(baseline: &str, mut ratios: Vec<f64>) {
+/// The median, lowest and highest of a series of ratios (`what` says of which figures).
+fn print_ratios(what: &str, mut ratios: Vec<f64>) {
     ratios.sort_by(f64::total_cmp);
     let (Some(lowest), Some(highest)) = (ratios.first(), ratios.last()) else { return };
     if ratios.len() == 1 {
-        println!("  tern's delivered/s as a ratio of the {baseline}: {lowest:.2}");
+        println!("  {what}: {lowest:.2}");
         return;
     }
     println!(
-        "  tern's delivered/s as a ratio of the {baseline}, {} rounds: median {:.2}, min {lowest:.2}, max {highest:.2}",
+        "  {what}, {} rounds: median {:.2}, min {lowest:.2}, max {highest:.2}",
         ratios.len(),
         ratios[ratios.len() / 2],
     );

@@ -30,6 +30,17 @@ pub struct Figures {
     pub server_thread_cpu_us: Vec<(String, f64)>,
 }
 
+/// The baselines that run in a separate process (see `forwarder`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Baseline {
+    /// Receive, push to the sink, answer.
+    Forwarder,
+    /// Receive, append and fsync, push, answer.
+    DurableForwarder,
+    /// Receive, append and fsync, answer; push afterwards.
+    DurableQueue,
+}
+
 /// How long to wait for deliveries after progress stopped.
 const STALL: Duration = Duration::from_secs(30);
 
@@ -122,10 +133,12 @@ impl Bench {
         self.measure(&target, messages, concurrency).await
     }
 
-    /// A run through a forwarder; with `durable`, one that syncs each body to a journal first.
-    pub async fn forwarder(&self, messages: u64, concurrency: usize, durable: bool) -> Figures {
+    /// A run through one of the forwarder baselines.
+    pub async fn forwarder(&self, messages: u64, concurrency: usize, baseline: Baseline) -> Figures {
+        let durable = baseline != Baseline::Forwarder;
         let journal = durable.then(|| self.work_dir.path().join(format!("journal-{concurrency}-{}", unix_ms())));
-        let forwarder = Forwarder::start(&self.sink.url, journal.as_deref()).await;
+        let push_after_answer = baseline == Baseline::DurableQueue;
+        let forwarder = Forwarder::start(&self.sink.url, journal.as_deref(), push_after_answer).await;
         let target = Target { url: forwarder.url.clone(), headers: Vec::new() };
         let cpu = forwarder.cpu_seconds();
         let mut figures = self.measure(&target, messages, concurrency).await;
