@@ -76,3 +76,25 @@ async fn concurrent_inserts_share_commits_and_all_survive() {
         assert!(tern_store::MessageStore::get_message(&*reopened, "alice", id).await.unwrap().is_some());
     }
 }
+
+#[tokio::test]
+async fn a_database_file_that_is_a_symlink_is_synced_where_sqlite_keeps_its_wal() {
+    // SQLite follows the link and keeps the WAL beside the file it points to; the sync thread
+    // must sync that WAL, or every durable write fails.
+    let directory = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let target = elsewhere.path().join("kept-here.sqlite3");
+    std::fs::File::create(&target).unwrap();
+    std::os::unix::fs::symlink(&target, directory.path().join("tern.sqlite3")).unwrap();
+
+    let store = SqliteStore::open(SqliteOptions::new(directory.path())).unwrap();
+    let message = conformance::new_message("alice", "http://127.0.0.1:1/", 0, 0, &[]);
+    let id = message.id;
+    tern_store::MessageStore::insert_messages(&store, vec![message]).await.expect("a durable write succeeds");
+    assert!(elsewhere.path().join("kept-here.sqlite3-wal").exists(), "the WAL is beside the link's target");
+    tern_store::Maintenance::shutdown(&store).await.unwrap();
+    drop(store);
+
+    let reopened = SqliteStore::open(SqliteOptions::new(directory.path())).unwrap();
+    assert!(tern_store::MessageStore::get_message(&reopened, "alice", id).await.unwrap().is_some());
+}

@@ -92,8 +92,12 @@ impl SqliteStore {
 
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
         let catch_up = Arc::new(checkpoint::CatchUp::default());
+        // SQLite follows a symlinked database file and keeps the WAL beside its target, so
+        // that is the WAL to sync (the file exists now that the connection is open).
+        let real_path = std::fs::canonicalize(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot resolve {}: {e}", path.display())))?;
         let wal = options.durable.then(|| {
-            let mut wal = path.clone().into_os_string();
+            let mut wal = real_path.into_os_string();
             wal.push("-wal");
             PathBuf::from(wal)
         });
