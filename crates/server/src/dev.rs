@@ -67,6 +67,14 @@ pub fn dev_config(host: &str, port: u16, data_dir: PathBuf, durable: bool, quota
     config
 }
 
+/// Prints `banner` to `out`, as best it can: with nobody reading (`tern dev | head -1`) the
+/// write fails, and tern goes on serving instead of dying of it, as `println!` would make it.
+pub fn announce(out: &mut impl std::io::Write, banner: &str) {
+    if let Err(error) = writeln!(out, "{banner}").and_then(|()| out.flush()) {
+        tracing::warn!(%error, "the banner could not be printed");
+    }
+}
+
 /// What `tern dev` prints once it accepts requests. The JS SDK waits for a line matching
 /// `/runn+ing( at|\.)/i`; the `KEY=value` lines of the default user come first.
 pub fn banner(url: &str, storage: &str) -> String {
@@ -81,4 +89,30 @@ pub fn banner(url: &str, storage: &str) -> String {
         text.push_str(&format!("  {id}: token {token}\n    current signing key {current}, next signing key {next}\n"));
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A standard output whose reader is gone.
+    struct ClosedPipe;
+
+    impl std::io::Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+    }
+
+    #[test]
+    fn the_banner_is_printed_whole_or_given_up_without_a_panic() {
+        let text = banner("http://127.0.0.1:8080", "somewhere");
+        let mut printed = Vec::new();
+        announce(&mut printed, &text);
+        assert_eq!(String::from_utf8(printed).unwrap(), format!("{text}\n"));
+        announce(&mut ClosedPipe, &text);
+    }
 }

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use tern_engine::clock::SystemClock;
 use tern_server::config::{Config, DEFAULTS};
-use tern_server::dev::{Quota, banner, dev_config};
+use tern_server::dev::{self, Quota, banner, dev_config};
 
 // Many small, short-lived allocations on the message path (headers, ids, JSON): mimalloc
 // serves them with less time in the allocator than the system one.
@@ -111,7 +111,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             let address = server.address;
             let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
             let url = format!("http://{host}:{}{}", address.port(), config.server.path_prefix.trim_end_matches('/'));
-            println!("{}", banner(&url, &storage));
+            dev::announce(&mut std::io::stdout().lock(), &banner(&url, &storage));
         }
         None => {
             tracing::info!(address = %server.address, users = config.users.len(), "tern is running")

@@ -6,6 +6,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The first dev user's token (spec §21).
+const DEV_TOKEN: &str = "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0=";
+
 fn tern() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
     command.env("RUST_LOG", "warn").env_remove("TERN_CONFIG").stdin(Stdio::null());
@@ -137,7 +140,7 @@ async fn dev_prints_the_banner_and_serves_the_dev_users() {
     assert_eq!(value("QSTASH_URL"), format!("http://127.0.0.1:{port}"));
     let (token, current, next) =
         (value("QSTASH_TOKEN"), value("QSTASH_CURRENT_SIGNING_KEY"), value("QSTASH_NEXT_SIGNING_KEY"));
-    assert_eq!(token, "eyJVc2VySUQiOiJkZWZhdWx0VXNlciIsIlBhc3N3b3JkIjoiZGVmYXVsdFBhc3N3b3JkIn0=");
+    assert_eq!(token, DEV_TOKEN);
     let (status, keys) = get_when_up(&format!("http://127.0.0.1:{port}/v2/keys"), token).await;
     assert_eq!(status, 200);
     assert_eq!(keys, serde_json::json!({ "current": current, "next": next }));
