@@ -264,7 +264,11 @@ fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
         figures.delivered, figures.lost, figures.duplicates, figures.errors
     );
     if figures.server_cpu_us > 0.0 {
-        println!("    server process CPU per message: {:.0} µs", figures.server_cpu_us);
+        println!(
+            "    server process CPU per message: {:.0} µs; the machine was {:.0} % idle",
+            figures.server_cpu_us,
+            figures.machine_idle * 100.0
+        );
     }
     if !figures.server_thread_cpu_us.is_empty() {
         let threads: Vec<String> =

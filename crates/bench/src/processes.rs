@@ -126,6 +126,31 @@ fn stat_cpu_seconds(stat: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// The machine's CPU time so far from `/proc/stat`, in clock ticks: (idle, all). Idle counts
+/// time waiting for the disk too (nothing else was runnable then).
+pub fn machine_ticks() -> (u64, u64) {
+    machine_ticks_of(&std::fs::read_to_string("/proc/stat").unwrap_or_default())
+}
+
+fn machine_ticks_of(stat: &str) -> (u64, u64) {
+    // "cpu  user nice system idle iowait irq softirq steal guest guest_nice"; guest time is
+    // also counted in user time, so the sum stops at steal.
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()
+        .and_then(|line| line.strip_prefix("cpu "))
+        .map(|rest| rest.split_whitespace().take(8).filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let idle = ticks.get(3).copied().unwrap_or(0) + ticks.get(4).copied().unwrap_or(0);
+    (idle, ticks.iter().sum())
+}
+
+/// The share of the machine's CPU time that was idle between two [`machine_ticks`] samples.
+pub fn idle_between(before: (u64, u64), after: (u64, u64)) -> f64 {
+    let all = after.1.saturating_sub(before.1);
+    if all == 0 { 0.0 } else { after.0.saturating_sub(before.0) as f64 / all as f64 }
+}
+
 /// CPU time each living thread of a process used so far, in seconds, by thread id, with the
 /// thread's name (tern names its store threads; tokio's workers and blocking threads share one).
 pub fn thread_cpu_seconds(pid: Option<u32>) -> BTreeMap<u32, (String, f64)> {
@@ -180,6 +205,18 @@ mod tests {
         let stat = "42 (tokio rt) worker) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0";
         assert_eq!(stat_cpu_seconds(stat), 3.0);
         assert_eq!(stat_cpu_seconds(""), 0.0);
+    }
+
+    #[test]
+    fn machine_idle_counts_idle_and_disk_wait_of_all_ticks() {
+        let before = machine_ticks_of("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 1 2 3\n");
+        let after = machine_ticks_of("cpu  200 0 100 850 50 0 0 0 0 0\n");
+        assert_eq!(before, (850, 1000));
+        assert_eq!(idle_between(before, after), 0.25);
+        assert_eq!(machine_ticks_of(""), (0, 0));
+        assert_eq!(idle_between((0, 0), (0, 0)), 0.0);
+        let (idle, all) = machine_ticks();
+        assert!(all > 0 && idle <= all, "this machine's /proc/stat: {idle} of {all}");
     }
 
     #[test]

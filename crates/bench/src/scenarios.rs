@@ -28,6 +28,9 @@ pub struct Figures {
     pub server_cpu_us: f64,
     /// The same, by thread name (tern's runs only), largest first.
     pub server_thread_cpu_us: Vec<(String, f64)>,
+    /// The share of the machine's CPU time that was idle during the run: near 0 when the run
+    /// was bound by CPU, higher when by waits (the disk, or hand-offs in the closed loop).
+    pub machine_idle: f64,
 }
 
 /// The baselines that run in a separate process (see `forwarder`).
@@ -82,11 +85,13 @@ impl Bench {
         per_second: Option<f64>,
     ) -> Figures {
         self.sink.reset();
+        let machine_before = crate::processes::machine_ticks();
         let mut load = load::run_paced(self.start, target, messages, 0, concurrency, per_second).await;
         if let Some(due) = due_unix_ms {
             tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
         }
         self.wait_for(messages).await;
+        let machine_idle = crate::processes::idle_between(machine_before, crate::processes::machine_ticks());
         let mut arrivals = self.sink.arrivals();
         let mut latencies: Vec<u64> = arrivals.iter().map(|a| a.arrived_us.saturating_sub(a.sent_us)).collect();
         arrivals.sort_by_key(|a| a.arrived_us);
@@ -106,6 +111,7 @@ impl Bench {
             errors: load.errors,
             server_cpu_us: 0.0,
             server_thread_cpu_us: Vec::new(),
+            machine_idle,
         }
     }
 
