@@ -27,13 +27,13 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Starts a forwarder to `sink_url`; with `journal`, a durable one writing to that file;
-    /// with `push_after_answer` too, the durable queue.
-    pub async fn start(sink_url: &str, journal: Option<&Path>, push_after_answer: bool) -> Forwarder {
+    /// Starts a forwarder to `sink_url`; with `journal`, a durable one writing to that file
+    /// (preallocated with that many bytes); with `push_after_answer` too, the durable queue.
+    pub async fn start(sink_url: &str, journal: Option<(&Path, u64)>, push_after_answer: bool) -> Forwarder {
         let mut command = Command::new(std::env::current_exe().expect("own path"));
         command.args(["forwarder", "--sink", sink_url]);
-        if let Some(journal) = journal {
-            command.arg("--journal").arg(journal);
+        if let Some((journal, preallocated)) = journal {
+            command.arg("--journal").arg(journal).arg("--preallocate").arg(preallocated.to_string());
         }
         if push_after_answer {
             command.arg("--push-after-answer");
@@ -50,9 +50,6 @@ impl Forwarder {
     }
 }
 
-/// Bytes of zeros the journal starts with (a 30,000-message run writes ~31 MB).
-const PREALLOCATED: usize = 64 << 20;
-
 /// One body waiting for the journal, and whom to tell once it is synced.
 type JournalEntry = (Bytes, oneshot::Sender<()>);
 
@@ -60,9 +57,9 @@ type JournalEntry = (Bytes, oneshot::Sender<()>);
 /// with a journal, only after the body was synced to it before that). With
 /// `push_after_answer` (and a journal), it answers once the body is synced and posts it to the
 /// sink afterwards.
-pub async fn run(sink: String, journal: Option<PathBuf>, push_after_answer: bool) {
+pub async fn run(sink: String, journal: Option<PathBuf>, preallocated: u64, push_after_answer: bool) {
     let client = crate::load::client();
-    let journal = journal.map(start_journal);
+    let journal = journal.map(|path| start_journal(path, preallocated));
     let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap, body: Bytes| {
         let (client, sink, journal) = (client.clone(), sink.clone(), journal.clone());
         async move {
@@ -99,17 +96,23 @@ async fn push(
     matches!(request.send().await, Ok(response) if response.status().is_success())
 }
 
-/// A thread that appends bodies (each after its length) to `path` and syncs them, a group at a
-/// time. A failed write or sync stops the thread; every request after that fails (its handler
+/// A thread that appends bodies (each after its length) to `path`, which starts with
+/// `preallocated` zero bytes, and syncs them, a group at a time. A failed write or sync stops the thread; every request after that fails (its handler
 /// panics and the connection drops), and the bench prints them as failed publishes.
-fn start_journal(path: PathBuf) -> mpsc::Sender<JournalEntry> {
+fn start_journal(path: PathBuf, preallocated: u64) -> mpsc::Sender<JournalEntry> {
     let (sender, receiver) = mpsc::channel::<JournalEntry>();
     let mut file =
         std::fs::OpenOptions::new().create(true).write(true).truncate(true).open(&path).expect("open the journal");
-    // Written out and synced before the first request, so that a sync within its first
-    // PREALLOCATED bytes writes data pages only, as SQLite's reused WAL mostly does, not also a
-    // new file size and extents to ext4's journal.
-    file.write_all(&vec![0; PREALLOCATED]).expect("preallocate the journal");
+    // Written out and synced before the first request, so that a sync within the preallocated
+    // bytes writes data pages only, as SQLite's reused WAL mostly does, not also a new file size
+    // and extents to ext4's journal.
+    let zeros = vec![0; 1 << 20];
+    let mut left = preallocated as usize;
+    while left > 0 {
+        let chunk = left.min(zeros.len());
+        file.write_all(&zeros[..chunk]).expect("preallocate the journal");
+        left -= chunk;
+    }
     file.sync_all().expect("sync the preallocated journal");
     file.rewind().expect("rewind the journal");
     std::thread::spawn(move || {
@@ -139,7 +142,7 @@ mod tests {
     async fn the_journal_holds_each_answered_body_after_its_length_over_its_zeros() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("journal");
-        let journal = start_journal(path.clone());
+        let journal = start_journal(path.clone(), 3 << 20);
         let mut answers = Vec::new();
         for body in ["first", "second body"] {
             let (synced, done) = oneshot::channel();
@@ -155,7 +158,7 @@ mod tests {
             expected.extend_from_slice(&(body.len() as u32).to_le_bytes());
             expected.extend_from_slice(body.as_bytes());
         }
-        assert_eq!(written.len(), PREALLOCATED, "the bodies overwrite the preallocated zeros");
+        assert_eq!(written.len(), 3 << 20, "the bodies overwrite the preallocated zeros");
         assert_eq!(&written[..expected.len()], expected);
         assert!(written[expected.len()..].iter().all(|&byte| byte == 0));
     }

@@ -22,10 +22,13 @@ pub struct LoadResult {
     pub started_us: u64,
 }
 
+/// The size of every bench message's body.
+pub const BODY_BYTES: usize = 1024;
+
 /// A 1 KiB JSON body; `seq` and `sent_us` come first so the sink can read them cheaply.
 pub fn body(seq: u64, sent_us: u64) -> String {
     let head = format!(r#"{{"seq":{seq},"sent_us":{sent_us},"pad":""#);
-    let pad = 1024usize.saturating_sub(head.len() + 2);
+    let pad = BODY_BYTES.saturating_sub(head.len() + 2);
     format!("{head}{}\"}}", "x".repeat(pad))
 }
 
@@ -121,7 +124,7 @@ mod tests {
     #[test]
     fn bodies_are_one_kib_of_json() {
         let text = body(7, 123);
-        assert_eq!(text.len(), 1024);
+        assert_eq!(text.len(), BODY_BYTES);
         let value: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!((value["seq"].as_u64(), value["sent_us"].as_u64()), (Some(7), Some(123)));
     }

@@ -64,6 +64,9 @@ enum Command {
         /// Append each body to this file and sync it before forwarding (the durable baseline).
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// Zero bytes the journal starts with (see `forwarder`).
+        #[arg(long, default_value_t = 64 << 20)]
+        preallocate: u64,
         /// With a journal: answer once the body is synced, push it afterwards (the durable queue).
         #[arg(long)]
         push_after_answer: bool,
@@ -75,8 +78,8 @@ async fn main() {
     let mut cli = Cli::parse();
     // reqwest is built without a default TLS provider (tern installs ring the same way).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    if let Some(Command::Forwarder { sink, journal, push_after_answer }) = cli.command {
-        forwarder::run(sink, journal, push_after_answer).await;
+    if let Some(Command::Forwarder { sink, journal, preallocate, push_after_answer }) = cli.command {
+        forwarder::run(sink, journal, preallocate, push_after_answer).await;
         return;
     }
     if cli.quick {

@@ -144,7 +144,10 @@ impl Bench {
         let durable = baseline != Baseline::Forwarder;
         let journal = durable.then(|| self.work_dir.path().join(format!("journal-{concurrency}-{}", unix_ms())));
         let push_after_answer = baseline == Baseline::DurableQueue;
-        let forwarder = Forwarder::start(&self.sink.url, journal.as_deref(), push_after_answer).await;
+        // Room for every body after its length, and a MiB to spare: the run never grows the file.
+        let preallocated = messages * (load::BODY_BYTES as u64 + 4) + (1 << 20);
+        let journal = journal.as_deref().map(|path| (path, preallocated));
+        let forwarder = Forwarder::start(&self.sink.url, journal, push_after_answer).await;
         let target = Target { url: forwarder.url.clone(), headers: Vec::new() };
         let cpu = forwarder.cpu_seconds();
         let mut figures = self.measure(&target, messages, concurrency).await;
