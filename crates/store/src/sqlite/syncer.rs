@@ -132,6 +132,7 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, fail
         let mut group = vec![first];
         group.extend(jobs.try_iter());
         let needs_sync = group.iter().any(|job| matches!(job, Job::Land(batch) if batch.commit.is_ok()));
+        let started = std::time::Instant::now();
         if needs_sync
             && failure.get().is_none()
             && let Err(error) = sync()
@@ -141,6 +142,7 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, fail
                 "the store could not sync its log to disk ({error}); writes fail until tern is restarted"
             ));
         }
+        let (batches, synced) = (group.len(), started.elapsed());
         for job in group {
             match job {
                 Job::Land(batch) => land(batch, failure.get()),
@@ -149,6 +151,12 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, fail
                 }
             }
         }
+        tracing::trace!(
+            batches,
+            sync_micros = synced.as_micros() as u64,
+            land_micros = (started.elapsed() - synced).as_micros() as u64,
+            "synced and landed"
+        );
     }
 }
 
