@@ -140,6 +140,11 @@ impl Scheduler {
 
     /// Applies changes the store committed, in commit order.
     pub fn apply(&mut self, changes: Vec<Change>, now: i64) {
+        // At start the store reports every unfinished message at once: sizing the table for
+        // them first spares it a dozen rounds of growing (each a new, larger allocation that
+        // the kernel zeroes and every entry moved into), which took a quarter of a restart's
+        // CPU time with a million pending messages.
+        self.entries.reserve(changes.len());
         for change in changes {
             match change {
                 Change::Scheduled(scheduled) => self.schedule(scheduled, now),
