@@ -12,7 +12,7 @@
 //! state, no log, no retry.
 
 use bytes::Bytes;
-use std::io::{Seek, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -69,7 +69,7 @@ pub async fn run(sink: String, journal: Option<PathBuf>, preallocated: u64, push
                 done.await.expect("journal synced");
             }
             let push = push(client, sink, headers.get("content-type").cloned(), body);
-            if push_after_answer && journal.is_some() {
+            if push_after_answer {
                 // A lost push shows in the bench as a lost message.
                 tokio::spawn(push);
                 return axum::http::StatusCode::CREATED;
@@ -106,13 +106,7 @@ fn start_journal(path: PathBuf, preallocated: u64) -> mpsc::Sender<JournalEntry>
     // Written out and synced before the first request, so that a sync within the preallocated
     // bytes writes data pages only, as SQLite's reused WAL mostly does, not also a new file size
     // and extents to ext4's journal.
-    let zeros = vec![0; 1 << 20];
-    let mut left = preallocated as usize;
-    while left > 0 {
-        let chunk = left.min(zeros.len());
-        file.write_all(&zeros[..chunk]).expect("preallocate the journal");
-        left -= chunk;
-    }
+    std::io::copy(&mut std::io::repeat(0).take(preallocated), &mut file).expect("preallocate the journal");
     file.sync_all().expect("sync the preallocated journal");
     file.rewind().expect("rewind the journal");
     std::thread::spawn(move || {

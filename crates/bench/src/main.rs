@@ -67,8 +67,8 @@ enum Command {
         /// Zero bytes the journal starts with (see `forwarder`).
         #[arg(long, default_value_t = 64 << 20)]
         preallocate: u64,
-        /// With a journal: answer once the body is synced, push it afterwards (the durable queue).
-        #[arg(long)]
+        /// Answer once the body is synced, push it afterwards (the durable queue).
+        #[arg(long, requires = "journal")]
         push_after_answer: bool,
     },
 }
