@@ -4,7 +4,7 @@
 
 use crate::Shared;
 use crate::delivery::{attempt, classify};
-use crate::error::Result;
+use crate::recording::record_outcome;
 use crate::scheduler::Start;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +30,13 @@ const ACTIVE_LOGGED_AFTER: std::time::Duration = std::time::Duration::from_milli
 pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTracker) {
     let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_deliveries));
     loop {
+        if shared.write_health.is_failing() {
+            // New attempts' outcomes could not be written either (see `recording`).
+            tokio::select! {
+                () = shared.write_health.recovered() => continue,
+                () = stop.cancelled() => return,
+            }
+        }
         let free = slots.available_permits();
         if free > 0 {
             let limit = free.min(START_BATCH);
@@ -47,18 +54,18 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
             let (cached, uncached): (Vec<Start>, Vec<Start>) = starts.into_iter().partition(|s| s.message.is_some());
             for message in cached.into_iter().filter_map(|start| start.message) {
                 let slot = Arc::clone(&slots).try_acquire_owned().expect("a slot was free");
-                spawn_attempt(&shared, &attempts, message, slot);
+                spawn_attempt(&shared, &attempts, &stop, message, slot);
             }
             if !uncached.is_empty() {
                 // Reading payloads must not hold up the dispatcher: the read gets the slots of
                 // its messages and starts their attempts when it is done.
                 let mut slots =
                     Arc::clone(&slots).try_acquire_many_owned(uncached.len() as u32).expect("slots were free");
-                let (shared, tracker) = (Arc::clone(&shared), attempts.clone());
+                let (shared, tracker, stop) = (Arc::clone(&shared), attempts.clone(), stop.clone());
                 attempts.spawn(async move {
                     for message in load(&shared, uncached).await {
                         let slot = slots.split(1).expect("a slot per message");
-                        spawn_attempt(&shared, &tracker, message, slot);
+                        spawn_attempt(&shared, &tracker, &stop, message, slot);
                     }
                 });
             }
@@ -76,10 +83,18 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
     }
 }
 
-fn spawn_attempt(shared: &Arc<Shared>, attempts: &TaskTracker, message: Arc<Message>, slot: OwnedSemaphorePermit) {
-    let shared = Arc::clone(shared);
+fn spawn_attempt(
+    shared: &Arc<Shared>,
+    attempts: &TaskTracker,
+    stop: &CancellationToken,
+    message: Arc<Message>,
+    slot: OwnedSemaphorePermit,
+) {
+    let (shared, stop) = (Arc::clone(shared), stop.clone());
     attempts.spawn(async move {
-        run_attempt(&shared, message).await;
+        // The slot is held until the outcome is recorded: while the store refuses outcomes,
+        // the attempts waiting to be recorded hold their slots too.
+        attempt_and_record(&shared, message, &stop).await;
         drop(slot);
     });
 }
@@ -111,20 +126,13 @@ async fn load(shared: &Shared, starts: Vec<Start>) -> Vec<Arc<Message>> {
     messages
 }
 
-/// Runs one attempt and records its outcome; errors are logged (the message stays unfinished
-/// in the store and is attempted again after a restart).
-async fn run_attempt(shared: &Shared, message: Arc<Message>) {
-    if let Err(error) = try_attempt(shared, message.clone()).await {
-        tracing::error!(%error, message_id = %message.id, "recording an attempt failed");
-    }
-}
-
-async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
+/// Runs one attempt and records its outcome (see `recording` for when the store refuses it).
+async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &CancellationToken) {
     let Some(keys) = shared.keyring.get(&message.user_id) else {
         // The user was removed from the configuration; the message can never be signed.
         tracing::warn!(message_id = %message.id, user = %message.user_id, "message of an unknown user left undelivered");
         shared.scheduler.update(|scheduler, now| scheduler.abandon(message.id, now));
-        return Ok(());
+        return;
     };
     let started = shared.clock.now_ms();
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
@@ -156,19 +164,9 @@ async fn try_attempt(shared: &Shared, message: Arc<Message>) -> Result<()> {
         _ => None,
     };
     tracing::debug!(message_id = %message.id, status = response.status, ?next, "attempt finished");
-    shared
-        .store
-        .record_attempt_outcome(AttemptOutcome {
-            message,
-            active_at,
-            finished_at: finished,
-            response,
-            next,
-            callback,
-            failure_callback,
-        })
-        .await?;
-    Ok(())
+    let outcome =
+        AttemptOutcome { message, active_at, finished_at: finished, response, next, callback, failure_callback };
+    record_outcome(shared, outcome, stop).await;
 }
 
 fn callback_new_message(

@@ -12,6 +12,7 @@ pub mod error;
 pub mod keys;
 mod operations;
 mod publish;
+mod recording;
 mod resources;
 pub mod scheduler;
 mod schedules;
@@ -45,6 +46,8 @@ struct Shared {
     keyring: Keyring,
     http: reqwest::Client,
     scheduler: Arc<SharedScheduler>,
+    /// Whether attempts' outcomes can be written; delivery pauses while they cannot.
+    write_health: recording::WriteHealth,
     /// Wakes the schedule ticker when a schedule was created, resumed or changed.
     schedule_wake: tokio::sync::Notify,
     /// Held across each queue or flow-key settings change, from reading the current settings
@@ -89,8 +92,18 @@ impl Engine {
         tracing::info!(unfinished = scheduler.lock().len(), "scheduler ready");
         let schedule_wake = tokio::sync::Notify::new();
         let settings_changes = tokio::sync::Mutex::new(());
-        let shared =
-            Arc::new(Shared { store, clock, config, keyring, http, scheduler, schedule_wake, settings_changes });
+        let write_health = recording::WriteHealth::default();
+        let shared = Arc::new(Shared {
+            store,
+            clock,
+            config,
+            keyring,
+            http,
+            scheduler,
+            write_health,
+            schedule_wake,
+            settings_changes,
+        });
         let engine = Engine {
             shared: Arc::clone(&shared),
             stop: CancellationToken::new(),

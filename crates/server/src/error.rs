@@ -45,6 +45,20 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::InvalidInput(message) => Self::bad_request(message),
+            StoreError::Full(_) => {
+                tracing::error!(%error, "a write was refused: the disk is full");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the server's disk is full: nothing was stored; try again once space is freed",
+                )
+            }
+            StoreError::Unavailable(_) => {
+                tracing::error!(%error, "a write was refused");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server's storage failed a write and refuses writes until it is restarted: nothing was stored",
+                )
+            }
             other => Self::internal(other),
         }
     }

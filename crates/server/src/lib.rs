@@ -59,6 +59,16 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
+/// What went wrong while stopping. Whatever was not recorded is attempted again after the
+/// next start, so this is worth a line in the log, not a lost message.
+#[derive(Debug, thiserror::Error)]
+pub enum ShutdownError {
+    #[error("could not finish serving requests: {0}")]
+    Serving(#[from] std::io::Error),
+    #[error("could not shut down cleanly ({0}); what was not recorded is attempted again at the next start")]
+    Engine(#[from] tern_engine::EngineError),
+}
+
 /// Opens the store, starts the engine and serves the API on `listener`.
 pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
     let engine_config = config.engine_config()?;
@@ -89,7 +99,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
 impl RunningServer {
     /// Stops accepting requests, lets running ones finish, then shuts the engine down (which
     /// commits everything recorded).
-    pub async fn shutdown(self) -> Result<(), StartError> {
+    pub async fn shutdown(self) -> Result<(), ShutdownError> {
         self.stop.cancel();
         self.task.await.map_err(std::io::Error::other)??;
         self.engine.shutdown().await?;
@@ -97,7 +107,7 @@ impl RunningServer {
     }
 
     /// Serves until `signal` resolves, then shuts down.
-    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), StartError> {
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<(), ShutdownError> {
         signal.await;
         tracing::info!("shutting down");
         self.shutdown().await

@@ -1,12 +1,23 @@
-//! The one error type of the store layer. Callers see a storage failure as a 500; details go
-//! to the log, never to API clients.
+//! The one error type of the store layer. Callers see most storage failures as a 500 with a
+//! generic message; a full disk and a store that stopped writing are told apart, because the
+//! operator's remedy differs (free space, or restart).
 
+use crate::model::AttemptOutcome;
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+/// Cloneable: one failed commit answers every write that shared it.
+#[derive(Debug, Clone, Error)]
 pub enum StoreError {
     #[error("storage backend failure: {0}")]
     Backend(String),
+    /// The disk (or the filesystem's quota) is full: nothing of the write was stored, and
+    /// writes work again once there is space.
+    #[error("the disk is full: {0}")]
+    Full(String),
+    /// A write may have been lost below the store (a failed fsync): every later write is
+    /// refused until the process restarts and recovers what is on disk.
+    #[error("the store refuses writes until tern is restarted: {0}")]
+    Unavailable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     /// A request value only the store can judge (a cursor it did not produce).
@@ -20,7 +31,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
-        StoreError::Backend(error.to_string())
+        match error.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(error.to_string()),
+            _ => StoreError::Backend(error.to_string()),
+        }
     }
 }
 
@@ -28,4 +42,15 @@ impl From<serde_json::Error> for StoreError {
     fn from(error: serde_json::Error) -> Self {
         StoreError::Corrupt(error.to_string())
     }
+}
+
+/// An attempt's outcome the store could not record, handed back with the reason: nothing of
+/// it was stored, so the caller may offer the same outcome again. `outcome` is `None` only when
+/// the store closed before it could answer.
+#[derive(Debug, Error)]
+#[error("the attempt's outcome was not recorded: {error}")]
+pub struct NotRecorded {
+    #[source]
+    pub error: StoreError,
+    pub outcome: Option<Box<AttemptOutcome>>,
 }

@@ -2,12 +2,12 @@
 //! ([`sqlite::SqliteStore`]) is the default; every backend passes the conformance suite in
 //! `tests/conformance`.
 //!
-//! Writes that acknowledge a client (publish, cancel, DLQ changes, key rotation) resolve after
-//! their commit is durable; many of them share one commit. Delivery bookkeeping
-//! ([`MessageStore::record_attempt_started`], [`MessageStore::record_attempt_outcome`]) is queued
-//! in order and committed in the background, so no delivery waits on an fsync. Every committed
-//! change that matters for scheduling is reported to the engine's scheduler
-//! ([`SchedulingSource::attach`]).
+//! Writes resolve after their commit is durable; many of them share one commit. An attempt's
+//! start ([`MessageStore::record_attempt_started`]) is queued and committed in the background;
+//! its outcome ([`MessageStore::record_attempt_outcome`]) is queued in order with the rest and
+//! resolves once durable, handing the outcome back should it fail, so that the engine can offer
+//! it again instead of repeating the delivery. Every committed change that matters for
+//! scheduling is reported to the engine's scheduler ([`SchedulingSource::attach`]).
 
 pub mod error;
 pub mod model;
@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use std::sync::Arc;
 use tern_core::{HeaderList, Message, MessageId};
 
-pub use error::{Result, StoreError};
+pub use error::{NotRecorded, Result, StoreError};
 pub use model::*;
 
 /// Messages: durable inserts, reads, cancels and the record of attempts.
@@ -38,9 +38,11 @@ pub trait MessageStore: Send + Sync {
     /// the background.
     async fn record_attempt_started(&self, message: &Message, at: i64) -> Result<()>;
 
-    /// Records the end of an attempt and stores the callbacks it triggers. Queued, committed in
-    /// the background; the scheduler hears of the retry or the end once committed.
-    async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<()>;
+    /// Records the end of an attempt and stores the callbacks it triggers; resolves once that
+    /// is durable and the scheduler heard of the retry or the end. Should the write fail,
+    /// nothing of it is stored and the outcome comes back with the error: the message stays
+    /// claimed (the scheduler hears nothing) until the same outcome is recorded.
+    async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<(), NotRecorded>;
 }
 
 /// Connecting the scheduler: it hears of every unfinished message, then of every committed

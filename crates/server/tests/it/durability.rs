@@ -103,11 +103,16 @@ pub struct TernProcess {
 impl TernProcess {
     /// Starts `tern dev` on a free port and waits for the `QSTASH_URL=` line of its banner.
     pub async fn start(data_dir: &Path, stderr: PathBuf) -> TernProcess {
+        Self::start_logging(data_dir, stderr, "warn").await
+    }
+
+    /// [`TernProcess::start`] with `RUST_LOG` set to `log_filter`.
+    pub async fn start_logging(data_dir: &Path, stderr: PathBuf, log_filter: &str) -> TernProcess {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).expect("stderr file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
             .args(["dev", "--port", "0", "--host", "127.0.0.1", "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -137,6 +142,20 @@ impl TernProcess {
     pub fn kill(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reaped");
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (a graceful shutdown).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "SIGTERM not sent");
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "tern did not stop; stderr:\n{}", self.stderr_text());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn stderr_text(&self) -> String {

@@ -254,6 +254,8 @@ pub enum Reply {
     Hang,
     /// Waits until the test releases it ([`Receiver::release`]), then answers with the status.
     Hold(u16),
+    /// Waits like [`Reply::Hold`], then answers with a [`Reply::Status`] or [`Reply::Full`].
+    Held(Box<Reply>),
     /// Answers with the status after a real-time pause (a slow destination).
     After(Duration, u16),
 }
@@ -435,8 +437,28 @@ async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Re
     };
     match reply {
         None => (StatusCode::OK, "ok").into_response(),
-        Some(Reply::Status(status)) => status_reply(status),
-        Some(Reply::Full { status, headers, body }) => {
+        Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Hold(status)) => {
+            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
+            status_reply(status)
+        }
+        Some(Reply::Held(reply)) => {
+            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
+            immediate_reply(*reply)
+        }
+        Some(Reply::After(pause, status)) => {
+            tokio::time::sleep(pause).await;
+            status_reply(status)
+        }
+        Some(reply) => immediate_reply(reply),
+    }
+}
+
+/// The response of a reply that needs no waiting.
+fn immediate_reply(reply: Reply) -> Response {
+    match reply {
+        Reply::Status(status) => status_reply(status),
+        Reply::Full { status, headers, body } => {
             let mut response = (StatusCode::from_u16(status).expect("status"), body).into_response();
             for (name, value) in headers {
                 response.headers_mut().append(
@@ -446,15 +468,7 @@ async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Re
             }
             response
         }
-        Some(Reply::Hang) => std::future::pending().await,
-        Some(Reply::Hold(status)) => {
-            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
-            status_reply(status)
-        }
-        Some(Reply::After(pause, status)) => {
-            tokio::time::sleep(pause).await;
-            status_reply(status)
-        }
+        other => panic!("{other:?} is not answered at once"),
     }
 }
 

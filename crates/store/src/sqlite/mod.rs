@@ -15,7 +15,7 @@ mod schema;
 mod syncer;
 mod writer;
 
-use crate::error::{Result, StoreError};
+use crate::error::{NotRecorded, Result, StoreError};
 use crate::model::*;
 use crate::{
     DlqStore, FlowStore, KeyStore, LogStore, Maintenance, MessageStore, QueueStore, ScheduleStore, SchedulingSource,
@@ -215,8 +215,13 @@ impl MessageStore for SqliteStore {
         self.send(WriteOp::AttemptStarted { user_id: message.user_id.clone(), id: message.id, at }).await
     }
 
-    async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<()> {
-        self.send(WriteOp::AttemptFinished(Box::new(outcome))).await
+    async fn record_attempt_outcome(&self, outcome: AttemptOutcome) -> Result<(), NotRecorded> {
+        let (reply, answer) = oneshot::channel();
+        let op = WriteOp::AttemptFinished { outcome: Box::new(outcome), reply };
+        if let Err(mpsc::error::SendError(WriteOp::AttemptFinished { outcome, .. })) = self.sender.send(op).await {
+            return Err(NotRecorded { error: StoreError::Closed, outcome: Some(outcome) });
+        }
+        answer.await.unwrap_or(Err(NotRecorded { error: StoreError::Closed, outcome: None }))
     }
 }
 

@@ -148,7 +148,7 @@ fn store_new_message(
 /// pending or retrying row takes the outcome; failing that, a row whose cancel waited for this
 /// attempt (`CANCEL_REQUESTED`) becomes `CANCELED`, with no retry and no callback; a row that
 /// is gone or already finished is left alone.
-pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &mut Effects) -> Result<()> {
+pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &mut Effects) -> Result<()> {
     let connection = context.connection;
     let message = &outcome.message;
     let id = message.id.to_string();
@@ -244,7 +244,8 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
     insert_logs(connection, &logs)?;
     // The scheduler must learn of the callbacks before the source's final change, so that a
     // queue message keeps its place until its callbacks finished.
-    let callbacks: Vec<NewMessage> = [outcome.callback, outcome.failure_callback].into_iter().flatten().collect();
+    let callbacks: Vec<NewMessage> =
+        [&outcome.callback, &outcome.failure_callback].into_iter().flatten().cloned().collect();
     if !callbacks.is_empty() {
         let finished = effects.changes.pop();
         for callback in callbacks {
@@ -253,11 +254,6 @@ pub fn finish_attempt(context: Context<'_>, outcome: AttemptOutcome, effects: &m
         effects.changes.extend(finished);
     }
     Ok(())
-}
-
-/// The change that has `message` attempted again at `due_at` (when its record was lost).
-pub fn retry_later(message: &Message, due_at: i64) -> Change {
-    Change::Scheduled(scheduled(message, due_at, None))
 }
 
 /// A message's scheduling facts for a retry (or a re-attempt), keeping its place and payload.

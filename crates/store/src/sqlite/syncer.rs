@@ -24,6 +24,7 @@
 //! tern is restarted ([`land`] says why).
 
 use super::writer::Pending;
+use crate::error::StoreError;
 use crate::model::{Change, Scheduling};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
@@ -35,10 +36,10 @@ use std::thread::JoinHandle;
 /// A committed (or rolled back) batch, waiting to be made durable and reported.
 pub struct Committed {
     pub scheduling: Option<Arc<dyn Scheduling>>,
-    /// What the scheduler learns: the batch's changes, or, if it was rolled back, its fallbacks.
+    /// What the scheduler learns: the batch's changes (none if it was rolled back).
     pub changes: Vec<Change>,
     pub answers: Vec<Pending>,
-    pub commit: Result<(), String>,
+    pub commit: Result<(), StoreError>,
 }
 
 enum Job {
@@ -50,7 +51,7 @@ enum Job {
 pub struct Syncer {
     jobs: Sender<Job>,
     thread: JoinHandle<()>,
-    failure: Arc<OnceLock<String>>,
+    failure: Arc<OnceLock<StoreError>>,
 }
 
 impl Syncer {
@@ -75,7 +76,7 @@ impl Syncer {
     }
 
     /// Why the store refuses writes, once a sync has failed (see [`land`]).
-    pub fn failure(&self) -> Option<String> {
+    pub fn failure(&self) -> Option<StoreError> {
         self.failure.get().cloned()
     }
 
@@ -83,7 +84,7 @@ impl Syncer {
     /// before the writer), the batch's callers get an error.
     pub fn hand_over(&self, batch: Committed) {
         if let Err(std::sync::mpsc::SendError(Job::Land(batch))) = self.jobs.send(Job::Land(batch)) {
-            land(batch, Some(&"the store's sync thread has stopped".to_string()));
+            land(batch, Some(&StoreError::Unavailable("the store's sync thread has stopped".to_string())));
         }
     }
 
@@ -127,7 +128,7 @@ impl WalFile {
     }
 }
 
-fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, failure: &OnceLock<String>) {
+fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, failure: &OnceLock<StoreError>) {
     while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         group.extend(jobs.try_iter());
@@ -138,9 +139,7 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, fail
             && let Err(error) = sync()
         {
             tracing::error!(%error, "the WAL could not be synced: tern refuses every write until it is restarted");
-            let _ = failure.set(format!(
-                "the store could not sync its log to disk ({error}); writes fail until tern is restarted"
-            ));
+            let _ = failure.set(StoreError::Unavailable(format!("the store could not sync its log to disk ({error})")));
         }
         let (batches, synced) = (group.len(), started.elapsed());
         for job in group {
@@ -166,11 +165,12 @@ fn run(jobs: &Receiver<Job>, mut sync: impl FnMut() -> std::io::Result<()>, fail
 /// forgets the pages, so frames that did not reach the disk never will, and after a crash
 /// every commit after them is lost too, however well its own sync went. Only a restart (which
 /// recovers the WAL up to the hole) makes writes trustworthy again.
-fn land(batch: Committed, failure: Option<&String>) {
+fn land(batch: Committed, failure: Option<&StoreError>) {
     let outcome = match (failure, batch.commit) {
         (Some(error), _) => Err(error.clone()),
         (None, commit) => {
             if let Some(scheduling) = &batch.scheduling
+                && commit.is_ok()
                 && !batch.changes.is_empty()
             {
                 scheduling.committed(batch.changes);
@@ -228,7 +228,7 @@ mod tests {
 
     fn batch(
         scheduler: &Arc<Recorder>,
-        commit: Result<(), String>,
+        commit: Result<(), StoreError>,
     ) -> (Committed, MessageId, oneshot::Receiver<crate::Result<()>>) {
         let id = MessageId::generate();
         let (reply, answer) = oneshot::channel();
@@ -292,14 +292,14 @@ mod tests {
     }
 
     #[test]
-    fn a_rolled_back_batch_needs_no_sync_and_reports_its_fallbacks() {
+    fn a_rolled_back_batch_needs_no_sync() {
         let scheduler = Arc::new(Recorder::default());
         let (syncer, _go, count, _syncing) = gated_sync(|| Ok(()));
-        let (rolled_back, fallback_id, answer) = batch(&scheduler, Err("rolled back".into()));
+        let (rolled_back, _, answer) = batch(&scheduler, Err(StoreError::Backend("rolled back".into())));
         syncer.hand_over(rolled_back);
         assert!(wait_answer(answer).unwrap_err().to_string().contains("rolled back"));
         assert_eq!(*count.lock().unwrap(), 0, "nothing committed, nothing to sync");
-        assert_eq!(*scheduler.0.lock().unwrap(), vec![fallback_id]);
+        assert!(scheduler.0.lock().unwrap().is_empty(), "the scheduler hears of nothing rolled back");
         syncer.stop();
     }
 
@@ -313,7 +313,7 @@ mod tests {
         go.send(()).unwrap();
         let error = wait_answer(answer).expect_err("the sync failed");
         assert!(error.to_string().contains("disk gone"), "{error}");
-        assert!(syncer.failure().is_some_and(|failure| failure.contains("disk gone")));
+        assert!(syncer.failure().is_some_and(|failure| failure.to_string().contains("disk gone")));
 
         // Later commits are not trusted however their own sync would go: the frames lost
         // before them make them unrecoverable after a crash.

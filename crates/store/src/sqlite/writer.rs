@@ -13,7 +13,7 @@
 
 use super::syncer::{Committed, Syncer};
 use super::{checkpoint, ops, recovery, resources, schedules};
-use crate::error::{Result, StoreError};
+use crate::error::{NotRecorded, Result, StoreError};
 use crate::model::*;
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use tokio::sync::{mpsc, oneshot};
 const MAX_BATCH: usize = 4096;
 
 pub type Reply<T> = oneshot::Sender<Result<T>>;
+
+/// The answer to an attempt's outcome: recorded, or handed back.
+pub type RecordReply = oneshot::Sender<Result<(), NotRecorded>>;
 
 pub enum WriteOp {
     /// Connects the scheduler: reports every unfinished message, then every later change.
@@ -41,7 +44,10 @@ pub enum WriteOp {
         id: MessageId,
         at: i64,
     },
-    AttemptFinished(Box<AttemptOutcome>),
+    AttemptFinished {
+        outcome: Box<AttemptOutcome>,
+        reply: RecordReply,
+    },
     SaveFlowWindows(Vec<FlowWindow>),
     Cancel {
         user_id: String,
@@ -142,16 +148,6 @@ pub enum WriteOp {
     },
 }
 
-impl WriteOp {
-    /// What the scheduler must hear if this op is rolled back: a recorded attempt is made again.
-    fn fallback(&self) -> Option<Change> {
-        match self {
-            WriteOp::AttemptFinished(outcome) => Some(ops::retry_later(&outcome.message, outcome.finished_at + 1000)),
-            _ => None,
-        }
-    }
-}
-
 /// What an op changed for scheduling, made visible once its commit is durable.
 #[derive(Default)]
 pub struct Effects {
@@ -170,14 +166,16 @@ pub enum Pending {
     Purge(Reply<PurgeStats>, Result<PurgeStats>),
     Upsert(Reply<ScheduleUpsert>, Result<ScheduleUpsert>),
     Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
+    /// An attempt's outcome, kept until the commit is known so that a failure can hand it back.
+    Recorded(RecordReply, Box<AttemptOutcome>, Result<()>),
     Nothing,
 }
 
 impl Pending {
     /// The answer of an op skipped because an earlier op of its batch failed.
-    fn failed(op: WriteOp, message: &str) -> Pending {
-        fn error<T>(message: &str) -> Result<T> {
-            Err(StoreError::Backend(message.to_string()))
+    fn failed(op: WriteOp, message: &StoreError) -> Pending {
+        fn error<T>(failure: &StoreError) -> Result<T> {
+            Err(failure.clone())
         }
         match op {
             WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
@@ -199,17 +197,16 @@ impl Pending {
             | WriteOp::AddEndpoints { reply, .. }
             | WriteOp::RemoveEndpoints { reply, .. }
             | WriteOp::Stop { reply } => Pending::Unit(reply, error(message)),
-            WriteOp::AttemptStarted { .. } | WriteOp::AttemptFinished(_) | WriteOp::SaveFlowWindows(_) => {
-                Pending::Nothing
-            }
+            WriteOp::AttemptFinished { outcome, reply } => Pending::Recorded(reply, outcome, error(message)),
+            WriteOp::AttemptStarted { .. } | WriteOp::SaveFlowWindows(_) => Pending::Nothing,
         }
     }
 
-    pub fn send(self, commit: &Result<(), String>) {
-        fn finish<T>(reply: Reply<T>, result: Result<T>, commit: &Result<(), String>) {
+    pub fn send(self, commit: &Result<()>) {
+        fn finish<T>(reply: Reply<T>, result: Result<T>, commit: &Result<()>) {
             let result = match commit {
                 Ok(()) => result,
-                Err(error) => Err(StoreError::Backend(error.clone())),
+                Err(error) => Err(error.clone()),
             };
             let _ = reply.send(result);
         }
@@ -222,6 +219,13 @@ impl Pending {
             Pending::Purge(reply, result) => finish(reply, result, commit),
             Pending::Upsert(reply, result) => finish(reply, result, commit),
             Pending::Flags(reply, result) => finish(reply, result, commit),
+            Pending::Recorded(reply, outcome, result) => {
+                let answer = match commit.clone().and(result) {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(NotRecorded { error, outcome: Some(outcome) }),
+                };
+                let _ = reply.send(answer);
+            }
             Pending::Nothing => {}
         }
     }
@@ -271,8 +275,6 @@ impl Writer {
             return;
         }
         let seq_before = self.next_seq;
-        // Should the batch fail, recorded attempts must still end up scheduled again.
-        let fallback: Vec<Change> = batch.iter().filter_map(WriteOp::fallback).collect();
         if batch.iter().any(|op| matches!(op, WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. })) {
             // A cancel asks the scheduler which attempts run; it must know every earlier batch.
             self.syncer.wait_landed();
@@ -280,12 +282,9 @@ impl Writer {
         let mut effects = Effects::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
-        let commit = (|| -> Result<(), String> {
-            let mut transaction = self
-                .connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(|error| error.to_string())?;
-            let mut failure: Option<String> = None;
+        let commit = (|| -> Result<()> {
+            let mut transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut failure: Option<StoreError> = None;
             for op in batch {
                 if let Some(error) = &failure {
                     pending.push(Pending::failed(op, error));
@@ -299,7 +298,7 @@ impl Writer {
                     // Client-shaped statements (filters) get a savepoint, so that one of them
                     // failing fails only itself, never the publishes sharing its commit.
                     let before = (effects.changes.len(), effects.held.len(), self.next_seq);
-                    let savepoint = transaction.savepoint().map_err(|error| error.to_string())?;
+                    let savepoint = transaction.savepoint()?;
                     let context = Context {
                         connection: &savepoint,
                         scheduling: self.scheduling.as_deref(),
@@ -320,7 +319,7 @@ impl Writer {
                         effects.held.truncate(before.1);
                         self.next_seq = before.2;
                     } else {
-                        savepoint.commit().map_err(|error| error.to_string())?;
+                        savepoint.commit()?;
                         pending.push(answer);
                     }
                     continue;
@@ -337,7 +336,7 @@ impl Writer {
             match failure {
                 // No savepoints on the hot path: one failed statement fails the whole batch.
                 Some(error) => Err(error),
-                None => transaction.commit().map_err(|error| error.to_string()),
+                None => Ok(transaction.commit()?),
             }
         })();
 
@@ -352,7 +351,9 @@ impl Writer {
                 tracing::error!(%error, ops, "a write batch failed and was rolled back; its callers get an error");
                 self.next_seq = seq_before;
                 release(self.scheduling.as_deref(), &effects.held);
-                fallback
+                // Nothing to report: a recorded attempt's outcome goes back to the engine with
+                // the error (its message stays claimed until the engine records it again).
+                Vec::new()
             }
         };
         self.syncer.hand_over(Committed { scheduling: self.scheduling.clone(), changes, answers: pending, commit });
@@ -381,9 +382,9 @@ fn apply(
     op: WriteOp,
     effects: &mut Effects,
     attached: &mut Option<Arc<dyn Scheduling>>,
-) -> (Pending, Option<String>) {
-    fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, Option<String>) {
-        let error = result.as_ref().err().map(ToString::to_string);
+) -> (Pending, Option<StoreError>) {
+    fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, Option<StoreError>) {
+        let error = result.as_ref().err().cloned();
         (make(result), error)
     }
     let connection = context.connection;
@@ -404,8 +405,8 @@ fn apply(
         WriteOp::SaveFlowWindows(windows) => {
             settle(resources::save_flow_windows(connection, &windows), |_| Pending::Nothing)
         }
-        WriteOp::AttemptFinished(outcome) => {
-            settle(ops::finish_attempt(context, *outcome, effects), |_| Pending::Nothing)
+        WriteOp::AttemptFinished { outcome, reply } => {
+            settle(ops::finish_attempt(context, &outcome, effects), |r| Pending::Recorded(reply, outcome, r))
         }
         WriteOp::Cancel { user_id, selection, now, reply } => {
             settle(ops::cancel(context, &user_id, selection, now, effects), |r| Pending::Cancel(reply, r))

@@ -180,7 +180,7 @@ fn insert(message: NewMessage) -> (WriteOp, oneshot::Receiver<Result<Vec<InsertO
 }
 
 #[test]
-fn a_failed_statement_rolls_its_whole_batch_back_and_reschedules_its_recorded_attempts() {
+fn a_failed_statement_rolls_its_whole_batch_back_and_hands_recorded_attempts_back() {
     let directory = tempfile::tempdir().expect("temporary directory");
     let mut writer = new_writer(directory.path(), || Ok(()));
     let scheduler = Arc::new(Scheduler::default());
@@ -233,13 +233,24 @@ fn a_failed_statement_rolls_its_whole_batch_back_and_reschedules_its_recorded_at
     let (before, before_answer) = insert(before);
     let (failing, failing_answer) = insert(failing);
     let (after, after_answer) = insert(after);
-    writer.commit_batch(vec![before, WriteOp::AttemptFinished(Box::new(delivered)), failing, after]);
+    let (reply, recorded) = tokio::sync::oneshot::channel();
+    let attempt = WriteOp::AttemptFinished { outcome: Box::new(delivered), reply };
+    writer.commit_batch(vec![before, attempt, failing, after]);
     for answer in [before_answer, failing_answer, after_answer] {
         let error = answer.blocking_recv().unwrap().expect_err("the batch failed");
         assert!(error.to_string().contains("failed on purpose"), "{error}");
     }
+    let not_recorded = recorded.blocking_recv().unwrap().expect_err("the attempt's record failed");
+    assert!(not_recorded.error.to_string().contains("failed on purpose"), "{not_recorded}");
+    let handed_back = not_recorded.outcome.expect("the outcome comes back, to be recorded again");
+    assert_eq!((handed_back.message.id, handed_back.next), (claimed.id, NextStep::Delivered));
     let known = scheduler.known.lock().unwrap().clone();
-    assert_eq!(known, vec![claimed.id, claimed.id], "the attempt is due again; no rolled-back publish is known");
+    assert_eq!(
+        known,
+        vec![claimed.id],
+        "the scheduler heard only of the first publish: neither a retry (the engine records the \
+         outcome again) nor a rolled-back publish"
+    );
 
     // The writer goes on, and the sequence carries on where the last commit left it.
     let next = new_message();
