@@ -73,7 +73,9 @@ pub async fn run(shared: Arc<Shared>, stop: CancellationToken, attempts: TaskTra
                 continue;
             }
         }
-        let next_wake = shared.scheduler.lock().next_wake();
+        // With every slot taken nothing can start however due it is, so only a freed slot (or
+        // a signal) wakes the loop: waiting for a due time already past would spin.
+        let next_wake = if free > 0 { shared.scheduler.lock().next_wake() } else { None };
         tokio::select! {
             () = shared.scheduler.wake.notified() => {}
             () = shared.clock.sleep_until(next_wake.unwrap_or(i64::MAX)), if next_wake.is_some() => {}

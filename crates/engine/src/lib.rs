@@ -22,7 +22,7 @@ use clock::Clock;
 use config::EngineConfig;
 use error::Result;
 use keys::{Keyring, UserKeys};
-use scheduler::Scheduler;
+use scheduler::{Scheduler, SlotSharing};
 use scheduling::SharedScheduler;
 use std::sync::Arc;
 use tern_store::Store;
@@ -77,7 +77,11 @@ impl Engine {
         let keyring = Keyring::load(Arc::clone(&store), users).await?;
         let http = delivery::build_client(&config)
             .map_err(|e| tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}")))?;
-        let mut scheduler = Scheduler::new(config.user_parallelism, config.payload_cache_bytes);
+        let sharing = SlotSharing {
+            slots: u32::try_from(config.max_concurrent_deliveries).unwrap_or(u32::MAX),
+            users: u32::try_from(users.len()).unwrap_or(u32::MAX),
+        };
+        let mut scheduler = Scheduler::with_sharing(config.user_parallelism, sharing, config.payload_cache_bytes);
         for (user_id, queue) in store.all_queues().await? {
             scheduler.configure_queue(&user_id, &queue.name, queue.parallelism, queue.paused);
         }

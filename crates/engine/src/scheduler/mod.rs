@@ -7,7 +7,8 @@
 //!    its callbacks finished, so order holds strictly;
 //! 3. **flow control** — a key's parallelism (attempts in flight) and rate (starts per
 //!    period window); blocked messages wait in the key's waitlist;
-//! 4. **user parallelism** — attempts in flight per user (`/v2/globalParallelism`).
+//! 4. **user parallelism** — attempts in flight per user (`/v2/globalParallelism`), and the
+//!    user's fair share of the delivery slots (`users`).
 //!
 //! Blocked messages wait where they were blocked, not in the ready queue, so a busy or paused
 //! key never delays others. Everything here is pure and synchronous; the dispatcher drives it
@@ -15,8 +16,10 @@
 
 pub mod flow;
 mod queue;
+mod users;
 
 pub use flow::FlowInfo;
+pub use users::SlotSharing;
 
 use flow::FlowState;
 use queue::QueueState;
@@ -24,6 +27,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tern_core::{Message, MessageId};
 use tern_store::{Change, Scheduled};
+use users::Users;
 
 type Key = (Arc<str>, Arc<str>);
 
@@ -69,12 +73,6 @@ struct Entry {
     held: bool,
 }
 
-#[derive(Debug, Default)]
-struct UserState {
-    active: u32,
-    waitlist: VecDeque<MessageId>,
-}
-
 /// A message allowed to start now, with its payload when cached.
 #[derive(Debug)]
 pub struct Start {
@@ -93,15 +91,20 @@ pub struct Scheduler {
     flow_wakes: BTreeSet<(i64, Key)>,
     /// Rate-limited keys whose window moved since [`Scheduler::take_flow_windows`].
     moved_windows: HashSet<Key>,
-    users: HashMap<Arc<str>, UserState>,
-    user_parallelism: u32,
+    users: Users,
     cache: HashMap<MessageId, Arc<Message>>,
     cache_bytes: usize,
     cache_budget: usize,
 }
 
 impl Scheduler {
+    /// A scheduler whose users share no slots beyond their own parallelism (see
+    /// [`Scheduler::with_sharing`]).
     pub fn new(user_parallelism: u32, cache_budget: usize) -> Self {
+        Self::with_sharing(user_parallelism, SlotSharing::UNSHARED, cache_budget)
+    }
+
+    pub fn with_sharing(user_parallelism: u32, sharing: SlotSharing, cache_budget: usize) -> Self {
         Scheduler {
             entries: HashMap::new(),
             timers: BTreeSet::new(),
@@ -110,8 +113,7 @@ impl Scheduler {
             flows: HashMap::new(),
             flow_wakes: BTreeSet::new(),
             moved_windows: HashSet::new(),
-            users: HashMap::new(),
-            user_parallelism: user_parallelism.max(1),
+            users: Users::new(user_parallelism, sharing),
             cache: HashMap::new(),
             cache_bytes: 0,
             cache_budget,
@@ -128,14 +130,7 @@ impl Scheduler {
     }
 
     fn user(&mut self, user: &str) -> Arc<str> {
-        match self.users.get_key_value(user) {
-            Some((key, _)) => Arc::clone(key),
-            None => {
-                let key: Arc<str> = Arc::from(user);
-                self.users.insert(Arc::clone(&key), UserState::default());
-                key
-            }
-        }
+        self.users.key(user)
     }
 
     /// Applies changes the store committed, in commit order.
@@ -283,6 +278,9 @@ impl Scheduler {
 
     /// Forgets a blocked message's place in a waitlist count (its id is skipped lazily).
     fn unblock_counts(&mut self, entry: &Entry) {
+        if entry.state == State::UserBlocked && self.users.forget_blocked(&entry.user) {
+            self.release_waiting_users();
+        }
         if entry.state == State::FlowBlocked
             && let Some(flow) = &entry.flow
             && let Some(state) = self.flows.get_mut(&(Arc::clone(&entry.user), Arc::clone(flow)))
@@ -336,13 +334,11 @@ impl Scheduler {
                     continue;
                 }
             }
-            let user_state = self.users.get_mut(&user).expect("user state");
-            if user_state.active >= self.user_parallelism {
-                user_state.waitlist.push_back(id);
+            if !self.users.try_start(&user) {
+                self.users.block(&user, id);
                 self.entries.get_mut(&id).expect("entry").state = State::UserBlocked;
                 continue;
             }
-            user_state.active += 1;
             let entry = self.entries.get_mut(&id).expect("entry");
             entry.state = State::Active;
             if let Some(flow) = entry.flow.clone() {
@@ -423,16 +419,9 @@ impl Scheduler {
     }
 
     fn release_user(&mut self, user: &Arc<str>) {
-        let Some(state) = self.users.get_mut(user) else { return };
-        let mut capacity = self.user_parallelism.saturating_sub(state.active);
-        let mut released = Vec::new();
-        while capacity > 0 {
-            let Some(id) = state.waitlist.pop_front() else { break };
-            if self.entries.get(&id).is_some_and(|entry| entry.state == State::UserBlocked) {
-                released.push(id);
-                capacity -= 1;
-            }
-        }
+        let entries = &self.entries;
+        let released =
+            self.users.release(user, |id| entries.get(&id).is_some_and(|entry| entry.state == State::UserBlocked));
         for id in released.into_iter().rev() {
             self.entries.get_mut(&id).expect("entry").state = State::Ready;
             self.ready.push_front(id);
@@ -448,10 +437,11 @@ impl Scheduler {
         entry.state = State::Recording;
         let user = Arc::clone(&entry.user);
         let flow = entry.flow.clone();
-        if let Some(state) = self.users.get_mut(&user) {
-            state.active = state.active.saturating_sub(1);
+        if self.users.ended(&user) {
+            self.release_waiting_users();
+        } else {
+            self.release_user(&user);
         }
-        self.release_user(&user);
         if let Some(flow) = flow {
             let key = (user, flow);
             if let Some(state) = self.flows.get_mut(&key) {
@@ -510,11 +500,20 @@ impl Scheduler {
         }
     }
 
+    /// Every user's limit grew (one user has no more work): lets each go as far as it now may.
+    fn release_waiting_users(&mut self) {
+        for user in self.users.with_waiting() {
+            self.release_user(&user);
+        }
+    }
+
     /// In-flight attempts of a user and the limit (`/v2/globalParallelism`).
     pub fn user_parallelism(&self, user: &str) -> (u32, u32) {
-        (self.user_parallelism, self.users.get(user).map_or(0, |state| state.active))
+        self.users.parallelism(user)
     }
 }
 
+#[cfg(test)]
+mod sharing_tests;
 #[cfg(test)]
 mod tests;

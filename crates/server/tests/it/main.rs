@@ -10,6 +10,7 @@ mod delivery;
 mod dlq;
 mod durability;
 mod errors;
+mod fair_sharing;
 mod flow_control;
 mod harness;
 mod keys;

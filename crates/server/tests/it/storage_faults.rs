@@ -71,7 +71,8 @@ fn failing_with_a_large_body() -> Reply {
 }
 
 async fn publish(tern: &TernProcess, destination: &str, body: String) -> (StatusCode, Value) {
-    let mut request = http_client().post(format!("{}/v2/publish/{destination}", tern.url)).bearer_auth(TOKEN).body(body);
+    let mut request =
+        http_client().post(format!("{}/v2/publish/{destination}", tern.url)).bearer_auth(TOKEN).body(body);
     for (name, value) in HEADERS {
         request = request.header(name, value);
     }
@@ -135,7 +136,11 @@ async fn wait_all_failed(tern: &TernProcess, ids: &[String]) {
             if json["events"][0]["state"] == "FAILED" {
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "{id} did not fail: {json}; stderr:\n{}", tern.stderr_text());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} did not fail: {json}; stderr:\n{}",
+                tern.stderr_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

@@ -1,0 +1,120 @@
+//! Delivery slots shared between users (`users.rs`).
+
+use super::*;
+use tern_store::Change;
+
+fn of_user(user: &str, id: MessageId, seq: u64) -> Scheduled {
+    Scheduled {
+        id,
+        user_id: user.into(),
+        due_at: 0,
+        seq,
+        queue_name: None,
+        flow_control: None,
+        source: None,
+        is_new: true,
+        message: None,
+    }
+}
+
+/// Adds `count` due messages of `user`; returns their ids.
+fn publish(scheduler: &mut Scheduler, user: &str, count: usize) -> Vec<MessageId> {
+    let ids: Vec<MessageId> = (0..count).map(|_| MessageId::generate()).collect();
+    let changes = ids.iter().enumerate().map(|(i, id)| Change::Scheduled(of_user(user, *id, i as u64))).collect();
+    scheduler.apply(changes, 0);
+    ids
+}
+
+fn started(scheduler: &mut Scheduler) -> Vec<MessageId> {
+    scheduler.poll(0, usize::MAX).into_iter().map(|start| start.id).collect()
+}
+
+fn in_flight(scheduler: &Scheduler, user: &str) -> u32 {
+    scheduler.user_parallelism(user).1
+}
+
+/// Twelve slots among four configured users, each user allowed all twelve on its own.
+fn four_users() -> Scheduler {
+    Scheduler::with_sharing(12, SlotSharing { slots: 12, users: 4 }, 0)
+}
+
+#[test]
+fn a_share_stays_free_for_a_user_who_starts_sending_while_others_hold_slots() {
+    let mut scheduler = four_users();
+    publish(&mut scheduler, "a", 20);
+    assert_eq!(started(&mut scheduler).len(), 6, "alone among four users: half the slots");
+    publish(&mut scheduler, "b", 20);
+    assert_eq!(started(&mut scheduler).len(), 4, "b: a third, one share kept free");
+    let c = publish(&mut scheduler, "c", 1);
+    assert_eq!(started(&mut scheduler), c, "c starts at once although a and b have work waiting");
+    assert_eq!((in_flight(&scheduler, "a"), in_flight(&scheduler, "b"), in_flight(&scheduler, "c")), (6, 4, 1));
+}
+
+#[test]
+fn a_user_over_its_share_starts_nothing_new_until_it_is_back_under_it() {
+    let mut scheduler = four_users();
+    let a = publish(&mut scheduler, "a", 20);
+    assert_eq!(started(&mut scheduler).len(), 6);
+    publish(&mut scheduler, "b", 20);
+    assert_eq!(started(&mut scheduler).len(), 4);
+    // a holds 6 where its share is now 4: two attempts ending let nothing of a's start.
+    scheduler.attempt_ended(a[0], 1);
+    scheduler.attempt_ended(a[1], 1);
+    assert!(started(&mut scheduler).is_empty());
+    scheduler.attempt_ended(a[2], 1);
+    assert_eq!(started(&mut scheduler).len(), 1, "at 3 of its 4, a starts one");
+}
+
+/// Ends attempts and records them as finished.
+fn finish(scheduler: &mut Scheduler, ids: &[MessageId]) {
+    for id in ids {
+        scheduler.attempt_ended(*id, 1);
+        scheduler.apply(vec![Change::Finished { id: *id }], 1);
+    }
+}
+
+#[test]
+fn when_a_user_has_no_more_work_the_others_shares_grow() {
+    let mut scheduler = four_users();
+    let a = publish(&mut scheduler, "a", 20);
+    assert_eq!(started(&mut scheduler).len(), 6);
+    let b = publish(&mut scheduler, "b", 4);
+    assert_eq!(started(&mut scheduler), b);
+    finish(&mut scheduler, &a[..3]);
+    started(&mut scheduler);
+    assert_eq!(in_flight(&scheduler, "a"), 4, "a third of the slots while b has work");
+    finish(&mut scheduler, &b);
+    started(&mut scheduler);
+    assert_eq!(in_flight(&scheduler, "a"), 6, "half again once b has none");
+}
+
+#[test]
+fn with_one_configured_user_every_slot_may_be_used() {
+    let mut scheduler = Scheduler::with_sharing(100, SlotSharing { slots: 12, users: 1 }, 0);
+    publish(&mut scheduler, "a", 20);
+    assert_eq!(started(&mut scheduler).len(), 12);
+}
+
+#[test]
+fn a_users_own_parallelism_stays_a_ceiling_below_its_share() {
+    let mut scheduler = Scheduler::with_sharing(2, SlotSharing { slots: 12, users: 4 }, 0);
+    publish(&mut scheduler, "a", 5);
+    assert_eq!(started(&mut scheduler).len(), 2);
+}
+
+#[test]
+fn a_cancelled_waiting_message_no_longer_counts_as_work() {
+    let mut scheduler = four_users();
+    let a = publish(&mut scheduler, "a", 20);
+    assert_eq!(started(&mut scheduler).len(), 6);
+    let b = publish(&mut scheduler, "b", 5);
+    assert_eq!(started(&mut scheduler), b[..4]);
+    // b's fifth waits for a slot of b's; it is cancelled.
+    assert!(!scheduler.hold_for_cancel(b[4]));
+    scheduler.apply(vec![Change::Finished { id: b[4] }], 1);
+    finish(&mut scheduler, &a[..2]);
+    assert!(started(&mut scheduler).is_empty(), "a holds its third (4) while b has work");
+    finish(&mut scheduler, &b[..4]);
+    started(&mut scheduler);
+    assert_eq!(in_flight(&scheduler, "a"), 6, "b has no work left: a may use half again");
+}
