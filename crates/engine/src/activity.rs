@@ -98,3 +98,40 @@ impl Engine {
         Activity { attempts, attempts_timed_out, outcomes_recording, starts_due, ticking }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ticker_has_work_while_a_pass_runs_and_once_its_next_tick_is_due() {
+        let ticker = TickerActivity::default();
+        assert!(!ticker.ticking(0), "a ticker that never ran has nothing to do");
+        ticker.pass_started();
+        assert!(ticker.ticking(0));
+        ticker.pass_ended(Some(100));
+        assert!(!ticker.ticking(99));
+        assert!(ticker.ticking(100), "the next tick is due: a pass is about to run");
+        ticker.pass_started();
+        ticker.pass_ended(None);
+        assert!(!ticker.ticking(i64::MAX), "no schedule left");
+    }
+
+    #[test]
+    fn a_wake_up_is_work_until_a_pass_that_began_after_it_ended() {
+        let ticker = TickerActivity::default();
+        ticker.wake_asked();
+        assert!(ticker.ticking(0));
+        ticker.pass_started();
+        ticker.pass_ended(None);
+        assert!(!ticker.ticking(0));
+        // Asked while a pass runs (which may have read the schedules already): the next pass.
+        ticker.pass_started();
+        ticker.wake_asked();
+        ticker.pass_ended(None);
+        assert!(ticker.ticking(0));
+        ticker.pass_started();
+        ticker.pass_ended(None);
+        assert!(!ticker.ticking(0));
+    }
+}

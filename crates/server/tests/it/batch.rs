@@ -135,7 +135,7 @@ async fn assert_nothing_stored(server: &TestServer, receiver: &Receiver) {
     assert_eq!(get_ok(server, "/v2/flowControl").await, json!([]), "no flow-control key was created");
     server.advance(Duration::from_secs(3600));
     for path in ["/good", "/grouped"] {
-        receiver.assert_count_stays(&server, path, 0).await;
+        receiver.assert_count_stays(server, path, 0).await;
     }
 }
 

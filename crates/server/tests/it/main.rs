@@ -27,6 +27,7 @@ mod schedules_cron;
 mod schedules_dst;
 mod schedules_manage;
 mod schedules_restart;
+mod settle;
 mod support;
 mod timeline;
 mod url_group_defaults;
