@@ -7,6 +7,16 @@
 //! Waiting helpers use real-time deadlines only as a guard against a hung test; the behaviour
 //! under test (delays, backoff, timeouts) runs on the manual clock.
 //!
+//! Asserting that something does *not* happen: [`TestServer::settle`] waits until the engine
+//! can do nothing more by itself ([`tern_engine::Activity::settled`]): nothing due that it could
+//! start, no outcome being recorded, no schedule tick due, and every attempt it runs is a
+//! request a receiver holds ([`Reply::Hang`], or [`Reply::Hold`] not yet released).
+//! [`Receiver::assert_count_stays`] counts requests only then, so no machine is too slow for
+//! it; a fixed pause would pass without the engine having had its turn. Pass `settle` every
+//! receiver that holds requests, and let go of requests still held for an engine that was
+//! restarted (it can no longer end them): otherwise the engine never settles, and the test
+//! fails after [`DEADLINE`].
+//!
 //! Moving the clock: the engine reads the time when an attempt ends to plan the retry, so wait
 //! for the message's `RETRY` log entry (`wait_for_state`) before advancing past a retry;
 //! otherwise the retry may be planned from the already advanced time.
