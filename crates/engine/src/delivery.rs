@@ -36,13 +36,22 @@ pub fn build_client(config: &EngineConfig) -> reqwest::Result<reqwest::Client> {
     builder.build()
 }
 
-/// Sends one attempt of `message` and waits for the answer, at most the message's timeout.
+/// How long an attempt of `message` waits for its answer: its timeout, at most the configured
+/// maximum.
+pub fn timeout_ms(config: &EngineConfig, message: &Message) -> i64 {
+    let max_timeout = config.limits.max_timeout.as_millis() as i64;
+    message.spec.timeout_ms.map_or(max_timeout, |ms| (ms as i64).min(max_timeout))
+}
+
+/// Sends one attempt of `message`, which starts at `started` (the clock's time), and waits for
+/// the answer, at most [`timeout_ms`].
 pub async fn attempt(
     client: &reqwest::Client,
     clock: &dyn Clock,
     config: &EngineConfig,
     keys: &SigningKeys,
     message: &Message,
+    started: i64,
 ) -> AttemptResponse {
     let spec = &message.spec;
     if !config.allow_private_destinations
@@ -53,14 +62,12 @@ pub async fn attempt(
     let Ok(method) = reqwest::Method::from_bytes(spec.method.as_bytes()) else {
         return failure(format!("invalid method {}", spec.method));
     };
-    let started = clock.now_ms();
     let signature =
         signing::sign(&keys.current, &spec.url, &message.body, started / 1000, new_jwt_id(), config.jwt_nbf_is_iat);
     let request =
         client.request(method, &spec.url).headers(request_headers(message, &signature)).body(message.body.clone());
 
-    let max_timeout = config.limits.max_timeout.as_millis() as i64;
-    let timeout = spec.timeout_ms.map_or(max_timeout, |ms| (ms as i64).min(max_timeout));
+    let timeout = timeout_ms(config, message);
     let exchange = async {
         let response = request.send().await?;
         let status = response.status().as_u16();

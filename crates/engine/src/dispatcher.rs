@@ -3,7 +3,7 @@
 //! until the scheduler's next wake-up or a signal; it never polls.
 
 use crate::Shared;
-use crate::delivery::{attempt, classify};
+use crate::delivery::{attempt, classify, timeout_ms};
 use crate::recording::record_outcome;
 use crate::scheduler::Start;
 use std::collections::HashMap;
@@ -137,10 +137,12 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         return;
     };
     let started = shared.clock.now_ms();
+    let deadline = started + timeout_ms(&shared.config, &message);
+    shared.scheduler.lock().exchange_started(message.id, deadline);
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
     // write instead of two. A longer one gets it logged on its own, while it is in flight.
     let (response, active_at) = {
-        let exchange = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message);
+        let exchange = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message, started);
         tokio::pin!(exchange);
         tokio::select! {
             response = &mut exchange => (response, Some(started)),
@@ -154,7 +156,7 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         }
     };
     let finished = shared.clock.now_ms();
-    shared.scheduler.update(|scheduler, now| scheduler.attempt_ended(message.id, now));
+    shared.scheduler.update(|scheduler, now| scheduler.exchange_ended(message.id, deadline, now));
     let next = classify(&message, &response, finished, || new_dlq_id(finished));
     let spec = &message.spec;
     let callback =

@@ -3,6 +3,7 @@
 //! moves, retention and the schedule ticker — plus the operations the API offers on top of the
 //! store. No HTTP server code lives here.
 
+mod activity;
 pub mod clock;
 pub mod config;
 mod delivery;
@@ -29,6 +30,7 @@ use tern_store::Store;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use activity::Activity;
 pub use error::EngineError;
 pub use keys::SigningKeys;
 pub use operations::DlqSelection;
@@ -48,12 +50,22 @@ struct Shared {
     scheduler: Arc<SharedScheduler>,
     /// Whether attempts' outcomes can be written; delivery pauses while they cannot.
     write_health: recording::WriteHealth,
-    /// Wakes the schedule ticker when a schedule was created, resumed or changed.
+    /// Wakes the schedule ticker when a schedule was created, resumed or changed
+    /// ([`Shared::wake_ticker`]).
     schedule_wake: tokio::sync::Notify,
+    ticker: activity::TickerActivity,
     /// Held across each queue or flow-key settings change, from reading the current settings
     /// to applying the new ones to both the store and the scheduler: concurrent changes then
     /// land in the same order in both, and none overwrites another with stale values.
     settings_changes: tokio::sync::Mutex<()>,
+}
+
+impl Shared {
+    /// Has the schedule ticker look at the schedules again (one was created or resumed).
+    fn wake_ticker(&self) {
+        self.ticker.wake_asked();
+        self.schedule_wake.notify_one();
+    }
 }
 
 /// The running engine. Cheap to clone; [`Engine::shutdown`] stops it.
@@ -106,6 +118,7 @@ impl Engine {
             scheduler,
             write_health,
             schedule_wake,
+            ticker: activity::TickerActivity::default(),
             settings_changes,
         });
         let engine = Engine {

@@ -155,7 +155,7 @@ impl Engine {
             }
             ScheduleUpsert::Deduplicated(id) => Ok(CreatedSchedule { id, deduplicated: true }),
             ScheduleUpsert::Created | ScheduleUpsert::Replaced => {
-                self.shared.schedule_wake.notify_one();
+                self.shared.wake_ticker();
                 Ok(CreatedSchedule { id, deduplicated: false })
             }
         }
@@ -221,7 +221,7 @@ impl Engine {
             false => CronSchedule::parse(&record.cron)?.next_after(self.shared.clock.now_ms()),
         };
         self.shared.store.set_schedule_paused(user_id, id, paused, next).await?;
-        self.shared.schedule_wake.notify_one();
+        self.shared.wake_ticker();
         Ok(())
     }
 }
@@ -233,12 +233,14 @@ fn ulid_text() -> String {
 /// Fires due schedules until stopped.
 pub async fn run_ticker(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
+        shared.ticker.pass_started();
         let now = shared.clock.now_ms();
         let full = match tick(&shared, now).await {
             Ok(count) => count == DUE_BATCH,
             Err(error) => {
                 // The failed schedules are still due: without a pause this would spin.
                 tracing::error!(%error, "firing schedules failed; trying again in a second");
+                shared.ticker.pass_ended(Some(now + 1000));
                 tokio::select! {
                     () = shared.clock.sleep_until(now + 1000) => {}
                     () = stop.cancelled() => return,
@@ -253,6 +255,7 @@ pub async fn run_ticker(shared: Arc<Shared>, stop: CancellationToken) {
             tracing::error!(%error, "reading the next schedule tick failed");
             Some(now + 1000)
         });
+        shared.ticker.pass_ended(next);
         tokio::select! {
             () = shared.schedule_wake.notified() => {}
             () = shared.clock.sleep_until(next.unwrap_or(i64::MAX)), if next.is_some() => {}

@@ -35,7 +35,10 @@ impl SharedScheduler {
 
 impl Scheduling for SharedScheduler {
     fn committed(&self, changes: Vec<Change>) {
-        self.update(|scheduler, now| scheduler.apply(changes, now));
+        self.update(|scheduler, now| {
+            scheduler.outcomes_committed(&changes);
+            scheduler.apply(changes, now);
+        });
     }
 
     fn hold_for_cancel(&self, id: MessageId) -> bool {

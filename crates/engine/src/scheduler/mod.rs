@@ -14,10 +14,12 @@
 //! key never delays others. Everything here is pure and synchronous; the dispatcher drives it
 //! with the clock, and the store reports committed changes to it ([`Scheduler::apply`]).
 
+mod activity;
 pub mod flow;
 mod queue;
 mod users;
 
+pub use activity::SchedulerActivity;
 pub use flow::FlowInfo;
 pub use users::SlotSharing;
 
@@ -95,6 +97,7 @@ pub struct Scheduler {
     cache: HashMap<MessageId, Arc<Message>>,
     cache_bytes: usize,
     cache_budget: usize,
+    attempt_book: activity::AttemptBook,
 }
 
 impl Scheduler {
@@ -117,6 +120,7 @@ impl Scheduler {
             cache: HashMap::new(),
             cache_bytes: 0,
             cache_budget,
+            attempt_book: activity::AttemptBook::default(),
         }
     }
 

@@ -150,6 +150,11 @@ impl Users {
         }
     }
 
+    /// Attempts in flight across all users.
+    pub fn in_flight(&self) -> usize {
+        self.by_id.values().map(|state| state.active as usize).sum()
+    }
+
     /// `(limit, in flight)` of a user for `/v2/globalParallelism`: its own parallelism.
     pub fn parallelism(&self, user: &str) -> (u32, u32) {
         (self.parallelism, self.by_id.get(user).map_or(0, |state| state.active))

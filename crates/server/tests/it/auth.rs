@@ -125,7 +125,7 @@ async fn a_read_only_token_reads_but_cannot_write() {
     assert_eq!(dlq_ids(&get_ok(&server, "/v2/dlq").await), [dlq_id]);
     let (_, current, next) = (DEV_USERS[0].0, DEV_USERS[0].2, DEV_USERS[0].3);
     assert_eq!(get_ok(&server, "/v2/keys").await, json!({ "current": current, "next": next }));
-    receiver.assert_count_stays("/ro", 0).await;
+    receiver.assert_count_stays(&server, "/ro", 0).await;
 }
 
 #[tokio::test]

@@ -112,7 +112,7 @@ async fn a_batch_mixes_urls_groups_and_queues_with_an_aligned_response() {
     let names: Vec<Value> =
         get_ok(&server, "/v2/queues").await.as_array().unwrap().iter().map(|q| q["name"].clone()).collect();
     assert_eq!(names, [json!("bq")], "no queue for items with a null or empty queue");
-    receiver.assert_count_stays("/dedup", 1).await;
+    receiver.assert_count_stays(&server, "/dedup", 1).await;
     assert_eq!(&receiver.requests_to("/dedup")[0].body[..], b"eight");
 }
 
@@ -135,7 +135,7 @@ async fn assert_nothing_stored(server: &TestServer, receiver: &Receiver) {
     assert_eq!(get_ok(server, "/v2/flowControl").await, json!([]), "no flow-control key was created");
     server.advance(Duration::from_secs(3600));
     for path in ["/good", "/grouped"] {
-        receiver.assert_count_stays(path, 0).await;
+        receiver.assert_count_stays(server, path, 0).await;
     }
 }
 

@@ -130,8 +130,8 @@ async fn callback_follows_every_attempt_with_the_documented_body() {
     // Delivered: no failure callback, and no further callbacks.
     server.wait_for_state(&id, "DELIVERED").await;
     server.advance(DAY);
-    receiver.assert_count_stays("/cb", 2).await;
-    receiver.assert_count_stays("/fcb", 0).await;
+    receiver.assert_count_stays(&server, "/cb", 2).await;
+    receiver.assert_count_stays(&server, "/fcb", 0).await;
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn failure_callback_fires_once_when_failed_with_the_dlq_id() {
     ];
     let id = server.publish_ok(&receiver.url("/dest"), &headers, "doomed").await;
     receiver.wait_for("/cb", 1).await;
-    receiver.assert_count_stays("/fcb", 0).await;
+    receiver.assert_count_stays(&server, "/fcb", 0).await;
 
     expect_next_attempt_after(&server, &receiver, "/dest", &id, 1, 1, SECOND).await;
     server.wait_for_state(&id, "FAILED").await;
@@ -175,8 +175,8 @@ async fn failure_callback_fires_once_when_failed_with_the_dlq_id() {
     assert_eq!(server.wait_for_state(&failure_id, "DELIVERED").await, ["CREATED", "ACTIVE", "DELIVERED"]);
 
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/fcb", 1).await;
-    receiver.assert_count_stays("/cb", 2).await;
+    receiver.assert_count_stays(&server, "/fcb", 1).await;
+    receiver.assert_count_stays(&server, "/cb", 2).await;
 }
 
 #[tokio::test]
@@ -214,7 +214,7 @@ async fn callback_configuration_headers_shape_each_callback() {
     check_callback_request(&server, &failure, &failure_url, &id);
 
     // The callback waits for its delay.
-    receiver.assert_count_stays("/cb", 0).await;
+    receiver.assert_count_stays(&server, "/cb", 0).await;
     expect_request_after(&server, &receiver, "/cb", 0, Duration::from_secs(10)).await;
     let callback = receiver.requests_to("/cb").remove(0);
     assert_eq!(callback.method, Method::PUT);
@@ -257,7 +257,7 @@ async fn a_failing_callback_is_retried_per_its_own_configuration() {
     // The source is unaffected by its callback's failure.
     assert_eq!(server.log_states(&id).await, ["CREATED", "ACTIVE", "DELIVERED"]);
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/cb", 2).await;
+    receiver.assert_count_stays(&server, "/cb", 2).await;
 
     // Without callback retries configured, the callback gets the source's retries.
     let other_url = receiver.url("/cb2");
@@ -311,11 +311,11 @@ async fn cancelled_messages_fire_no_callbacks() {
     assert!(!states.contains(&"RETRY".to_string()) && !states.contains(&"FAILED".to_string()), "{states:?}");
 
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/delayed", 0).await;
-    receiver.assert_count_stays("/fail", 1).await;
-    receiver.assert_count_stays("/hang", 1).await;
-    receiver.assert_count_stays("/cb", 1).await;
-    receiver.assert_count_stays("/fcb", 0).await;
+    receiver.assert_count_stays(&server, "/delayed", 0).await;
+    receiver.assert_count_stays(&server, "/fail", 1).await;
+    receiver.assert_count_stays(&server, "/hang", 1).await;
+    receiver.assert_count_stays(&server, "/cb", 1).await;
+    receiver.assert_count_stays(&server, "/fcb", 0).await;
     let reported: Value = serde_json::from_slice(&receiver.requests_to("/cb")[0].body).unwrap();
     assert_eq!(reported["sourceMessageId"], retrying.as_str());
 }
@@ -354,6 +354,6 @@ async fn callbacks_report_attempts_without_a_response_and_nest_only_when_configu
     // The nested callback has no callback of its own.
     server.wait_for_state(&nested_id, "DELIVERED").await;
     server.advance(DAY);
-    receiver.assert_count_stays("/cb", 1).await;
-    receiver.assert_count_stays("/cb-of-cb", 1).await;
+    receiver.assert_count_stays(&server, "/cb", 1).await;
+    receiver.assert_count_stays(&server, "/cb-of-cb", 1).await;
 }

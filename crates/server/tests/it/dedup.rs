@@ -16,7 +16,7 @@ async fn a_deduplication_id_suppresses_duplicates_for_the_window() {
     let (status, json) = server.publish(&url, &dedup, "two").await;
     assert_eq!((status, json), (StatusCode::ACCEPTED, json!({ "messageId": first, "deduplicated": true })));
     server.wait_for_state(&first, "DELIVERED").await;
-    receiver.assert_count_stays("/dedup", 1).await;
+    receiver.assert_count_stays(&server, "/dedup", 1).await;
     assert_eq!(receiver.requests_to("/dedup")[0].body.as_ref(), b"one");
 
     // Only the first message exists.
@@ -100,5 +100,5 @@ async fn content_based_deduplication_hashes_body_headers_and_destination() {
     unique.dedup();
     assert_eq!(unique.len(), created.len(), "{created:?}");
     receiver.wait_for("/content", 6).await;
-    receiver.assert_count_stays("/content", 6).await;
+    receiver.assert_count_stays(&server, "/content", 6).await;
 }

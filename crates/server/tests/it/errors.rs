@@ -71,7 +71,7 @@ async fn bad_publish_headers_are_rejected_and_nothing_is_stored() {
     let (status, json) = server.publish(&format!("{url}?upstash-retries=abc"), &[], "body").await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
     assert_no_logs(&server).await;
-    receiver.assert_count_stays("/never", 0).await;
+    receiver.assert_count_stays(&server, "/never", 0).await;
 }
 
 #[tokio::test]

@@ -71,7 +71,7 @@ async fn parallelism_is_never_exceeded_across_publish_enqueue_and_batch() {
     batch_ok(&server, Value::Array(items)).await;
 
     receiver.wait_in_flight("/fc", 2).await;
-    receiver.assert_count_stays("/fc", 2).await;
+    receiver.assert_count_stays(&server, "/fc", 2).await;
     let info = wait_for_waitlist(&server, "par", 10).await;
     assert_eq!((info["parallelismMax"].clone(), info["parallelismCount"].clone()), (json!(2), json!(2)), "{info}");
     for answered in 1..=10 {
@@ -107,7 +107,7 @@ async fn rate_is_never_exceeded_in_any_window() {
     let mut total = 10;
     // The first window starts at once.
     receiver.wait_for("/rate", RATE).await;
-    receiver.assert_count_stays("/rate", RATE).await;
+    receiver.assert_count_stays(&server, "/rate", RATE).await;
     let info = wait_for_waitlist(&server, "rate", 7).await;
     assert_eq!(info["rateMax"], 3);
     assert_eq!(info["rateCount"], 3);
@@ -128,7 +128,7 @@ async fn rate_is_never_exceeded_in_any_window() {
         let windows = 1 + step / 4;
         let expected = (RATE * windows).min(total);
         receiver.wait_for("/rate", expected).await;
-        receiver.assert_count_stays("/rate", expected).await;
+        receiver.assert_count_stays(&server, "/rate", expected).await;
     }
     let mut stamps: Vec<i64> = receiver.requests_to("/rate").iter().map(|r| r.at_ms.expect("stamped")).collect();
     stamps.sort();
@@ -226,7 +226,7 @@ async fn a_paused_key_starts_nothing_until_resumed() {
     receiver.release("/p", 1);
     wait_for_flow(&server, "pz", "idle", |info| info["parallelismCount"] == 0).await;
     server.advance(SECOND * 60);
-    receiver.assert_count_stays("/p", 1).await;
+    receiver.assert_count_stays(&server, "/p", 1).await;
 
     flow_action(&server, "pz", "resume").await;
     receiver.wait_for("/p", 4).await;
@@ -246,7 +246,7 @@ async fn a_paused_key_starts_nothing_until_resumed() {
     assert_eq!((info["isPaused"].clone(), info["waitListSize"].clone()), (json!(true), json!(0)));
     server.publish_ok(&receiver.url("/fresh"), &flow_headers("fresh", "rate=10"), "held back").await;
     wait_for_waitlist(&server, "fresh", 1).await;
-    receiver.assert_count_stays("/fresh", 0).await;
+    receiver.assert_count_stays(&server, "/fresh", 0).await;
     flow_action(&server, "fresh", "resume").await;
     receiver.wait_for("/fresh", 1).await;
 }
@@ -275,7 +275,7 @@ async fn a_pin_overrides_what_messages_carry_until_unpinned() {
         server.publish_ok(&url, &narrow, body).await;
     }
     receiver.wait_in_flight("/pin", 3).await;
-    receiver.assert_count_stays("/pin", 3).await;
+    receiver.assert_count_stays(&server, "/pin", 3).await;
     assert_eq!(flow(&server, "pin").await["parallelismMax"], 3);
 
     // Unpinned, the pinned value stays until a message brings other settings.
@@ -296,7 +296,7 @@ async fn a_pin_overrides_what_messages_carry_until_unpinned() {
     receiver.release("/pin", 3);
     receiver.wait_for("/pin", 5).await;
     receiver.wait_in_flight("/pin", 2).await;
-    receiver.assert_count_stays("/pin", 5).await;
+    receiver.assert_count_stays(&server, "/pin", 5).await;
     receiver.release("/pin", 4);
     receiver.wait_for("/pin", 7).await;
 
@@ -315,26 +315,26 @@ async fn pin_and_reset_rate_start_a_fresh_rate_window() {
         server.publish_ok(&url, &flow_headers("rr", "rate=2, period=1h"), &i.to_string()).await;
     }
     receiver.wait_for("/rr", 2).await;
-    receiver.assert_count_stays("/rr", 2).await;
+    receiver.assert_count_stays(&server, "/rr", 2).await;
     wait_for_waitlist(&server, "rr", 4).await;
     server.advance(SECOND * 60);
 
     flow_action(&server, "rr", "resetRate").await;
     receiver.wait_for("/rr", 4).await;
-    receiver.assert_count_stays("/rr", 4).await;
+    receiver.assert_count_stays(&server, "/rr", 4).await;
     let info = wait_for_waitlist(&server, "rr", 2).await;
     assert_eq!((info["rateCount"].clone(), info["ratePeriodStart"].clone()), (json!(2), json!(server.now_ms() / 1000)));
 
     server.advance(SECOND * 60);
     flow_action(&server, "rr", "pin?rate=1").await;
     receiver.wait_for("/rr", 5).await;
-    receiver.assert_count_stays("/rr", 5).await;
+    receiver.assert_count_stays(&server, "/rr", 5).await;
     let info = flow(&server, "rr").await;
     assert_eq!((info["rateMax"].clone(), info["rateCount"].clone()), (json!(1), json!(1)));
     assert_eq!(info["ratePeriod"], 3600, "pinning the rate alone keeps the period");
     // The last one waits for the pinned window to end.
     server.advance(SECOND * 3599);
-    receiver.assert_count_stays("/rr", 5).await;
+    receiver.assert_count_stays(&server, "/rr", 5).await;
     server.advance(SECOND);
     receiver.wait_for("/rr", 6).await;
 }
@@ -357,7 +357,7 @@ async fn retries_re_enter_flow_control() {
     server.advance(SECOND * 3);
     // Due, but the key's only slot is taken: the retry waits in the waitlist.
     wait_for_waitlist(&server, "retry", 1).await;
-    receiver.assert_count_stays("/flaky", 1).await;
+    receiver.assert_count_stays(&server, "/flaky", 1).await;
     receiver.release("/held", 1);
     receiver.wait_for("/flaky", 2).await;
     server.wait_for_state(&flaky, "DELIVERED").await;
@@ -384,8 +384,8 @@ async fn a_paused_or_saturated_key_does_not_delay_other_messages() {
     receiver.wait_for("/queued", 5).await;
     wait_for_waitlist(&server, "stuck", 20).await;
     wait_for_waitlist(&server, "busy", 19).await;
-    receiver.assert_count_stays("/stuck", 0).await;
-    receiver.assert_count_stays("/busy", 1).await;
+    receiver.assert_count_stays(&server, "/stuck", 0).await;
+    receiver.assert_count_stays(&server, "/busy", 1).await;
     receiver.release("/busy", 20);
 }
 
@@ -400,7 +400,7 @@ async fn global_parallelism_is_a_ceiling_per_user() {
         server.publish_ok(&receiver.url("/g"), &flow_headers("wide", "parallelism=10"), &i.to_string()).await;
     }
     receiver.wait_in_flight("/g", 3).await;
-    receiver.assert_count_stays("/g", 3).await;
+    receiver.assert_count_stays(&server, "/g", 3).await;
     assert_eq!(get_ok(&server, "/v2/globalParallelism").await, json!({"parallelismMax": 3, "parallelismCount": 3}));
     // Another user's deliveries do not count against this one's.
     let other = server.http.get(format!("{}/v2/globalParallelism", server.url)).bearer_auth(OTHER_TOKEN);
@@ -445,13 +445,13 @@ async fn pauses_and_pins_of_keys_and_queues_survive_a_restart() {
     assert_eq!((info["parallelismMax"].clone(), info["rateMax"].clone()), (json!(2), json!(9)));
     assert_eq!((info["isPinnedParallelism"].clone(), info["isPinnedRate"].clone()), (json!(true), json!(true)));
     assert_eq!(info["ratePeriod"], 30);
-    receiver.assert_count_stays("/key", 0).await;
-    receiver.assert_count_stays("/queue", 0).await;
+    receiver.assert_count_stays(&server, "/key", 0).await;
+    receiver.assert_count_stays(&server, "/queue", 0).await;
 
     // The pinned parallelism (2), not the messages' (1).
     flow_action(&server, "kept", "resume").await;
     receiver.wait_in_flight("/key", 2).await;
-    receiver.assert_count_stays("/key", 2).await;
+    receiver.assert_count_stays(&server, "/key", 2).await;
     receiver.release("/key", 3);
     let (status, _) = send(server.post("/v2/queues/kept-q/resume")).await;
     assert_eq!(status, StatusCode::OK);
@@ -476,9 +476,9 @@ async fn a_restart_continues_the_open_rate_window() {
     server.restart_after(Duration::from_secs(600)).await;
     let info = wait_for_waitlist(&server, "windowed", 2).await;
     assert_eq!((info["rateCount"].clone(), info["ratePeriodStart"].clone()), (json!(2), json!(opened / 1000)));
-    receiver.assert_count_stays("/windowed", 2).await;
+    receiver.assert_count_stays(&server, "/windowed", 2).await;
     server.advance(Duration::from_secs(50 * 60 - 1));
-    receiver.assert_count_stays("/windowed", 2).await;
+    receiver.assert_count_stays(&server, "/windowed", 2).await;
     server.advance(SECOND);
     let stamps: Vec<i64> = receiver.wait_for("/windowed", 4).await.iter().map(|r| r.at_ms.unwrap()).collect();
     assert_eq!(&stamps[2..], [opened + 3_600_000; 2], "the next window opens when the hour is over");

@@ -7,6 +7,16 @@
 //! Waiting helpers use real-time deadlines only as a guard against a hung test; the behaviour
 //! under test (delays, backoff, timeouts) runs on the manual clock.
 //!
+//! Asserting that something does *not* happen: [`TestServer::settle`] waits until the engine
+//! can do nothing more by itself ([`tern_engine::Activity::settled`]): nothing due that it could
+//! start, no outcome being recorded, no schedule tick due, and every attempt it runs is a
+//! request a receiver holds ([`Reply::Hang`], or [`Reply::Hold`] not yet released).
+//! [`Receiver::assert_count_stays`] counts requests only then, so no machine is too slow for
+//! it; a fixed pause would pass without the engine having had its turn. Pass `settle` every
+//! receiver that holds requests, and let go of requests still held for an engine that was
+//! restarted (it can no longer end them): otherwise the engine never settles, and the test
+//! fails after [`DEADLINE`].
+//!
 //! Moving the clock: the engine reads the time when an attempt ends to plan the retry, so wait
 //! for the message's `RETRY` log entry (`wait_for_state`) before advancing past a retry;
 //! otherwise the retry may be planned from the already advanced time.
@@ -22,6 +32,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tern_engine::Activity;
 use tern_engine::clock::{Clock, ManualClock, SystemClock};
 use tern_server::RunningServer;
 use tern_server::config::Config;
@@ -196,6 +207,35 @@ impl TestServer {
             .collect()
     }
 
+    /// What the engine is doing now.
+    pub fn activity(&self) -> Activity {
+        self.running.as_ref().expect("running").engine.activity()
+    }
+
+    /// Waits until the engine is settled: it will do nothing more by itself until the clock
+    /// moves or a receiver answers. Nothing is due that it could start, no outcome is being
+    /// recorded, no schedule tick is due, and each attempt it runs is a request one of
+    /// `receivers` holds ([`Reply::Hang`], or [`Reply::Hold`] not yet released) — so pass every
+    /// receiver the test's messages go to. Fails after [`DEADLINE`] (a hung test, or a request
+    /// held elsewhere).
+    pub async fn settle(&self, receivers: &[&Receiver]) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            // The receivers first: a request they stop holding afterwards shows as an attempt
+            // still running or an outcome being recorded.
+            let held: usize = receivers.iter().map(|receiver| receiver.held()).sum();
+            let activity = self.activity();
+            if activity.settled(held) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the engine never settled: {activity:?}, {held} requests held by the receivers"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until the message's log ends with `state`; returns all its states.
     pub async fn wait_for_state(&self, message_id: &str, state: &str) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -276,17 +316,88 @@ struct ReceiverState {
     /// Replies per path (without query), consumed in order; the last one repeats.
     scripts: Mutex<HashMap<String, VecDeque<Reply>>>,
     arrived: Notify,
-    /// Per path: releases for held requests.
-    gates: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per path: the gate of held requests.
+    gates: Mutex<HashMap<String, Gate>>,
+    /// Requests that hang now.
+    hanging: Mutex<usize>,
     /// Per path: requests in progress now, and the most ever in progress at once.
     flights: Mutex<HashMap<String, (usize, usize)>>,
     /// Stamps arrivals when set.
     clock: Option<Arc<ManualClock>>,
 }
 
+/// Where [`Reply::Hold`] requests to one path wait for their release.
+struct Gate {
+    permits: Arc<Semaphore>,
+    /// Requests waiting at the gate.
+    waiting: usize,
+    /// Releases not yet used by a request.
+    unused: usize,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate { permits: Arc::new(Semaphore::new(0)), waiting: 0, unused: 0 }
+    }
+}
+
+impl Gate {
+    /// Waiting requests no release lets go yet.
+    fn held(&self) -> usize {
+        self.waiting.saturating_sub(self.unused)
+    }
+}
+
 impl ReceiverState {
-    fn gate(&self, path: &str) -> Arc<Semaphore> {
-        Arc::clone(self.gates.lock().unwrap().entry(path.to_string()).or_insert_with(|| Arc::new(Semaphore::new(0))))
+    fn with_gate<T>(&self, path: &str, action: impl FnOnce(&mut Gate) -> T) -> T {
+        action(self.gates.lock().unwrap().entry(path.to_string()).or_default())
+    }
+
+    /// Waits for a release of `path`, counted as held until one is given.
+    async fn hold(self: &Arc<Self>, path: &str) {
+        let permits = self.with_gate(path, |gate| {
+            gate.waiting += 1;
+            Arc::clone(&gate.permits)
+        });
+        // Tern may give up first (its timeout), which drops this future.
+        let mut waiting = Waiting { state: Arc::clone(self), path: path.to_string(), released: false };
+        permits.acquire_owned().await.expect("gates are never closed").forget();
+        waiting.released = true;
+    }
+}
+
+/// A request at a gate; when it leaves, it is no longer waiting (and used a release if it got
+/// one).
+struct Waiting {
+    state: Arc<ReceiverState>,
+    path: String,
+    released: bool,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.state.with_gate(&self.path, |gate| {
+            gate.waiting -= 1;
+            if self.released {
+                gate.unused -= 1;
+            }
+        });
+    }
+}
+
+/// A request that hangs, counted until tern gives up on it.
+struct Hanging(Arc<ReceiverState>);
+
+impl Hanging {
+    fn enter(state: &Arc<ReceiverState>) -> Hanging {
+        *state.hanging.lock().unwrap() += 1;
+        Hanging(Arc::clone(state))
+    }
+}
+
+impl Drop for Hanging {
+    fn drop(&mut self) {
+        *self.0.hanging.lock().unwrap() -= 1;
     }
 }
 
@@ -377,7 +488,18 @@ impl Receiver {
     /// Lets `count` requests held at `path` ([`Reply::Hold`]) answer, oldest first; releases
     /// given before a request arrives are used by the next ones.
     pub fn release(&self, path: &str, count: usize) {
-        self.state.gate(path).add_permits(count);
+        self.state.with_gate(path, |gate| {
+            gate.unused += count;
+            gate.permits.add_permits(count);
+        });
+    }
+
+    /// Requests this receiver holds now, on every path: they hang ([`Reply::Hang`]) or wait for
+    /// a release not given yet ([`Reply::Hold`]). Others (arriving, answering, or answering
+    /// after a pause) are not held: they end without the test's help.
+    pub fn held(&self) -> usize {
+        let holding: usize = self.state.gates.lock().unwrap().values().map(Gate::held).sum();
+        holding + *self.state.hanging.lock().unwrap()
     }
 
     /// Requests to `path` in progress now (arrived, not yet answered).
@@ -411,10 +533,11 @@ impl Receiver {
         }
     }
 
-    /// Asserts that `path` still has exactly `count` requests after tern had a chance to send
-    /// more (the dispatcher is given time to run; the clock is not moved).
-    pub async fn assert_count_stays(&self, path: &str, count: usize) {
-        tokio::time::sleep(Duration::from_millis(150)).await;
+    /// Asserts that `path` has exactly `count` requests once `server` settled with this
+    /// receiver ([`TestServer::settle`]): nothing more arrives unless the test moves the clock
+    /// or lets a held request answer.
+    pub async fn assert_count_stays(&self, server: &TestServer, path: &str, count: usize) {
+        server.settle(&[self]).await;
         assert_eq!(self.requests_to(path).len(), count, "unexpected requests to {path}: {:?}", self.requests_to(path));
     }
 }
@@ -437,13 +560,16 @@ async fn record(State(state): State<Arc<ReceiverState>>, request: Request) -> Re
     };
     match reply {
         None => (StatusCode::OK, "ok").into_response(),
-        Some(Reply::Hang) => std::future::pending().await,
+        Some(Reply::Hang) => {
+            let _hanging = Hanging::enter(&state);
+            std::future::pending().await
+        }
         Some(Reply::Hold(status)) => {
-            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
+            state.hold(&path).await;
             status_reply(status)
         }
         Some(Reply::Held(reply)) => {
-            state.gate(&path).acquire_owned().await.expect("gates are never closed").forget();
+            state.hold(&path).await;
             immediate_reply(*reply)
         }
         Some(Reply::After(pause, status)) => {

@@ -28,6 +28,7 @@ mod schedules_cron;
 mod schedules_dst;
 mod schedules_manage;
 mod schedules_restart;
+mod settle;
 mod storage_faults;
 mod support;
 mod timeline;

@@ -134,7 +134,7 @@ async fn cancelling_a_pending_message_stops_its_delivery() {
     let (status, json) = send(server.delete(&format!("/v2/messages/{id}"))).await;
     assert_eq!((status, json), (StatusCode::OK, json!({ "cancelled": 0 })));
     server.advance(Duration::from_secs(7200));
-    receiver.assert_count_stays("/cancelled", 0).await;
+    receiver.assert_count_stays(&server, "/cancelled", 0).await;
     assert_eq!(server.log_states(&id).await, ["CREATED", "CANCEL_REQUESTED", "CANCELED"]);
 }
 
@@ -233,6 +233,6 @@ async fn bulk_cancel_counts_messages_waiting_for_a_retry() {
     assert!(server.log_states(&retrying).await.ends_with(&["CANCEL_REQUESTED".into(), "CANCELED".into()]));
     assert!(!is_pending(&server, &pending).await);
     server.advance(Duration::from_secs(7200));
-    receiver.assert_count_stays("/flaky", 1).await;
-    receiver.assert_count_stays("/later", 0).await;
+    receiver.assert_count_stays(&server, "/flaky", 1).await;
+    receiver.assert_count_stays(&server, "/later", 0).await;
 }

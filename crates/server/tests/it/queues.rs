@@ -183,14 +183,14 @@ async fn a_paused_queue_accepts_but_delivers_nothing_until_resumed() {
         ids.push(server.enqueue_ok("p", &receiver.url("/p"), &[], &format!("m{i}")).await);
     }
     server.advance(Duration::from_secs(60));
-    receiver.assert_count_stays("/p", 0).await;
+    receiver.assert_count_stays(&server, "/p", 0).await;
     assert_eq!(queue_json(&server, "p").await["lag"], 3);
     for id in &ids {
         assert_eq!(server.log_states(id).await, ["CREATED"]);
     }
     // Pausing again is harmless.
     queue_action(&server, "p", "pause").await;
-    receiver.assert_count_stays("/p", 0).await;
+    receiver.assert_count_stays(&server, "/p", 0).await;
 
     queue_action(&server, "p", "resume").await;
     receiver.wait_for("/p", 3).await;
@@ -207,7 +207,7 @@ async fn a_paused_queue_accepts_but_delivers_nothing_until_resumed() {
     queue_action(&server, "p", "pause").await;
     receiver.release("/p", 1);
     server.wait_for_state(&head, "DELIVERED").await;
-    receiver.assert_count_stays("/p", 4).await;
+    receiver.assert_count_stays(&server, "/p", 4).await;
     assert_eq!(queue_json(&server, "p").await["lag"], 1);
     queue_action(&server, "p", "resume").await;
     receiver.release("/p", 1);
@@ -234,7 +234,7 @@ async fn a_paused_queue_holds_messages_that_waited_for_their_flow_control_key() 
     }
     queue_action(&server, "qf", "pause").await;
     assert_eq!(send(server.post("/v2/flowControl/qk/resume")).await.0, StatusCode::OK);
-    receiver.assert_count_stays("/qf", 0).await;
+    receiver.assert_count_stays(&server, "/qf", 0).await;
     // Resumed with a narrower window: one at a time.
     upsert_ok(&server, json!({"queueName": "qf", "parallelism": 1})).await;
     receiver.wait_for("/qf", 3).await;
@@ -249,7 +249,7 @@ async fn an_upsert_resumes_a_paused_queue_unless_it_says_paused() {
     queue_action(&server, "u", "pause").await;
     let first = server.enqueue_ok("u", &receiver.url("/u"), &[], "first").await;
     upsert_ok(&server, json!({"queueName": "u", "parallelism": 1, "paused": true})).await;
-    receiver.assert_count_stays("/u", 0).await;
+    receiver.assert_count_stays(&server, "/u", 0).await;
     assert_eq!(queue_json(&server, "u").await["paused"], true);
 
     // What the SDKs send: paused false.
@@ -260,7 +260,7 @@ async fn an_upsert_resumes_a_paused_queue_unless_it_says_paused() {
     // Without the field at all.
     queue_action(&server, "u", "pause").await;
     let second = server.enqueue_ok("u", &receiver.url("/u"), &[], "second").await;
-    receiver.assert_count_stays("/u", 1).await;
+    receiver.assert_count_stays(&server, "/u", 1).await;
     upsert_ok(&server, json!({"queueName": "u", "parallelism": 2})).await;
     receiver.wait_for("/u", 2).await;
     server.wait_for_state(&second, "DELIVERED").await;
@@ -281,7 +281,7 @@ async fn delete_cancels_pending_messages_and_is_idempotent() {
     let waiting = server.enqueue_ok("d", &receiver.url("/old"), &[], "waiting").await;
     let delayed = server.enqueue_ok("d", &receiver.url("/old"), &[("Upstash-Delay", "1h")], "delayed").await;
     receiver.wait_for("/old", 2).await;
-    receiver.assert_count_stays("/old", 2).await;
+    receiver.assert_count_stays(&server, "/old", 2).await;
     for id in &running {
         // Logged once the attempt has run a while (a short one's is logged with its outcome).
         server.wait_for_state(id, "ACTIVE").await;
@@ -308,7 +308,7 @@ async fn delete_cancels_pending_messages_and_is_idempotent() {
     ];
     let queue = queue_json(&server, "d").await;
     assert_eq!((queue["parallelism"].clone(), queue["paused"].clone()), (json!(1), json!(false)), "{queue}");
-    receiver.assert_count_stays("/new", 0).await;
+    receiver.assert_count_stays(&server, "/new", 0).await;
     receiver.release("/old", 2);
     for id in &running {
         // The running attempt was not aborted; it got its answer (tern records it as delivered).
@@ -318,7 +318,7 @@ async fn delete_cancels_pending_messages_and_is_idempotent() {
     receiver.wait_for("/new", 2).await;
     assert_eq!(arrival_ids(&receiver, "/new"), new);
     server.advance(DAY);
-    receiver.assert_count_stays("/old", 2).await;
+    receiver.assert_count_stays(&server, "/old", 2).await;
 }
 
 #[tokio::test]
@@ -353,7 +353,7 @@ async fn invalid_queue_names_are_rejected() {
     let names: Vec<Value> =
         get_ok(&server, "/v2/queues").await.as_array().unwrap().iter().map(|q| q["name"].clone()).collect();
     assert_eq!(names, [json!("Ok_name-1.2")], "nothing else was created");
-    receiver.assert_count_stays("/never", 0).await;
+    receiver.assert_count_stays(&server, "/never", 0).await;
 }
 
 #[tokio::test]
@@ -384,5 +384,5 @@ async fn queue_count_and_parallelism_limits_answer_412() {
     assert_eq!(send(server.delete("/v2/queues/two")).await.0, StatusCode::OK);
     server.enqueue_ok("three", &receiver.url("/three"), &[], "now").await;
     receiver.wait_for("/three", 1).await;
-    receiver.assert_count_stays("/three", 1).await;
+    receiver.assert_count_stays(&server, "/three", 1).await;
 }

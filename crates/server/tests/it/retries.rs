@@ -39,7 +39,7 @@ async fn default_backoff_waits_12_then_148_then_1808_seconds() {
     let states = server.wait_for_state(&id, "FAILED").await;
     assert_eq!(states.iter().filter(|s| *s == "ACTIVE").count(), 4, "{states:?}");
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/fail", 4).await;
+    receiver.assert_count_stays(&server, "/fail", 4).await;
 }
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn zero_retries_means_a_single_attempt() {
     assert_eq!(entry["responseStatus"], 404);
     assert_eq!(entry["responseBody"], "not here");
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/fail", 1).await;
+    receiver.assert_count_stays(&server, "/fail", 1).await;
     assert_eq!(server.log_states(&id).await.len(), 4, "nothing logged after FAILED");
 }
 
@@ -104,7 +104,7 @@ async fn exhausted_retries_fail_into_the_dlq_with_the_last_response() {
     let errors: Vec<_> = logs.iter().filter(|e| e["state"] == "ERROR").map(|e| e["responseStatus"].clone()).collect();
     assert_eq!(errors, [500, 502, 503, 504]);
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/fail", 4).await;
+    receiver.assert_count_stays(&server, "/fail", 4).await;
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn status_489_with_the_non_retryable_header_fails_at_once() {
     let report: serde_json::Value = serde_json::from_slice(&failure.body).unwrap();
     assert_eq!((&report["dlqId"], &report["status"], &report["retried"]), (&entry["dlqId"], &489.into(), &0.into()));
     server.advance(DAY * 2);
-    receiver.assert_count_stays("/stop", 1).await;
+    receiver.assert_count_stays(&server, "/stop", 1).await;
 
     // Without the header, 489 is an ordinary failure and is retried.
     receiver.script("/plain489", vec![Reply::Status(489), Reply::Status(200)]);
@@ -227,7 +227,7 @@ async fn an_attempt_that_exceeds_the_timeout_fails_and_is_retried() {
     server.wait_for_state(&id, "ACTIVE").await;
 
     server.advance(Duration::from_secs(5) - MARGIN);
-    receiver.assert_count_stays("/hang", 1).await;
+    receiver.assert_count_stays(&server, "/hang", 1).await;
     assert_eq!(server.log_states(&id).await, ["CREATED", "ACTIVE"], "still waiting for the answer");
     server.advance(MARGIN);
     wait_for_count(&server, &id, "RETRY", 1).await;
@@ -258,7 +258,7 @@ async fn delay_holds_the_first_attempt_until_due() {
     let created_entry = &log_entries(&server, &id).await[0];
     assert_eq!(created_entry["nextDeliveryTime"].as_i64().unwrap(), created + 30_000);
 
-    receiver.assert_count_stays("/later", 0).await;
+    receiver.assert_count_stays(&server, "/later", 0).await;
     expect_request_after(&server, &receiver, "/later", 0, Duration::from_secs(30)).await;
     assert_eq!(server.wait_for_state(&id, "DELIVERED").await, ["CREATED", "ACTIVE", "DELIVERED"]);
 
@@ -288,10 +288,10 @@ async fn not_before_wins_over_delay() {
     assert_eq!(message_json(&server, &b).await["notBefore"].as_i64().unwrap(), b_at * 1000);
 
     server.advance(Duration::from_secs(11));
-    receiver.assert_count_stays("/a", 0).await;
+    receiver.assert_count_stays(&server, "/a", 0).await;
     let until_b = (b_at * 1000 - server.now_ms()) as u64;
     expect_request_after(&server, &receiver, "/b", 0, ms(until_b)).await;
-    receiver.assert_count_stays("/a", 0).await;
+    receiver.assert_count_stays(&server, "/a", 0).await;
     let until_a = (a_at * 1000 - server.now_ms()) as u64;
     expect_request_after(&server, &receiver, "/a", 0, ms(until_a)).await;
 
@@ -321,10 +321,10 @@ async fn messages_due_at_the_same_time_are_all_delivered() {
     }
     let until_due = (due_seconds * 1000 - server.now_ms()) as u64;
     server.advance(ms(until_due) - MARGIN);
-    receiver.assert_count_stays("/same", 0).await;
+    receiver.assert_count_stays(&server, "/same", 0).await;
     server.advance(MARGIN);
     let requests = receiver.wait_for("/same", COUNT).await;
-    receiver.assert_count_stays("/same", COUNT).await;
+    receiver.assert_count_stays(&server, "/same", COUNT).await;
     let delivered: BTreeSet<String> =
         requests.iter().map(|r| r.header("upstash-message-id").unwrap().to_string()).collect();
     assert_eq!(delivered, ids);
@@ -350,7 +350,7 @@ async fn retries_and_timeouts_are_clamped_to_the_configured_maximum() {
     }
     server.wait_for_state(&id, "FAILED").await;
     server.advance(DAY);
-    receiver.assert_count_stays("/fail", 3).await;
+    receiver.assert_count_stays(&server, "/fail", 3).await;
 
     // A longer Upstash-Timeout, or none at all, means the configured maximum.
     receiver.script("/hang", vec![Reply::Hang]);
@@ -360,7 +360,7 @@ async fn retries_and_timeouts_are_clamped_to_the_configured_maximum() {
         let id = server.publish_ok(&receiver.url("/hang"), &all, "slow").await;
         server.wait_for_state(&id, "ACTIVE").await;
         server.advance(Duration::from_secs(3) - MARGIN);
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        server.settle(&[&receiver]).await;
         assert_eq!(server.log_states(&id).await, ["CREATED", "ACTIVE"], "{all:?}");
         server.advance(MARGIN);
         assert_eq!(server.wait_for_state(&id, "FAILED").await, ["CREATED", "ACTIVE", "ERROR", "FAILED"]);

@@ -107,7 +107,7 @@ pub fn advance_to(server: &TestServer, at_ms: i64) {
 /// The receiver must stamp arrivals with the server clock.
 pub async fn expect_tick(server: &TestServer, receiver: &Receiver, path: &str, seen: usize, tick_ms: i64) -> Recorded {
     advance_to(server, tick_ms - 1);
-    receiver.assert_count_stays(path, seen).await;
+    receiver.assert_count_stays(server, path, seen).await;
     advance_to(server, tick_ms);
     let requests = receiver.wait_for(path, seen + 1).await;
     assert_eq!(requests.len(), seen + 1, "one request per tick at {path}: {requests:?}");
@@ -132,7 +132,7 @@ pub async fn expect_ticks(
         assert_eq!(next_schedule_time(server, id).await, Some(*tick), "{id}: tick {index} is next");
         requests.push(expect_tick(server, receiver, path, seen + index, *tick).await);
     }
-    receiver.assert_count_stays(path, seen + ticks.len()).await;
+    receiver.assert_count_stays(server, path, seen + ticks.len()).await;
     requests
 }
 
@@ -235,7 +235,7 @@ pub async fn walk(server: &TestServer, receiver: &Receiver, jobs: &[Job], until_
     for (index, (job, id)) in jobs.iter().zip(&ids).enumerate() {
         let expected: Vec<i64> = job.ticks.iter().copied().filter(|tick| *tick <= until_ms).collect();
         if index == 0 {
-            receiver.assert_count_stays(&job.path, expected.len()).await;
+            receiver.assert_count_stays(server, &job.path, expected.len()).await;
         }
         let requests = receiver.requests_to(&job.path);
         let stamps: Vec<i64> = requests.iter().map(|request| request.at_ms.expect("a stamping receiver")).collect();

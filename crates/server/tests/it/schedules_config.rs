@@ -83,7 +83,7 @@ async fn every_stored_setting_shapes_each_produced_message() {
     // The first attempt times out after 5 s; the callback hears of it.
     server.wait_for_state(&message_id, "ACTIVE").await;
     server.advance(Duration::from_secs(5) - MARGIN);
-    receiver.assert_count_stays("/job", 1).await;
+    receiver.assert_count_stays(&server, "/job", 1).await;
     assert_eq!(server.log_states(&message_id).await, ["CREATED", "ACTIVE"]);
     server.advance(MARGIN);
     wait_for_count(&server, &message_id, "RETRY", 1).await;
@@ -107,7 +107,7 @@ async fn every_stored_setting_shapes_each_produced_message() {
     assert!(body["dlqId"].is_string(), "{body}");
     let callbacks = receiver.wait_for("/cb", 2).await;
     assert_eq!(callbacks.len(), 2, "one callback per attempt");
-    receiver.assert_count_stays("/fcb", 1).await;
+    receiver.assert_count_stays(&server, "/fcb", 1).await;
     assert_eq!(dlq_entry(&server, &message_id).await["scheduleId"], id.as_str());
 }
 
@@ -141,7 +141,7 @@ async fn flow_control_applies_across_ticks() {
         assert!(tokio::time::Instant::now() < deadline, "the second tick never waited: {info}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    receiver.assert_count_stays("/flow", 1).await;
+    receiver.assert_count_stays(&server, "/flow", 1).await;
     receiver.release("/flow", 1);
     let second = receiver.wait_for("/flow", 2).await.remove(1);
     receiver.release("/flow", 1);

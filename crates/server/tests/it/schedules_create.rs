@@ -74,8 +74,8 @@ async fn a_url_group_schedule_sends_one_message_per_endpoint_each_tick() {
         }
         assert_ne!(alpha.header("upstash-message-id"), beta.header("upstash-message-id"));
     }
-    receiver.assert_count_stays("/alpha", 2).await;
-    receiver.assert_count_stays("/beta", 2).await;
+    receiver.assert_count_stays(&server, "/alpha", 2).await;
+    receiver.assert_count_stays(&server, "/beta", 2).await;
 }
 
 #[tokio::test]
@@ -94,10 +94,10 @@ async fn a_queue_schedule_enqueues_each_tick_and_the_queue_keeps_order() {
         wait_for_lag(&server, "nightly", lag).await;
         assert_eq!(schedule(&server, &id).await["lastScheduleTime"], tick);
     }
-    receiver.assert_count_stays("/queued", 1).await;
+    receiver.assert_count_stays(&server, "/queued", 1).await;
     receiver.release("/queued", 1);
     receiver.wait_for("/queued", 2).await;
-    receiver.assert_count_stays("/queued", 2).await;
+    receiver.assert_count_stays(&server, "/queued", 2).await;
     receiver.release("/queued", 2);
     let requests = receiver.wait_for("/queued", 3).await;
     wait_for_lag(&server, "nightly", 0).await;
@@ -165,7 +165,7 @@ async fn an_overwrite_replaces_every_field_but_creation_time_and_pause() {
     assert_eq!(message["maxRetries"], 3);
     assert_eq!(message["notBefore"], tick, "no delay any more");
     assert!(message.get("callback").is_none() && message.get("labels").is_none(), "{message}");
-    receiver.assert_count_stays("/first", 0).await;
+    receiver.assert_count_stays(&server, "/first", 0).await;
 }
 
 #[tokio::test]

@@ -162,7 +162,7 @@ async fn last_schedule_states_follow_the_last_tick_and_a_deleted_group_is_an_err
     assert_eq!(shown["error"], "topic team not found", "{shown}");
     assert!(shown.get("lastScheduleStates").is_none(), "no messages: {shown}");
     assert_eq!(shown["nextScheduleTime"], first + 2 * MINUTE_MS);
-    receiver.assert_count_stays("/held", 1).await;
+    receiver.assert_count_stays(&server, "/held", 1).await;
 
     // Back again: the next tick delivers and clears the error.
     let group = json!({"endpoints": [{"url": receiver.url("/back")}]});
@@ -224,7 +224,7 @@ async fn delete_stops_future_ticks_but_not_produced_messages_and_is_idempotent()
     for (index, tick) in [first + MINUTE_MS, first + 2 * MINUTE_MS].into_iter().enumerate() {
         expect_tick(&server, &receiver, "/heartbeat", index + 1, tick).await;
     }
-    receiver.assert_count_stays("/victim", 1).await;
+    receiver.assert_count_stays(&server, "/victim", 1).await;
 }
 
 #[tokio::test]
@@ -258,8 +258,8 @@ async fn pause_skips_ticks_without_queueing_them_and_resume_fires_from_the_next_
     for (index, tick) in (1..=3).map(|i| first + i * MINUTE_MS).enumerate() {
         expect_tick(&server, &receiver, "/heartbeat", index + 1, tick).await;
     }
-    receiver.assert_count_stays("/paused", 1).await;
-    receiver.assert_count_stays("/delayed", 1).await;
+    receiver.assert_count_stays(&server, "/paused", 1).await;
+    receiver.assert_count_stays(&server, "/delayed", 1).await;
 
     // Resumed half-way through a minute: no burst of the missed ticks, the next tick fires.
     server.advance(Duration::from_secs(30));
@@ -267,20 +267,20 @@ async fn pause_skips_ticks_without_queueing_them_and_resume_fires_from_the_next_
     let resumed_next = first + 4 * MINUTE_MS;
     assert_eq!(schedule(&server, &paused).await["isPaused"], false);
     assert_eq!(next_schedule_time(&server, &paused).await, Some(resumed_next));
-    receiver.assert_count_stays("/paused", 1).await;
+    receiver.assert_count_stays(&server, "/paused", 1).await;
     schedule_action_ok(&server, "POST", &paused, "resume").await;
     assert_eq!(next_schedule_time(&server, &paused).await, Some(resumed_next), "resuming again changes nothing");
     let request = expect_tick(&server, &receiver, "/paused", 1, resumed_next).await;
     let message = message_json(&server, request.header("upstash-message-id").unwrap()).await;
     assert_eq!(message["createdAt"], resumed_next);
     receiver.wait_for("/heartbeat", 5).await;
-    receiver.assert_count_stays("/delayed", 1).await;
+    receiver.assert_count_stays(&server, "/delayed", 1).await;
     assert_eq!(schedule(&server, &heartbeat).await["isPaused"], false);
 
     // Paused by PATCH, resumed by POST: the same.
     schedule_action_ok(&server, "PATCH", &paused, "pause").await;
     expect_tick(&server, &receiver, "/heartbeat", 5, first + 5 * MINUTE_MS).await;
-    receiver.assert_count_stays("/paused", 2).await;
+    receiver.assert_count_stays(&server, "/paused", 2).await;
     schedule_action_ok(&server, "POST", &paused, "resume").await;
     expect_ticks(&server, &receiver, "/paused", &paused, &[first + 6 * MINUTE_MS]).await;
 }

@@ -60,7 +60,7 @@ pub async fn expect_next_attempt_after(
 /// requests, then moves just past it and waits for request `seen + 1`.
 pub async fn expect_request_after(server: &TestServer, receiver: &Receiver, path: &str, seen: usize, delay: Duration) {
     server.advance(delay.saturating_sub(MARGIN));
-    receiver.assert_count_stays(path, seen).await;
+    receiver.assert_count_stays(server, path, seen).await;
     server.advance(MARGIN * 2);
     receiver.wait_for(path, seen + 1).await;
 }

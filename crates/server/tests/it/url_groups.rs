@@ -210,9 +210,9 @@ async fn a_publish_fans_out_into_independent_messages_one_per_endpoint() {
 
     server.advance(DAY);
     for path in ["/a", "/b", "/c"] {
-        receiver.assert_count_stays(path, 1).await;
+        receiver.assert_count_stays(&server, path, 1).await;
     }
-    receiver.assert_count_stays("/cb", 3).await;
+    receiver.assert_count_stays(&server, "/cb", 3).await;
 }
 
 #[tokio::test]
@@ -264,7 +264,7 @@ async fn deduplication_applies_per_endpoint() {
 
     receiver.wait_for("/three", 2).await;
     for path in ["/one", "/two", "/three"] {
-        receiver.assert_count_stays(path, 2).await;
+        receiver.assert_count_stays(&server, path, 2).await;
     }
 }
 
@@ -283,7 +283,7 @@ async fn an_enqueue_to_a_group_puts_every_endpoint_message_in_the_queue() {
     }
     // Parallelism 1: the second endpoint's message waits for the first.
     receiver.wait_for("/first", 1).await;
-    receiver.assert_count_stays("/second", 0).await;
+    receiver.assert_count_stays(&server, "/second", 0).await;
     assert_eq!(get_ok(&server, "/v2/queues/gq").await["lag"], 2);
     receiver.release("/first", 1);
     let request = receiver.wait_for("/second", 1).await.remove(0);
