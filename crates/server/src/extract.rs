@@ -70,7 +70,8 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A caller allowed to change things: read-only tokens get 403.
+/// A caller with the full token, which changing anything and reading secrets (the signing keys)
+/// need: read-only tokens get 403.
 #[derive(Debug, Clone)]
 pub struct Writer(pub Caller);
 

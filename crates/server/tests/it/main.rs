@@ -17,6 +17,7 @@ mod logs;
 mod messages;
 mod queue_order;
 mod queues;
+mod read_only_secrets;
 mod redaction;
 mod retries;
 mod routing;
