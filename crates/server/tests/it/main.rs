@@ -15,6 +15,7 @@ mod harness;
 mod keys;
 mod logs;
 mod messages;
+mod private_destinations;
 mod queue_order;
 mod queues;
 mod read_only_secrets;
