@@ -72,7 +72,8 @@ pub struct AttemptOutcome {
 #[derive(Debug, Clone)]
 pub enum CancelSelection {
     Ids(Vec<MessageId>),
-    /// Unfinished messages matching the filter (an empty filter matches all), oldest first.
+    /// Unfinished messages matching the filter (an empty filter matches all), oldest first, at
+    /// most `limit` of them; those whose cancel already waits for a running attempt are left out.
     Filter {
         filter: Box<MessageFilter>,
         limit: Option<usize>,

@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod bulk_cancel;
 mod callbacks;
 mod cli;
 mod dedup;
