@@ -61,6 +61,7 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
     pub default_retries: u32,
     pub max_retries: u32,
     pub max_delay: String,

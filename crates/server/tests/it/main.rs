@@ -3,6 +3,7 @@
 
 mod auth;
 mod batch;
+mod batch_limits;
 mod bulk_cancel;
 mod callbacks;
 mod cli;
