@@ -31,6 +31,7 @@ mod schedules_cron;
 mod schedules_dst;
 mod schedules_manage;
 mod schedules_restart;
+mod signed_urls;
 mod support;
 mod timeline;
 mod url_group_defaults;
