@@ -13,9 +13,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Tokens of the configured users.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Users {
     by_token: HashMap<String, (Arc<str>, bool)>,
+}
+
+/// Shows how many tokens there are, never one of them.
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").field("tokens", &self.by_token.len()).finish()
+    }
 }
 
 impl Users {
@@ -184,5 +191,19 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             .await
             .map(|axum::extract::Path(value)| PathParam(value))
             .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_tokens() {
+        let users = Users::new(&crate::dev::dev_users());
+        let printed = format!("{users:?}");
+        for user in crate::dev::dev_users() {
+            assert!(!printed.contains(&user.token), "{printed}");
+        }
     }
 }
