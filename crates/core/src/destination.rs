@@ -62,8 +62,7 @@ pub fn parse_target(raw_destination: &str, raw_query: Option<&str>) -> Result<Ta
             destination.push('?');
             destination.push_str(&kept.join("&"));
         }
-        validate_url(&destination, "destination")?;
-        Destination::Url(destination)
+        Destination::Url(checked_url(&destination, "destination")?)
     } else if let Some(name) = destination.strip_prefix("api/") {
         Destination::Api(name.to_string())
     } else if destination.contains("://") {
@@ -84,8 +83,13 @@ fn decode_component(raw: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Checks that `url` is an absolute http(s) URL with a host; `what` names it in the error.
-pub fn validate_url(url: &str, what: &str) -> Result<()> {
+/// Checks that `url` is an absolute http(s) URL with a host and returns it as it is stored,
+/// shown, signed (the JWT `sub`) and requested. That is `url` verbatim (§3.2: no `/` added, no
+/// case folded), unless parsing it changes what follows the host: dot segments (`/a/../b`),
+/// backslashes or characters that must be percent-encoded. The request goes to the parsed URL,
+/// so then the parsed URL is the one stored and signed, and the receiver's URL and the `sub`
+/// agree. `what` names the URL in the error.
+pub fn checked_url(url: &str, what: &str) -> Result<String> {
     let parsed = url::Url::parse(url).map_err(|error| Invalid::new(format!("invalid {what} url {url:?}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Invalid::new(format!(
@@ -95,7 +99,19 @@ pub fn validate_url(url: &str, what: &str) -> Result<()> {
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(Invalid::new(format!("invalid {what} url {url:?}: missing host")));
     }
-    Ok(())
+    let requested = &parsed[url::Position::BeforePath..];
+    let given = after_host(url);
+    // The parser also drops spaces, tabs and newlines wherever they are.
+    let verbatim = !url.bytes().any(|byte| byte <= b' ' || byte == 0x7f)
+        && (given == requested || (!given.starts_with('/') && requested.strip_prefix('/') == Some(given)));
+    Ok(if verbatim { url.to_string() } else { parsed.into() })
+}
+
+/// What follows the scheme, user info, host and port of an absolute http(s) URL as written:
+/// the path (empty or from the first `/` or `\`), query and fragment.
+fn after_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.find(['/', '\\', '?', '#']).map_or("", |start| &rest[start..])
 }
 
 /// Names of queues, URL groups and schedule ids: `[A-Za-z0-9._-]+`.
@@ -118,6 +134,33 @@ mod tests {
         match parse_target(raw, query).unwrap().destination {
             Destination::Url(url) => url,
             other => panic!("expected a url, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn resolves_what_the_request_would_resolve_and_keeps_the_rest_verbatim() {
+        // Dot segments, backslashes and unencoded characters: what is requested is stored.
+        assert_eq!(url("http://example.com/a/../b", None), "http://example.com/b");
+        assert_eq!(url("http://example.com/a/./b/../../c?x=1", None), "http://example.com/c?x=1");
+        assert_eq!(url("http://example.com/a/%2e%2E/b", None), "http://example.com/b");
+        assert_eq!(url("http://example.com/..", None), "http://example.com/");
+        assert_eq!(url("http://example.com/a\\..\\b", None), "http://example.com/b");
+        assert_eq!(url("http://example.com/a b", None), "http://example.com/a%20b");
+        assert_eq!(url("http://example.com/x", Some("q=a'b")), "http://example.com/x?q=a%27b");
+        assert_eq!(checked_url("http://exam\tple.com/x", "callback").unwrap(), "http://example.com/x");
+        // Once normalised, a URL stays as it is.
+        for normalised in ["http://example.com/b", "http://example.com/a%20b", "http://example.com/x?q=a%27b"] {
+            assert_eq!(checked_url(normalised, "destination").unwrap(), normalised);
+        }
+        // Everything else is verbatim: no `/` added, no case folded, no default port dropped.
+        for verbatim in [
+            "http://example.com",
+            "http://example.com?a=1",
+            "HTTP://Example.COM:80/Path/",
+            "https://user:pw@example.com:8443/a//b/?q=%20&r=..#frag",
+            "http://[::1]:8080/a.b/c..d/.e",
+        ] {
+            assert_eq!(checked_url(verbatim, "destination").unwrap(), verbatim);
         }
     }
 

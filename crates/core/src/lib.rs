@@ -10,6 +10,7 @@ pub mod error;
 pub mod flow;
 pub mod headers;
 pub mod ids;
+pub mod ip_ranges;
 pub mod message;
 pub mod options;
 pub mod redact;

@@ -2,7 +2,7 @@
 //! configuration of a message ([`PublishOptions`]), and resolving that configuration with the
 //! server's limits into a [`MessageSpec`].
 
-use crate::destination::validate_url;
+use crate::destination::checked_url;
 use crate::duration::parse_duration;
 use crate::error::{Invalid, Result};
 use crate::flow::parse_flow_control;
@@ -155,12 +155,10 @@ impl PublishOptions {
                     options.timeout = Some(parse_duration(value).map_err(|e| invalid(&e.0))?);
                 }
                 "upstash-callback" => {
-                    validate_url(value.trim(), "callback")?;
-                    options.callback = Some(value.trim().to_string());
+                    options.callback = Some(checked_url(value.trim(), "callback")?);
                 }
                 "upstash-failure-callback" => {
-                    validate_url(value.trim(), "failure callback")?;
-                    options.failure_callback = Some(value.trim().to_string());
+                    options.failure_callback = Some(checked_url(value.trim(), "failure callback")?);
                 }
                 "upstash-deduplication-id" => {
                     options.deduplication_id = Some(value.trim()).filter(|id| !id.is_empty()).map(str::to_string);

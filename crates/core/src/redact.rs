@@ -6,6 +6,10 @@ use crate::headers::HeaderList;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+/// What `Debug` output shows in place of a secret (a token or a signing key), so that no log
+/// or panic message carries one.
+pub const SECRET: &str = "<secret>";
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Redaction {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

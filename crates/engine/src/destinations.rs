@@ -3,39 +3,9 @@
 //! address a host name resolves to are checked, so DNS cannot smuggle in a private target.
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use tern_core::Invalid;
-
-/// Whether `ip` is loopback, private, link-local, shared (CGNAT), unspecified or multicast.
-pub fn is_private(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_private_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_private_v4(v4),
-            None => is_private_v6(v6),
-        },
-    }
-}
-
-fn is_private_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || (a == 100 && (64..128).contains(&b))
-}
-
-fn is_private_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
-}
+use tern_core::ip_ranges::is_private;
 
 /// Rejects a destination URL whose host is a private IP literal or `localhost`.
 pub fn check_public_url(url: &str) -> Result<(), Invalid> {
@@ -45,7 +15,10 @@ pub fn check_public_url(url: &str) -> Result<(), Invalid> {
     let private = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
-        Some(url::Host::Domain(domain)) => domain.eq_ignore_ascii_case("localhost") || domain.ends_with(".localhost"),
+        Some(url::Host::Domain(domain)) => {
+            let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+            domain == "localhost" || domain.ends_with(".localhost")
+        }
         None => false,
     };
     if private {
@@ -61,6 +34,16 @@ pub fn check_public_spec(spec: &tern_core::MessageSpec) -> Result<(), Invalid> {
     check_public_url(&spec.url)?;
     for callback in [&spec.callback, &spec.failure_callback].into_iter().flatten() {
         check_public_url(&callback.url)?;
+    }
+    Ok(())
+}
+
+/// Rejects publish options whose callback or failure callback [`check_public_url`] refuses: a
+/// schedule's, when it is created (its destination is checked on its own; a URL group's
+/// endpoints were checked when they were added).
+pub fn check_public_callbacks(options: &tern_core::PublishOptions) -> Result<(), Invalid> {
+    for callback in [&options.callback, &options.failure_callback].into_iter().flatten() {
+        check_public_url(callback)?;
     }
     Ok(())
 }
@@ -104,28 +87,6 @@ impl Resolve for PublicOnlyResolver {
 mod tests {
     use super::*;
 
-    #[test]
-    fn recognises_private_ranges() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.1.1",
-            "100.64.0.1",
-            "0.0.0.0",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-        ] {
-            assert!(is_private(private.parse().unwrap()), "{private}");
-        }
-        for public in ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "100.128.0.1"] {
-            assert!(!is_private(public.parse().unwrap()), "{public}");
-        }
-    }
-
     /// An HTTP server on 127.0.0.1 that answers every request with a redirect to `location`.
     async fn redirector(location: String) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -166,6 +127,12 @@ mod tests {
         assert!(check_public_url("http://127.0.0.1:8080/x").is_err());
         assert!(check_public_url("http://[::1]/").is_err());
         assert!(check_public_url("http://LOCALHOST:3000/").is_err());
+        assert!(check_public_url("http://localhost.:3000/").is_err());
+        assert!(check_public_url("http://api.localhost/").is_err());
+        assert!(check_public_url("http://[::ffff:7f00:1]/").is_err());
+        assert!(check_public_url("http://[64:ff9b::7f00:1]/").is_err());
+        assert!(check_public_url("http://2130706433/").is_err(), "127.0.0.1 as one number");
+        assert!(check_public_url("http://0x7f.1/").is_err(), "127.0.0.1 in hex and short");
         assert!(check_public_url("https://example.com/").is_ok());
     }
 }

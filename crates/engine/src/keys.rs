@@ -6,12 +6,19 @@ use crate::error::{EngineError, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use tern_core::ids::new_signing_key;
+use tern_core::redact::SECRET;
 use tern_store::{Store, StoredKeys};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeys {
     pub current: String,
     pub next: String,
+}
+
+impl std::fmt::Debug for SigningKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeys").field("current", &SECRET).field("next", &SECRET).finish()
+    }
 }
 
 /// A user as the engine knows it: an id and the configured key pair.
@@ -68,5 +75,19 @@ impl Keyring {
         self.store.save_keys(user_id, stored).await?;
         self.active.write().expect("keyring lock").insert(user_id.to_string(), rotated.clone());
         Ok(rotated)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_keys() {
+        let keys = SigningKeys { current: "sig_currentSecret".into(), next: "sig_nextSecret".into() };
+        let user = UserKeys { user_id: "acme".into(), keys };
+        let printed = format!("{user:?} {user:#?}");
+        assert!(printed.contains("acme"), "{printed}");
+        assert!(!printed.contains("Secret"), "{printed}");
     }
 }

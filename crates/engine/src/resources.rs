@@ -5,7 +5,7 @@ use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::scheduler::FlowInfo;
 use crate::scheduler::flow::FlowPin;
-use tern_core::destination::{validate_name, validate_url};
+use tern_core::destination::{checked_url, validate_name};
 use tern_core::{HeaderList, Invalid, PublishOptions};
 use tern_store::{Endpoint, QueueRecord, UrlGroup};
 
@@ -158,13 +158,13 @@ impl Engine {
     }
 
     /// Adds endpoints to a group (creating it); an existing URL gets the new name.
-    pub async fn add_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>) -> Result<()> {
+    pub async fn add_endpoints(&self, user_id: &str, group: &str, mut endpoints: Vec<Endpoint>) -> Result<()> {
         validate_name(group, "URL group")?;
         if endpoints.is_empty() {
             return Err(Invalid::new("at least one endpoint is required").into());
         }
-        for endpoint in &endpoints {
-            validate_url(&endpoint.url, "endpoint")?;
+        for endpoint in &mut endpoints {
+            endpoint.url = checked_url(&endpoint.url, "endpoint")?;
             if !self.shared.config.allow_private_destinations {
                 crate::destinations::check_public_url(&endpoint.url)?;
             }
@@ -199,10 +199,16 @@ impl Engine {
     }
 
     /// Removes endpoints by URL or name; a group left without endpoints is deleted.
-    pub async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>) -> Result<()> {
+    pub async fn remove_endpoints(&self, user_id: &str, group: &str, mut endpoints: Vec<Endpoint>) -> Result<()> {
         validate_name(group, "URL group")?;
         if endpoints.iter().any(|e| e.url.is_empty() && e.name.as_deref().is_none_or(str::is_empty)) {
             return Err(Invalid::new("each endpoint to remove needs a url or a name").into());
+        }
+        // A URL names the endpoint added with it, which was stored as `checked_url` returned it.
+        for endpoint in &mut endpoints {
+            if let Ok(url) = checked_url(&endpoint.url, "endpoint") {
+                endpoint.url = url;
+            }
         }
         if self.shared.store.get_group(user_id, group).await?.is_none() {
             return Err(EngineError::NotFound(format!("topic {group} not found")));

@@ -112,6 +112,13 @@ impl Engine {
         }
         let limits = &self.shared.config.limits;
         options.first_delivery_at(0, limits)?;
+        if !self.shared.config.allow_private_destinations {
+            // Refused now, like a publish, rather than failing at every tick.
+            if let Destination::Url(url) = &request.destination {
+                crate::destinations::check_public_url(url)?;
+            }
+            crate::destinations::check_public_callbacks(&options)?;
+        }
         let destination = match &request.destination {
             Destination::Url(url) => url.clone(),
             Destination::UrlGroup(name) => {

@@ -61,6 +61,7 @@ pub struct StorageSection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
     pub default_retries: u32,
     pub max_retries: u32,
     pub max_delay: String,
@@ -94,7 +95,7 @@ pub struct RetentionSection {
     pub purge_interval: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserConfig {
     pub id: String,
@@ -103,6 +104,20 @@ pub struct UserConfig {
     pub readonly_token: Option<String>,
     pub current_signing_key: String,
     pub next_signing_key: String,
+}
+
+/// Shows the user's id; its tokens and keys are secrets, never printed.
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use tern_core::redact::SECRET;
+        f.debug_struct("UserConfig")
+            .field("id", &self.id)
+            .field("token", &SECRET)
+            .field("readonly_token", &self.readonly_token.as_ref().map(|_| SECRET))
+            .field("current_signing_key", &SECRET)
+            .field("next_signing_key", &SECRET)
+            .finish()
+    }
 }
 
 impl Config {
@@ -339,6 +354,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(config.users[0].readonly_token.as_deref(), Some("ra"));
+    }
+
+    #[test]
+    fn debug_output_hides_tokens_and_keys() {
+        let users = r#"[{id = "acme", token = "tokenSecret", readonly_token = "readonlySecret",
+                         current_signing_key = "sig_currentSecret", next_signing_key = "sig_nextSecret"}]"#;
+        let config = Config::load(None, env(&[("TERN_USERS", users)])).unwrap();
+        let printed = format!("{config:?} {config:#?} {:?}", config.user_keys());
+        assert!(printed.contains("acme"), "{printed}");
+        assert!(!printed.contains("Secret"), "{printed}");
     }
 
     #[test]

@@ -13,9 +13,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Tokens of the configured users.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Users {
     by_token: HashMap<String, (Arc<str>, bool)>,
+}
+
+/// Shows how many tokens there are, never one of them.
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").field("tokens", &self.by_token.len()).finish()
+    }
 }
 
 impl Users {
@@ -70,7 +77,8 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A caller allowed to change things: read-only tokens get 403.
+/// A caller with the full token, which changing anything and reading secrets (the signing keys)
+/// need: read-only tokens get 403.
 #[derive(Debug, Clone)]
 pub struct Writer(pub Caller);
 
@@ -115,21 +123,41 @@ impl FromRequest<AppState> for Body {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.api.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-            let too_large =
-                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the body is larger than the limit of {limit} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {error}"))
-            }
-        })?;
-        Ok(Body(bytes))
+        read_body(request, state.api.max_body_bytes).await.map(Body)
     }
+}
+
+/// A batch's JSON body, at most `max_batch_bytes` (413 beyond): a batch carries many messages,
+/// each of whose bodies is held to `max_body_bytes` on its own.
+pub struct BatchBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for BatchBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        parse_json(&read_body(request, state.api.max_batch_bytes).await?).map(BatchBody)
+    }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
+        let too_large =
+            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::too_large(limit)
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {error}"))
+        }
+    })
+}
+
+/// JSON whatever the `Content-Type`; an empty body is `T::default()`.
+fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
 /// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`.
@@ -139,13 +167,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let Body(bytes) = Body::from_request(request, state).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(JsonBody(T::default()));
-        }
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+        parse_json(&read_body(request, state.api.max_body_bytes).await?).map(JsonBody)
     }
 }
 
@@ -169,5 +191,19 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
             .await
             .map(|axum::extract::Path(value)| PathParam(value))
             .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_tokens() {
+        let users = Users::new(&crate::dev::dev_users());
+        let printed = format!("{users:?}");
+        for user in crate::dev::dev_users() {
+            assert!(!printed.contains(&user.token), "{printed}");
+        }
     }
 }

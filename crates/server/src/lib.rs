@@ -26,6 +26,7 @@ use tower::Layer;
 #[derive(Debug)]
 pub struct ApiSettings {
     pub max_body_bytes: usize,
+    pub max_batch_bytes: usize,
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
     pub trust_forwarded_for: bool,
@@ -80,6 +81,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         users: Arc::new(Users::new(&config.users)),
         api: Arc::new(ApiSettings {
             max_body_bytes: config.limits.max_body_bytes,
+            max_batch_bytes: config.limits.max_batch_bytes,
             logs_page_size: config.limits.logs_page_size,
             dlq_page_size: config.limits.dlq_page_size,
             trust_forwarded_for: config.server.trust_forwarded_for,

@@ -142,12 +142,14 @@ impl Query {
         })
     }
 
+    /// `count` clamped to `1..=max`; `None` when absent.
+    pub fn count(&self, max: usize) -> Result<Option<usize>, ApiError> {
+        Ok(self.integer("count")?.map(|count| usize::try_from(count.max(1)).unwrap_or(usize::MAX).min(max)))
+    }
+
     /// `cursor`, `count` (clamped to `1..=max`, default `max`) and `order`.
     pub fn page(&self, max: usize) -> Result<PageRequest, ApiError> {
-        let count = match self.integer("count")? {
-            Some(count) => (count.max(1) as usize).min(max),
-            None => max,
-        };
+        let count = self.count(max)?.unwrap_or(max);
         let order = match self.single("order").map(str::trim) {
             None | Some("") => Order::LatestFirst,
             Some(order) if order.eq_ignore_ascii_case("latestFirst") => Order::LatestFirst,

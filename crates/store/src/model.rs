@@ -72,7 +72,8 @@ pub struct AttemptOutcome {
 #[derive(Debug, Clone)]
 pub enum CancelSelection {
     Ids(Vec<MessageId>),
-    /// Unfinished messages matching the filter (an empty filter matches all), oldest first.
+    /// Unfinished messages matching the filter (an empty filter matches all), oldest first, at
+    /// most `limit` of them; those whose cancel already waits for a running attempt are left out.
     Filter {
         filter: Box<MessageFilter>,
         limit: Option<usize>,
@@ -147,13 +148,25 @@ pub struct LogEntry {
 }
 
 /// A user's signing keys as last rotated, with the configured pair they were derived from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredKeys {
     pub current: String,
     pub next: String,
     /// The configured keys at rotation time; when configuration changes, it wins again.
     pub configured_current: String,
     pub configured_next: String,
+}
+
+impl std::fmt::Debug for StoredKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use tern_core::redact::SECRET;
+        f.debug_struct("StoredKeys")
+            .field("current", &SECRET)
+            .field("next", &SECRET)
+            .field("configured_current", &SECRET)
+            .field("configured_next", &SECRET)
+            .finish()
+    }
 }
 
 /// How long finished data is kept.
@@ -322,4 +335,21 @@ pub struct ScheduleFire {
     /// Whether the tick counts as fired (`lastScheduleTime`).
     pub fired: bool,
     pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_stored_keys_hides_them() {
+        let keys = StoredKeys {
+            current: "sig_aSecret".into(),
+            next: "sig_bSecret".into(),
+            configured_current: "sig_cSecret".into(),
+            configured_next: "sig_dSecret".into(),
+        };
+        let printed = format!("{keys:?}");
+        assert!(!printed.contains("Secret"), "{printed}");
+    }
 }

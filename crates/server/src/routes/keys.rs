@@ -1,8 +1,10 @@
-//! Signing keys (spec §5.11): get, and rotate on both paths the SDKs use.
+//! Signing keys (spec §5.11): get, and rotate on both paths the SDKs use. The keys are secrets
+//! (whoever holds them can sign requests to the user's receivers), so reading them takes the
+//! full token, like rotating them.
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{Caller, Writer};
+use crate::extract::Writer;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -20,7 +22,7 @@ fn keys_json(keys: &SigningKeys) -> Json<Value> {
     Json(json!({ "current": keys.current, "next": keys.next }))
 }
 
-async fn get_keys(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn get_keys(State(state): State<AppState>, Writer(caller): Writer) -> ApiResult<Json<Value>> {
     Ok(keys_json(&state.engine.signing_keys(&caller.user_id)?))
 }
 

@@ -48,12 +48,15 @@ struct CancelBody {
     message_ids: Option<Option<Vec<String>>>,
 }
 
-/// Keys bulk cancel accepts besides the common filters. `count` and `cursor` are accepted and
-/// ignored: a filtered cancel always covers every match (what the SDKs now expect).
+/// Keys bulk cancel accepts besides the common filters. `cursor` is accepted and ignored (a
+/// cancel has no pages: the next call finds what is left).
 const CANCEL_KEYS: &[&str] = &["messageIds", "host", "path", "count", "cursor"];
 
 /// The most ids one bulk call may name.
 const MAX_IDS: usize = 1000;
+
+/// The largest `count` of a filtered cancel (spec §5.4.3); larger ones are lowered to it.
+const MAX_CANCEL_COUNT: usize = 500;
 
 async fn cancel_messages(
     State(state): State<AppState>,
@@ -70,9 +73,15 @@ async fn cancel_messages(
     if ids.len() > MAX_IDS {
         return Err(crate::error::ApiError::bad_request(format!("at most {MAX_IDS} message ids per call")));
     }
+    let limit = query.count(MAX_CANCEL_COUNT)?;
     let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {
-        // Every filter narrows (`messageId` included); only no filter at all means "all".
-        CancelSelection::Filter { filter: Box::new(query.filter()?), limit: None }
+        // Every filter narrows (`messageId` included); only no filter at all means "all". With
+        // `count`, the oldest matches go first; the next call finds the rest.
+        CancelSelection::Filter { filter: Box::new(query.filter()?), limit }
+    } else if limit.is_some() {
+        // Named ids are the selection and its size; a count beside them is a mistake to report,
+        // not a limit to guess the order of.
+        return Err(crate::error::ApiError::bad_request("count applies to a filter or to all, not to messageIds"));
     } else {
         // Ids that cannot name a message are skipped like unknown ones.
         CancelSelection::Ids(ids.iter().filter_map(|id| id.parse::<MessageId>().ok()).collect())

@@ -5,7 +5,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, Caller, CallerIp, JsonBody, Writer};
+use crate::extract::{BatchBody, Body, Caller, CallerIp, Writer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -179,18 +179,21 @@ async fn batch(
     State(state): State<AppState>,
     Writer(caller): Writer,
     CallerIp(caller_ip): CallerIp,
-    JsonBody(items): JsonBody<Option<Vec<Value>>>,
+    BatchBody(items): BatchBody<Option<Vec<Value>>>,
 ) -> ApiResult<axum::Json<Value>> {
     let items = items.filter(|items| !items.is_empty()).ok_or_else(|| {
         ApiError::bad_request("the batch must be a non-empty JSON array of {destination, headers, body, queue}")
     })?;
     let mut requests = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let item = serde_json::from_value::<BatchItem>(item).map_err(|error| ApiError::bad_request(error.to_string()));
+        let item = serde_json::from_value::<BatchItem>(item)
+            .map_err(|error| ApiError::bad_request(error.to_string()))
+            .and_then(|item| within_body_limit(item, state.api.max_body_bytes));
         let request = match item {
             Ok(item) => batch_request(&state, &caller.user_id, item, caller_ip.clone()).await,
             Err(error) => Err(error),
         };
+
         // The item's error keeps its status (an unknown URL group is a 404, as for a publish).
         let request =
             request.map_err(|error| ApiError::new(error.status, format!("batch item {index}: {}", error.message)))?;
@@ -198,6 +201,15 @@ async fn batch(
     }
     let results = state.engine.publish_batch(&caller.user_id, requests).await?;
     Ok(axum::Json(Value::Array(results.iter().map(published_json).collect())))
+}
+
+/// The batch as a whole may be larger than a message (`max_batch_bytes`); none of its messages
+/// may.
+fn within_body_limit(item: BatchItem, limit: usize) -> ApiResult<BatchItem> {
+    match &item.body {
+        Some(body) if body.len() > limit => Err(ApiError::too_large(limit)),
+        _ => Ok(item),
+    }
 }
 
 async fn batch_request(

@@ -102,10 +102,12 @@ async fn serve_takes_users_and_settings_from_file_and_environment() {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{port}");
-    let (status, keys) = get_when_up(&format!("{base}/v2/keys"), "acme-readonly").await;
-    assert_eq!(status, 200, "the environment moved the listener; the read-only token may read");
+    let (status, keys) = get_when_up(&format!("{base}/v2/keys"), "acme-token").await;
+    assert_eq!(status, 200, "the environment moved the listener");
     assert_eq!(keys, serde_json::json!({ "current": "sig_fileCurrent", "next": "sig_fileNext" }));
     let client = crate::harness::http_client();
+    let logs = client.get(format!("{base}/v2/logs")).bearer_auth("acme-readonly").send().await.unwrap();
+    assert_eq!(logs.status(), 200, "the read-only token may read");
     let publish = format!("{base}/v2/publish/http://127.0.0.1:9/x");
     let refused = client.post(&publish).bearer_auth("acme-readonly").send().await.unwrap();
     assert_eq!(refused.status(), 403);

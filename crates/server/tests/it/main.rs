@@ -3,6 +3,8 @@
 
 mod auth;
 mod batch;
+mod batch_limits;
+mod bulk_cancel;
 mod callbacks;
 mod cli;
 mod dedup;
@@ -16,8 +18,10 @@ mod harness;
 mod keys;
 mod logs;
 mod messages;
+mod private_destinations;
 mod queue_order;
 mod queues;
+mod read_only_secrets;
 mod redaction;
 mod retries;
 mod routing;
@@ -29,6 +33,7 @@ mod schedules_dst;
 mod schedules_manage;
 mod schedules_restart;
 mod settle;
+mod signed_urls;
 mod storage_faults;
 mod support;
 mod timeline;

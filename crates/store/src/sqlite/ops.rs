@@ -296,6 +296,10 @@ pub fn cancel(
         CancelSelection::Filter { filter, limit } => {
             let mut sql = SqlFilter::new("m.user_id = ?", user_id.to_string());
             sql.push_raw(&format!("m.state < {FIRST_TERMINAL_STATE}"));
+            // A message whose cancel already waits for its running attempt is not selected (nor
+            // counted) again: a `limit` always reaches the next message, and a caller who
+            // cancels until nothing is left gets there.
+            sql.push_raw(&format!("m.state <> {}", MessageState::CancelRequested.code()));
             message_filter(&mut sql, &filter, "m", Some("m.created_at"));
             let limit = limit.map(|n| n as i64).unwrap_or(-1);
             let query =

@@ -326,6 +326,9 @@ async fn cancel_pending_and_in_flight(backend: &mut impl Backend) {
     assert_eq!(store.get_message(USER, pending_id).await.unwrap().unwrap().state, MessageState::Canceled);
     assert_eq!(store.get_message(USER, flying_id).await.unwrap().unwrap().state, MessageState::CancelRequested);
     assert!(store.claim_due(100_000, 10).await.is_empty());
+    // A filtered cancel neither selects nor counts a message whose cancel waits for its attempt.
+    let one = CancelSelection::Filter { filter: Box::default(), limit: Some(1) };
+    assert_eq!(store.cancel_messages(USER, one, 10).await.unwrap(), CancelOutcome { cancelled: 0, found: 0 });
     assert_eq!(
         log_states(&*store, pending_id).await,
         vec![LogState::Created, LogState::CancelRequested, LogState::Canceled]
@@ -358,6 +361,7 @@ async fn cancel_by_filter(backend: &mut impl Backend) {
             new_message(USER, &format!("http://127.0.0.1:1/{i}"), i, 90_000, &[("Upstash-Label", label)])
         })
         .collect();
+    let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
     store.insert_messages(messages).await.unwrap();
     let odd = MessageFilter { labels: vec!["odd".into()], ..Default::default() };
     let result =
@@ -370,6 +374,9 @@ async fn cancel_by_filter(backend: &mut impl Backend) {
         .await
         .unwrap();
     assert_eq!(result.cancelled, 1);
+    // The oldest match went first.
+    assert_eq!(store.get_message(USER, ids[0]).await.unwrap().unwrap().state, MessageState::Canceled);
+    assert_eq!(store.get_message(USER, ids[2]).await.unwrap().unwrap().state, MessageState::Pending);
     let all = CancelSelection::Filter { filter: Box::default(), limit: None };
     assert_eq!(store.cancel_messages(OTHER, all.clone(), 10).await.unwrap().cancelled, 0);
     assert_eq!(store.cancel_messages(USER, all.clone(), 10).await.unwrap().cancelled, 2);
