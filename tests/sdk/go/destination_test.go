@@ -214,3 +214,7 @@ func headerValue(h map[string][]string, name string) string {
 func describe(d delivery) string {
 	return fmt.Sprintf("%s %s %v %q", d.Method, d.Path, d.Header, d.Body)
 }
+
+// holdShort is how long a gauge holds each request: long enough for a server that ignores a
+// limit to start the next delivery meanwhile.
+const holdShort = 300 * time.Millisecond
