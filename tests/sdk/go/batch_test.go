@@ -166,3 +166,25 @@ func TestBatchDeduplicatesPerItem(t *testing.T) {
 		t.Fatalf("responses %+v", responses)
 	}
 }
+
+// As in the SDK's TestBatchJSONMixed: a Content-Type among the headers of a JSON item reaches
+// the destination as its one Content-Type (the SDK forwards it next to application/json).
+func TestBatchJSONWithAContentTypeHeaderDeliversOneContentType(t *testing.T) {
+	c := client()
+	r := newReceiver(t, nil)
+	responses, err := c.BatchJSON([]qstash.BatchJSONOptions{{Url: r.url("/ct"), Body: map[string]any{"hi": 0}, Headers: map[string]string{"Content-Type": "text/plain"}}})
+	must(t, err, "batch json")
+	single, err := c.PublishJSON(qstash.PublishJSONOptions{Url: r.url("/ct"), Body: map[string]any{"hi": 1}, Headers: map[string]string{"Content-Type": "text/plain"}})
+	must(t, err, "publish json")
+	for _, id := range []string{responses[0][0].MessageId, single.MessageId} {
+		d := r.waitForMessage(t, id)
+		if got := d.Header.Values("Content-Type"); !slices.Equal(got, []string{"text/plain"}) {
+			t.Fatalf("Content-Type lines %q", got)
+		}
+		m, err := c.Messages().Get(id)
+		must(t, err, "get")
+		if got := m.Header.Values("Content-Type"); !slices.Equal(got, []string{"text/plain"}) {
+			t.Fatalf("stored Content-Type %q", got)
+		}
+	}
+}

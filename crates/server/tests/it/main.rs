@@ -11,6 +11,7 @@ mod dlq;
 mod durability;
 mod errors;
 mod flow_control;
+mod go_sdk;
 mod harness;
 mod keys;
 mod logs;
