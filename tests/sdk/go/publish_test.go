@@ -289,6 +289,8 @@ func TestApiDestinationsAreRefused(t *testing.T) {
 	mustFail(t, err, "publish to api/llm", "api destinations are not supported")
 	_, err = c.BatchJSON([]qstash.BatchJSONOptions{{Api: "llm", Body: map[string]any{"model": "m"}}})
 	mustFail(t, err, "batch to api/llm", "api destinations are not supported")
+	_, err = c.EnqueueJSON(qstash.EnqueueJSONOptions{Queue: "go-llm-" + uid(), PublishJSONOptions: qstash.PublishJSONOptions{Api: "llm", Body: map[string]any{"model": "m"}}})
+	mustFail(t, err, "enqueue to api/llm", "api destinations are not supported")
 }
 
 // The SDK's TestDisallowMultipleDestinations (checked by the SDK before any request).
