@@ -65,6 +65,14 @@ func TestDlqGetAndDeleteMany(t *testing.T) {
 		ids[i] = res.MessageId
 	}
 	dlqIDs := assertFailedEventually(t, c, ids...)
+	// an empty or null id list in the JSON body deletes nothing
+	for _, none := range [][]string{{}, nil} {
+		deleted, err := c.Dlq().DeleteMany(none)
+		must(t, err, "delete many of no ids")
+		if deleted != 0 {
+			t.Fatalf("deleting an empty list deleted %d", deleted)
+		}
+	}
 	deleted, err := c.Dlq().DeleteMany(dlqIDs)
 	must(t, err, "delete many")
 	if deleted != 3 {

@@ -104,6 +104,14 @@ func TestCancelMany(t *testing.T) {
 			odd = append(odd, res.MessageId)
 		}
 	}
+	// the SDK sends an empty or null id list in the JSON body: that selects nothing, not all
+	for _, none := range [][]string{{}, nil} {
+		cancelled, err := c.Messages().CancelMany(none)
+		must(t, err, "cancel many of no ids")
+		if cancelled != 0 {
+			t.Fatalf("cancelling an empty list cancelled %d", cancelled)
+		}
+	}
 	cancelled, err := c.Messages().CancelMany(even)
 	must(t, err, "cancel many")
 	if cancelled != 5 {
