@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -200,15 +199,6 @@ func newGauge(t testing.TB, hold time.Duration) (*receiver, *gauge) {
 	r.answer = g.serve(r)
 	r.mu.Unlock()
 	return r, g
-}
-
-func headerValue(h map[string][]string, name string) string {
-	for k, v := range h {
-		if strings.EqualFold(k, name) && len(v) > 0 {
-			return strings.Join(v, ", ")
-		}
-	}
-	return ""
 }
 
 func describe(d delivery) string {

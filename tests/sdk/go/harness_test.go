@@ -14,7 +14,6 @@ package sdktests
 
 import (
 	"bufio"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -397,5 +396,3 @@ func waitForDlq(t testing.TB, c *qstash.Client, messageID string) qstash.DlqMess
 	})
 	return entry
 }
-
-var errNotYet = errors.New("not yet")
