@@ -2,35 +2,45 @@
 # Run the official-SDK test suites against a tern binary:
 #   * Python: `qstash` (tests/sdk/python, pytest, venv in tests/sdk/python/.venv)
 #   * JS:     `@upstash/qstash` (tests/sdk/js, node --test, node_modules via npm ci)
+#   * Go:     `github.com/upstash/qstash-go` (tests/sdk/go, go test, modules pinned by its
+#             go.mod and go.sum and fetched through the Go module proxy)
 #
-# Usage: scripts/sdk-tests.sh [--python-only | --js-only] [--no-install]
+# Usage: scripts/sdk-tests.sh [--python-only | --js-only | --go-only] [--no-install] [--serial]
 #   TERN_BIN   tern binary (default: target/debug/tern, relative to the repo root).
 #              Build it with: cargo build -p tern-server --bin tern
 #   PYTHON     python interpreter used to create the venv (default: python3)
-#   PYTEST_ARGS / NODE_TEST_ARGS   extra arguments for the runners (word-split)
+#   PYTEST_ARGS / NODE_TEST_ARGS / GO_TEST_ARGS   extra arguments for the runners (word-split)
 #
 # Each suite starts its own `tern dev --port <free port> --data-dir <fresh temp dir>`;
 # all network traffic stays on 127.0.0.1. Installs are idempotent: they rerun only when
-# requirements.txt / package-lock.json (or the interpreter version) change.
-# Exits non-zero if any step or any test fails.
+# requirements.txt / package-lock.json (or the interpreter version) change; Go's module
+# cache makes `go mod download` a no-op once the pinned modules are there.
+# The suites run at the same time (most of their time is spent waiting for a cron tick and
+# for deliveries), each into a log printed when it ends; --serial runs one after another
+# with live output. Exits non-zero if any step or any test fails.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY_DIR="$ROOT/tests/sdk/python"
 JS_DIR="$ROOT/tests/sdk/js"
+GO_DIR="$ROOT/tests/sdk/go"
 VENV="$PY_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
 
 run_python=1
 run_js=1
+run_go=1
 do_install=1
+serial=0
 for arg in "$@"; do
   case "$arg" in
-    --python-only) run_js=0 ;;
-    --js-only) run_python=0 ;;
+    --python-only) run_js=0 run_go=0 ;;
+    --js-only) run_python=0 run_go=0 ;;
+    --go-only) run_python=0 run_js=0 ;;
     --no-install) do_install=0 ;;
+    --serial) serial=1 ;;
     -h | --help)
-      sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "${BASH_SOURCE[0]}"
       exit 0
       ;;
     *)
@@ -139,32 +149,74 @@ setup_js() {
   printf '%s\n' "$want" >"$stamp"
 }
 
+# --- Go: go mod download --------------------------------------------------------
+# go.mod and go.sum pin every module; `go test -mod=readonly` uses exactly them (and fails
+# rather than edit them), so the only thing to fetch is the pinned modules, from the proxy.
+setup_go() {
+  command -v go >/dev/null 2>&1 || die "go not found (the Go toolchain runs tests/sdk/go)"
+  log "go mod download (tests/sdk/go, $(go env GOVERSION))"
+  (cd "$GO_DIR" && go mod download) || die "go mod download failed"
+}
+
 if [ "$do_install" = 1 ]; then
   [ "$run_python" = 1 ] && setup_python
   [ "$run_js" = 1 ] && setup_js
+  [ "$run_go" = 1 ] && setup_go
 fi
 
 # --- run ---------------------------------------------------------------------------
-py_rc=skipped
-js_rc=skipped
+run_suite() { # run_suite NAME: runs one suite in the foreground
+  case "$1" in
+    python)
+      log "pytest tests/sdk/python (TERN_BIN=$TERN_BIN)"
+      # shellcheck disable=SC2086
+      (cd "$PY_DIR" && guard "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-})
+      ;;
+    js)
+      log "node --test tests/sdk/js (TERN_BIN=$TERN_BIN)"
+      # shellcheck disable=SC2086
+      (cd "$JS_DIR" && guard node --test --test-concurrency=1 ${NODE_TEST_ARGS:-} ./*.test.mjs)
+      ;;
+    go)
+      log "go test tests/sdk/go (TERN_BIN=$TERN_BIN)"
+      # shellcheck disable=SC2086
+      (cd "$GO_DIR" && guard go test -mod=readonly -count=1 -timeout "$((${SDK_TESTS_TIMEOUT:-900} - 30))s" ${GO_TEST_ARGS:-} ./...)
+      ;;
+  esac
+}
 
-if [ "$run_python" = 1 ]; then
-  log "pytest tests/sdk/python (TERN_BIN=$TERN_BIN)"
-  # shellcheck disable=SC2086
-  (cd "$PY_DIR" && guard "$VENV/bin/python" -m pytest ${PYTEST_ARGS:-})
-  py_rc=$?
+suites=()
+[ "$run_python" = 1 ] && suites+=(python)
+[ "$run_js" = 1 ] && suites+=(js)
+[ "$run_go" = 1 ] && suites+=(go)
+declare -A rc=([python]=skipped [js]=skipped [go]=skipped)
+
+if [ "$serial" = 1 ] || [ "${#suites[@]}" -le 1 ]; then
+  for suite in "${suites[@]}"; do
+    run_suite "$suite"
+    rc[$suite]=$?
+  done
+else
+  logs="$(mktemp -d)"
+  trap 'rm -rf "$logs"' EXIT
+  declare -A pid
+  started=$SECONDS
+  for suite in "${suites[@]}"; do
+    run_suite "$suite" >"$logs/$suite.log" 2>&1 &
+    pid[$suite]=$!
+  done
+  log "running the ${suites[*]} suites at the same time; each log follows when it ends"
+  for suite in "${suites[@]}"; do
+    wait "${pid[$suite]}"
+    rc[$suite]=$?
+    cat "$logs/$suite.log"
+    log "$suite suite: exit ${rc[$suite]} ($((SECONDS - started)) s since the start)"
+  done
 fi
 
-if [ "$run_js" = 1 ]; then
-  log "node --test tests/sdk/js (TERN_BIN=$TERN_BIN)"
-  # shellcheck disable=SC2086
-  (cd "$JS_DIR" && guard node --test --test-concurrency=1 ${NODE_TEST_ARGS:-} ./*.test.mjs)
-  js_rc=$?
-fi
-
-log "sdk-tests: python=$py_rc js=$js_rc"
-for rc in "$py_rc" "$js_rc"; do
-  if [ "$rc" != skipped ] && [ "$rc" != 0 ]; then
+log "sdk-tests: python=${rc[python]} js=${rc[js]} go=${rc[go]}"
+for suite in python js go; do
+  if [ "${rc[$suite]}" != skipped ] && [ "${rc[$suite]}" != 0 ]; then
     exit 1
   fi
 done

@@ -105,6 +105,7 @@ impl PublishOptions {
         let mut flow_key = None;
         let mut flow_value = None;
         let mut plain = HeaderList::new();
+        let mut request_content_type = HeaderList::new();
         for (name, value) in headers {
             let lower = name.to_ascii_lowercase();
             if TRANSPORT_HEADERS.contains(&lower.as_str()) {
@@ -117,7 +118,7 @@ impl PublishOptions {
                 continue;
             }
             if lower == "content-type" {
-                options.forward.push(name, value);
+                request_content_type.push(name, value);
                 continue;
             }
             if let Some(forwarded) = strip_prefix_ignore_case(name, "Upstash-Forward-") {
@@ -195,6 +196,12 @@ impl PublishOptions {
                     // Other Upstash-* headers (SDK telemetry, unknown options) are ignored.
                 }
             }
+        }
+        // One Content-Type reaches the destination (it is a singleton field). A forwarded one
+        // wins: the Python and Go SDKs send a `Content-Type` among a message's headers as
+        // `Upstash-Forward-Content-Type`, while their JSON helpers set the request's own.
+        if options.forward.get("content-type").is_none() {
+            options.forward.0.splice(0..0, request_content_type.0);
         }
         if options.header_forward {
             options.forward.0.extend(plain.0);

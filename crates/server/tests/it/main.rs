@@ -14,6 +14,7 @@ mod durability;
 mod errors;
 mod fair_sharing;
 mod flow_control;
+mod go_sdk;
 mod harness;
 mod keys;
 mod logs;
