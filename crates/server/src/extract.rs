@@ -4,9 +4,14 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::body::Bytes;
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONNECTION;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -108,44 +113,77 @@ impl FromRequestParts<AppState> for CallerIp {
     }
 }
 
-/// The request body, at most `max_body_bytes` (413 beyond).
+/// The request body, at most `max_body_bytes` (413 beyond), arrived within
+/// `request_body_timeout` (408 beyond).
 pub struct Body(pub Bytes);
 
 impl FromRequest<AppState> for Body {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.api.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-            let too_large =
-                std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (limit, timeout) = (state.api.max_body_bytes, state.api.request_body_timeout);
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut body = request.into_body();
+        let read = tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await;
+        match read {
+            Ok(Ok(Some(bytes))) => Ok(Body(bytes)),
+            Ok(Ok(None)) => {
+                // Read (and drop) the rest while the answer goes out: a client still sending
+                // when the connection closes would get a reset instead of the 413.
+                tokio::spawn(drain(body, deadline));
+                let error = ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the body is larger than the limit of {limit} bytes"),
-                )
-            } else {
-                ApiError::bad_request(format!("could not read the request body: {error}"))
+                );
+                Err(([(CONNECTION, "close")], error).into_response())
             }
-        })?;
-        Ok(Body(bytes))
+            Ok(Err(error)) => {
+                Err(ApiError::bad_request(format!("could not read the request body: {error}")).into_response())
+            }
+            Err(_elapsed) => {
+                let message = format!("the request body did not arrive within {} s", timeout.as_secs_f64());
+                Err(([(CONNECTION, "close")], ApiError::new(StatusCode::REQUEST_TIMEOUT, message)).into_response())
+            }
+        }
     }
+}
+
+/// The body, or `None` as soon as it is known to be longer than `limit` bytes.
+async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(None);
+    }
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(bytes.freeze()))
+}
+
+/// Reads `body` to its end or until `deadline`, keeping nothing.
+async fn drain(mut body: axum::body::Body, deadline: tokio::time::Instant) {
+    let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = body.frame().await {} }).await;
 }
 
 /// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let Body(bytes) = Body::from_request(request, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(T::default()));
         }
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
+            .map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")).into_response())
     }
 }
 
