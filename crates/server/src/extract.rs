@@ -122,15 +122,10 @@ impl FromRequest<AppState> for Body {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (limit, timeout) = (state.api.max_body_bytes, state.api.request_body_timeout);
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut body = request.into_body();
-        let read = tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await;
-        match read {
+        match tokio::time::timeout(timeout, read_limited(request.into_body(), limit)).await {
             Ok(Ok(Some(bytes))) => Ok(Body(bytes)),
             Ok(Ok(None)) => {
-                // Read (and drop) the rest while the answer goes out: a client still sending
-                // when the connection closes would get a reset instead of the 413.
-                tokio::spawn(drain(body, deadline));
+                // The rest of the body is left unread: the connection cannot carry another request.
                 let error = ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the body is larger than the limit of {limit} bytes"),
@@ -149,7 +144,7 @@ impl FromRequest<AppState> for Body {
 }
 
 /// The body, or `None` as soon as it is known to be longer than `limit` bytes.
-async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
     if body.size_hint().lower() > limit as u64 {
         return Ok(None);
     }
@@ -163,11 +158,6 @@ async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Optio
         }
     }
     Ok(Some(bytes.freeze()))
-}
-
-/// Reads `body` to its end or until `deadline`, keeping nothing.
-async fn drain(mut body: axum::body::Body, deadline: tokio::time::Instant) {
-    let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = body.frame().await {} }).await;
 }
 
 /// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`.

@@ -5,6 +5,7 @@ mod auth;
 mod batch;
 mod callbacks;
 mod cli;
+mod connections;
 mod dedup;
 mod delivery;
 mod dlq;
