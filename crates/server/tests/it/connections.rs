@@ -44,7 +44,8 @@ impl Tern {
             .arg("serve")
             .arg("--config")
             .arg(&file)
-            .env("RUST_LOG", "info")
+            // The listener says at debug level why a connection ended.
+            .env("RUST_LOG", "info,tern_server::listener=debug")
             .env_remove("TERN_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -232,4 +233,51 @@ async fn requests_refused_below_the_handlers_get_json_errors() {
     assert_eq!(response.status(), 413);
     let json: Value = response.json().await.unwrap();
     assert!(json["error"].as_str().unwrap().contains("limit"), "{json}");
+}
+
+#[tokio::test]
+async fn slow_bodies_and_stalled_readers_are_cut_off() {
+    let receiver = Receiver::start().await;
+    let tern = Tern::start("request_body_timeout = \"1s\"\nwrite_timeout = \"1s\"", None).await;
+
+    let mut slow = tern.connect();
+    let head = format!(
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 100\r\n\r\n",
+        receiver.url("/slow")
+    );
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(b"ten bytes.").unwrap();
+    let (status, head, body) = parse_answer(&read_until_closed(&mut slow));
+    assert_eq!(status, 408, "{head}");
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert!(json["error"].as_str().unwrap().contains("did not arrive"), "{json}");
+
+    // A log listing far larger than the socket buffers, to a client that does not read it.
+    let client = http_client();
+    let big = "b".repeat(5 << 20);
+    let published = client
+        .post(tern.url(&format!("/v2/publish/{}", receiver.url("/big"))))
+        .bearer_auth(TOKEN)
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    let mut stalled = tern.connect();
+    stalled
+        .write_all(format!("GET /v2/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n").as_bytes())
+        .unwrap();
+    let guard = Instant::now() + DEADLINE;
+    while !tern.stderr_text().contains("connection ended with an error") {
+        assert!(Instant::now() < guard, "the stalled write was never cut off:\n{}", tern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, head, body) = parse_answer(&read_until_closed(&mut stalled));
+    assert_eq!(status, 200, "{head}");
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|value| value.parse().ok())
+        .expect("a content-length");
+    assert!(body.len() < length, "the answer was cut short: {} of {length} bytes", body.len());
 }
