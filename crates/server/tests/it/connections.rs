@@ -25,6 +25,11 @@ impl Tern {
     /// Starts tern with `settings` (TOML lines under `[server]`) and, if given, an open-file
     /// limit (soft and hard) it cannot raise; waits until `/healthz` answers.
     async fn start(settings: &str, open_files: Option<u64>) -> Tern {
+        Self::start_occupying(settings, open_files, 0).await
+    }
+
+    /// [`Tern::start`], with `occupied` descriptors (on /dev/null) inherited from the start.
+    async fn start_occupying(settings: &str, open_files: Option<u64>, occupied: usize) -> Tern {
         let directory = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = directory.path().join("tern.toml");
@@ -44,19 +49,30 @@ impl Tern {
             .arg("serve")
             .arg("--config")
             .arg(&file)
-            // The listener says at debug level why a connection ended.
-            .env("RUST_LOG", "info,tern_server::listener=debug")
+            // At debug level the listener says why a connection ended, the dispatcher when an
+            // attempt finished.
+            .env("RUST_LOG", "info,tern_server::listener=debug,tern_engine::dispatcher=debug")
             .env_remove("TERN_CONFIG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
-        if let Some(limit) = open_files {
+        // Opened here (close-on-exec), duplicated in the child only: other tests' children
+        // must not inherit it.
+        let null = std::fs::File::open("/dev/null").unwrap();
+        if open_files.is_some() || occupied > 0 {
             use std::os::unix::process::CommandExt;
-            let limit = rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) };
-            // SAFETY: between fork and exec only a raw setrlimit system call runs.
+            let limit = open_files.map(|limit| rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) });
+            // SAFETY: between fork and exec only raw setrlimit and dup system calls run.
             unsafe {
                 command.pre_exec(move || {
-                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(std::io::Error::from)
+                    if let Some(limit) = limit {
+                        rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
+                    }
+                    for _ in 0..occupied {
+                        // dup's copy is not close-on-exec: tern inherits it.
+                        std::mem::forget(rustix::io::dup(&null)?);
+                    }
+                    Ok(())
                 });
             }
         }
@@ -68,7 +84,8 @@ impl Tern {
         };
         let client = http_client();
         let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(tern.url("/healthz")).send().await.is_err() {
+        // Closed by tern as it answers: no descriptor of tern's is freed later on.
+        while client.get(tern.url("/healthz")).header("connection", "close").send().await.is_err() {
             assert!(Instant::now() < deadline, "tern did not start:\n{}", tern.stderr_text());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -280,4 +297,54 @@ async fn slow_bodies_and_stalled_readers_are_cut_off() {
         .and_then(|value| value.parse().ok())
         .expect("a content-length");
     assert!(body.len() < length, "the answer was cut short: {} of {length} bytes", body.len());
+}
+
+#[tokio::test]
+async fn a_delivery_that_finds_no_descriptor_waits_instead_of_failing() {
+    const OPEN_FILES: u64 = 128;
+    const MAX_CONNECTIONS: usize = 40;
+    let receiver = Receiver::start().await;
+    // Inherited descriptors leave tern fewer than its budget assumes, so that client
+    // connections (which this test can close again) can take the last ones.
+    let occupied = OPEN_FILES as usize - MAX_CONNECTIONS - 10;
+    let settings =
+        format!("max_connections = {MAX_CONNECTIONS}\nheader_read_timeout = \"10m\"\nidle_timeout = \"10m\"");
+    let tern = Tern::start_occupying(&settings, Some(OPEN_FILES), occupied).await;
+    // More connections than tern has descriptors left: the last ones wait unaccepted.
+    let mut held: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| tern.connect()).collect();
+    let guard = Instant::now() + DEADLINE;
+    while !tern.stderr_text().contains("accepting a connection failed") {
+        assert!(Instant::now() < guard, "the connections did not take every descriptor:\n{}", tern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let publish = format!(
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nUpstash-Retries: 0\r\nContent-Length: 4\r\n\r\nlate",
+        receiver.url("/late")
+    );
+    held[0].write_all(publish.as_bytes()).unwrap();
+    let mut answer = [0u8; 12];
+    held[0].read_exact(&mut answer).unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "{}", String::from_utf8_lossy(&answer));
+    // The attempt ends one way or the other while tern has no descriptor to spare.
+    let attempted =
+        || ["out of file descriptors", "attempt finished"].iter().any(|line| tern.stderr_text().contains(line));
+    let guard = Instant::now() + DEADLINE;
+    while !attempted() {
+        assert!(Instant::now() < guard, "no attempt was made:\n{}", tern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    held.truncate(1);
+    let delivered = receiver.wait_for("/late", 1).await;
+    assert_eq!(&delivered[0].body[..], b"late");
+    assert_eq!(delivered[0].header("upstash-retried"), Some("0"), "the deferred attempt did not count");
+    let client = http_client();
+    let dlq: Value = client.get(tern.url("/v2/dlq")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(dlq["messages"].as_array().map(Vec::len), Some(0), "{dlq}");
+    let stderr = tern.stderr_text();
+    assert!(
+        stderr.contains("out of file descriptors"),
+        "the attempt found a descriptor; nothing was tested:\n{stderr}"
+    );
 }
