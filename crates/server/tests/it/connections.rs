@@ -348,3 +348,36 @@ async fn a_delivery_that_finds_no_descriptor_waits_instead_of_failing() {
         "the attempt found a descriptor; nothing was tested:\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn shutdown_closes_waiting_connections_and_finishes_running_requests() {
+    let receiver = Receiver::start().await;
+    let mut tern = Tern::start("header_read_timeout = \"10m\"\nidle_timeout = \"10m\"", None).await;
+    let mut half_sent = tern.connect();
+    half_sent.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut running = tern.connect();
+    let head = format!(
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\n\
+         Content-Length: 8\r\n\r\n",
+        receiver.url("/running")
+    );
+    running.write_all(head.as_bytes()).unwrap();
+    // hyper asks for the body once the handler reads it: the request is in progress.
+    let mut continue_line = [0u8; 25];
+    running.read_exact(&mut continue_line).unwrap();
+    assert_eq!(&continue_line, b"HTTP/1.1 100 Continue\r\n\r\n");
+
+    let pid = rustix::process::Pid::from_child(&tern.child);
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(read_until_closed(&mut half_sent).is_empty(), "closed at once, without an answer");
+    running.write_all(b"finished").unwrap();
+    let (status, head, body) = parse_answer(&read_until_closed(&mut running));
+    assert_eq!(status, 200, "{head}");
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert!(json["messageId"].is_string(), "{json}");
+    let guard = Instant::now() + DEADLINE;
+    while tern.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < guard, "tern did not exit:\n{}", tern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
