@@ -119,10 +119,20 @@ impl ConnectionState {
     }
 
     fn end_request(&self) {
-        let _ = self.word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
+        // HTTP/2 streams end in tasks of their own, possibly after the connection's last flush:
+        // waiting for another flush could wait forever, so the connection is idle at once.
+        let http2 = self.http2.load(Ordering::Relaxed);
+        let previous = self.word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| {
             let count = (word & !FLUSH_DUE) - 1;
-            Some(if count == 0 { FLUSH_DUE } else { count | (word & FLUSH_DUE) })
+            Some(match count {
+                0 if http2 => 0,
+                0 => FLUSH_DUE,
+                _ => count | (word & FLUSH_DUE),
+            })
         });
+        if http2 && previous.is_ok_and(|word| word & !FLUSH_DUE == 1) {
+            self.went_idle();
+        }
     }
 
     /// The IO flushed everything hyper had written: once no request is in progress, the
@@ -133,6 +143,10 @@ impl ConnectionState {
         {
             return;
         }
+        self.went_idle();
+    }
+
+    fn went_idle(&self) {
         self.idle_since.store(self.registry.now_ms(), Ordering::Relaxed);
         self.head_started.store(NO_HEAD, Ordering::Relaxed);
         self.wake.notify_one();
@@ -206,6 +220,18 @@ mod tests {
         assert!(!first.try_shed(), "its answer may still be unflushed");
         first.flushed();
         assert!(first.try_shed());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_http2_connection_is_idle_when_its_last_stream_ends() {
+        let registry = Registry::new();
+        let (state, _registration) = registry.register();
+        let first = state.start_request(true).unwrap();
+        let second = state.start_request(true).unwrap();
+        drop(first);
+        assert!(!state.try_shed(), "a stream is still in progress");
+        drop(second);
+        assert!(state.try_shed(), "no flush to wait for");
     }
 
     #[tokio::test(start_paused = true)]

@@ -381,3 +381,17 @@ async fn shutdown_closes_waiting_connections_and_finishes_running_requests() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served() {
+    let tern = Tern::start("", None).await;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    for _ in 0..3 {
+        let response = client.get(tern.url("/healthz")).send().await.expect("an HTTP/2 answer");
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+    }
+    let keys = client.get(tern.url("/v2/keys")).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(keys.status(), 200);
+}
