@@ -122,10 +122,15 @@ impl FromRequest<AppState> for Body {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
         let (limit, timeout) = (state.api.max_body_bytes, state.api.request_body_timeout);
-        match tokio::time::timeout(timeout, read_limited(request.into_body(), limit)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut body = request.into_body();
+        match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {
             Ok(Ok(Some(bytes))) => Ok(Body(bytes)),
             Ok(Ok(None)) => {
-                // The rest of the body is left unread: the connection cannot carry another request.
+                // The rest is read and dropped while the answer goes out (until the body's
+                // deadline): a client still sending when the connection closed would get a
+                // broken pipe instead of the 413.
+                tokio::spawn(drain(body, deadline));
                 let error = ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     format!("the body is larger than the limit of {limit} bytes"),
@@ -143,8 +148,13 @@ impl FromRequest<AppState> for Body {
     }
 }
 
+/// Reads `body` to its end or until `deadline`, keeping nothing.
+async fn drain(mut body: axum::body::Body, deadline: tokio::time::Instant) {
+    let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+}
+
 /// The body, or `None` as soon as it is known to be longer than `limit` bytes.
-async fn read_limited(mut body: axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
     if body.size_hint().lower() > limit as u64 {
         return Ok(None);
     }
