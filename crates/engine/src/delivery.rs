@@ -29,7 +29,9 @@ pub fn build_client(config: &EngineConfig) -> reqwest::Result<reqwest::Client> {
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(30))
         .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024);
+        // More idle connections to one host than attempts can run at once are never reused:
+        // they would only hold file descriptors.
+        .pool_max_idle_per_host(config.max_concurrent_deliveries);
     if !config.allow_private_destinations {
         builder = builder.dns_resolver(Arc::new(PublicOnlyResolver)).redirect(public_redirects());
     }
@@ -43,6 +45,12 @@ pub fn timeout_ms(config: &EngineConfig, message: &Message) -> i64 {
     message.spec.timeout_ms.map_or(max_timeout, |ms| (ms as i64).min(max_timeout))
 }
 
+/// An attempt that could not be made for a reason of this process, not the destination's: no
+/// file descriptor was free for its socket. It is no attempt at all.
+#[derive(Debug, thiserror::Error)]
+#[error("no file descriptor for the connection: {0}")]
+pub struct NoDescriptor(String);
+
 /// Sends one attempt of `message`, which starts at `started` (the clock's time), and waits for
 /// the answer, at most [`timeout_ms`].
 pub async fn attempt(
@@ -52,15 +60,15 @@ pub async fn attempt(
     keys: &SigningKeys,
     message: &Message,
     started: i64,
-) -> AttemptResponse {
+) -> Result<AttemptResponse, NoDescriptor> {
     let spec = &message.spec;
     if !config.allow_private_destinations
         && let Err(refused) = crate::destinations::check_public_url(&spec.url)
     {
-        return failure(refused.0);
+        return Ok(failure(refused.0));
     }
     let Ok(method) = reqwest::Method::from_bytes(spec.method.as_bytes()) else {
-        return failure(format!("invalid method {}", spec.method));
+        return Ok(failure(format!("invalid method {}", spec.method)));
     };
     let signature =
         signing::sign(&keys.current, &spec.url, &message.body, started / 1000, new_jwt_id(), config.jwt_nbf_is_iat);
@@ -75,7 +83,7 @@ pub async fn attempt(
         let body = read_limited(response, config.max_body_bytes).await?;
         Ok::<_, reqwest::Error>(AttemptResponse { status, headers, body, error: None })
     };
-    tokio::select! {
+    Ok(tokio::select! {
         result = exchange => match result {
             Ok(mut response) => {
                 if !(200..300).contains(&response.status) {
@@ -83,10 +91,31 @@ pub async fn attempt(
                 }
                 response
             }
+            Err(error) if out_of_descriptors(&error) => return Err(NoDescriptor(describe(&error))),
             Err(error) => failure(describe(&error)),
         },
         () = clock.sleep_until(started + timeout) => failure(format!("timeout: no response within {timeout} ms")),
+    })
+}
+
+/// Whether `error` comes from running out of file descriptors (`EMFILE`, `ENFILE`) anywhere in
+/// its chain of sources.
+pub fn out_of_descriptors(error: &(dyn std::error::Error + 'static)) -> bool {
+    let exhausted = |io: &std::io::Error| {
+        let errno = io.raw_os_error().map(rustix::io::Errno::from_raw_os_error);
+        matches!(errno, Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE))
+    };
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            // An io::Error's source skips the error it wraps: look inside it too.
+            if exhausted(io) || io.get_ref().is_some_and(|inner| out_of_descriptors(inner)) {
+                return true;
+            }
+        }
+        next = error.source();
     }
+    false
 }
 
 fn failure(error: String) -> AttemptResponse {
@@ -225,6 +254,20 @@ mod tests {
         let non_retryable = response(489, &[("Upstash-NonRetryable-Error", "true")]);
         assert_eq!(classify(&message(&[], 0), &non_retryable, 0, dlq), NextStep::Failed { dlq_id: "d".into() });
         assert!(matches!(classify(&message(&[], 0), &response(489, &[]), 0, dlq), NextStep::Retry { .. }));
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_found_anywhere_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect failed")]
+        struct Connect(#[source] std::io::Error);
+        let emfile = || std::io::Error::from_raw_os_error(rustix::io::Errno::MFILE.raw_os_error());
+        assert!(out_of_descriptors(&Connect(emfile())));
+        assert!(out_of_descriptors(&Connect(std::io::Error::other(Connect(emfile())))));
+        let enfile = std::io::Error::from_raw_os_error(rustix::io::Errno::NFILE.raw_os_error());
+        assert!(out_of_descriptors(&enfile));
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(!out_of_descriptors(&Connect(refused)));
     }
 
     #[test]

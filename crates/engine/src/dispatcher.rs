@@ -23,6 +23,10 @@ const START_BATCH: usize = 256;
 /// How long a message whose payload could not be read waits before it is tried again.
 const LOAD_RETRY_MS: i64 = 1000;
 
+/// How long a message whose attempt found no free file descriptor waits before it is tried
+/// again (not counted as an attempt).
+const NO_DESCRIPTOR_RETRY_MS: i64 = 1000;
+
 /// How long an attempt runs before its `ACTIVE` log entry is written on its own; a shorter one
 /// has it written with its outcome, so log readers may learn of an attempt this much late.
 const ACTIVE_LOGGED_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
@@ -153,6 +157,17 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
                 let logged = shared.store.record_attempt_started(&message, started).await.is_ok();
                 (exchange.await, (!logged).then_some(started))
             }
+        }
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, message_id = %message.id, "attempt deferred: this process is out of file descriptors");
+            shared.scheduler.update(|scheduler, now| {
+                scheduler.exchange_dropped(message.id, deadline);
+                scheduler.defer(message.id, now + NO_DESCRIPTOR_RETRY_MS, now);
+            });
+            return;
         }
     };
     let finished = shared.clock.now_ms();

@@ -48,6 +48,49 @@ pub struct ServerSection {
     pub listen: String,
     pub path_prefix: String,
     pub trust_forwarded_for: bool,
+    pub max_connections: MaxConnections,
+    pub header_read_timeout: String,
+    pub idle_timeout: String,
+    pub request_body_timeout: String,
+    pub write_timeout: String,
+}
+
+/// `server.max_connections`: a number, or `"auto"` (derived from the open-file limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxConnections {
+    Auto,
+    Limit(usize),
+}
+
+impl<'de> Deserialize<'de> for MaxConnections {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // An environment value arrives as a string (the default is one), a file's as a number.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        let expected = "\"auto\" or a number of connections, at least 1";
+        let limit = match Raw::deserialize(deserializer)? {
+            Raw::Text(text) if text.trim().eq_ignore_ascii_case("auto") => return Ok(MaxConnections::Auto),
+            Raw::Text(text) => text.trim().parse::<u64>().map_err(|_| serde::de::Error::custom(expected))?,
+            Raw::Number(number) => number,
+        };
+        match usize::try_from(limit) {
+            Ok(limit) if limit > 0 => Ok(MaxConnections::Limit(limit)),
+            _ => Err(serde::de::Error::custom(expected)),
+        }
+    }
+}
+
+/// The server's connection deadlines, parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionTimeouts {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub request_body: Duration,
+    pub write: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +195,7 @@ impl Config {
     fn from_table(table: Table, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = Value::Table(table).try_into().map_err(|e| invalid(origin, e))?;
         config.engine_config()?;
+        config.connection_timeouts()?;
         config.validate_users()?;
         Ok(config)
     }
@@ -231,6 +275,25 @@ impl Config {
         })
     }
 
+    /// The server's connection deadlines; each must be longer than zero.
+    pub fn connection_timeouts(&self) -> Result<ConnectionTimeouts, ConfigError> {
+        let duration = |key: &str, value: &str| {
+            let origin = format!("server.{key}");
+            match parse_duration(value) {
+                Ok(duration) if !duration.is_zero() => Ok(duration),
+                Ok(_) => Err(invalid(&origin, "must be longer than zero")),
+                Err(error) => Err(invalid(&origin, error)),
+            }
+        };
+        let server = &self.server;
+        Ok(ConnectionTimeouts {
+            header_read: duration("header_read_timeout", &server.header_read_timeout)?,
+            idle: duration("idle_timeout", &server.idle_timeout)?,
+            request_body: duration("request_body_timeout", &server.request_body_timeout)?,
+            write: duration("write_timeout", &server.write_timeout)?,
+        })
+    }
+
     /// The users as the engine needs them (ids and configured keys).
     pub fn user_keys(&self) -> Vec<UserKeys> {
         self.users
@@ -303,6 +366,25 @@ mod tests {
         let engine = config.engine_config().unwrap();
         assert_eq!(engine.limits.default_retries, 3);
         assert_eq!(engine.dedup_window, Duration::from_secs(600));
+        assert_eq!(config.server.max_connections, MaxConnections::Auto);
+        let timeouts = config.connection_timeouts().unwrap();
+        assert_eq!(timeouts.header_read, Duration::from_secs(30));
+        assert_eq!(timeouts.idle, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn max_connections_is_auto_or_a_positive_number() {
+        let load = |value: &str| Config::load(None, env(&[("TERN_SERVER__MAX_CONNECTIONS", value)]));
+        assert_eq!(load("500").unwrap().server.max_connections, MaxConnections::Limit(500));
+        assert_eq!(load("AUTO").unwrap().server.max_connections, MaxConnections::Auto);
+        for bad in ["0", "-1", "many", "1.5"] {
+            assert!(load(bad).is_err(), "{bad}");
+        }
+        let directory = tempfile::tempdir().unwrap();
+        let file = directory.path().join("tern.toml");
+        std::fs::write(&file, "[server]\nmax_connections = 64\n").unwrap();
+        let config = Config::load(Some(&file), env(&[])).unwrap();
+        assert_eq!(config.server.max_connections, MaxConnections::Limit(64));
     }
 
     #[test]
@@ -374,6 +456,8 @@ mod tests {
             vec![("TERN_LIMITS__MAX_DELAY", "soon")],
             vec![("TERN_DELIVERY__JWT_NBF", "never")],
             vec![("TERN_LIMITS__MAX_RETRIES", "many")],
+            vec![("TERN_SERVER__IDLE_TIMEOUT", "0s")],
+            vec![("TERN_SERVER__HEADER_READ_TIMEOUT", "soon")],
         ] {
             let error = Config::load(None, env(&bad)).unwrap_err();
             assert!(!error.to_string().is_empty(), "{bad:?}");

@@ -86,4 +86,20 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body of every error answer.
+pub fn error_json(message: &str) -> String {
+    json!({ "error": message }).to_string()
+}
+
+/// What tern says about a request that hyper refused before any handler saw it (hyper's own
+/// answer has the status and an empty body; the listener puts this in it).
+pub fn unparsed_request_message(status: u16) -> Option<&'static str> {
+    match status {
+        400 => Some("malformed request: the request line or a header is not valid HTTP"),
+        414 => Some("the request URI is too long"),
+        431 => Some("the request headers are too large"),
+        _ => None,
+    }
+}
+
 pub type ApiResult<T> = Result<T, ApiError>;

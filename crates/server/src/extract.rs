@@ -4,9 +4,14 @@
 use crate::AppState;
 use crate::error::ApiError;
 use axum::body::Bytes;
+use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
+use axum::http::header::CONNECTION;
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use bytes::BytesMut;
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -116,14 +121,15 @@ impl FromRequestParts<AppState> for CallerIp {
     }
 }
 
-/// The request body, at most `max_body_bytes` (413 beyond).
+/// The request body, at most `max_body_bytes` (413 beyond), arrived within
+/// `request_body_timeout` (408 beyond).
 pub struct Body(pub Bytes);
 
 impl FromRequest<AppState> for Body {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        read_body(request, state.api.max_body_bytes).await.map(Body)
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        read_body(request, state, state.api.max_body_bytes).await.map(Body)
     }
 }
 
@@ -132,24 +138,58 @@ impl FromRequest<AppState> for Body {
 pub struct BatchBody<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for BatchBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        parse_json(&read_body(request, state.api.max_batch_bytes).await?).map(BatchBody)
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let bytes = read_body(request, state, state.api.max_batch_bytes).await?;
+        parse_json(&bytes).map(BatchBody).map_err(IntoResponse::into_response)
     }
 }
 
-/// Reads a whole body of at most `limit` bytes.
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(request.into_body(), limit).await.map_err(|error| {
-        let too_large =
-            std::error::Error::source(&error).is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::too_large(limit)
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {error}"))
+/// Reads a whole body of at most `limit` bytes within the request-body timeout.
+async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<Bytes, Response> {
+    let timeout = state.api.request_body_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut body = request.into_body();
+    match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {
+        Ok(Ok(Some(bytes))) => Ok(bytes),
+        Ok(Ok(None)) => {
+            // The rest is read and dropped while the answer goes out (until the body's
+            // deadline): a client still sending when the connection closed would get a
+            // broken pipe instead of the 413.
+            tokio::spawn(drain(body, deadline));
+            Err(([(CONNECTION, "close")], ApiError::too_large(limit)).into_response())
         }
-    })
+        Ok(Err(error)) => {
+            Err(ApiError::bad_request(format!("could not read the request body: {error}")).into_response())
+        }
+        Err(_elapsed) => {
+            let message = format!("the request body did not arrive within {} s", timeout.as_secs_f64());
+            Err(([(CONNECTION, "close")], ApiError::new(StatusCode::REQUEST_TIMEOUT, message)).into_response())
+        }
+    }
+}
+
+/// Reads `body` to its end or until `deadline`, keeping nothing.
+async fn drain(mut body: axum::body::Body, deadline: tokio::time::Instant) {
+    let _ = tokio::time::timeout_at(deadline, async { while let Some(Ok(_)) = body.frame().await {} }).await;
+}
+
+/// The body, or `None` as soon as it is known to be longer than `limit` bytes.
+async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Option<Bytes>, axum::Error> {
+    if body.size_hint().lower() > limit as u64 {
+        return Ok(None);
+    }
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Ok(None);
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(Some(bytes.freeze()))
 }
 
 /// JSON whatever the `Content-Type`; an empty body is `T::default()`.
@@ -164,10 +204,11 @@ fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        parse_json(&read_body(request, state.api.max_body_bytes).await?).map(JsonBody)
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let bytes = read_body(request, state, state.api.max_body_bytes).await?;
+        parse_json(&bytes).map(JsonBody).map_err(IntoResponse::into_response)
     }
 }
 

@@ -2,14 +2,15 @@
 //! `tern serve` run. [`start`] is what `main` and the tests both call.
 
 pub mod config;
+pub mod descriptors;
 pub mod dev;
 pub mod error;
 mod extract;
+mod listener;
 mod query;
 mod routes;
 mod views;
 
-use axum::ServiceExt;
 use axum::extract::Request;
 use config::Config;
 use extract::Users;
@@ -30,6 +31,8 @@ pub struct ApiSettings {
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
     pub trust_forwarded_for: bool,
+    /// How long a request body may take to arrive in whole.
+    pub request_body_timeout: std::time::Duration,
 }
 
 /// Shared state of every handler.
@@ -45,7 +48,7 @@ pub struct RunningServer {
     pub address: SocketAddr,
     pub engine: Engine,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +73,26 @@ pub enum ShutdownError {
     Engine(#[from] tern_engine::EngineError),
 }
 
-/// Opens the store, starts the engine and serves the API on `listener`.
+/// Raises the open-file limit, opens the store, starts the engine and serves the API on
+/// `listener`.
 pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
-    let engine_config = config.engine_config()?;
+    let mut engine_config = config.engine_config()?;
+    let timeouts = config.connection_timeouts()?;
+    let budget = descriptors::plan(
+        descriptors::raise_open_file_limit(),
+        config.server.max_connections,
+        engine_config.max_concurrent_deliveries,
+    )
+    .map_err(|message| config::ConfigError::Invalid { origin: "server.max_connections".into(), message })?;
+    if let Some(warning) = &budget.lowered {
+        tracing::warn!("{warning}");
+    }
+    tracing::info!(
+        max_connections = budget.max_connections,
+        max_concurrent_deliveries = budget.max_concurrent_deliveries,
+        "file descriptors shared out"
+    );
+    engine_config.max_concurrent_deliveries = budget.max_concurrent_deliveries;
     let store_options = SqliteOptions { data_dir: config.storage.data_dir.clone(), durable: config.storage.durable };
     let store = Arc::new(SqliteStore::open(store_options)?);
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
@@ -85,6 +105,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
             logs_page_size: config.limits.logs_page_size,
             dlq_page_size: config.limits.dlq_page_size,
             trust_forwarded_for: config.server.trust_forwarded_for,
+            request_body_timeout: timeouts.request_body,
         }),
     };
     let prefix = config.server.path_prefix.clone();
@@ -92,9 +113,13 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
     let app = normalize.layer(routes::router(state));
     let address = listener.local_addr()?;
     let stop = CancellationToken::new();
-    let serving = axum::serve(listener, ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
-        .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let task = tokio::spawn(async move { serving.await });
+    let limits = listener::ConnectionLimits {
+        max_connections: budget.max_connections,
+        header_read_timeout: timeouts.header_read,
+        idle_timeout: timeouts.idle,
+        write_timeout: timeouts.write,
+    };
+    let task = listener::serve(listener, app, limits, stop.clone());
     Ok(RunningServer { address, engine, stop, task })
 }
 
@@ -103,7 +128,7 @@ impl RunningServer {
     /// commits everything recorded).
     pub async fn shutdown(self) -> Result<(), ShutdownError> {
         self.stop.cancel();
-        self.task.await.map_err(std::io::Error::other)??;
+        self.task.await.map_err(std::io::Error::other)?;
         self.engine.shutdown().await?;
         Ok(())
     }

@@ -51,6 +51,12 @@ impl Scheduler {
         self.attempt_ended(id, now);
     }
 
+    /// The attempt of `id` (which timed out at `deadline`) could not be made at all: it will
+    /// start again, and has no outcome to record.
+    pub fn exchange_dropped(&mut self, id: MessageId, deadline: i64) {
+        self.attempt_book.deadlines.remove(&(deadline, id));
+    }
+
     /// The store committed `changes`: outcomes among them are recorded. Called with the
     /// changes, before they are applied, under the same lock.
     pub fn outcomes_committed(&mut self, changes: &[Change]) {

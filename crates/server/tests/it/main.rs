@@ -7,6 +7,7 @@ mod batch_limits;
 mod bulk_cancel;
 mod callbacks;
 mod cli;
+mod connections;
 mod dedup;
 mod delivery;
 mod dlq;
