@@ -28,6 +28,7 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
+    pub list_page_bytes: usize,
     pub trust_forwarded_for: bool,
 }
 
@@ -72,6 +73,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
             max_body_bytes: config.limits.max_body_bytes,
             logs_page_size: config.limits.logs_page_size,
             dlq_page_size: config.limits.dlq_page_size,
+            list_page_bytes: config.limits.list_page_bytes,
             trust_forwarded_for: config.server.trust_forwarded_for,
         }),
     };

@@ -5,6 +5,7 @@
 //! message is due again at start.
 
 mod checkpoint;
+mod listing;
 mod ops;
 mod query;
 mod recovery;
@@ -327,14 +328,14 @@ impl ScheduleStore for SqliteStore {
         self.request(|reply| WriteOp::UpsertSchedule { schedule: Box::new(schedule), limit, dedup, reply }).await
     }
 
-    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>> {
+    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>> {
         let (user_id, id) = (user_id.to_string(), id.to_string());
         self.readers.read(move |c| schedules::get(c, &user_id, &id)).await
     }
 
-    async fn list_schedules(&self, user_id: &str) -> Result<Vec<ScheduleRecord>> {
-        let user_id = user_id.to_string();
-        self.readers.read(move |c| schedules::list(c, &user_id)).await
+    async fn list_schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {
+        let (user_id, page) = (user_id.to_string(), page.clone());
+        self.readers.read(move |c| schedules::list(c, &user_id, &page)).await
     }
 
     async fn delete_schedule(&self, user_id: &str, id: &str) -> Result<bool> {
@@ -370,7 +371,7 @@ impl ScheduleStore for SqliteStore {
 impl LogStore for SqliteStore {
     async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers.read(move |c| query::list_logs(c, &user_id, &filter, &page)).await
+        self.readers.read(move |c| listing::list_logs(c, &user_id, &filter, &page)).await
     }
 }
 
@@ -378,7 +379,7 @@ impl LogStore for SqliteStore {
 impl DlqStore for SqliteStore {
     async fn list_dlq(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers.read(move |c| query::list_dlq(c, &user_id, &filter, &page)).await
+        self.readers.read(move |c| listing::list_dlq(c, &user_id, &filter, &page)).await
     }
 
     async fn get_dlq(&self, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {

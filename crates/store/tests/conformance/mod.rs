@@ -145,7 +145,7 @@ async fn settle(store: &dyn Store) {
 }
 
 fn page(count: usize) -> PageRequest {
-    PageRequest { cursor: None, count, order: Order::LatestFirst }
+    PageRequest::first(count)
 }
 
 async fn log_states(store: &dyn Store, id: MessageId) -> Vec<LogState> {
