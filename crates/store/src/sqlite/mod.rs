@@ -484,4 +484,92 @@ mod tests {
             read.await.expect("task").expect("client read");
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schedules_are_read_with_their_last_states_without_an_engine_connection() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(SqliteOptions::new(directory.path())).expect("open");
+        let schedule = ScheduleRecord {
+            id: "s".into(),
+            user_id: "u".into(),
+            cron: "* * * * *".into(),
+            destination: "http://127.0.0.1:1/".into(),
+            queue_name: None,
+            headers: HeaderList::new(),
+            body: bytes::Bytes::from_static(b"tick"),
+            caller_ip: None,
+            created_at: 0,
+            paused: false,
+            next_tick_at: Some(60_000),
+            last_tick_at: None,
+            last_message_ids: Vec::new(),
+            error: None,
+        };
+        store.upsert_schedule(schedule, 10, None).await.expect("create");
+        let options =
+            tern_core::PublishOptions::from_headers(std::iter::empty::<(&str, &str)>(), true).expect("options");
+        let spec = options.to_spec("http://127.0.0.1:1/".into(), None, &tern_core::PublishLimits::default());
+        let id = MessageId::generate();
+        let message = NewMessage {
+            id,
+            user_id: "u".into(),
+            spec,
+            body: bytes::Bytes::new(),
+            created_at: 60_000,
+            due_at: 60_000,
+            dedup: None,
+            consumes_dlq_entry: None,
+        };
+        let fire = ScheduleFire {
+            user_id: "u".into(),
+            id: "s".into(),
+            tick_at: 60_000,
+            next_tick_at: Some(120_000),
+            messages: vec![message],
+            fired: true,
+            error: None,
+        };
+        store.fire_schedules(vec![fire]).await.expect("fire");
+
+        // Every engine connection busy until released.
+        let (started, reads_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let mut engine_reads = Vec::new();
+        for _ in 0..ENGINE_READERS {
+            let (started, released, readers) = (started.clone(), Arc::clone(&released), Arc::clone(&store.readers));
+            engine_reads.push(tokio::spawn(async move {
+                readers
+                    .read_for_engine(move |_| {
+                        started.send(()).expect("report");
+                        let _ = released.lock().expect("release lock").recv();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        for _ in 0..ENGINE_READERS {
+            reads_started.recv_timeout(Duration::from_secs(10)).expect("an engine read started");
+        }
+
+        let expected = vec![(id, tern_core::MessageState::Pending)];
+        let page = PageRequest { order: Order::EarliestFirst, ..PageRequest::first(10) };
+        let listed = tokio::time::timeout(Duration::from_secs(10), store.list_schedules("u", &page))
+            .await
+            .expect("listing schedules waits for no engine connection")
+            .expect("list");
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0].last_states, expected, "the states come with the schedule");
+        let one = tokio::time::timeout(Duration::from_secs(10), store.get_schedule("u", "s"))
+            .await
+            .expect("reading a schedule waits for no engine connection")
+            .expect("get")
+            .expect("the schedule");
+        assert_eq!(one.last_states, expected);
+
+        drop(release);
+        for read in engine_reads {
+            read.await.expect("task").expect("engine read");
+        }
+    }
 }
