@@ -13,6 +13,7 @@ mod errors;
 mod flow_control;
 mod harness;
 mod keys;
+mod listing;
 mod logs;
 mod messages;
 mod queue_order;
