@@ -156,7 +156,8 @@ mod tests {
 
     #[test]
     fn cursors_and_entries_are_read_from_the_body() {
-        let body = br#"{"events":[{"messageId":"a","body":"eA=="}],"logs":[{"messageId":"a","body":"eA=="}],"cursor":"12-3"}"#;
+        let body =
+            br#"{"events":[{"messageId":"a","body":"eA=="}],"logs":[{"messageId":"a","body":"eA=="}],"cursor":"12-3"}"#;
         assert_eq!(find(body, "\"cursor\":\""), Some("12-3"));
         assert_eq!(count(body, "\"messageId\":\""), 2);
         assert_eq!(find(b"{}", "\"cursor\":\""), None);

@@ -48,6 +48,13 @@ fn body_wanted(message: &Message, length: Option<usize>, limit: Option<usize>) -
     if message.spec.redact.body { length.unwrap_or(0) } else { wanted(length, limit) }
 }
 
+/// A log entry's message: decoded already for an earlier entry of the page, or just now (its
+/// long body not read yet).
+enum Decoded {
+    Shared(Arc<Message>),
+    New(Message),
+}
+
 pub fn list_logs(
     connection: &Connection,
     user_id: &str,
@@ -91,11 +98,11 @@ pub fn list_logs(
         let id: String = row.get(0)?;
         let lengths = ListedLengths::from_row(row, MESSAGE_COLUMN_COUNT)?;
         let (message, body_bytes) = match decoded.get(&id) {
-            Some(message) => (Ok(Arc::clone(message)), message.body.len()),
+            Some(message) => (Decoded::Shared(Arc::clone(message)), message.body.len()),
             None => {
                 let message = message_from_row(row, 0)?;
                 let body_bytes = body_wanted(&message, lengths.body, page.body_limit);
-                (Err(message), body_bytes)
+                (Decoded::New(message), body_bytes)
             }
         };
         let response_length = row.get::<_, Option<i64>>(base + 8)?.map(|length| length.max(0) as usize);
@@ -106,8 +113,8 @@ pub fn list_logs(
             break;
         }
         let message = match message {
-            Ok(message) => message,
-            Err(mut message) => {
+            Decoded::Shared(message) => message,
+            Decoded::New(mut message) => {
                 let body = std::mem::take(&mut message.body);
                 let place = ("messages", "body", lengths.rowid);
                 message.body = listed_body_value(connection, place, body, lengths.body, body_bytes)?;
