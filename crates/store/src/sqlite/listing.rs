@@ -52,7 +52,7 @@ fn body_wanted(message: &Message, length: Option<usize>, limit: Option<usize>) -
 /// long body not read yet).
 enum Decoded {
     Shared(Arc<Message>),
-    New(Message),
+    New(Box<Message>),
 }
 
 pub fn list_logs(
@@ -102,7 +102,7 @@ pub fn list_logs(
             None => {
                 let message = message_from_row(row, 0)?;
                 let body_bytes = body_wanted(&message, lengths.body, page.body_limit);
-                (Decoded::New(message), body_bytes)
+                (Decoded::New(Box::new(message)), body_bytes)
             }
         };
         let response_length = row.get::<_, Option<i64>>(base + 8)?.map(|length| length.max(0) as usize);
@@ -118,7 +118,7 @@ pub fn list_logs(
                 let body = std::mem::take(&mut message.body);
                 let place = ("messages", "body", lengths.rowid);
                 message.body = listed_body_value(connection, place, body, lengths.body, body_bytes)?;
-                let message = Arc::new(message);
+                let message = Arc::new(*message);
                 decoded.insert(id, Arc::clone(&message));
                 message
             }
