@@ -132,8 +132,8 @@ pub struct PageRequest {
     /// its memory is this plus one item.
     pub max_bytes: usize,
     /// Read at most this many bytes of each body (the message's and a response's); the items
-    /// then carry that prefix. `Some(0)` reads no body. A body shown redacted is read whole
-    /// all the same (it is shown as a hash of all of it).
+    /// then carry that prefix. `Some(0)` reads no body. Otherwise a body shown redacted is read
+    /// whole all the same (it is shown as a hash of all of it).
     pub body_limit: Option<usize>,
 }
 

@@ -42,10 +42,10 @@ impl PageFill {
     }
 }
 
-/// How much of a message body a listing reads: a redacted one whole (it is shown as a hash of
-/// all of it), any other up to the page's limit.
+/// How much of a message body a listing reads: up to the page's limit, except that a redacted
+/// body is read whole if any of it is read (it is shown as a hash of all of it).
 fn body_wanted(message: &Message, length: Option<usize>, limit: Option<usize>) -> usize {
-    if message.spec.redact.body { length.unwrap_or(0) } else { wanted(length, limit) }
+    if message.spec.redact.body && limit != Some(0) { length.unwrap_or(0) } else { wanted(length, limit) }
 }
 
 /// A log entry's message: decoded already for an earlier entry of the page, or just now (its

@@ -153,6 +153,8 @@ async fn bodies_are_read_only_as_far_as_asked(backend: &mut impl Backend) {
             let expected = match message.id {
                 id if id == long_id => body_of(cut(2 * LONG)),
                 id if id == short_id => Bytes::from_static(b"hello world").slice(..cut(11)),
+                // Read whole for its hash, unless nothing of it is read.
+                id if id == redacted_id && limit == Some(0) => Bytes::new(),
                 id if id == redacted_id => body_of(LONG),
                 id => panic!("unexpected message {id}"),
             };
