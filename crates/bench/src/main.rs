@@ -228,6 +228,16 @@ async fn main() {
         let schedules = bench.schedules(cli.schedules, !cli.quick).await;
         println!("  creating: {:.0} schedules/s", schedules.created_per_s);
         println!("  memory per schedule (RSS growth / schedules): {:.0} bytes", schedules.bytes_per_schedule);
+        println!(
+            "  GET /v2/schedules: {} listed in {:.2} s; tern's peak RSS {:.0} MB (from {:.0} MB)",
+            schedules.listed,
+            schedules.list_duration.as_secs_f64(),
+            schedules.list_peak_rss as f64 / 1e6,
+            schedules.list_rss_before as f64 / 1e6
+        );
+        if schedules.listed != cli.schedules {
+            failures.push(format!("schedules: {} of {} listed", schedules.listed, cli.schedules));
+        }
         if !cli.quick {
             println!(
                 "  one minute: {} fired, all delivered {:.2} s after the minute began; tern CPU for the minute {:.2} s",
