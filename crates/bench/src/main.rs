@@ -6,6 +6,7 @@
 //!     scripts/bench --quick         # a few hundred messages: checks the command works
 
 mod forwarder;
+mod listing;
 mod load;
 mod processes;
 mod scenarios;
@@ -45,7 +46,7 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into(), "schedules".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into()])]
     scenarios: Vec<String>,
     /// Queues and flow-control keys in the keys scenario.
     #[arg(long, default_value_t = 10_000)]
@@ -53,6 +54,16 @@ struct Cli {
     /// Schedules in the schedules scenario.
     #[arg(long, default_value_t = 100_000)]
     schedules: u64,
+    /// Messages in the listing scenario (ten log entries each).
+    #[arg(long, default_value_t = 100)]
+    list_messages: u64,
+    /// Body size of each message in the listing scenario.
+    #[arg(long, default_value_t = 10_000_000)]
+    list_body_bytes: usize,
+    /// The `count` the listing scenario asks for (a tern without byte-bounded pages needs about
+    /// 27 times the body size per entry to answer: keep it small for one).
+    #[arg(long, default_value_t = 1_000)]
+    list_count: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,6 +99,8 @@ async fn main() {
         cli.concurrency = vec![8];
         cli.keys = cli.keys.min(200);
         cli.schedules = cli.schedules.min(300);
+        cli.list_messages = cli.list_messages.min(10);
+        cli.list_body_bytes = cli.list_body_bytes.min(256 << 10);
     }
     let start = Instant::now();
     let bench = Bench {
@@ -215,6 +228,16 @@ async fn main() {
         let schedules = bench.schedules(cli.schedules, !cli.quick).await;
         println!("  creating: {:.0} schedules/s", schedules.created_per_s);
         println!("  memory per schedule (RSS growth / schedules): {:.0} bytes", schedules.bytes_per_schedule);
+        println!(
+            "  GET /v2/schedules: {} listed in {:.2} s; tern's peak RSS {:.0} MB (from {:.0} MB)",
+            schedules.listed,
+            schedules.list_duration.as_secs_f64(),
+            schedules.list_peak_rss as f64 / 1e6,
+            schedules.list_rss_before as f64 / 1e6
+        );
+        if schedules.listed != cli.schedules {
+            failures.push(format!("schedules: {} of {} listed", schedules.listed, cli.schedules));
+        }
         if !cli.quick {
             println!(
                 "  one minute: {} fired, all delivered {:.2} s after the minute began; tern CPU for the minute {:.2} s",
@@ -222,6 +245,24 @@ async fn main() {
                 schedules.tick_duration.as_secs_f64(),
                 schedules.cpu_seconds
             );
+        }
+    }
+
+    if run("listing") {
+        let (messages, body, count) = (cli.list_messages, cli.list_body_bytes, cli.list_count);
+        println!(
+            "\n== listing {} log entries of {} messages with {:.1} MB bodies (count={count}) ==",
+            messages * listing::ENTRIES_PER_MESSAGE,
+            messages,
+            body as f64 / 1e6
+        );
+        let listing = bench.listing(messages, body, count).await;
+        print_listed("GET /v2/logs, one page", &listing.first_page);
+        print_listed("GET /v2/logs, every page by the cursor", &listing.all_pages);
+        print_listed("GET /v2/logs?trimBody=-1, one page", &listing.without_bodies);
+        print_listed("GET /v2/dlq, one page", &listing.dlq_page);
+        if listing.all_pages.entries != listing.entries {
+            failures.push(format!("listing: {} of {} entries listed", listing.all_pages.entries, listing.entries));
         }
     }
 
@@ -278,6 +319,19 @@ fn print_row(name: &str, figures: &Figures, baseline: Option<&Figures>) {
             figures.server_thread_cpu_us.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
         println!("      by thread (µs): {}", threads.join(", "));
     }
+}
+
+fn print_listed(name: &str, listed: &listing::Listed) {
+    let mb = |bytes: u64| bytes as f64 / 1e6;
+    println!(
+        "  {name}: tern's peak RSS {:.0} MB (from {:.0} MB); {} requests, {} entries, {:.0} MB answered in {:.2} s",
+        mb(listed.peak_rss),
+        mb(listed.rss_before),
+        listed.requests,
+        listed.entries,
+        mb(listed.response_bytes),
+        listed.elapsed.as_secs_f64()
+    );
 }
 
 /// The median, lowest and highest of a series of ratios (`what` says of which figures).

@@ -16,7 +16,7 @@ pub fn durable() -> bool {
 }
 
 /// A free port on 127.0.0.1 (bound and released; the child binds it right after).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
@@ -78,13 +78,31 @@ next_signing_key = "sig_benchNextKey000000000000000000"
 
     /// Resident memory of the process, in bytes.
     pub fn rss_bytes(&self) -> u64 {
+        self.status_kib("VmRSS:") * 1024
+    }
+
+    /// The most resident memory the process had since it started or since
+    /// [`Tern::reset_peak_rss`], in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.status_kib("VmHWM:") * 1024
+    }
+
+    /// Starts [`Tern::peak_rss_bytes`] over from the current resident memory.
+    pub fn reset_peak_rss(&self) {
+        if let Some(pid) = self.child.id() {
+            // "5" resets the peak resident set size (proc(5), clear_refs).
+            std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset tern's peak memory");
+        }
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
         let Some(pid) = self.child.id() else { return 0 };
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|value| value.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024)
+            .unwrap_or(0)
     }
 
     /// CPU time the process used so far (user + system), in seconds.

@@ -16,6 +16,12 @@ pub struct Schedules {
     pub tick_duration: Duration,
     /// tern's CPU time for that minute, seconds.
     pub cpu_seconds: f64,
+    /// `GET /v2/schedules` after creating them: how long, how many listed, and tern's peak
+    /// resident memory meanwhile (and just before), bytes.
+    pub list_duration: Duration,
+    pub listed: u64,
+    pub list_peak_rss: u64,
+    pub list_rss_before: u64,
 }
 
 impl Bench {
@@ -54,8 +60,27 @@ impl Bench {
         let mut figures = Schedules {
             created_per_s,
             bytes_per_schedule: after.saturating_sub(before) as f64 / count.max(1) as f64,
+            list_rss_before: after,
             ..Schedules::default()
         };
+        tern.reset_peak_rss();
+        let started = Instant::now();
+        let mut response = client
+            .get(format!("{}/v2/schedules", tern.url))
+            .bearer_auth(TOKEN)
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .and_then(|response| response.error_for_status())
+            .expect("list the schedules");
+        let mut listed = Vec::new();
+        while let Some(chunk) = response.chunk().await.expect("the schedule list") {
+            listed.extend_from_slice(&chunk);
+        }
+        figures.list_duration = started.elapsed();
+        figures.list_peak_rss = tern.peak_rss_bytes();
+        let key = b"\"scheduleId\":";
+        figures.listed = listed.windows(key.len()).filter(|window| window == key).count() as u64;
         if !watch_a_minute {
             tern.stop().await;
             return figures;

@@ -135,6 +135,8 @@ impl Engine {
         match selection {
             DlqSelection::Ids(ids) => Ok((ids, None)),
             DlqSelection::Filter { filter, page } => {
+                // Only the ids are needed: no body is read, so no size ends the page early.
+                let page = PageRequest { body_limit: Some(0), max_bytes: usize::MAX, ..page };
                 let page = self.shared.store.list_dlq(user_id, &filter, &page).await?;
                 let ids = page.items.into_iter().filter_map(|entry| entry.dlq_id).collect();
                 Ok((ids, page.cursor))

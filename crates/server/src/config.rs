@@ -111,6 +111,7 @@ pub struct LimitsSection {
     pub max_timeout: String,
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
+    pub list_page_bytes: usize,
     pub max_queues: usize,
     pub max_queue_parallelism: u32,
     pub max_url_groups: usize,
@@ -236,7 +237,7 @@ impl Config {
                 return Err(invalid("delivery.jwt_nbf", format!("expected \"zero\" or \"iat\", got {other:?}")));
             }
         };
-        if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 {
+        if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 || self.limits.list_page_bytes == 0 {
             return Err(invalid("limits", "page sizes must be at least 1"));
         }
         if self.delivery.max_concurrent == 0 || self.delivery.user_parallelism == 0 {

@@ -30,6 +30,7 @@ pub struct ApiSettings {
     pub max_batch_bytes: usize,
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
+    pub list_page_bytes: usize,
     pub trust_forwarded_for: bool,
     /// How long a request body may take to arrive in whole.
     pub request_body_timeout: std::time::Duration,
@@ -104,6 +105,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
             max_batch_bytes: config.limits.max_batch_bytes,
             logs_page_size: config.limits.logs_page_size,
             dlq_page_size: config.limits.dlq_page_size,
+            list_page_bytes: config.limits.list_page_bytes,
             trust_forwarded_for: config.server.trust_forwarded_for,
             request_body_timeout: timeouts.request_body,
         }),

@@ -2,6 +2,7 @@
 //! values, the shared filters, and pagination.
 
 use crate::error::ApiError;
+use crate::views::ShownBodies;
 use tern_core::LogState;
 use tern_store::{MessageFilter, Order, PageRequest};
 
@@ -161,7 +162,23 @@ impl Query {
             }
         };
         let cursor = self.single("cursor").map(str::trim).filter(|c| !c.is_empty()).map(str::to_string);
-        Ok(PageRequest { cursor, count, order })
+        Ok(PageRequest { cursor, count, order, ..PageRequest::first(count) })
+    }
+
+    /// A listing's page: [`Query::page`] ending also at `max_bytes`, and `trimBody` (the
+    /// Workflow API's: `-1` leaves bodies out, `n` shows their first `n` bytes), which the store
+    /// then reads no further.
+    pub fn listing(&self, max: usize, max_bytes: usize) -> Result<(PageRequest, ShownBodies), ApiError> {
+        let shown = match self.integer("trimBody")? {
+            None => ShownBodies::Whole,
+            Some(-1) => ShownBodies::Excluded,
+            Some(limit) if limit >= 0 => ShownBodies::Prefix(limit as usize),
+            Some(_) => {
+                return Err(ApiError::bad_request("trimBody must be -1 (no bodies) or a number of bytes"));
+            }
+        };
+        let page = PageRequest { max_bytes, body_limit: shown.read_limit(), ..self.page(max)? };
+        Ok((page, shown))
     }
 }
 

@@ -1,8 +1,12 @@
 //! Wire shapes of responses (spec §6): messages, DLQ entries and log entries as the SDKs parse
 //! them. Optional fields are omitted, never `null`; redacted values are hidden here.
 
+use axum::body::Body;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tern_core::callback::forwarded_callback_headers;
 use tern_core::{AttemptResponse, Message, MessageSpec};
@@ -43,8 +47,73 @@ pub fn set_body(object: &mut Object, key: &str, bytes: &[u8]) {
     }
 }
 
+/// How much of each stored body a listing shows: `trimBody` (the Workflow API's; QStash's own
+/// listings show whole bodies, which tern pages by size instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShownBodies {
+    Whole,
+    /// The first bytes of each body (`trimBody=n`).
+    Prefix(usize),
+    /// No body at all (`trimBody=-1`): the body fields are left out.
+    Excluded,
+}
+
+impl ShownBodies {
+    /// How far the store needs to read each body.
+    pub fn read_limit(self) -> Option<usize> {
+        match self {
+            ShownBodies::Whole => None,
+            ShownBodies::Prefix(limit) => Some(limit),
+            ShownBodies::Excluded => Some(0),
+        }
+    }
+
+    /// The part of `body` shown, if any.
+    fn apply(self, body: &[u8]) -> Option<&[u8]> {
+        match self {
+            ShownBodies::Whole => Some(body),
+            ShownBodies::Excluded => None,
+            ShownBodies::Prefix(limit) => Some(&body[..limit.min(body.len())]),
+        }
+    }
+
+    /// [`ShownBodies::apply`] for a body shown as text when it is UTF-8: a prefix that may have
+    /// been cut inside a character (by the store or here) ends before it, so that a text body
+    /// stays text.
+    fn apply_to_text(self, body: &[u8]) -> Option<&[u8]> {
+        let shown = self.apply(body)?;
+        let maybe_cut = matches!(self, ShownBodies::Prefix(limit) if shown.len() == limit);
+        match std::str::from_utf8(shown) {
+            Err(error) if maybe_cut && error.error_len().is_none() => Some(&shown[..error.valid_up_to()]),
+            _ => Some(shown),
+        }
+    }
+}
+
+/// A JSON array serialised one item at a time: no tree of the whole array is ever built.
+pub fn json_array(items: impl IntoIterator<Item = Value>) -> Bytes {
+    let mut array = vec![b'['];
+    for (index, item) in items.into_iter().enumerate() {
+        if index > 0 {
+            array.push(b',');
+        }
+        serde_json::to_writer(&mut array, &item).expect("a JSON value serialises");
+    }
+    array.push(b']');
+    Bytes::from(array)
+}
+
+/// A JSON response sent as `pieces`, which may share buffers (the logs' two keys hold one
+/// serialised array): nothing is copied to join them.
+pub fn json_pieces(pieces: Vec<Bytes>) -> Response {
+    let length: usize = pieces.iter().map(Bytes::len).sum();
+    let stream = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
+    ([(CONTENT_TYPE, "application/json".to_string()), (CONTENT_LENGTH, length.to_string())], Body::from_stream(stream))
+        .into_response()
+}
+
 /// The fields every message-shaped object shares (§6.1), with redaction applied.
-fn message_fields(message: &Message, object: &mut Object) {
+fn message_fields(message: &Message, object: &mut Object, shown: ShownBodies) {
     let spec = &message.spec;
     object.set("messageId", message.id.to_string());
     object.set("url", spec.url.as_str());
@@ -55,7 +124,9 @@ fn message_fields(message: &Message, object: &mut Object) {
     object.set_opt("scheduleId", spec.schedule_id.as_deref());
     object.set("method", spec.method.as_str());
     set_spec_headers(object, spec);
-    set_body(object, "body", &spec.redact.body(&message.body));
+    if let Some(body) = shown.apply_to_text(&spec.redact.body(&message.body)) {
+        set_body(object, "body", body);
+    }
     object.set("maxRetries", spec.max_retries);
     object.set_opt("retryDelayExpression", spec.retry_delay.as_deref());
     object.set("notBefore", message.not_before);
@@ -100,26 +171,28 @@ pub fn set_flow_and_labels(object: &mut Object, spec: &MessageSpec) {
 /// `GET /v2/messages/{id}`.
 pub fn message(message: &Message) -> Value {
     let mut object = Object::new();
-    message_fields(message, &mut object);
+    message_fields(message, &mut object, ShownBodies::Whole);
     Value::Object(object.0)
 }
 
-/// A DLQ entry: the message plus its last response (§6.2).
-pub fn dlq_message(message: &Message) -> Value {
+/// A DLQ entry: the message plus its last response (§6.2), its bodies as `shown`.
+pub fn dlq_message(message: &Message, shown: ShownBodies) -> Value {
     let mut object = Object::new();
-    message_fields(message, &mut object);
+    message_fields(message, &mut object, shown);
     object.set_opt("dlqId", message.dlq_id.as_deref());
     let response = message.last_response.clone().unwrap_or_default();
     object.set("responseStatus", response.status);
     if !response.headers.is_empty() {
         object.set("responseHeader", json!(response.headers.to_canonical_map()));
     }
-    set_body(&mut object, "responseBody", &response.body);
+    if let Some(body) = shown.apply_to_text(&response.body) {
+        set_body(&mut object, "responseBody", body);
+    }
     Value::Object(object.0)
 }
 
-/// A log entry (§6.6): bodies in base64, both spellings of the renamed fields.
-pub fn log_entry(entry: &LogEntry) -> Value {
+/// A log entry (§6.6): bodies in base64 as `shown`, both spellings of the renamed fields.
+pub fn log_entry(entry: &LogEntry, shown: ShownBodies) -> Value {
     let message = &entry.message;
     let spec = &message.spec;
     let mut object = Object::new();
@@ -136,9 +209,11 @@ pub fn log_entry(entry: &LogEntry) -> Value {
     if !spec.headers.is_empty() {
         object.set("header", json!(spec.redact.headers(&spec.headers).to_canonical_map()));
     }
-    object.set("body", STANDARD.encode(spec.redact.body(&message.body)));
+    if let Some(body) = shown.apply(&spec.redact.body(&message.body)) {
+        object.set("body", STANDARD.encode(body));
+    }
     if let Some(response) = &entry.response {
-        log_response(&mut object, response);
+        log_response(&mut object, response, shown);
     }
     object.set_opt("timeout", spec.timeout_ms);
     object.set("method", spec.method.as_str());
@@ -162,14 +237,14 @@ pub fn log_entry(entry: &LogEntry) -> Value {
 }
 
 /// The attempt's response; `responseStatus` is 0 when none arrived (timeout, connection error).
-fn log_response(object: &mut Object, response: &AttemptResponse) {
+fn log_response(object: &mut Object, response: &AttemptResponse, shown: ShownBodies) {
     object.set("responseStatus", response.status);
     if !response.headers.is_empty() {
         let headers = json!(response.headers.to_canonical_map());
         object.set("responseHeader", headers.clone());
         object.set("responseHeaders", headers);
     }
-    if !response.body.is_empty() {
-        object.set("responseBody", STANDARD.encode(&response.body));
+    if let Some(body) = shown.apply(&response.body).filter(|body| !body.is_empty()) {
+        object.set("responseBody", STANDARD.encode(body));
     }
 }

@@ -122,9 +122,13 @@ pub trait ScheduleStore: Send + Sync {
         dedup: Option<DedupClaim>,
     ) -> Result<ScheduleUpsert>;
 
-    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>>;
+    /// A schedule with the states of its last tick's messages, read together.
+    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>>;
 
-    async fn list_schedules(&self, user_id: &str) -> Result<Vec<ScheduleRecord>>;
+    /// A page of the user's schedules in creation order (`page.order`), each with its last
+    /// tick's states, read together; `page.body_limit` does not apply (schedules show whole
+    /// bodies), `page.max_bytes` does.
+    async fn list_schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>>;
 
     /// False if it did not exist.
     async fn delete_schedule(&self, user_id: &str, id: &str) -> Result<bool>;
@@ -152,6 +156,8 @@ pub trait ScheduleStore: Send + Sync {
 
 #[async_trait]
 pub trait LogStore: Send + Sync {
+    /// A page of log entries; see [`PageRequest`] for how far bodies are read and where a page
+    /// ends.
     async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>>;
 }
 

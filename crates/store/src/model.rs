@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_core::{AttemptResponse, FlowControl, HeaderList, LogState, Message, MessageId, MessageSpec};
+use tern_core::{AttemptResponse, FlowControl, HeaderList, LogState, Message, MessageId, MessageSpec, MessageState};
 
 /// A message to store durably.
 #[derive(Debug, Clone)]
@@ -127,6 +127,22 @@ pub struct PageRequest {
     pub cursor: Option<String>,
     pub count: usize,
     pub order: Order,
+    /// The page also ends, with a cursor, before the item that would take what it read past
+    /// this many bytes: bodies (message and response) as far as they are read, plus the
+    /// stored headers and configuration. It always holds at least one item, so the bound on
+    /// its memory is this plus one item.
+    pub max_bytes: usize,
+    /// Read at most this many bytes of each body (the message's and a response's); the items
+    /// then carry that prefix. `Some(0)` reads no body. Otherwise a body shown redacted is read
+    /// whole all the same (it is shown as a hash of all of it).
+    pub body_limit: Option<usize>,
+}
+
+impl PageRequest {
+    /// The first page of up to `count` items, latest first, whole bodies, no byte bound.
+    pub fn first(count: usize) -> Self {
+        PageRequest { cursor: None, count, order: Order::default(), max_bytes: usize::MAX, body_limit: None }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -306,6 +322,13 @@ pub struct ScheduleRecord {
     pub last_message_ids: Vec<MessageId>,
     /// Why the last tick produced nothing, if it failed.
     pub error: Option<String>,
+}
+
+/// A schedule with the states of the messages its last tick produced (those still stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleWithStates {
+    pub schedule: ScheduleRecord,
+    pub last_states: Vec<(MessageId, MessageState)>,
 }
 
 /// What creating a schedule did.

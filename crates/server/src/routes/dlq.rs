@@ -8,8 +8,10 @@ use crate::query::{COMMON_FILTERS, Query};
 use crate::views;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tern_core::PublishOptions;
@@ -29,16 +31,21 @@ pub fn routes() -> Router<AppState> {
 /// and are refused like any unknown key; `api` is the Go SDK's retired filter, ignored.
 const DLQ_KEYS: &[&str] = &["dlqIds", "responseStatus", "count", "cursor", "order", "api"];
 
-async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Json<Value>> {
+/// Keys only the listing takes.
+const LIST_KEYS: &[&str] = &["trimBody"];
+
+/// Pages end by size too (`limits.list_page_bytes`); `trimBody` trims or leaves out the bodies.
+async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
-    query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
-    let page = query.page(state.api.dlq_page_size)?;
+    query.only(&[COMMON_FILTERS, DLQ_KEYS, LIST_KEYS])?;
+    let (page, shown) = query.listing(state.api.dlq_page_size, state.api.list_page_bytes)?;
     let entries = state.engine.dlq_list(&caller.user_id, &query.filter()?, &page).await?;
-    let mut body = json!({ "messages": entries.items.iter().map(views::dlq_message).collect::<Vec<_>>() });
-    if let Some(cursor) = entries.cursor {
-        body["cursor"] = json!(cursor);
-    }
-    Ok(Json(body))
+    let messages = views::json_array(entries.items.iter().map(|message| views::dlq_message(message, shown)));
+    let end = match entries.cursor {
+        Some(cursor) => format!(",\"cursor\":{}}}", Value::String(cursor)),
+        None => "}".to_string(),
+    };
+    Ok(views::json_pieces(vec![Bytes::from_static(b"{\"messages\":"), messages, Bytes::from(end)]))
 }
 
 async fn get_one(
@@ -46,7 +53,8 @@ async fn get_one(
     caller: Caller,
     PathParam(dlq_id): PathParam,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(views::dlq_message(&state.engine.dlq_get(&caller.user_id, &dlq_id).await?)))
+    let message = state.engine.dlq_get(&caller.user_id, &dlq_id).await?;
+    Ok(Json(views::dlq_message(&message, views::ShownBodies::Whole)))
 }
 
 async fn delete_one(

@@ -7,6 +7,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Caller, CallerIp, PathParam, Writer};
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +18,7 @@ use tern_core::destination::parse_target;
 use tern_core::headers::strip_prefix_ignore_case;
 use tern_core::{HeaderList, PublishOptions};
 use tern_engine::{ScheduleRequest, ScheduleView};
+use tern_store::{Order, PageRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -127,9 +129,62 @@ async fn patch_action(
     }
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let schedules = state.engine.schedules(&caller.user_id).await?;
-    Ok(Json(Value::Array(schedules.iter().map(schedule_json).collect())))
+/// Schedules read per piece of the listing (a piece also ends at `limits.list_page_bytes`).
+const SCHEDULES_PER_PIECE: usize = 256;
+
+/// The whole list as one JSON array, streamed a piece at a time: each piece is one read of the
+/// store (no connection is held while the client reads), serialised and sent before the next
+/// is read, so memory holds one piece whatever the number and size of the schedules. The first
+/// piece is read before answering, so that a failure is still an error status; a later one
+/// can only cut the response short.
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let request = PageRequest {
+        order: Order::EarliestFirst,
+        max_bytes: state.api.list_page_bytes,
+        ..PageRequest::first(SCHEDULES_PER_PIECE)
+    };
+    let first = state.engine.schedules(&caller.user_id, &request).await?;
+    let listing = Listing { state, user_id: caller.user_id, request, started: false };
+    let pieces = futures_util::stream::unfold(Some((listing, Some(first))), |next| async move {
+        let (mut listing, page) = next?;
+        let page = match page {
+            Some(page) => page,
+            None => match listing.state.engine.schedules(&listing.user_id, &listing.request).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, "listing schedules failed after the answer began");
+                    return Some((Err(error), None));
+                }
+            },
+        };
+        let mut piece = Vec::new();
+        for view in &page.items {
+            piece.push(if listing.started { b',' } else { b'[' });
+            listing.started = true;
+            serde_json::to_writer(&mut piece, &schedule_json(view)).expect("a JSON value serialises");
+        }
+        let next = match page.cursor {
+            Some(cursor) => {
+                listing.request.cursor = Some(cursor);
+                Some((listing, None))
+            }
+            None => {
+                piece.extend_from_slice(if listing.started { b"]" } else { b"[]" });
+                None
+            }
+        };
+        Some((Ok(Bytes::from(piece)), next))
+    });
+    Ok(([(CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(pieces)).into_response())
+}
+
+/// Where a streamed listing of schedules stands.
+struct Listing {
+    state: AppState,
+    user_id: std::sync::Arc<str>,
+    request: PageRequest,
+    /// The array is open: a piece has been sent with at least one schedule.
+    started: bool,
 }
 
 async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Json<Value>> {

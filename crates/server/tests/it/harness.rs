@@ -193,11 +193,12 @@ impl TestServer {
         json["messageId"].as_str().expect("messageId").to_string()
     }
 
-    /// The log states of one message, oldest first.
+    /// The log states of one message, oldest first. Without bodies (`trimBody=-1`), so that
+    /// large bodies do not end the page early.
     pub async fn log_states(&self, message_id: &str) -> Vec<String> {
         let prefix = self.config.server.path_prefix.trim_end_matches('/');
-        let (status, json) =
-            send(self.get(&format!("{prefix}/v2/logs?messageId={message_id}&order=earliestFirst"))).await;
+        let path = format!("{prefix}/v2/logs?messageId={message_id}&order=earliestFirst&trimBody=-1");
+        let (status, json) = send(self.get(&path)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         json["events"]
             .as_array()

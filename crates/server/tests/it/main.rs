@@ -18,6 +18,7 @@ mod flow_control;
 mod go_sdk;
 mod harness;
 mod keys;
+mod listing;
 mod logs;
 mod messages;
 mod private_destinations;

@@ -173,12 +173,21 @@ async fn a_full_disk_pauses_delivery_and_everything_continues_once_space_is_free
     for id in &ids {
         assert_eq!(attempts[id], ["0", "1"], "{id}: the first attempt, then its one retry");
     }
-    let (status, json) = send(http_client().get(format!("{}/v2/dlq", tern.url)).bearer_auth(TOKEN)).await;
-    assert_eq!(status, StatusCode::OK);
-    let mut in_dlq: Vec<&str> =
-        json["messages"].as_array().expect("messages").iter().filter_map(|m| m["messageId"].as_str()).collect();
+    let mut in_dlq = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let url = format!("{}/v2/dlq?trimBody=-1&cursor={cursor}", tern.url);
+        let (status, json) = send(http_client().get(url).bearer_auth(TOKEN)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let page = json["messages"].as_array().expect("messages").iter();
+        in_dlq.extend(page.filter_map(|m| m["messageId"].as_str().map(str::to_string)));
+        match json["cursor"].as_str() {
+            Some(next) => cursor = next.to_string(),
+            None => break,
+        }
+    }
     in_dlq.sort_unstable();
-    let mut expected: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let mut expected = ids.clone();
     expected.sort_unstable();
     assert_eq!(in_dlq, expected, "the DLQ holds exactly the failed messages");
 }

@@ -5,6 +5,7 @@
 //! message is due again at start.
 
 mod checkpoint;
+mod listing;
 mod ops;
 mod query;
 mod recovery;
@@ -332,14 +333,14 @@ impl ScheduleStore for SqliteStore {
         self.request(|reply| WriteOp::UpsertSchedule { schedule: Box::new(schedule), limit, dedup, reply }).await
     }
 
-    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>> {
+    async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>> {
         let (user_id, id) = (user_id.to_string(), id.to_string());
         self.readers.read(move |c| schedules::get(c, &user_id, &id)).await
     }
 
-    async fn list_schedules(&self, user_id: &str) -> Result<Vec<ScheduleRecord>> {
-        let user_id = user_id.to_string();
-        self.readers.read(move |c| schedules::list(c, &user_id)).await
+    async fn list_schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {
+        let (user_id, page) = (user_id.to_string(), page.clone());
+        self.readers.read(move |c| schedules::list(c, &user_id, &page)).await
     }
 
     async fn delete_schedule(&self, user_id: &str, id: &str) -> Result<bool> {
@@ -375,7 +376,7 @@ impl ScheduleStore for SqliteStore {
 impl LogStore for SqliteStore {
     async fn list_logs(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<LogEntry>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers.read(move |c| query::list_logs(c, &user_id, &filter, &page)).await
+        self.readers.read(move |c| listing::list_logs(c, &user_id, &filter, &page)).await
     }
 }
 
@@ -383,7 +384,7 @@ impl LogStore for SqliteStore {
 impl DlqStore for SqliteStore {
     async fn list_dlq(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
-        self.readers.read(move |c| query::list_dlq(c, &user_id, &filter, &page)).await
+        self.readers.read(move |c| listing::list_dlq(c, &user_id, &filter, &page)).await
     }
 
     async fn get_dlq(&self, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
@@ -486,6 +487,94 @@ mod tests {
         drop(releases);
         for read in client_reads {
             read.await.expect("task").expect("client read");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn schedules_are_read_with_their_last_states_without_an_engine_connection() {
+        let directory = tempfile::tempdir().expect("temporary directory");
+        let store = SqliteStore::open(SqliteOptions::new(directory.path())).expect("open");
+        let schedule = ScheduleRecord {
+            id: "s".into(),
+            user_id: "u".into(),
+            cron: "* * * * *".into(),
+            destination: "http://127.0.0.1:1/".into(),
+            queue_name: None,
+            headers: HeaderList::new(),
+            body: bytes::Bytes::from_static(b"tick"),
+            caller_ip: None,
+            created_at: 0,
+            paused: false,
+            next_tick_at: Some(60_000),
+            last_tick_at: None,
+            last_message_ids: Vec::new(),
+            error: None,
+        };
+        store.upsert_schedule(schedule, 10, None).await.expect("create");
+        let options =
+            tern_core::PublishOptions::from_headers(std::iter::empty::<(&str, &str)>(), true).expect("options");
+        let spec = options.to_spec("http://127.0.0.1:1/".into(), None, &tern_core::PublishLimits::default());
+        let id = MessageId::generate();
+        let message = NewMessage {
+            id,
+            user_id: "u".into(),
+            spec,
+            body: bytes::Bytes::new(),
+            created_at: 60_000,
+            due_at: 60_000,
+            dedup: None,
+            consumes_dlq_entry: None,
+        };
+        let fire = ScheduleFire {
+            user_id: "u".into(),
+            id: "s".into(),
+            tick_at: 60_000,
+            next_tick_at: Some(120_000),
+            messages: vec![message],
+            fired: true,
+            error: None,
+        };
+        store.fire_schedules(vec![fire]).await.expect("fire");
+
+        // Every engine connection busy until released.
+        let (started, reads_started) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let released = Arc::new(Mutex::new(released));
+        let mut engine_reads = Vec::new();
+        for _ in 0..ENGINE_READERS {
+            let (started, released, readers) = (started.clone(), Arc::clone(&released), Arc::clone(&store.readers));
+            engine_reads.push(tokio::spawn(async move {
+                readers
+                    .read_for_engine(move |_| {
+                        started.send(()).expect("report");
+                        let _ = released.lock().expect("release lock").recv();
+                        Ok(())
+                    })
+                    .await
+            }));
+        }
+        for _ in 0..ENGINE_READERS {
+            reads_started.recv_timeout(Duration::from_secs(10)).expect("an engine read started");
+        }
+
+        let expected = vec![(id, tern_core::MessageState::Pending)];
+        let page = PageRequest { order: Order::EarliestFirst, ..PageRequest::first(10) };
+        let listed = tokio::time::timeout(Duration::from_secs(10), store.list_schedules("u", &page))
+            .await
+            .expect("listing schedules waits for no engine connection")
+            .expect("list");
+        assert_eq!(listed.items.len(), 1);
+        assert_eq!(listed.items[0].last_states, expected, "the states come with the schedule");
+        let one = tokio::time::timeout(Duration::from_secs(10), store.get_schedule("u", "s"))
+            .await
+            .expect("reading a schedule waits for no engine connection")
+            .expect("get")
+            .expect("the schedule");
+        assert_eq!(one.last_states, expected);
+
+        drop(release);
+        for read in engine_reads {
+            read.await.expect("task").expect("engine read");
         }
     }
 }

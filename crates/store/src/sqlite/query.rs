@@ -1,13 +1,12 @@
-//! Read queries: filters turned into SQL, keyset pagination, and the reads behind the traits.
+//! Read queries: filters turned into SQL, keyset pagination, and the reads behind the traits
+//! (the listings of logs and the DLQ are in `listing`).
 
-use super::rows::{MESSAGE_COLUMN_COUNT, message_columns, message_from_row, response_from_row};
+use super::rows::{message_columns, message_from_row};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use std::collections::HashMap;
-use std::sync::Arc;
-use tern_core::{HeaderList, LogState, Message, MessageId};
+use tern_core::{HeaderList, Message, MessageId};
 
 /// A growing `WHERE` clause with its positional parameters.
 pub struct SqlFilter {
@@ -107,7 +106,7 @@ fn parse_cursor(cursor: Option<&str>, tiebreak_is_integer: bool) -> Result<Optio
 }
 
 /// Adds the keyset condition and returns the `ORDER BY` for `(time, tiebreak)` pagination.
-fn paginate(
+pub fn paginate(
     sql: &mut SqlFilter,
     page: &PageRequest,
     time: &str,
@@ -127,94 +126,6 @@ fn paginate(
         None => {}
     }
     Ok(format!("ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {}", page.count + 1))
-}
-
-pub fn list_logs(
-    connection: &Connection,
-    user_id: &str,
-    filter: &MessageFilter,
-    page: &PageRequest,
-) -> Result<Page<LogEntry>> {
-    let mut sql = SqlFilter::new("l.user_id = ?", user_id.to_string());
-    sql.push_in("l.message_id", &filter.message_ids);
-    let message_level = MessageFilter { message_ids: Vec::new(), from_ms: None, to_ms: None, ..filter.clone() };
-    message_filter(&mut sql, &message_level, "m", None);
-    let states: Vec<i64> = filter.states.iter().map(|state| state.code()).collect();
-    sql.push_in("l.state", &states);
-    if let Some(from) = filter.from_ms {
-        sql.push("l.time >= ?", [Value::Integer(from)]);
-    }
-    if let Some(to) = filter.to_ms {
-        sql.push("l.time <= ?", [Value::Integer(to)]);
-    }
-    let order = paginate(&mut sql, page, "l.time", "l.seq", true)?;
-    let query = format!(
-        "SELECT {}, l.seq, l.time, l.state, l.error, l.next_delivery_time, l.response_status, l.response_headers, l.response_body
-         FROM logs l JOIN messages m ON m.id = l.message_id WHERE {} {order}",
-        message_columns("m"),
-        sql.clause()
-    );
-    let mut statement = connection.prepare(&query)?;
-    let mut rows = statement.query(params_from_iter(sql.params()))?;
-    let mut entries = Vec::new();
-    let mut keys = Vec::new();
-    // Entries of one message share one decoded copy of it (body included), however they
-    // interleave with other messages' entries on the page.
-    let mut decoded: HashMap<String, Arc<Message>> = HashMap::new();
-    let base = MESSAGE_COLUMN_COUNT;
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let message = match decoded.get(&id) {
-            Some(message) => Arc::clone(message),
-            None => {
-                let message = Arc::new(message_from_row(row, 0)?);
-                decoded.insert(id, Arc::clone(&message));
-                message
-            }
-        };
-        let state: i64 = row.get(base + 2)?;
-        keys.push((row.get::<_, i64>(base + 1)?, row.get::<_, i64>(base)?));
-        entries.push(LogEntry {
-            time: row.get(base + 1)?,
-            state: LogState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("log state {state}")))?,
-            error: row.get(base + 3)?,
-            next_delivery_time: row.get(base + 4)?,
-            response: response_from_row(row, base + 5, None)?,
-            message,
-        });
-    }
-    let cursor = (entries.len() > page.count).then(|| {
-        entries.truncate(page.count);
-        let (time, seq) = keys[page.count - 1];
-        format!("{time}-{seq}")
-    });
-    Ok(Page { items: entries, cursor })
-}
-
-pub fn list_dlq(
-    connection: &Connection,
-    user_id: &str,
-    filter: &MessageFilter,
-    page: &PageRequest,
-) -> Result<Page<Message>> {
-    let mut sql = SqlFilter::new("m.user_id = ?", user_id.to_string());
-    sql.push_raw("m.dlq_id IS NOT NULL");
-    message_filter(&mut sql, filter, "m", Some("m.dlq_at"));
-    let order = paginate(&mut sql, page, "m.dlq_at", "m.id", false)?;
-    let query = format!("SELECT {}, m.dlq_at FROM messages m WHERE {} {order}", message_columns("m"), sql.clause());
-    let mut statement = connection.prepare(&query)?;
-    let mut rows = statement.query(params_from_iter(sql.params()))?;
-    let mut messages = Vec::new();
-    let mut keys = Vec::new();
-    while let Some(row) = rows.next()? {
-        keys.push(row.get::<_, i64>(MESSAGE_COLUMN_COUNT)?);
-        messages.push(message_from_row(row, 0)?);
-    }
-    let cursor = (messages.len() > page.count).then(|| {
-        messages.truncate(page.count);
-        format!("{}-{}", keys[page.count - 1], messages[page.count - 1].id)
-    });
-    Ok(Page { items: messages, cursor })
 }
 
 pub fn get_dlq(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {

@@ -7,39 +7,118 @@ use rusqlite::{Connection, Row, params};
 use tern_core::message::url_host_and_path;
 use tern_core::{AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState, Origin};
 
+const MESSAGE_COLUMNS: [&str; MESSAGE_COLUMN_COUNT] = [
+    "id",
+    "user_id",
+    "state",
+    "due_at",
+    "retried",
+    "created_at",
+    "not_before",
+    "finished_at",
+    "dlq_id",
+    "spec",
+    "body",
+    "response_status",
+    "response_headers",
+    "response_body",
+    "response_error",
+];
+
 /// The columns [`message_from_row`] reads, in order; prefix with a table alias when joining.
 pub fn message_columns(alias: &str) -> String {
-    [
-        "id",
-        "user_id",
-        "state",
-        "due_at",
-        "retried",
-        "created_at",
-        "not_before",
-        "finished_at",
-        "dlq_id",
-        "spec",
-        "body",
-        "response_status",
-        "response_headers",
-        "response_body",
-        "response_error",
-    ]
-    .iter()
-    .map(|column| format!("{alias}.{column}"))
-    .collect::<Vec<_>>()
-    .join(", ")
+    MESSAGE_COLUMNS.iter().map(|column| format!("{alias}.{column}")).collect::<Vec<_>>().join(", ")
 }
 
 /// Number of columns in [`message_columns`].
 pub const MESSAGE_COLUMN_COUNT: usize = 15;
 
+/// [`message_columns`] for a listing, followed by [`ListedLengths`]' columns: the bodies come
+/// only when short (see [`listed_body`]); without `last_response` its columns are `NULL` (a log
+/// entry shows its own response).
+pub fn listed_message_columns(alias: &str, last_response: bool) -> String {
+    let columns = MESSAGE_COLUMNS.iter().map(|column| match *column {
+        "body" => listed_body(&format!("{alias}.body")),
+        column if column.starts_with("response_") && !last_response => "NULL".to_string(),
+        "response_body" => listed_body(&format!("{alias}.response_body")),
+        column => format!("{alias}.{column}"),
+    });
+    let response = if last_response { format!("{alias}.response_body") } else { "NULL".to_string() };
+    let headers = if last_response { format!("{alias}.response_headers") } else { "NULL".to_string() };
+    let lengths = format!(
+        "{alias}.rowid, length({alias}.body), length({response}), length({alias}.spec) + coalesce(length({headers}), 0)"
+    );
+    columns.chain(std::iter::once(lengths)).collect::<Vec<_>>().join(", ")
+}
+
+/// Number of columns in [`listed_message_columns`].
+pub const LISTED_MESSAGE_COLUMN_COUNT: usize = MESSAGE_COLUMN_COUNT + 4;
+
+/// Bodies up to this size come with their row; a longer one is read through incremental blob
+/// I/O, only once its page has taken the row and only as far as a trim asks, so that a listing
+/// never loads what it does not show.
+const INLINE_BODY_BYTES: usize = 64 << 10;
+
+/// A body column as listings select it: the value when short, else `NULL` (its length, read
+/// from the record header without the value, says which).
+pub fn listed_body(column: &str) -> String {
+    format!("CASE WHEN length({column}) <= {INLINE_BODY_BYTES} THEN {column} END")
+}
+
+/// The sizes a listing reads before it decides whether a row fits its page.
+#[derive(Debug, Clone, Copy)]
+pub struct ListedLengths {
+    pub rowid: i64,
+    /// `None` for a `NULL` body.
+    pub body: Option<usize>,
+    pub response_body: Option<usize>,
+    /// The stored configuration and response headers, which every listed item shows.
+    pub other: usize,
+}
+
+impl ListedLengths {
+    pub fn from_row(row: &Row<'_>, offset: usize) -> Result<Self> {
+        let length = |index: usize| -> Result<Option<usize>> {
+            Ok(row.get::<_, Option<i64>>(offset + index)?.map(|length| length.max(0) as usize))
+        };
+        Ok(ListedLengths {
+            rowid: row.get(offset)?,
+            body: length(1)?,
+            response_body: length(2)?,
+            other: length(3)?.unwrap_or(0),
+        })
+    }
+}
+
+/// How much of a body of `length` bytes a listing reads under `limit`.
+pub fn wanted(length: Option<usize>, limit: Option<usize>) -> usize {
+    length.unwrap_or(0).min(limit.unwrap_or(usize::MAX))
+}
+
+/// A listed body: the inline value trimmed to `wanted`, or that many bytes read from the
+/// stored value (`table.column` of `rowid`) when it was too long to come inline.
+pub fn listed_body_value(
+    connection: &Connection,
+    (table, column, rowid): (&str, &str, i64),
+    inline: Bytes,
+    length: Option<usize>,
+    wanted: usize,
+) -> Result<Bytes> {
+    if length.is_none_or(|length| length <= INLINE_BODY_BYTES) {
+        return Ok(inline.slice(..wanted.min(inline.len())));
+    }
+    let blob = connection.blob_open("main", table, column, rowid, true)?;
+    let mut value = vec![0; wanted.min(blob.len())];
+    blob.read_at_exact(&mut value, 0)?;
+    Ok(Bytes::from(value))
+}
+
 pub fn message_from_row(row: &Row<'_>, offset: usize) -> Result<Message> {
     let id: String = row.get(offset)?;
     let state: i64 = row.get(offset + 2)?;
     let spec: String = row.get(offset + 9)?;
-    let body: Vec<u8> = row.get(offset + 10)?;
+    // `NULL` only in a listing, which reads a long body on its own (`listed_body_value`).
+    let body: Option<Vec<u8>> = row.get(offset + 10)?;
     Ok(Message {
         id: id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
         user_id: row.get(offset + 1)?,
@@ -51,7 +130,7 @@ pub fn message_from_row(row: &Row<'_>, offset: usize) -> Result<Message> {
         finished_at: row.get(offset + 7)?,
         dlq_id: row.get(offset + 8)?,
         spec: serde_json::from_str(&spec)?,
-        body: Bytes::from(body),
+        body: body.map(Bytes::from).unwrap_or_default(),
         last_response: response_from_row(row, offset + 11, Some(offset + 14))?,
     })
 }

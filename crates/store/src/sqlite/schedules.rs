@@ -1,21 +1,29 @@
 //! Schedules: the writer's operations (upsert keeping creation time and pause, pause, delete,
 //! and ticks applied with a compare-and-set on the tick they fire) and the reads.
 
+use super::listing::PageFill;
 use super::ops;
-use super::rows::headers_json;
+use super::query::{SqlFilter, paginate};
+use super::rows::{headers_json, listed_body, listed_body_value};
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use bytes::Bytes;
-use rusqlite::{Connection, OptionalExtension, Row, params};
-use tern_core::MessageId;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tern_core::{MessageId, MessageState};
 
 const COLUMNS: &str = "id, user_id, cron, destination, queue_name, headers, body, caller_ip, created_at, paused,
     next_tick_at, last_tick_at, last_message_ids, error";
 
+/// The states of the last tick's messages that are still stored, as a JSON array of `[id,
+/// state code]`: read with the schedule, by the messages' primary key.
+const LAST_STATES: &str = "(SELECT json_group_array(json_array(j.value, m.state))
+    FROM json_each(s.last_message_ids) j JOIN messages m ON m.id = j.value)";
+
 fn from_row(row: &Row<'_>) -> Result<ScheduleRecord> {
     let headers: String = row.get(5)?;
-    let body: Vec<u8> = row.get(6)?;
+    // `NULL` only in a listing, which reads a long body on its own.
+    let body: Option<Vec<u8>> = row.get(6)?;
     let last: Option<String> = row.get(12)?;
     let last_message_ids = match last {
         Some(json) => serde_json::from_str::<Vec<String>>(&json)?
@@ -31,7 +39,7 @@ fn from_row(row: &Row<'_>) -> Result<ScheduleRecord> {
         destination: row.get(3)?,
         queue_name: row.get(4)?,
         headers: serde_json::from_str(&headers)?,
-        body: Bytes::from(body),
+        body: body.map(Bytes::from).unwrap_or_default(),
         caller_ip: row.get(7)?,
         created_at: row.get(8)?,
         paused: row.get(9)?,
@@ -166,23 +174,59 @@ pub fn fire(context: Context<'_>, fires: Vec<ScheduleFire>, effects: &mut Effect
     Ok(applied)
 }
 
-pub fn get(connection: &Connection, user_id: &str, id: &str) -> Result<Option<ScheduleRecord>> {
+fn states_from_row(row: &Row<'_>, index: usize) -> Result<Vec<(MessageId, MessageState)>> {
+    let json: String = row.get(index)?;
+    serde_json::from_str::<Vec<(String, i64)>>(&json)?
+        .into_iter()
+        .map(|(id, state)| {
+            let id = id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?;
+            let state = MessageState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
+            Ok((id, state))
+        })
+        .collect()
+}
+
+pub fn get(connection: &Connection, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>> {
     connection
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE user_id = ?1 AND id = ?2"))?
-        .query_row(params![user_id, id], |row| Ok(from_row(row)))
+        .prepare_cached(&format!("SELECT {COLUMNS}, {LAST_STATES} FROM schedules s WHERE user_id = ?1 AND id = ?2"))?
+        .query_row(params![user_id, id], |row| {
+            Ok(from_row(row)
+                .and_then(|schedule| Ok(ScheduleWithStates { schedule, last_states: states_from_row(row, 14)? })))
+        })
         .optional()?
         .transpose()
 }
 
-pub fn list(connection: &Connection, user_id: &str) -> Result<Vec<ScheduleRecord>> {
-    let mut statement = connection
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM schedules WHERE user_id = ?1 ORDER BY created_at, id"))?;
-    let mut rows = statement.query([user_id])?;
-    let mut schedules = Vec::new();
+/// A page of a user's schedules in creation order (an index range), with their last states;
+/// long bodies are read only once the page has taken their row.
+pub fn list(connection: &Connection, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {
+    let mut sql = SqlFilter::new("s.user_id = ?", user_id.to_string());
+    let order = paginate(&mut sql, page, "s.created_at", "s.id", false)?;
+    let columns = COLUMNS.replacen("body", &listed_body("body"), 1);
+    let query = format!(
+        "SELECT {columns}, {LAST_STATES}, s.rowid, length(s.body), length(s.headers) FROM schedules s
+         WHERE {} {order}",
+        sql.clause()
+    );
+    let mut statement = connection.prepare(&query)?;
+    let mut rows = statement.query(params_from_iter(sql.params()))?;
+    let mut fill = PageFill::new(page);
+    let mut schedules: Vec<ScheduleWithStates> = Vec::new();
+    let mut cursor = None;
     while let Some(row) = rows.next()? {
-        schedules.push(from_row(row)?);
+        let (rowid, body_length, headers_length): (i64, i64, i64) = (row.get(15)?, row.get(16)?, row.get(17)?);
+        let body_length = body_length.max(0) as usize;
+        if !fill.take(body_length + headers_length.max(0) as usize) {
+            cursor = schedules.last().map(|last| format!("{}-{}", last.schedule.created_at, last.schedule.id));
+            break;
+        }
+        let mut schedule = from_row(row)?;
+        let inline = std::mem::take(&mut schedule.body);
+        schedule.body =
+            listed_body_value(connection, ("schedules", "body", rowid), inline, Some(body_length), body_length)?;
+        schedules.push(ScheduleWithStates { schedule, last_states: states_from_row(row, 14)? });
     }
-    Ok(schedules)
+    Ok(Page { items: schedules, cursor })
 }
 
 pub fn due(connection: &Connection, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {

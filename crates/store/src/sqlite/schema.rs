@@ -185,6 +185,11 @@ ALTER TABLE url_groups ADD COLUMN default_headers TEXT;
 ALTER TABLE flow_keys ADD COLUMN window_start INTEGER;
 ALTER TABLE flow_keys ADD COLUMN window_count INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- Schedules are listed in creation order, a page at a time: an index range, not a sort of
+-- every row (bodies included) before the first is returned.
+CREATE INDEX schedules_by_creation ON schedules(user_id, created_at, id);
+"#,
 ];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:

@@ -1,6 +1,7 @@
 //! The conformance suite: what every store backend must do, written against the traits only.
 //! A backend's test file implements [`Backend`] and calls [`run_all`].
 
+mod listing;
 mod resources;
 mod schedules;
 
@@ -145,7 +146,7 @@ async fn settle(store: &dyn Store) {
 }
 
 fn page(count: usize) -> PageRequest {
-    PageRequest { cursor: None, count, order: Order::LatestFirst }
+    PageRequest::first(count)
 }
 
 async fn log_states(store: &dyn Store, id: MessageId) -> Vec<LogState> {
@@ -183,6 +184,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     recovery_makes_unfinished_messages_due(backend).await;
     resources::run_all(backend).await;
     schedules::run_all(backend).await;
+    listing::run_all(backend).await;
 }
 
 async fn insert_get_and_isolation(backend: &mut impl Backend) {

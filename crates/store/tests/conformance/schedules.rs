@@ -29,6 +29,10 @@ pub fn schedule(user: &str, id: &str, next_tick_at: i64) -> ScheduleRecord {
     }
 }
 
+fn earliest_first(count: usize) -> PageRequest {
+    PageRequest { order: Order::EarliestFirst, ..PageRequest::first(count) }
+}
+
 async fn overwrite_keeps_creation_time_and_pause(backend: &mut impl Backend) {
     let store = open(backend, 0).await;
     assert_eq!(store.upsert_schedule(schedule(USER, "a", 60_000), 2, None).await.unwrap(), ScheduleUpsert::Created);
@@ -47,10 +51,11 @@ async fn overwrite_keeps_creation_time_and_pause(backend: &mut impl Backend) {
     replacement.body = Bytes::new();
     replacement.headers = HeaderList::new();
     assert_eq!(store.upsert_schedule(replacement, 2, None).await.unwrap(), ScheduleUpsert::Replaced, "at the limit");
-    let stored = store.get_schedule(USER, "a").await.unwrap().unwrap();
+    let stored = store.get_schedule(USER, "a").await.unwrap().unwrap().schedule;
     assert_eq!((stored.created_at, stored.paused), (100, true), "creation time and pause are kept");
     assert_eq!((stored.cron.as_str(), stored.body.len(), stored.headers.is_empty()), ("0 * * * *", 0, true));
-    assert_eq!(store.list_schedules(USER).await.unwrap().iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let listed = store.list_schedules(USER, &earliest_first(10)).await.unwrap();
+    assert_eq!(listed.items.iter().map(|s| s.schedule.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
     assert!(store.get_schedule(OTHER, "a").await.unwrap().is_none());
     assert!(store.delete_schedule(USER, "b").await.unwrap());
     assert!(!store.delete_schedule(USER, "b").await.unwrap());
@@ -110,7 +115,7 @@ async fn due_ticks_come_from_an_index_and_fire_once(backend: &mut impl Backend) 
     let again =
         ScheduleFire { messages: vec![new_message(USER, "http://127.0.0.1:1/tick", 60_020, 60_000, &[])], ..fire };
     assert_eq!(store.fire_schedules(vec![again]).await.unwrap(), [false], "a tick fires at most once");
-    let stored = store.get_schedule(USER, "early").await.unwrap().unwrap();
+    let stored = store.get_schedule(USER, "early").await.unwrap().unwrap().schedule;
     assert_eq!(
         (stored.next_tick_at, stored.last_tick_at, stored.last_message_ids.clone()),
         (Some(120_000), Some(60_000), vec![id])
@@ -128,7 +133,7 @@ async fn due_ticks_come_from_an_index_and_fire_once(backend: &mut impl Backend) 
         error: Some("topic g not found".into()),
     };
     assert_eq!(store.fire_schedules(vec![skipped]).await.unwrap(), [true]);
-    let late = store.get_schedule(USER, "late").await.unwrap().unwrap();
+    let late = store.get_schedule(USER, "late").await.unwrap().unwrap().schedule;
     assert_eq!((late.last_tick_at, late.error.as_deref()), (None, Some("topic g not found")));
     let paused = ScheduleFire {
         user_id: USER.into(),
