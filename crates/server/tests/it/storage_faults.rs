@@ -108,8 +108,9 @@ async fn hold_attempts_and_fill_the_disk(
     (ids, disk.fill())
 }
 
-/// Waits until tern has offered unrecorded outcomes again `offers` times, failing at once
-/// should a message be delivered a second time meanwhile (the redelivery storm).
+/// Waits until tern has offered an unrecorded outcome again `offers` times (with its pauses,
+/// longer than the second the redelivery storm took), failing at once should a message be
+/// delivered a second time meanwhile.
 async fn wait_for_offers_without_redelivery(tern: &TernProcess, receiver: &Receiver, offers: usize) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
@@ -164,7 +165,7 @@ async fn a_full_disk_pauses_delivery_and_everything_continues_once_space_is_free
     assert!(json["error"].as_str().is_some_and(|error| error.contains("disk is full")), "{json}");
 
     receiver.release("/full", MESSAGES);
-    wait_for_offers_without_redelivery(&tern, &receiver, 3 * MESSAGES).await;
+    wait_for_offers_without_redelivery(&tern, &receiver, 4).await;
 
     std::fs::remove_file(filler).expect("free the space");
     receiver.release("/full", MESSAGES);
@@ -203,7 +204,7 @@ async fn stopping_while_outcomes_cannot_be_written_repeats_only_the_attempts_in_
     let mut tern = TernProcess::start_logging(&data, stderr.clone(), log_filter()).await;
     let (ids, filler) = hold_attempts_and_fill_the_disk(&tern, &receiver, &disk, MESSAGES).await;
     receiver.release("/full", MESSAGES);
-    wait_for_offers_without_redelivery(&tern, &receiver, MESSAGES).await;
+    wait_for_offers_without_redelivery(&tern, &receiver, 4).await;
 
     let status = tern.terminate().await;
     let said = tern.stderr_text();
