@@ -18,17 +18,61 @@ use tern_store::NextStep;
 const NOT_FORWARDED: &[&str] =
     &["host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te", "trailer"];
 
-/// Builds the shared keep-alive client. Connections are pooled per host; HTTP/2 is used when
-/// the destination offers it over TLS.
-pub fn build_client(config: &EngineConfig) -> reqwest::Result<reqwest::Client> {
-    // reqwest is built without a default TLS provider; ring is ours. A second install (tests
-    // start several engines) is refused harmlessly.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+/// The shared keep-alive client. Idle connections are pooled per host (reqwest bounds them per
+/// host only), so destinations on many hosts can hold more sockets than the descriptor budget
+/// foresaw: when an attempt finds no descriptor, the pool is dropped for a fresh one, closing
+/// every idle connection (attempts in flight keep theirs). The TLS configuration is built once,
+/// at start: building it reads the system's certificates, which needs descriptors too.
+pub struct DeliveryClient {
+    config: EngineConfig,
+    tls: rustls::ClientConfig,
+    client: std::sync::Mutex<reqwest::Client>,
+}
+
+impl DeliveryClient {
+    pub fn new(config: &EngineConfig) -> Result<DeliveryClient, String> {
+        let tls = tls_config().map_err(|error| format!("cannot set up TLS: {error}"))?;
+        let client = build_client(config, tls.clone()).map_err(|error| error.to_string())?;
+        Ok(DeliveryClient { config: config.clone(), tls, client: std::sync::Mutex::new(client) })
+    }
+
+    /// The current client (a cheap handle on the shared pool).
+    pub fn get(&self) -> reqwest::Client {
+        self.client.lock().expect("client lock").clone()
+    }
+
+    /// Replaces the pool with an empty one.
+    pub fn drop_idle_connections(&self) {
+        match build_client(&self.config, self.tls.clone()) {
+            Ok(fresh) => *self.client.lock().expect("client lock") = fresh,
+            Err(error) => tracing::error!(%error, "could not build a fresh HTTP client"),
+        }
+    }
+}
+
+/// What reqwest would configure itself: the platform's certificate verification, HTTP/2 or
+/// HTTP/1.1 by ALPN.
+fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_platform_verifier()?
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tls)
+}
+
+/// Builds a keep-alive client. Connections are pooled per host; HTTP/2 is used when the
+/// destination offers it over TLS.
+fn build_client(config: &EngineConfig, tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
         .no_proxy()
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(30))
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Shorter than reqwest's default: an idle connection holds a file descriptor.
+        .pool_idle_timeout(Duration::from_secs(20))
         // More idle connections to one host than attempts can run at once are never reused:
         // they would only hold file descriptors.
         .pool_max_idle_per_host(config.max_concurrent_deliveries);
@@ -91,7 +135,11 @@ pub async fn attempt(
                 }
                 response
             }
-            Err(error) if out_of_descriptors(&error) => return Err(NoDescriptor(describe(&error))),
+            // Only before the request went out: a redirect's target failing this way means the
+            // first hop already received it, which counts as an attempt.
+            Err(error) if out_of_descriptors(&error) && failed_at(&error, &spec.url) => {
+                return Err(NoDescriptor(describe(&error)));
+            }
             Err(error) => failure(describe(&error)),
         },
         () = clock.sleep_until(started + timeout) => failure(format!("timeout: no response within {timeout} ms")),
@@ -116,6 +164,11 @@ pub fn out_of_descriptors(error: &(dyn std::error::Error + 'static)) -> bool {
         next = error.source();
     }
     false
+}
+
+/// Whether `error` is about the request to `url` itself (not a redirect's target).
+fn failed_at(error: &reqwest::Error, url: &str) -> bool {
+    error.url().is_none_or(|failed| reqwest::Url::parse(url).is_ok_and(|requested| &requested == failed))
 }
 
 fn failure(error: String) -> AttemptResponse {

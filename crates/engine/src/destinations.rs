@@ -108,7 +108,7 @@ mod tests {
         let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = target.local_addr().unwrap().port();
         let config = crate::config::EngineConfig { allow_private_destinations: false, ..Default::default() };
-        let client = crate::delivery::build_client(&config).unwrap();
+        let client = crate::delivery::DeliveryClient::new(&config).unwrap().get();
         for location in
             [format!("http://127.0.0.1:{port}/"), format!("http://localhost:{port}/"), format!("http://[::1]:{port}/")]
         {

@@ -140,13 +140,20 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         shared.scheduler.update(|scheduler, now| scheduler.abandon(message.id, now));
         return;
     };
+    if shared.write_health.is_failing() {
+        // Started in the same round as the first refused outcome: its outcome could not be
+        // written either (see `recording`).
+        shared.scheduler.update(|scheduler, now| scheduler.defer(message.id, now + LOAD_RETRY_MS, now));
+        return;
+    }
     let started = shared.clock.now_ms();
     let deadline = started + timeout_ms(&shared.config, &message);
     shared.scheduler.lock().exchange_started(message.id, deadline);
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
     // write instead of two. A longer one gets it logged on its own, while it is in flight.
     let (response, active_at) = {
-        let exchange = attempt(&shared.http, &*shared.clock, &shared.config, &keys, &message, started);
+        let client = shared.http.get();
+        let exchange = attempt(&client, &*shared.clock, &shared.config, &keys, &message, started);
         tokio::pin!(exchange);
         tokio::select! {
             response = &mut exchange => (response, Some(started)),
@@ -163,6 +170,7 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%error, message_id = %message.id, "attempt deferred: this process is out of file descriptors");
+            shared.http.drop_idle_connections();
             shared.scheduler.update(|scheduler, now| {
                 scheduler.exchange_dropped(message.id, deadline);
                 scheduler.defer(message.id, now + NO_DESCRIPTOR_RETRY_MS, now);

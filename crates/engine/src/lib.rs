@@ -46,7 +46,7 @@ struct Shared {
     clock: Arc<dyn Clock>,
     config: EngineConfig,
     keyring: Keyring,
-    http: reqwest::Client,
+    http: delivery::DeliveryClient,
     scheduler: Arc<SharedScheduler>,
     /// Whether attempts' outcomes can be written; delivery pauses while they cannot.
     write_health: recording::WriteHealth,
@@ -87,7 +87,7 @@ impl Engine {
         users: &[UserKeys],
     ) -> Result<Engine> {
         let keyring = Keyring::load(Arc::clone(&store), users).await?;
-        let http = delivery::build_client(&config)
+        let http = delivery::DeliveryClient::new(&config)
             .map_err(|e| tern_store::StoreError::Backend(format!("cannot build the HTTP client: {e}")))?;
         let sharing = SlotSharing {
             slots: u32::try_from(config.max_concurrent_deliveries).unwrap_or(u32::MAX),

@@ -423,13 +423,22 @@ impl Scheduler {
     }
 
     fn release_user(&mut self, user: &Arc<str>) {
+        if self.release_one_user(user) {
+            self.release_waiting_users();
+        }
+    }
+
+    /// Lets `user`'s waiting messages go as far as its limit allows; true when that left the
+    /// user without work, which lets every other user's limit grow.
+    fn release_one_user(&mut self, user: &Arc<str>) -> bool {
         let entries = &self.entries;
-        let released =
+        let (released, eased) =
             self.users.release(user, |id| entries.get(&id).is_some_and(|entry| entry.state == State::UserBlocked));
         for id in released.into_iter().rev() {
             self.entries.get_mut(&id).expect("entry").state = State::Ready;
             self.ready.push_front(id);
         }
+        eased
     }
 
     /// The attempt of `id` ended (its outcome is being recorded): its slots are free.
@@ -506,8 +515,16 @@ impl Scheduler {
 
     /// Every user's limit grew (one user has no more work): lets each go as far as it now may.
     fn release_waiting_users(&mut self) {
-        for user in self.users.with_waiting() {
-            self.release_user(&user);
+        // Releasing can leave a user without work, which lets the others grow again; users
+        // only lose work here, so this ends.
+        loop {
+            let mut eased = false;
+            for user in self.users.with_waiting() {
+                eased |= self.release_one_user(&user);
+            }
+            if !eased {
+                return;
+            }
         }
     }
 

@@ -118,3 +118,20 @@ fn a_cancelled_waiting_message_no_longer_counts_as_work() {
     started(&mut scheduler);
     assert_eq!(in_flight(&scheduler, "a"), 6, "b has no work left: a may use half again");
 }
+
+#[test]
+fn a_user_left_without_work_by_a_release_lets_the_others_grow() {
+    let mut scheduler = Scheduler::with_sharing(100, SlotSharing { slots: 6, users: 4 }, 0);
+    let m: Vec<MessageId> = (0..5).map(|_| MessageId::generate()).collect();
+    let (c1, b1, a1, b2, a2) = (m[0], m[1], m[2], m[3], m[4]);
+    let users = ["c", "b", "a", "b", "a"];
+    let changes =
+        m.iter().zip(users).enumerate().map(|(i, (id, user))| Change::Scheduled(of_user(user, *id, i as u64)));
+    scheduler.apply(changes.collect(), 0);
+    assert_eq!(started(&mut scheduler), [c1, b1, a1], "three users with work: one slot each");
+    // b's second message waits for b's slot and is being cancelled; b's attempt ends, which
+    // lets it go (to be skipped: it is held) and leaves b without work.
+    assert!(!scheduler.hold_for_cancel(b2));
+    scheduler.attempt_ended(b1, 1);
+    assert_eq!(started(&mut scheduler), [a2], "with two users left, a may have two in flight");
+}

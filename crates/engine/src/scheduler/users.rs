@@ -109,10 +109,12 @@ impl Users {
     }
 
     /// Lets go as many waiting messages of `user` as its limit allows now, oldest first; ids
-    /// for which `still_waiting` is false are dropped on the way.
-    pub fn release(&mut self, user: &Arc<str>, still_waiting: impl Fn(MessageId) -> bool) -> Vec<MessageId> {
+    /// for which `still_waiting` is false are dropped on the way. The flag says whether `user`
+    /// has no work left in the count (every limit grew, see [`Users::with_waiting`]), which
+    /// happens when its last waiting messages go while none of its attempts runs.
+    pub fn release(&mut self, user: &Arc<str>, still_waiting: impl Fn(MessageId) -> bool) -> (Vec<MessageId>, bool) {
         let limit = self.limit(user);
-        let Some(state) = self.by_id.get_mut(user) else { return Vec::new() };
+        let Some(state) = self.by_id.get_mut(user) else { return (Vec::new(), false) };
         let mut capacity = limit.saturating_sub(state.active);
         let mut released = Vec::new();
         while capacity > 0 {
@@ -122,8 +124,8 @@ impl Users {
                 capacity -= 1;
             }
         }
-        self.change(user, |state| state.blocked = state.blocked.saturating_sub(released.len() as u32));
-        released
+        let eased = self.change(user, |state| state.blocked = state.blocked.saturating_sub(released.len() as u32));
+        (released, eased)
     }
 
     /// Users with messages waiting for a slot.

@@ -76,12 +76,13 @@ where
     tokio::spawn(async move {
         let registry = Registry::new();
         let connections = TaskTracker::new();
+        let mut accept_errors = AcceptErrors::default();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
-                        accept_failed(error).await;
+                        accept_errors.failed(error).await;
                         continue;
                     }
                 },
@@ -127,13 +128,32 @@ async fn make_room(registry: &Registry, max: usize, stop: &CancellationToken) ->
     true
 }
 
-async fn accept_failed(error: std::io::Error) {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
-    if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
-        return;
+/// Accept errors other than a connection's own (such as running out of file descriptors),
+/// logged at most once per [`ACCEPT_ERROR_LOG_EVERY`]: they repeat for as long as the cause.
+#[derive(Default)]
+struct AcceptErrors {
+    last_logged: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+/// How often a lasting accept error is logged again.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptErrors {
+    async fn failed(&mut self, error: std::io::Error) {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+        if matches!(error.kind(), ConnectionAborted | ConnectionRefused | ConnectionReset) {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        if self.last_logged.is_none_or(|logged| now.duration_since(logged) >= ACCEPT_ERROR_LOG_EVERY) {
+            tracing::error!(%error, since_last_logged = self.unlogged, "accepting a connection failed");
+            (self.last_logged, self.unlogged) = (Some(now), 0);
+        } else {
+            self.unlogged += 1;
+        }
+        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
     }
-    tracing::error!(%error, "accepting a connection failed");
-    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
 }
 
 async fn serve_connection<S>(

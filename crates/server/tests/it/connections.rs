@@ -349,6 +349,36 @@ async fn a_delivery_that_finds_no_descriptor_waits_instead_of_failing() {
     );
 }
 
+/// Idle delivery connections are pooled per host: deliveries to more hosts than the open-file
+/// limit allows once kept every descriptor busy until the pool's idle timeout (the API too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_to_more_hosts_than_descriptors_go_on() {
+    const OPEN_FILES: u64 = 256;
+    const HOSTS: usize = 300;
+    let mut receivers = Vec::with_capacity(HOSTS);
+    for _ in 0..HOSTS {
+        receivers.push(Receiver::start().await);
+    }
+    let tern = Tern::start("[delivery]\nmax_concurrent = 8", Some(OPEN_FILES)).await;
+    let client = http_client();
+    for receiver in &receivers {
+        let publish = client
+            .post(tern.url(&format!("/v2/publish/{}", receiver.url("/host"))))
+            .bearer_auth(TOKEN)
+            .header("Upstash-Retries", "0")
+            .body("one per host")
+            .send()
+            .await
+            .expect("publish answers");
+        assert_eq!(publish.status(), 200, "{:?}", publish.text().await);
+    }
+    for receiver in &receivers {
+        receiver.wait_for("/host", 1).await;
+    }
+    let healthz = client.get(tern.url("/healthz")).send().await.expect("/healthz answers");
+    assert_eq!(healthz.status(), 200);
+}
+
 #[tokio::test]
 async fn shutdown_closes_waiting_connections_and_finishes_running_requests() {
     let receiver = Receiver::start().await;
