@@ -5,6 +5,7 @@
 //! before the kill their first copy arrived says how long outcomes wait to be committed.
 
 use crate::load;
+use crate::processes::{Tern, TraceLog};
 use crate::scenarios::{Bench, STALL, tern_target};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -13,6 +14,9 @@ use std::time::{Duration, Instant};
 /// How long a client waits before sending a publish again that tern did not acknowledge (it
 /// was down): clients ride out the restart, so that every message is published in the end.
 const RETRY_AFTER: Duration = Duration::from_millis(20);
+
+/// tern's log filter in this run: warnings, and the trace of each outcome's way to the disk.
+const OUTCOME_TRACE: &str = "warn,tern_engine::recording=trace";
 
 /// The window before the kill over which the delivery rate at the kill is taken.
 const RATE_WINDOW_US: u64 = 200_000;
@@ -53,6 +57,11 @@ pub struct Crash {
     pub restart: Vec<Duration>,
     /// From the last kill until the last message arrived.
     pub drained: Duration,
+    /// tern's outcomes, from the attempt's end until durable (its trace): how many, and p50,
+    /// p99, max (ms). A kill finds the outcomes of that window not yet durable.
+    pub outcome_durable: (usize, [f64; 3]),
+    /// What tern logged at `warn` or above (its log goes to a file in this run).
+    pub warnings: Vec<String>,
 }
 
 impl Crash {
@@ -75,7 +84,9 @@ impl Bench {
         kills: usize,
         answer_delay: Duration,
     ) -> Crash {
-        let mut tern = self.fresh_tern("crash").await;
+        let log = TraceLog { filter: OUTCOME_TRACE.to_string(), path: self.work_dir.path().join("crash.log") };
+        let data_dir = self.work_dir.path().join("crash");
+        let mut tern = Tern::start_logging(&self.tern_binary, &data_dir, Some(log.clone())).await;
         self.sink.reset();
         self.sink.state.answer_delay_ms.store(answer_delay.as_millis() as u64, Ordering::SeqCst);
         let target = tern_target(&tern, &self.sink, &[]);
@@ -105,6 +116,7 @@ impl Bench {
         self.sink.state.answer_delay_ms.store(0, Ordering::SeqCst);
         tern.stop().await;
 
+        let (outcome_durable, warnings) = read_trace(&log.path);
         let arrivals = self.sink.arrivals();
         let mut ids_per_seq: HashMap<u64, u64> = HashMap::new();
         for arrival in &arrivals {
@@ -150,6 +162,8 @@ impl Bench {
             first_copy_before_kill_ms: [age(0.5), age(0.99), age(1.0)],
             restart,
             drained: Duration::from_micros(drained.saturating_sub(last_kill)),
+            outcome_durable,
+            warnings,
         }
     }
 
@@ -187,5 +201,47 @@ impl Bench {
                 last = (now, Instant::now());
             }
         }
+    }
+}
+
+/// From tern's log: the distribution of its outcomes' time to durable ("outcome recorded …
+/// micros=N" at trace level), and every other line (warnings and errors).
+fn read_trace(path: &std::path::Path) -> ((usize, [f64; 3]), Vec<String>) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut micros = Vec::new();
+    let mut others = Vec::new();
+    for line in text.lines() {
+        if !line.contains("outcome recorded") {
+            others.push(line.to_string());
+            continue;
+        }
+        let value = line.split_once("micros=").map(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next());
+        if let Some(Some(Ok(value))) = value.map(|digits| digits.map(str::parse::<u64>)) {
+            micros.push(value);
+        }
+    }
+    let ms = |q: f64, values: &mut [u64]| load::quantile(values, q) as f64 / 1000.0;
+    let figures = [ms(0.5, &mut micros), ms(0.99, &mut micros), ms(1.0, &mut micros)];
+    ((micros.len(), figures), others)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trace_gives_outcome_times_and_keeps_other_lines() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log");
+        let lines = [
+            "2026-12-07T00:28:36.415950Z TRACE tern_engine::recording: outcome recorded message_id=msg_1 micros=2000",
+            "2026-12-07T00:28:36.415950Z  WARN tern_server: something",
+            "2026-12-07T00:28:36.415951Z TRACE tern_engine::recording: outcome recorded message_id=msg_2 micros=4000",
+            "2026-12-07T00:28:36.415952Z TRACE tern_engine::recording: outcome recorded message_id=msg_3 micros=1000",
+        ];
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let ((count, [p50, _, max]), others) = read_trace(&path);
+        assert_eq!((count, p50, max), (3, 2.0, 4.0));
+        assert_eq!(others, vec![lines[1].to_string()]);
     }
 }

@@ -232,6 +232,13 @@ async fn main() {
         println!(
             "  a duplicate's first copy arrived before the kill by: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
         );
+        let (outcomes, [p50, p99, max]) = crash.outcome_durable;
+        println!(
+            "  tern's {outcomes} outcomes, from the attempt's end until durable: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+        );
+        for warning in &crash.warnings {
+            eprintln!("  tern: {warning}");
+        }
         if crash.lost > 0 {
             failures.push(format!("crash: {} lost", crash.lost));
         }
