@@ -45,14 +45,14 @@ pub struct Crash {
     pub published_twice: u64,
     /// Distinct arrivals per second just before each kill.
     pub rate_at_kill: Vec<f64>,
-    /// Duplicates that came after each kill (and before the next).
+    /// Duplicates each kill caused: the copy before had arrived by the time tern answered again
+    /// after that kill (and after the kill before).
     pub duplicates_per_kill: Vec<u64>,
-    /// Duplicates that came with no kill between the two copies.
+    /// Duplicates with no kill between the two copies.
     pub duplicates_without_kill: u64,
-    /// How long before the kill each duplicate's first copy arrived: p50, p99, max (ms;
-    /// negative when the sink took it up only after the kill, the request having reached it
-    /// before).
-    pub first_copy_before_kill_ms: [f64; 3],
+    /// How long before its kill each duplicate's copy before arrived: p50, p99, max (ms;
+    /// negative when the sink took the request up only after the kill).
+    pub copy_before_kill_ms: [f64; 3],
     /// From each kill until tern answered again.
     pub restart: Vec<Duration>,
     /// From the last kill until the last message arrived.
@@ -130,23 +130,27 @@ impl Bench {
                 window.count() as f64 / (RATE_WINDOW_US as f64 / 1e6)
             })
             .collect();
+        // Until tern answers again after a kill, whatever arrives was sent before it.
+        let answering_us: Vec<u64> =
+            killed_us.iter().zip(&restart).map(|(kill, restart)| kill + restart.as_micros() as u64).collect();
         let mut duplicates_per_kill = vec![0; killed_us.len()];
         let mut duplicates_without_kill = 0;
-        let mut first_copy_ages = Vec::new();
-        for (first, again) in self.sink.repeats() {
-            // The restart that made the attempt again followed the last kill before the repeat.
-            match killed_us.iter().rposition(|&kill| kill < again) {
-                Some(kill) if killed_us.get(kill + 1).is_none_or(|&next| next > first) => {
+        let mut ages = Vec::new();
+        for (before, again) in self.sink.repeats() {
+            // The attempt that delivered the copy before was lost by the first kill after it;
+            // its message may be delivered again only after some later restart.
+            match answering_us.iter().position(|&answering| before < answering) {
+                Some(kill) if killed_us[kill] < again => {
                     duplicates_per_kill[kill] += 1;
-                    first_copy_ages.push(killed_us[kill] as i64 - first as i64);
+                    ages.push(killed_us[kill] as i64 - before as i64);
                 }
                 _ => duplicates_without_kill += 1,
             }
         }
-        first_copy_ages.sort_unstable();
+        ages.sort_unstable();
         let age = |q: f64| {
-            let index = ((first_copy_ages.len().max(1) - 1) as f64 * q).round() as usize;
-            first_copy_ages.get(index).map_or(0.0, |&us| us as f64 / 1000.0)
+            let index = ((ages.len().max(1) - 1) as f64 * q).round() as usize;
+            ages.get(index).map_or(0.0, |&us| us as f64 / 1000.0)
         };
         Crash {
             published: messages,
@@ -159,7 +163,7 @@ impl Bench {
             rate_at_kill,
             duplicates_per_kill,
             duplicates_without_kill,
-            first_copy_before_kill_ms: [age(0.5), age(0.99), age(1.0)],
+            copy_before_kill_ms: [age(0.5), age(0.99), age(1.0)],
             restart,
             drained: Duration::from_micros(drained.saturating_sub(last_kill)),
             outcome_durable,

@@ -228,9 +228,9 @@ async fn main() {
             list(crash.duplicates_per_kill.iter().map(u64::to_string).collect()),
             crash.duplicates_without_kill
         );
-        let [p50, p99, max] = crash.first_copy_before_kill_ms;
+        let [p50, p99, max] = crash.copy_before_kill_ms;
         println!(
-            "  a duplicate's first copy arrived before the kill by: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+            "  a duplicate's copy before arrived ahead of its kill by: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
         );
         let (outcomes, [p50, p99, max]) = crash.outcome_durable;
         println!(

@@ -19,6 +19,8 @@ pub struct Arrival {
     pub sent_us: u64,
     /// When it arrived, µs since the bench started.
     pub arrived_us: u64,
+    /// When it arrived last (the same, unless it arrived again), µs since the bench started.
+    pub latest_us: u64,
     /// Wall-clock arrival, Unix ms (for lateness against a due time).
     pub arrived_unix_ms: u64,
 }
@@ -39,8 +41,8 @@ pub struct SinkState {
 #[derive(Default)]
 struct Received {
     first: HashMap<String, Arrival>,
-    /// For every arrival of an id seen before: when that id first arrived and when it arrived
-    /// again, µs since the bench started (how long before a crash the first copy came, say).
+    /// For every arrival of an id seen before: when that id arrived the time before and this
+    /// time, µs since the bench started (how long before a crash the earlier copy came, say).
     repeats: Vec<(u64, u64)>,
 }
 
@@ -85,8 +87,8 @@ impl Sink {
         self.state.first.lock().unwrap().first.values().copied().collect()
     }
 
-    /// When each repeated id first arrived and when it arrived again (one entry per repeat),
-    /// µs since the bench started.
+    /// When each repeated id arrived the time before and when it arrived again (one entry per
+    /// repeat), µs since the bench started.
     pub fn repeats(&self) -> Vec<(u64, u64)> {
         self.state.first.lock().unwrap().repeats.clone()
     }
@@ -118,14 +120,15 @@ async fn receive(State(state): State<Arc<SinkState>>, headers: HeaderMap, body: 
         seq,
         sent_us: field(&body, "\"sent_us\":").unwrap_or(arrived_us),
         arrived_us,
+        latest_us: arrived_us,
         arrived_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
     };
     {
         let mut received = state.first.lock().unwrap();
         match received.first.entry(id) {
-            std::collections::hash_map::Entry::Occupied(first) => {
-                let first_arrival = first.get().arrived_us;
-                received.repeats.push((first_arrival, arrived_us));
+            std::collections::hash_map::Entry::Occupied(mut first) => {
+                let before = std::mem::replace(&mut first.get_mut().latest_us, arrived_us);
+                received.repeats.push((before, arrived_us));
                 state.duplicates.fetch_add(1, Ordering::Relaxed);
             }
             std::collections::hash_map::Entry::Vacant(slot) => {
