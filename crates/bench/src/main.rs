@@ -37,7 +37,7 @@ struct Cli {
     #[arg(long, default_value_t = 0.0)]
     crash_rate: f64,
     /// How often the crash run kills tern (spread evenly over the deliveries).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 3)]
     crash_kills: usize,
     /// How long the sink holds each request of the crash run before answering, in ms (a slower
     /// destination: more attempts in flight at a kill).
