@@ -45,11 +45,14 @@ pub fn client() -> reqwest::Client {
 /// Sends `messages` bodies (sequence numbers from `first_seq`) with `concurrency` clients, as
 /// fast as they are answered.
 pub async fn run(start: Instant, target: &Target, messages: u64, first_seq: u64, concurrency: usize) -> LoadResult {
-    run_paced(start, target, messages, first_seq, concurrency, None).await
+    run_paced(start, target, messages, first_seq, concurrency, None, None).await
 }
 
 /// Like [`run`], but with `per_second` the n-th message is sent no earlier than n ÷
 /// `per_second` seconds after the first: a steady rate, for as long as the clients keep up.
+/// With `retry_after`, a request not answered with 2xx is counted as an error and sent again
+/// after that pause until it is (a client riding out a server's restart); without it, the
+/// client moves on to the next message.
 pub async fn run_paced(
     start: Instant,
     target: &Target,
@@ -57,6 +60,7 @@ pub async fn run_paced(
     first_seq: u64,
     concurrency: usize,
     per_second: Option<f64>,
+    retry_after: Option<Duration>,
 ) -> LoadResult {
     let client = client();
     let next = Arc::new(AtomicU64::new(0));
@@ -76,27 +80,32 @@ pub async fn run_paced(
                 if let Some(rate) = per_second {
                     tokio::time::sleep_until((began + Duration::from_secs_f64(index as f64 / rate)).into()).await;
                 }
-                let sent_us = start.elapsed().as_micros() as u64;
-                let mut request = client
-                    .post(&target.url)
-                    .header("content-type", "application/json")
-                    .body(body(first_seq + index, sent_us));
-                for (name, value) in &target.headers {
-                    request = request.header(name, value);
-                }
                 let sent = Instant::now();
-                let ok = match request.send().await {
-                    Ok(response) => {
-                        let ok = response.status().is_success();
-                        let _ = response.bytes().await;
-                        ok
+                loop {
+                    let sent_us = start.elapsed().as_micros() as u64;
+                    let mut request = client
+                        .post(&target.url)
+                        .header("content-type", "application/json")
+                        .body(body(first_seq + index, sent_us));
+                    for (name, value) in &target.headers {
+                        request = request.header(name, value);
                     }
-                    Err(_) => false,
-                };
-                latencies.push(sent.elapsed().as_micros() as u64);
-                if !ok {
+                    let ok = match request.send().await {
+                        Ok(response) => {
+                            let ok = response.status().is_success();
+                            let _ = response.bytes().await;
+                            ok
+                        }
+                        Err(_) => false,
+                    };
+                    if ok {
+                        break;
+                    }
                     errors.fetch_add(1, Ordering::Relaxed);
+                    let Some(pause) = retry_after else { break };
+                    tokio::time::sleep(pause).await;
                 }
+                latencies.push(sent.elapsed().as_micros() as u64);
             }
         }));
     }

@@ -5,6 +5,7 @@
 //!     scripts/bench                 # the full run (20,000 messages, C = 32 and 128, 1M backlog)
 //!     scripts/bench --quick         # a few hundred messages: checks the command works
 
+mod crash;
 mod forwarder;
 mod listing;
 mod load;
@@ -33,6 +34,16 @@ struct Cli {
     /// Publish rate of the paced delayed run (messages due 1 s after their publish).
     #[arg(long, default_value_t = 1_000.0)]
     delayed_rate: f64,
+    /// Publish rate of the crash run (0: as fast as tern answers).
+    #[arg(long, default_value_t = 0.0)]
+    crash_rate: f64,
+    /// How often the crash run kills tern (spread evenly over the deliveries).
+    #[arg(long, default_value_t = 3)]
+    crash_kills: usize,
+    /// How long the sink holds each request of the crash run before answering, in ms (a slower
+    /// destination: more attempts in flight at a kill).
+    #[arg(long, default_value_t = 0)]
+    crash_answer_ms: u64,
     /// Concurrent keep-alive clients, one run each.
     #[arg(long, value_delimiter = ',', default_values_t = [32, 128])]
     concurrency: Vec<usize>,
@@ -46,7 +57,7 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "crash".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into()])]
     scenarios: Vec<String>,
     /// Queues and flow-control keys in the keys scenario.
     #[arg(long, default_value_t = 10_000)]
@@ -197,6 +208,52 @@ async fn main() {
         check(&mut failures, "failing", &failing);
         if dlq != 0 {
             failures.push(format!("failing: {dlq} messages in the DLQ"));
+        }
+    }
+
+    if run("crash") {
+        let rate = (cli.crash_rate > 0.0).then_some(cli.crash_rate);
+        let pace = rate.map_or("as fast as answered".to_string(), |rate| format!("{rate:.0} msgs/s"));
+        println!(
+            "\n== {} messages ({pace}, C = {concurrency}, the sink answering after {} ms), kill -9 and restart {} time(s) while they arrive ==",
+            cli.messages, cli.crash_answer_ms, cli.crash_kills
+        );
+        let answer_delay = Duration::from_millis(cli.crash_answer_ms);
+        let crash = bench.crash(cli.messages, concurrency, rate, cli.crash_kills, answer_delay).await;
+        let list = |values: Vec<String>| values.join(", ");
+        println!(
+            "  {} published ({} publishes not answered while tern was down, sent again; {} of them stored, so sent twice)",
+            crash.published, crash.failed_publishes, crash.published_twice
+        );
+        println!(
+            "  {} arrived before the first kill; arriving at {} msgs/s at each kill; answering {} s after each kill; all arrived {:.2} s after the last",
+            crash.delivered_before_kill,
+            list(crash.rate_at_kill.iter().map(|rate| format!("{rate:.0}")).collect()),
+            list(crash.restart.iter().map(|restart| format!("{:.2}", restart.as_secs_f64())).collect()),
+            crash.drained.as_secs_f64()
+        );
+        println!(
+            "  {} delivered, {} lost, {} duplicates ({:.2} % of delivered; per kill: {}; with no kill between: {}): attempts that reached the sink with their outcome not committed at a kill",
+            crash.delivered,
+            crash.lost,
+            crash.duplicates,
+            crash.duplicate_share() * 100.0,
+            list(crash.duplicates_per_kill.iter().map(u64::to_string).collect()),
+            crash.duplicates_without_kill
+        );
+        let [p50, p99, max] = crash.copy_before_kill_ms;
+        println!(
+            "  a duplicate's copy before arrived ahead of its kill by: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+        );
+        let (outcomes, [p50, p99, max]) = crash.outcome_durable;
+        println!(
+            "  tern's {outcomes} outcomes, from the attempt's end until durable: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms"
+        );
+        for warning in &crash.warnings {
+            eprintln!("  tern: {warning}");
+        }
+        if crash.lost > 0 {
+            failures.push(format!("crash: {} lost", crash.lost));
         }
     }
 

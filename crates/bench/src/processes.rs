@@ -25,11 +25,24 @@ pub struct Tern {
     pub url: String,
     binary: PathBuf,
     config: PathBuf,
+    log: Option<TraceLog>,
+}
+
+/// Where tern's log goes instead of the bench's stderr, and what it logs (a `RUST_LOG` filter).
+#[derive(Debug, Clone)]
+pub struct TraceLog {
+    pub filter: String,
+    pub path: PathBuf,
 }
 
 impl Tern {
     /// Starts tern on `data_dir` and waits until it answers.
     pub async fn start(binary: &Path, data_dir: &Path) -> Tern {
+        Self::start_logging(binary, data_dir, None).await
+    }
+
+    /// [`Tern::start`], logging into `log` (its restarts append to the same file).
+    pub async fn start_logging(binary: &Path, data_dir: &Path, log: Option<TraceLog>) -> Tern {
         let config = data_dir.with_extension("toml");
         let port = free_port();
         let durable = durable();
@@ -54,8 +67,9 @@ next_signing_key = "sig_benchNextKey000000000000000000"
             ),
         )
         .expect("write the bench configuration");
-        let child = spawn_tern(binary, &config);
-        let mut tern = Tern { child, url: format!("http://127.0.0.1:{port}"), binary: binary.to_path_buf(), config };
+        let child = spawn_tern(binary, &config, log.as_ref());
+        let url = format!("http://127.0.0.1:{port}");
+        let mut tern = Tern { child, url, binary: binary.to_path_buf(), config, log };
         tern.wait_ready().await;
         tern
     }
@@ -119,7 +133,7 @@ next_signing_key = "sig_benchNextKey000000000000000000"
     pub async fn crash_and_restart(&mut self) -> Duration {
         self.child.kill().await.expect("kill tern");
         let started = Instant::now();
-        self.child = spawn_tern(&self.binary, &self.config);
+        self.child = spawn_tern(&self.binary, &self.config, self.log.as_ref());
         self.wait_ready().await;
         started.elapsed()
     }
@@ -199,18 +213,19 @@ pub fn thread_cpu_between(
     by_name
 }
 
-fn spawn_tern(binary: &Path, config: &Path) -> Child {
-    Command::new(binary)
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start {}: {e} (build it: cargo build --release -p tern-server)", binary.display())
-        })
+fn spawn_tern(binary: &Path, config: &Path, log: Option<&TraceLog>) -> Child {
+    let mut command = Command::new(binary);
+    command.args(["serve", "--config"]).arg(config).stdout(Stdio::null()).kill_on_drop(true);
+    match log {
+        Some(log) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(&log.path).expect("tern's log file");
+            command.env("RUST_LOG", &log.filter).env("NO_COLOR", "1").stderr(file)
+        }
+        None => command.env("RUST_LOG", "warn").stderr(Stdio::inherit()),
+    };
+    command.spawn().unwrap_or_else(|e| {
+        panic!("cannot start {}: {e} (build it: cargo build --release -p tern-server)", binary.display())
+    })
 }
 
 #[cfg(test)]

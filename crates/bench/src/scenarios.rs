@@ -45,7 +45,7 @@ pub enum Baseline {
 }
 
 /// How long to wait for deliveries after progress stopped.
-const STALL: Duration = Duration::from_secs(30);
+pub const STALL: Duration = Duration::from_secs(30);
 
 pub struct Bench {
     pub start: Instant,
@@ -86,7 +86,7 @@ impl Bench {
     ) -> Figures {
         self.sink.reset();
         let machine_before = crate::processes::machine_ticks();
-        let mut load = load::run_paced(self.start, target, messages, 0, concurrency, per_second).await;
+        let mut load = load::run_paced(self.start, target, messages, 0, concurrency, per_second, None).await;
         if let Some(due) = due_unix_ms {
             tokio::time::sleep(Duration::from_millis(due.saturating_sub(unix_ms()))).await;
         }

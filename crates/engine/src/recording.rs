@@ -84,10 +84,16 @@ pub async fn record_outcome(shared: &Shared, outcome: AttemptOutcome, stop: &Can
     let message_id = outcome.message.id;
     let mut outcome = Box::new(outcome);
     let mut pause = FIRST_PAUSE;
+    let began = tracing::enabled!(tracing::Level::TRACE).then(std::time::Instant::now);
     loop {
         let error = match shared.store.record_attempt_outcome(*outcome).await {
             Ok(()) => {
                 shared.write_health.succeeded();
+                // Until then a crash makes the attempt again: how long that window is under load
+                // (BENCHMARKS.md, the crash scenario).
+                if let Some(began) = began {
+                    tracing::trace!(%message_id, micros = began.elapsed().as_micros() as u64, "outcome recorded");
+                }
                 return;
             }
             Err(NotRecorded { error, outcome: Some(back) }) if !matches!(error, StoreError::Closed) => {
