@@ -1,20 +1,11 @@
 //! Delivery slots shared between users (`users.rs`).
 
+use super::tests::scheduled;
 use super::*;
 use tern_store::Change;
 
 fn of_user(user: &str, id: MessageId, seq: u64) -> Scheduled {
-    Scheduled {
-        id,
-        user_id: user.into(),
-        due_at: 0,
-        seq,
-        queue_name: None,
-        flow_control: None,
-        source: None,
-        is_new: true,
-        message: None,
-    }
+    Scheduled { user_id: user.into(), ..scheduled(id, 0, seq) }
 }
 
 /// Adds `count` due messages of `user`; returns their ids.

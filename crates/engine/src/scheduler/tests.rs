@@ -2,7 +2,7 @@ use super::*;
 use tern_core::FlowControl;
 use tern_store::Change;
 
-fn scheduled(id: MessageId, due_at: i64, seq: u64) -> Scheduled {
+pub(super) fn scheduled(id: MessageId, due_at: i64, seq: u64) -> Scheduled {
     Scheduled {
         id,
         user_id: "u".into(),
