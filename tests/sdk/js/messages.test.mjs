@@ -176,6 +176,17 @@ test("cancel({all: true}) cancels every pending message", async () => {
   assert.deepEqual(await client.messages.cancel({ all: true }), { cancelled: 0 });
 });
 
+test("cancel({all: true}) covers more than the SDK's count of 100 in one call", async () => {
+  // The SDK sends count=100 and documents that the server ignores it ("no batching loop").
+  const r = await receivers.make();
+  const items = Array.from({ length: 130 }, (_, i) => ({ url: r.url(`/many/${i}`), body: "pending", delay: 3600 }));
+  const published = await client.batch(items);
+  const res = await client.messages.cancel({ all: true });
+  assert.ok(res.cancelled >= 130, JSON.stringify(res));
+  await waitForState(client, published[129].messageId, "CANCELED");
+  assert.deepEqual(await client.messages.cancel({ all: true }), { cancelled: 0 });
+});
+
 test("deprecated delete / deleteMany / deleteAll", async () => {
   const r = await receivers.make();
   const one = await delayed(r, "/dep/1");

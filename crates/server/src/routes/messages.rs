@@ -48,15 +48,14 @@ struct CancelBody {
     message_ids: Option<Option<Vec<String>>>,
 }
 
-/// Keys bulk cancel accepts besides the common filters. `cursor` is accepted and ignored (a
-/// cancel has no pages: the next call finds what is left).
+/// Keys bulk cancel accepts besides the common filters. `count` and `cursor` are accepted and
+/// ignored: a filtered cancel covers every match in one call. The TS SDK (2.12.0) sends
+/// `count=100` with every filter and "all" cancel and documents that QStash ignores it ("no
+/// batching loop is needed"): honouring it would leave all but 100 messages pending.
 const CANCEL_KEYS: &[&str] = &["messageIds", "host", "path", "count", "cursor"];
 
 /// The most ids one bulk call may name.
 const MAX_IDS: usize = 1000;
-
-/// The largest `count` of a filtered cancel (spec §5.4.3); larger ones are lowered to it.
-const MAX_CANCEL_COUNT: usize = 500;
 
 async fn cancel_messages(
     State(state): State<AppState>,
@@ -73,15 +72,11 @@ async fn cancel_messages(
     if ids.len() > MAX_IDS {
         return Err(crate::error::ApiError::bad_request(format!("at most {MAX_IDS} message ids per call")));
     }
-    let limit = query.count(MAX_CANCEL_COUNT)?;
+    // Checked like everywhere else (a typo must not pass silently), then ignored (CANCEL_KEYS).
+    query.count(usize::MAX)?;
     let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {
-        // Every filter narrows (`messageId` included); only no filter at all means "all". With
-        // `count`, the oldest matches go first; the next call finds the rest.
-        CancelSelection::Filter { filter: Box::new(query.filter()?), limit }
-    } else if limit.is_some() {
-        // Named ids are the selection and its size; a count beside them is a mistake to report,
-        // not a limit to guess the order of.
-        return Err(crate::error::ApiError::bad_request("count applies to a filter or to all, not to messageIds"));
+        // Every filter narrows (`messageId` included); only no filter at all means "all".
+        CancelSelection::Filter { filter: Box::new(query.filter()?), limit: None }
     } else {
         // Ids that cannot name a message are skipped like unknown ones.
         CancelSelection::Ids(ids.iter().filter_map(|id| id.parse::<MessageId>().ok()).collect())
