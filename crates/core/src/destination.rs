@@ -90,6 +90,8 @@ fn decode_component(raw: &str) -> String {
 /// so then the parsed URL is the one stored and signed, and the receiver's URL and the `sub`
 /// agree. `what` names the URL in the error.
 pub fn checked_url(url: &str, what: &str) -> Result<String> {
+    // A fragment is never sent, so it is never part of the URL stored, signed and requested.
+    let url = url.split_once('#').map_or(url, |(before, _)| before);
     let parsed = url::Url::parse(url).map_err(|error| Invalid::new(format!("invalid {what} url {url:?}: {error}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(Invalid::new(format!(
@@ -148,6 +150,12 @@ mod tests {
         assert_eq!(url("http://example.com/a b", None), "http://example.com/a%20b");
         assert_eq!(url("http://example.com/x", Some("q=a'b")), "http://example.com/x?q=a%27b");
         assert_eq!(checked_url("http://exam\tple.com/x", "callback").unwrap(), "http://example.com/x");
+        // A fragment is never sent: it is dropped, the rest kept as written.
+        assert_eq!(
+            checked_url("HTTP://Example.com/a//b?q=1#frag", "destination").unwrap(),
+            "HTTP://Example.com/a//b?q=1"
+        );
+        assert_eq!(url("http://example.com/a/../b#frag", None), "http://example.com/b");
         // Once normalised, a URL stays as it is.
         for normalised in ["http://example.com/b", "http://example.com/a%20b", "http://example.com/x?q=a%27b"] {
             assert_eq!(checked_url(normalised, "destination").unwrap(), normalised);
@@ -157,7 +165,7 @@ mod tests {
             "http://example.com",
             "http://example.com?a=1",
             "HTTP://Example.COM:80/Path/",
-            "https://user:pw@example.com:8443/a//b/?q=%20&r=..#frag",
+            "https://user:pw@example.com:8443/a//b/?q=%20&r=..",
             "http://[::1]:8080/a.b/c..d/.e",
         ] {
             assert_eq!(checked_url(verbatim, "destination").unwrap(), verbatim);

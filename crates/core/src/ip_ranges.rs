@@ -61,14 +61,16 @@ fn is_private_v4(ip: Ipv4Addr) -> bool {
 }
 
 /// The IPv4 address an IPv6 address stands for on the way: IPv4-mapped (`::ffff:0:0/96`, the
-/// kernel connects over IPv4), the NAT64 well-known prefix (`64:ff9b::/96`) and 6to4
-/// (`2002::/16`, a relay forwards to the embedded address).
+/// kernel connects over IPv4), IPv4-translated (`::ffff:0:0:0/96`, SIIT), the NAT64
+/// well-known prefix (`64:ff9b::/96`) and 6to4 (`2002::/16`, a relay forwards to the embedded
+/// address).
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let bits = ip.to_bits();
     let mapped = Ipv6Addr::new(0, 0, 0, 0, 0, 0xffff, 0, 0).to_bits();
+    let translated = Ipv6Addr::new(0, 0, 0, 0, 0xffff, 0, 0, 0).to_bits();
     let nat64 = Ipv6Addr::new(0x64, 0xff9b, 0, 0, 0, 0, 0, 0).to_bits();
     let six_to_four = Ipv6Addr::new(0x2002, 0, 0, 0, 0, 0, 0, 0).to_bits();
-    if in_network(bits, mapped, 96) || in_network(bits, nat64, 96) {
+    if [mapped, translated, nat64].into_iter().any(|prefix| in_network(bits, prefix, 96)) {
         Some(Ipv4Addr::from_bits(bits as u32))
     } else if in_network(bits, six_to_four, 16) {
         Some(Ipv4Addr::from_bits((bits >> 80) as u32))
@@ -123,6 +125,7 @@ mod tests {
             ("::ffff:127.0.0.1", "IPv4-mapped loopback"),
             ("::ffff:10.0.0.1", "IPv4-mapped private"),
             ("::ffff:0.0.0.0", "IPv4-mapped this network"),
+            ("::ffff:0:7f00:1", "IPv4-translated loopback"),
             ("64:ff9b::127.0.0.1", "NAT64 of loopback"),
             ("64:ff9b::a9fe:a9fe", "NAT64 of link-local"),
             ("64:ff9b:1::1", "local-use translation"),

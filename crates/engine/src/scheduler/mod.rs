@@ -282,8 +282,11 @@ impl Scheduler {
 
     /// Forgets a blocked message's place in a waitlist count (its id is skipped lazily).
     fn unblock_counts(&mut self, entry: &Entry) {
-        if entry.state == State::UserBlocked && self.users.forget_blocked(&entry.user) {
-            self.release_waiting_users();
+        if entry.state == State::UserBlocked {
+            self.users.forget_blocked(&entry.user);
+            if self.users.take_eased() {
+                self.release_waiting_users();
+            }
         }
         if entry.state == State::FlowBlocked
             && let Some(flow) = &entry.flow
@@ -311,7 +314,17 @@ impl Scheduler {
         }
         let mut started = Vec::new();
         while started.len() < limit {
-            let Some(id) = self.ready.pop_front() else { break };
+            let Some(id) = self.ready.pop_front() else {
+                // Starting or waiting may have eased the sharing (the last user without work got
+                // some): users waiting for room may start now.
+                if self.users.take_eased() {
+                    self.release_waiting_users();
+                    if !self.ready.is_empty() {
+                        continue;
+                    }
+                }
+                break;
+            };
             let Some(entry) = self.entries.get(&id) else { continue };
             if entry.state != State::Ready || entry.held {
                 continue;
@@ -422,23 +435,17 @@ impl Scheduler {
         }
     }
 
-    fn release_user(&mut self, user: &Arc<str>) {
-        if self.release_one_user(user) {
-            self.release_waiting_users();
-        }
-    }
-
-    /// Lets `user`'s waiting messages go as far as its limit allows; true when that left the
-    /// user without work, which lets every other user's limit grow.
-    fn release_one_user(&mut self, user: &Arc<str>) -> bool {
+    /// Lets `user`'s waiting messages go as far as its room allows; returns how many went.
+    fn release_one_user(&mut self, user: &Arc<str>) -> usize {
         let entries = &self.entries;
-        let (released, eased) =
+        let released =
             self.users.release(user, |id| entries.get(&id).is_some_and(|entry| entry.state == State::UserBlocked));
+        let count = released.len();
         for id in released.into_iter().rev() {
             self.entries.get_mut(&id).expect("entry").state = State::Ready;
             self.ready.push_front(id);
         }
-        eased
+        count
     }
 
     /// The attempt of `id` ended (its outcome is being recorded): its slots are free.
@@ -450,10 +457,12 @@ impl Scheduler {
         entry.state = State::Recording;
         let user = Arc::clone(&entry.user);
         let flow = entry.flow.clone();
-        if self.users.ended(&user) {
+        self.users.ended(&user);
+        // The slot goes to the user's own waiting messages if its room allows; otherwise it is
+        // free for the others waiting (held back while the free slots were a kept-free share).
+        let took_it_back = self.release_one_user(&user) > 0;
+        if self.users.take_eased() || !took_it_back {
             self.release_waiting_users();
-        } else {
-            self.release_user(&user);
         }
         if let Some(flow) = flow {
             let key = (user, flow);
@@ -513,16 +522,15 @@ impl Scheduler {
         }
     }
 
-    /// Every user's limit grew (one user has no more work): lets each go as far as it now may.
+    /// Lets every user with waiting messages go as far as its room now allows.
     fn release_waiting_users(&mut self) {
         // Releasing can leave a user without work, which lets the others grow again; users
         // only lose work here, so this ends.
         loop {
-            let mut eased = false;
             for user in self.users.with_waiting() {
-                eased |= self.release_one_user(&user);
+                self.release_one_user(&user);
             }
-            if !eased {
+            if !self.users.take_eased() {
                 return;
             }
         }

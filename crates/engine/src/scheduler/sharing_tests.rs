@@ -30,30 +30,35 @@ fn four_users() -> Scheduler {
 }
 
 #[test]
-fn a_share_stays_free_for_a_user_who_starts_sending_while_others_hold_slots() {
+fn users_arriving_one_after_another_leave_a_share_free_for_the_last_one() {
     let mut scheduler = four_users();
     publish(&mut scheduler, "a", 20);
     assert_eq!(started(&mut scheduler).len(), 6, "alone among four users: half the slots");
     publish(&mut scheduler, "b", 20);
-    assert_eq!(started(&mut scheduler).len(), 4, "b: a third, one share kept free");
-    let c = publish(&mut scheduler, "c", 1);
-    assert_eq!(started(&mut scheduler), c, "c starts at once although a and b have work waiting");
-    assert_eq!((in_flight(&scheduler, "a"), in_flight(&scheduler, "b"), in_flight(&scheduler, "c")), (6, 4, 1));
+    assert_eq!(started(&mut scheduler).len(), 2, "b: what leaves a third of the slots free");
+    publish(&mut scheduler, "c", 20);
+    assert_eq!(started(&mut scheduler).len(), 1, "c: what leaves a quarter free");
+    let d = publish(&mut scheduler, "d", 5);
+    assert_eq!(started(&mut scheduler), d[..3], "d, the last configured user, takes its share at once");
+    let in_flight: Vec<u32> = ["a", "b", "c", "d"].iter().map(|user| in_flight(&scheduler, user)).collect();
+    assert_eq!(in_flight, [6, 2, 1, 3]);
 }
 
 #[test]
-fn a_user_over_its_share_starts_nothing_new_until_it_is_back_under_it() {
+fn a_slot_a_user_over_its_share_frees_goes_to_the_users_waiting() {
     let mut scheduler = four_users();
     let a = publish(&mut scheduler, "a", 20);
     assert_eq!(started(&mut scheduler).len(), 6);
-    publish(&mut scheduler, "b", 20);
-    assert_eq!(started(&mut scheduler).len(), 4);
-    // a holds 6 where its share is now 4: two attempts ending let nothing of a's start.
+    let b = publish(&mut scheduler, "b", 20);
+    assert_eq!(started(&mut scheduler).len(), 2);
+    // a holds 6 where its share is now 4: the slots it frees go to b, up to b's share.
     scheduler.attempt_ended(a[0], 1);
     scheduler.attempt_ended(a[1], 1);
-    assert!(started(&mut scheduler).is_empty());
+    let next = started(&mut scheduler);
+    assert!(next.len() == 2 && next.iter().all(|id| b.contains(id)), "b takes the two slots a freed: {next:?}");
     scheduler.attempt_ended(a[2], 1);
-    assert_eq!(started(&mut scheduler).len(), 1, "at 3 of its 4, a starts one");
+    assert_eq!(started(&mut scheduler), [a[6]], "at 3 of its 4, a starts one");
+    assert_eq!((in_flight(&scheduler, "a"), in_flight(&scheduler, "b")), (4, 4), "a third kept free");
 }
 
 /// Ends attempts and records them as finished.
@@ -69,7 +74,7 @@ fn when_a_user_has_no_more_work_the_others_shares_grow() {
     let mut scheduler = four_users();
     let a = publish(&mut scheduler, "a", 20);
     assert_eq!(started(&mut scheduler).len(), 6);
-    let b = publish(&mut scheduler, "b", 4);
+    let b = publish(&mut scheduler, "b", 2);
     assert_eq!(started(&mut scheduler), b);
     finish(&mut scheduler, &a[..3]);
     started(&mut scheduler);
@@ -98,14 +103,14 @@ fn a_cancelled_waiting_message_no_longer_counts_as_work() {
     let mut scheduler = four_users();
     let a = publish(&mut scheduler, "a", 20);
     assert_eq!(started(&mut scheduler).len(), 6);
-    let b = publish(&mut scheduler, "b", 5);
-    assert_eq!(started(&mut scheduler), b[..4]);
-    // b's fifth waits for a slot of b's; it is cancelled.
-    assert!(!scheduler.hold_for_cancel(b[4]));
-    scheduler.apply(vec![Change::Finished { id: b[4] }], 1);
+    let b = publish(&mut scheduler, "b", 3);
+    assert_eq!(started(&mut scheduler), b[..2]);
+    // b's third waits for room and is cancelled.
+    assert!(!scheduler.hold_for_cancel(b[2]));
+    scheduler.apply(vec![Change::Finished { id: b[2] }], 1);
     finish(&mut scheduler, &a[..2]);
     assert!(started(&mut scheduler).is_empty(), "a holds its third (4) while b has work");
-    finish(&mut scheduler, &b[..4]);
+    finish(&mut scheduler, &b[..2]);
     started(&mut scheduler);
     assert_eq!(in_flight(&scheduler, "a"), 6, "b has no work left: a may use half again");
 }

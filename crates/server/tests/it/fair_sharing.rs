@@ -50,6 +50,25 @@ async fn a_third_tenant_is_delivered_while_two_others_hang_on_every_slot_they_ma
     assert!(receiver.in_flight("/hang") < 8, "a share stayed free: {} hanging", receiver.in_flight("/hang"));
 }
 
+#[tokio::test]
+async fn the_last_tenant_is_served_when_three_others_started_hanging_one_after_another() {
+    let server = TestServer::start_with(|config| {
+        config.delivery.max_concurrent = 8;
+        config.delivery.user_parallelism = 8;
+    })
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.script("/hang", vec![Reply::Hang]);
+    // Each starts while the earlier ones hold what they took: 4, then 2, then 1.
+    for (user, hanging) in [(0, 4), (1, 6), (2, 7)] {
+        publish_as(&server, user, &receiver.url("/hang"), 10).await;
+        wait_in_flight_at_least(&receiver, "/hang", hanging).await;
+    }
+    let last = publish_as(&server, 3, &receiver.url("/fast"), 1).await;
+    let delivered = receiver.wait_for("/fast", 1).await;
+    assert_eq!(delivered[0].header("upstash-message-id"), Some(last[0].as_str()));
+}
+
 /// With every delivery slot held and a message due, the dispatcher once woke for the past due
 /// time again and again without yielding: on this single-threaded test runtime that starved
 /// the server (this test then never finishes), on a multi-threaded one it burnt a core.
