@@ -172,9 +172,16 @@ impl ConnectionState {
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
         }
-        self.word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| (word & CUT == 0).then(|| word + 1)).ok()?;
+        let previous = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |word| (word & CUT == 0).then(|| word + 1))
+            .ok()?;
         let progress = Arc::new(RequestProgress::new(self.registry.clock));
         self.requests.lock().expect("requests lock").push(Arc::clone(&progress));
+        if http2 && previous == 0 {
+            // Busy now: its task looks out for answers the client does not take.
+            self.wake.notify_one();
+        }
         Some(RequestGuard { connection: Arc::clone(self), progress })
     }
 
