@@ -30,8 +30,9 @@ pub struct Registry {
     clock: Clock,
     next_id: AtomicU64,
     open: Mutex<BTreeMap<u64, Arc<ConnectionState>>>,
-    /// Signalled when a connection closes or goes idle (the accept loop may be waiting for room).
-    changed: Notify,
+    /// Signalled when a connection closes (the accept loop may be waiting for room). One that
+    /// goes idle is not sheddable at once: [`Registry::shed_one`] says when it will be.
+    closed: Notify,
 }
 
 impl Registry {
@@ -40,7 +41,7 @@ impl Registry {
             clock: Clock::new(),
             next_id: AtomicU64::new(0),
             open: Mutex::new(BTreeMap::new()),
-            changed: Notify::new(),
+            closed: Notify::new(),
         })
     }
 
@@ -109,9 +110,9 @@ impl Registry {
         Err(self.clock.instant(retry.max(now + 1)))
     }
 
-    /// Waits until a connection closes or goes idle (or did so since the last wait).
-    pub async fn changed(&self) {
-        self.changed.notified().await
+    /// Waits until a connection closes (or did so since the last wait).
+    pub async fn closed(&self) {
+        self.closed.notified().await
     }
 }
 
@@ -124,7 +125,7 @@ pub struct Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.open.lock().expect("registry lock").remove(&self.id);
-        self.registry.changed.notify_one();
+        self.registry.closed.notify_one();
     }
 }
 
@@ -223,7 +224,6 @@ impl ConnectionState {
         self.idle_since.store(self.registry.clock.now(), Ordering::Relaxed);
         self.head_started.store(NO_HEAD, Ordering::Relaxed);
         self.wake.notify_one();
-        self.registry.changed.notify_one();
     }
 
     /// Bytes arrived: on an idle HTTP/1 connection they start a request head, which must be

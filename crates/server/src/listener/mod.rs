@@ -131,27 +131,24 @@ where
 async fn make_room(registry: &Registry, max: usize, stop: &CancellationToken) -> bool {
     let mut logged = false;
     while registry.len() >= max {
-        let retry = match registry.shed_one(SHEDDING_GRACE) {
-            Ok(()) => None,
+        match registry.shed_one(SHEDDING_GRACE) {
+            // Until it has closed: the signal of an earlier close must not shed another.
+            Ok(()) => {
+                while registry.len() >= max {
+                    tokio::select! {
+                        () = registry.closed() => {}
+                        () = stop.cancelled() => return false,
+                    }
+                }
+            }
             Err(retry) => {
                 if !logged {
                     tracing::debug!(max, "every connection is busy or was active a moment ago; a new one waits");
                     logged = true;
                 }
-                Some(retry)
-            }
-        };
-        // A shed connection signals when it has closed; a busy one when it goes idle.
-        tokio::select! {
-            () = registry.changed() => {}
-            () = tokio::time::sleep_until(retry.unwrap_or_else(far_future)), if retry.is_some() => {}
-            () = stop.cancelled() => return false,
-        }
-        if retry.is_none() {
-            // Until the shed connection has closed: an earlier signal must not shed another.
-            while registry.len() >= max {
                 tokio::select! {
-                    () = registry.changed() => {}
+                    () = registry.closed() => {}
+                    () = tokio::time::sleep_until(retry) => {}
                     () = stop.cancelled() => return false,
                 }
             }
