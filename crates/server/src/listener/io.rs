@@ -1,6 +1,7 @@
 //! A connection's socket as hyper sees it: reads start the header timer of an idle
-//! connection, completed flushes mark the end of an answer, writes stall for at most the write
-//! timeout (tokio-io-timeout), and the answers hyper writes on its own for a request it cannot
+//! connection, completed flushes mark the end of an answer, blocked writes mark the connection
+//! waiting on its client and stall for at most the write timeout (tokio-io-timeout), and the
+//! answers hyper writes on its own for a request it cannot
 //! parse (400, 414, 431, with empty bodies) get tern's `{"error"}` body.
 
 use super::connection::ConnectionState;
@@ -34,7 +35,9 @@ impl ConnectionIo {
                 self.replacement = None;
                 break;
             }
-            match ready!(self.inner.as_mut().poll_write(cx, &answer[*written..])) {
+            let poll = self.inner.as_mut().poll_write(cx, &answer[*written..]);
+            self.connection.write_polled(poll.is_ready());
+            match ready!(poll) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(n) => *written += n,
                 Err(error) => return Poll::Ready(Err(error)),
@@ -96,7 +99,9 @@ impl AsyncWrite for ConnectionIo {
         if let Some(consumed) = self.take_automatic_answer(buf) {
             return Poll::Ready(Ok(consumed));
         }
-        self.inner.as_mut().poll_write(cx, buf)
+        let poll = self.inner.as_mut().poll_write(cx, buf);
+        self.connection.write_polled(poll.is_ready());
+        poll
     }
 
     fn poll_write_vectored(
@@ -110,7 +115,9 @@ impl AsyncWrite for ConnectionIo {
         {
             return Poll::Ready(Ok(consumed));
         }
-        self.inner.as_mut().poll_write_vectored(cx, bufs)
+        let poll = self.inner.as_mut().poll_write_vectored(cx, bufs);
+        self.connection.write_polled(poll.is_ready());
+        poll
     }
 
     fn is_write_vectored(&self) -> bool {

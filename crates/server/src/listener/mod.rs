@@ -1,26 +1,33 @@
 //! The accept loop: serves HTTP/1.1 and HTTP/2 (hyper-util's auto builder) on every accepted
 //! connection, with deadlines no client can hold a connection open past, and a connection limit
-//! that an attacker's idle connections cannot fill.
+//! that an attacker's idle or stalled connections cannot fill.
 //!
 //! - A request head must arrive within `header_read_timeout`: counted from the connection's
 //!   start, and on a kept-alive connection from the first byte of the next request.
 //! - A connection with no request in progress is closed after `idle_timeout`.
-//! - A response write that makes no progress for `write_timeout` closes the connection (a client
-//!   that stops reading); request bodies are bounded where they are read (`extract::Body`).
-//! - At `max_connections`, a new connection sheds the oldest one with no request in progress
-//!   (half-sent heads and idle keep-alive connections alike); when every connection is busy, it
-//!   waits until one is done. A request in progress is never cut.
+//! - An answer that makes no progress for `write_timeout` closes the connection (a client that
+//!   stops reading): on HTTP/1 a socket write that stays blocked, on HTTP/2 an answer whose next
+//!   frame the client's flow control never makes room for (its pings do not count). Request
+//!   bodies are bounded where they are read (`extract::Body`).
+//! - At `max_connections`, a new connection sheds first the oldest one idle for a moment
+//!   (half-sent heads and idle keep-alive connections alike), then the one whose requests have
+//!   all waited longest on their client (answers not taken, bodies not sent), if for more than
+//!   a moment; otherwise it waits. A request the server is working on is never cut, and a
+//!   connection just accepted has a moment to send its request.
 //! - Shutdown closes idle connections at once and lets running requests finish.
 
 mod connection;
 mod io;
+mod progress;
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use connection::{ConnectionState, Registry};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
+use progress::{GuardedBody, RequestBody};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +52,12 @@ pub struct ConnectionLimits {
 /// ping goes unanswered this long: a peer that vanished does not hold a stream forever.
 const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a connection is left alone when the limit is reached: one just accepted (or just
+/// answered) has this long to send its request, and one waiting on its client is cut only after
+/// waiting this long since its last progress (a client that takes a little of its answer now
+/// and then is cut most of the time).
+const SHEDDING_GRACE: Duration = Duration::from_secs(1);
 
 /// How long the accept loop pauses after an accept error other than a connection's own
 /// (such as running out of file descriptors), so that it does not spin.
@@ -113,16 +126,32 @@ where
     })
 }
 
-/// Waits until fewer than `max` connections are open, shedding idle ones; false if stopped.
+/// Waits until fewer than `max` connections are open, shedding idle or stalled ones; false if
+/// stopped.
 async fn make_room(registry: &Registry, max: usize, stop: &CancellationToken) -> bool {
+    let mut logged = false;
     while registry.len() >= max {
-        if !registry.shed_oldest_idle() {
-            tracing::debug!(max, "every connection has a request in progress; a new one waits");
-        }
-        // A shed connection signals when it has closed; a busy one when it goes idle.
-        tokio::select! {
-            () = registry.changed() => {}
-            () = stop.cancelled() => return false,
+        match registry.shed_one(SHEDDING_GRACE) {
+            // Until it has closed: the signal of an earlier close must not shed another.
+            Ok(()) => {
+                while registry.len() >= max {
+                    tokio::select! {
+                        () = registry.closed() => {}
+                        () = stop.cancelled() => return false,
+                    }
+                }
+            }
+            Err(retry) => {
+                if !logged {
+                    tracing::debug!(max, "every connection is busy or was active a moment ago; a new one waits");
+                    logged = true;
+                }
+                tokio::select! {
+                    () = registry.closed() => {}
+                    () = tokio::time::sleep_until(retry) => {}
+                    () = stop.cancelled() => return false,
+                }
+            }
         }
     }
     true
@@ -174,7 +203,7 @@ async fn serve_connection<S>(
     tokio::pin!(connection);
     let mut stopping = false;
     loop {
-        let deadline = state.deadline(limits.header_read_timeout, limits.idle_timeout);
+        let deadline = state.deadline(limits.header_read_timeout, limits.idle_timeout, limits.write_timeout);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -183,13 +212,18 @@ async fn serve_connection<S>(
                 return;
             }
             () = state.wake.notified() => {
-                if state.is_shed() {
+                if state.is_closing() {
+                    tracing::debug!(%peer, "closing a connection to make room for others");
                     return;
                 }
             }
             () = tokio::time::sleep_until(deadline.unwrap_or_else(far_future)), if deadline.is_some() => {
                 if state.try_shed() {
                     tracing::debug!(%peer, "closing a connection that sent no request in time");
+                    return;
+                }
+                if state.answer_stalled(limits.write_timeout) {
+                    tracing::debug!(%peer, "closing an HTTP/2 connection whose client does not take its answer");
                     return;
                 }
             }
@@ -210,7 +244,8 @@ fn far_future() -> tokio::time::Instant {
 }
 
 /// The app as one connection serves it: each request carries the peer address and counts as
-/// in progress until hyper is done with its response body.
+/// in progress until hyper is done with its response body; both bodies record what the request
+/// waits for.
 struct ConnectionService<S> {
     app: S,
     peer: SocketAddr,
@@ -227,47 +262,21 @@ where
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
-        let guard = self.state.start_request(request.version() == hyper::Version::HTTP_2);
-        let mut request = request.map(axum::body::Body::new);
+        let Some(guard) = self.state.start_request(request.version() == hyper::Version::HTTP_2) else {
+            // Closed an instant ago to make room: the answer is not likely to be read.
+            let error = crate::error::ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the connection was closed to make room for others; retry",
+            );
+            return Box::pin(std::future::ready(Ok(error.into_response())));
+        };
+        let progress = Arc::clone(guard.progress());
+        let mut request = request.map(|body| Body::new(RequestBody::new(body, progress)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let app = self.app.clone();
         Box::pin(async move {
-            let Some(guard) = guard else {
-                // Shed an instant ago: the connection is closing.
-                let error = crate::error::ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "the connection was closed to make room for others; retry",
-                );
-                return Ok(error.into_response());
-            };
             let response = app.oneshot(request).await?;
-            Ok(response.map(|body| axum::body::Body::new(GuardedBody { body, _guard: guard })))
+            Ok(response.map(|body| Body::new(GuardedBody::new(body, guard))))
         })
-    }
-}
-
-/// A response body that keeps its request in progress until hyper drops it.
-struct GuardedBody {
-    body: axum::body::Body,
-    _guard: connection::RequestGuard,
-}
-
-impl axum::body::HttpBody for GuardedBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
     }
 }

@@ -1,11 +1,15 @@
 //! Hostile and broken clients against the real `tern serve` binary: half-sent requests under
 //! a lowered open-file limit, connections that send nothing or stay idle, and requests hyper
-//! refuses before any handler sees them.
+//! refuses before any handler sees them. Clients that hold connections without taking their
+//! answers or sending their bodies are in `stalled`.
+
+mod stalled;
 
 use crate::harness::{DEADLINE, Receiver, http_client};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::fd::FromRawFd;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -62,15 +66,23 @@ impl Tern {
         if open_files.is_some() || occupied > 0 {
             use std::os::unix::process::CommandExt;
             let limit = open_files.map(|limit| rustix::process::Rlimit { current: Some(limit), maximum: Some(limit) });
-            // SAFETY: between fork and exec only raw setrlimit and dup system calls run.
+            // SAFETY: between fork and exec only raw setrlimit and dup2 system calls run, and
+            // the descriptors dup2 replaces are the child's copies.
             unsafe {
                 command.pre_exec(move || {
                     if let Some(limit) = limit {
                         rustix::process::setrlimit(rustix::process::Resource::Nofile, limit)?;
                     }
-                    for _ in 0..occupied {
-                        // dup's copy is not close-on-exec: tern inherits it.
-                        std::mem::forget(rustix::io::dup(&null)?);
+                    // The lowest descriptors, whatever this process holds there (its copies
+                    // here are close-on-exec, gone in tern): dup2's are not, tern inherits them.
+                    // (Plain dup would take the lowest free ones, above the limit when other
+                    // tests hold many sockets.)
+                    for fd in 3..3 + occupied as i32 {
+                        // The descriptor is replaced in the child only, never closed here.
+                        let mut target = std::os::fd::OwnedFd::from_raw_fd(fd);
+                        let duplicated = rustix::io::dup2(&null, &mut target);
+                        std::mem::forget(target);
+                        duplicated?;
                     }
                     Ok(())
                 });

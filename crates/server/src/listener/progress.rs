@@ -1,0 +1,253 @@
+//! What each request in progress is waiting for: the server (its handler runs, or its answer's
+//! body is producing the next frame), or the client (the handler waits for the next piece of
+//! the request body; the answer waits for hyper to take its next frame, which hyper does only
+//! once the client has made room for it: HTTP/2 flow control, a full socket on HTTP/1). A wait
+//! counts from the last progress, so a client that trickles is waited on almost all the time.
+//!
+//! Only the bodies' own frames count as progress: HTTP/2 pings and settings a client answers
+//! promptly say nothing about whether it takes its answers.
+
+use super::connection::RequestGuard;
+use axum::body::{Body, Bytes, HttpBody};
+use hyper::body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Milliseconds since the listener started: one word, so that progress is a relaxed store.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    epoch: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock { epoch: Instant::now() }
+    }
+
+    pub fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn instant(&self, ms: u64) -> Instant {
+        self.epoch + Duration::from_millis(ms)
+    }
+}
+
+/// The server owes the next step (nothing is waited for from the client).
+const SERVER: u64 = u64::MAX;
+/// The handler has not answered yet.
+const HANDLER: u64 = u64::MAX - 1;
+
+/// One request's progress, shared by its guard and its two bodies.
+#[derive(Debug)]
+pub struct RequestProgress {
+    clock: Clock,
+    /// Since when the handler has been waiting for the next piece of the request body, or
+    /// [`SERVER`] (it is not reading, or the last read gave it something).
+    body: AtomicU64,
+    /// [`HANDLER`] until the handler answers; then since when the answer's last frame was
+    /// taken (hyper has not asked for the next yet), or [`SERVER`] while the body produces one.
+    answer: AtomicU64,
+}
+
+/// What a request in progress waits for, and since when (clock milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    Server,
+    Body(u64),
+    Answer(u64),
+}
+
+impl RequestProgress {
+    pub fn new(clock: Clock) -> RequestProgress {
+        RequestProgress { clock, body: AtomicU64::new(SERVER), answer: AtomicU64::new(HANDLER) }
+    }
+
+    pub fn waiting(&self) -> Waiting {
+        match self.answer.load(Ordering::Relaxed) {
+            HANDLER => match self.body.load(Ordering::Relaxed) {
+                SERVER => Waiting::Server,
+                since => Waiting::Body(since),
+            },
+            SERVER => Waiting::Server,
+            since => Waiting::Answer(since),
+        }
+    }
+
+    fn body_pending(&self) {
+        if self.body.load(Ordering::Relaxed) == SERVER {
+            self.body.store(self.clock.now(), Ordering::Relaxed);
+        }
+    }
+
+    fn body_progressed(&self) {
+        self.body.store(SERVER, Ordering::Relaxed);
+    }
+
+    /// The handler answered, or hyper took a frame of the answer: the next step is hyper's
+    /// asking for the next frame, once the client has made room.
+    fn answer_taken(&self) {
+        self.answer.store(self.clock.now(), Ordering::Relaxed);
+    }
+
+    fn answer_producing(&self) {
+        self.answer.store(SERVER, Ordering::Relaxed);
+    }
+}
+
+/// A request body that records when its handler waits for the client.
+pub struct RequestBody<B> {
+    body: B,
+    progress: std::sync::Arc<RequestProgress>,
+}
+
+impl<B> RequestBody<B> {
+    pub fn new(body: B, progress: std::sync::Arc<RequestProgress>) -> Self {
+        RequestBody { body, progress }
+    }
+}
+
+impl<B: HttpBody + Unpin> HttpBody for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        match poll {
+            Poll::Pending => self.progress.body_pending(),
+            Poll::Ready(_) => self.progress.body_progressed(),
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl<B> Drop for RequestBody<B> {
+    fn drop(&mut self) {
+        // Nobody reads it any more: the handler goes on without it.
+        self.progress.body_progressed();
+    }
+}
+
+/// A response body that keeps its request in progress until hyper drops it, and records when
+/// hyper takes its frames.
+pub struct GuardedBody {
+    body: Body,
+    guard: RequestGuard,
+}
+
+impl GuardedBody {
+    /// The handler's answer: from now on hyper is to take it.
+    pub fn new(body: Body, guard: RequestGuard) -> Self {
+        guard.progress().answer_taken();
+        GuardedBody { body, guard }
+    }
+}
+
+impl HttpBody for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let poll = Pin::new(&mut self.body).poll_frame(cx);
+        match poll {
+            Poll::Pending => self.guard.progress().answer_producing(),
+            Poll::Ready(_) => self.guard.progress().answer_taken(),
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::listener::connection::Registry;
+    use futures_util::FutureExt;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+
+    /// A body fed through a channel, like hyper's `Incoming`.
+    fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), receiver))
+        });
+        (sender, Body::from_stream(stream))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_handler_reading_its_body_waits_on_the_client_from_its_last_piece() {
+        let registry = Registry::new();
+        let (state, _registration) = registry.register();
+        let guard = state.start_request(false).unwrap();
+        let progress = Arc::clone(guard.progress());
+        assert_eq!(progress.waiting(), Waiting::Server, "the handler runs");
+        let (sender, body) = channel_body();
+        let mut body = RequestBody::new(body, Arc::clone(&progress));
+        let start = Clock::new();
+
+        assert!(body.frame().now_or_never().is_none());
+        let waiting_since = |progress: &RequestProgress| match progress.waiting() {
+            Waiting::Body(since) => progress.clock.instant(since),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(waiting_since(&progress), start.instant(0));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(body.frame().now_or_never().is_none());
+        assert_eq!(waiting_since(&progress), start.instant(0), "polling again is no progress");
+
+        sender.send(Bytes::from_static(b"piece")).await.unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(progress.waiting(), Waiting::Server, "the handler has something to work on");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(body.frame().now_or_never().is_none());
+        assert_eq!(waiting_since(&progress), start.instant(0) + Duration::from_secs(4));
+        drop(body);
+        assert_eq!(progress.waiting(), Waiting::Server, "a dropped body is not waited for");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_waits_on_the_client_from_its_last_frame_taken() {
+        let registry = Registry::new();
+        let (state, _registration) = registry.register();
+        let guard = state.start_request(true).unwrap();
+        let progress = Arc::clone(guard.progress());
+        let (sender, body) = channel_body();
+        let start = Clock::new();
+        tokio::time::advance(Duration::from_secs(2)).await;
+        let mut answer = GuardedBody::new(body, guard);
+        let answered = start.instant(0) + Duration::from_secs(2);
+        let waiting_since = |progress: &RequestProgress| match progress.waiting() {
+            Waiting::Answer(since) => progress.clock.instant(since),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(waiting_since(&progress), answered, "hyper is to take the answer");
+
+        assert!(answer.frame().now_or_never().is_none());
+        assert_eq!(progress.waiting(), Waiting::Server, "the server produces the next frame");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        sender.send(Bytes::from_static(b"frame")).await.unwrap();
+        assert!(answer.frame().await.is_some());
+        assert_eq!(waiting_since(&progress), answered + Duration::from_secs(5));
+        drop(answer);
+        assert!(state.try_shed(), "the request ended with its answer");
+    }
+}

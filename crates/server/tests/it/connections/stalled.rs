@@ -1,0 +1,186 @@
+//! Clients that hold connections without using them: HTTP/2 clients whose flow control never
+//! lets an answer through (their pings answered), HTTP/1 clients that pipeline requests and do
+//! not read the answers, clients that never finish a request body. Filling the connection
+//! limit, they must not lock honest clients out; an HTTP/2 answer never taken must not hold its
+//! connection forever.
+
+use super::{TOKEN, Tern};
+use crate::harness::{DEADLINE, Receiver, http_client};
+use axum::body::Bytes;
+use serde_json::Value;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+/// An HTTP/2 connection (prior knowledge) advertising a zero stream window, whose requests'
+/// answers have arrived up to their heads: their bodies can never be sent. The h2 crate answers
+/// the server's pings while `closed` runs; it ends when the server closes the connection.
+struct StalledHttp2 {
+    closed: JoinHandle<()>,
+    _client: h2::client::SendRequest<Bytes>,
+    _answers: Vec<h2::RecvStream>,
+}
+
+impl StalledHttp2 {
+    async fn open(tern: &Tern, streams: usize) -> StalledHttp2 {
+        let tcp = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+        let (client, connection) =
+            h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tcp).await.expect("handshake");
+        let closed = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut client = client.ready().await.expect("ready");
+        let mut answers = Vec::new();
+        for stream in 0..streams {
+            // Unauthenticated: a 404 with a JSON body.
+            let request = hyper::Request::get(tern.url(&format!("/nope-{stream}"))).body(()).unwrap();
+            let (answer, _) = client.send_request(request, true).expect("a stream");
+            let answer = answer.await.expect("an answer's head");
+            assert_eq!(answer.status(), 404);
+            answers.push(answer.into_body());
+            client = client.ready().await.expect("ready");
+        }
+        StalledHttp2 { closed, _client: client, _answers: answers }
+    }
+}
+
+/// `/healthz`, then a message published and delivered, all within the guard deadline.
+async fn honest_clients_are_served(tern: &Tern, receiver: &Receiver, path: &str) {
+    let client = http_client();
+    let healthz = tokio::time::timeout(DEADLINE, client.get(tern.url("/healthz")).send())
+        .await
+        .unwrap_or_else(|_| panic!("/healthz did not answer:\n{}", tern.stderr_text()))
+        .expect("/healthz answers");
+    assert_eq!(healthz.status(), 200);
+    let publish = client
+        .post(tern.url(&format!("/v2/publish/{}", receiver.url(path))))
+        .bearer_auth(TOKEN)
+        .header("Upstash-Retries", "0")
+        .body("delivered anyway")
+        .send();
+    let publish = tokio::time::timeout(DEADLINE, publish)
+        .await
+        .unwrap_or_else(|_| panic!("publishing did not answer:\n{}", tern.stderr_text()))
+        .expect("publish answers");
+    assert_eq!(publish.status(), 200, "{:?}", publish.text().await);
+    let delivered = receiver.wait_for(path, 1).await;
+    assert_eq!(&delivered[0].body[..], b"delivered anyway");
+    let dlq: Value = client.get(tern.url("/v2/dlq")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(dlq["messages"].as_array().map(Vec::len), Some(0), "{dlq}");
+}
+
+/// Waits until the server has closed at least one of the attack's connections.
+async fn wait_until_one_closed(tern: &Tern, mut closed: impl FnMut() -> bool) {
+    let guard = tokio::time::Instant::now() + DEADLINE;
+    while !closed() {
+        assert!(tokio::time::Instant::now() < guard, "no attack connection made room:\n{}", tern.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_clients_that_never_take_their_answers_lock_nobody_out() {
+    const OPEN_FILES: u64 = 256;
+    const MAX_CONNECTIONS: usize = 64;
+    const STREAMS: usize = 3;
+    let receiver = Receiver::start().await;
+    // Long timeouts: the connection limit alone must hold the attack off.
+    let settings = format!("max_connections = {MAX_CONNECTIONS}\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\"");
+    let tern = Tern::start(&settings, Some(OPEN_FILES)).await;
+    let attack = (0..MAX_CONNECTIONS).map(|_| StalledHttp2::open(&tern, STREAMS));
+    let attack = futures_util::future::join_all(attack).await;
+
+    honest_clients_are_served(&tern, &receiver, "/during-http2-attack").await;
+    wait_until_one_closed(&tern, || attack.iter().any(|connection| connection.closed.is_finished())).await;
+    let stderr = tern.stderr_text();
+    assert!(!stderr.contains("Too many open files"), "{stderr}");
+}
+
+#[tokio::test]
+async fn an_http2_answer_never_taken_closes_its_connection_after_the_write_timeout() {
+    let tern = Tern::start("write_timeout = \"1s\"\nidle_timeout = \"10m\"", None).await;
+    let stalled = StalledHttp2::open(&tern, 2).await;
+    tokio::time::timeout(DEADLINE, stalled.closed)
+        .await
+        .unwrap_or_else(|_| panic!("the connection was never closed:\n{}", tern.stderr_text()))
+        .unwrap();
+    let stderr = tern.stderr_text();
+    assert!(stderr.contains("does not take its answer"), "{stderr}");
+}
+
+/// An HTTP/1 connection that asks for a log listing far larger than every buffer between the
+/// server and it, and reads only its first bytes: the server's writes block for good.
+async fn slow_reader(tern: &Tern) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(tern.address.parse().unwrap()).await.expect("connects");
+    let request = format!("GET /v2/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut status = [0u8; 12];
+    stream.read_exact(&mut status).await.expect("an answer starts");
+    assert_eq!(&status, b"HTTP/1.1 200");
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_clients_that_do_not_read_their_answers_lock_nobody_out() {
+    const MAX_CONNECTIONS: usize = 8;
+    let receiver = Receiver::start().await;
+    let settings = format!("max_connections = {MAX_CONNECTIONS}\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\"");
+    let tern = Tern::start(&settings, None).await;
+    // Its body is in the listing twice, in base64: the answer is larger than the socket
+    // buffers (at most a few MiB), so it can never be written whole to a client not reading.
+    let published = http_client()
+        .post(tern.url(&format!("/v2/publish/{}", receiver.url("/big"))))
+        .bearer_auth(TOKEN)
+        .body("b".repeat(3 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), 200);
+    let attack = futures_util::future::join_all((0..MAX_CONNECTIONS).map(|_| slow_reader(&tern))).await;
+
+    honest_clients_are_served(&tern, &receiver, "/during-http1-attack").await;
+    // Read at last: a connection the server closed ends (short of its answer), the others
+    // wait for their next request.
+    let drained: Vec<_> = attack
+        .into_iter()
+        .map(|mut stream| tokio::spawn(async move { tokio::io::copy(&mut stream, &mut tokio::io::sink()).await }))
+        .collect();
+    wait_until_one_closed(&tern, || drained.iter().any(JoinHandle::is_finished)).await;
+}
+
+/// A request whose head asked for `100 Continue`: once the handler reads the body (hyper then
+/// sends `100 Continue`), a few bytes of it and no more. The task ends when the server has
+/// closed the connection.
+async fn slow_body(tern: &Tern, head: &str) -> JoinHandle<()> {
+    let mut stream = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut continue_line = [0u8; 25];
+    stream.read_exact(&mut continue_line).await.expect("100 Continue");
+    assert_eq!(&continue_line, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"a few bytes").await.unwrap();
+    tokio::spawn(async move {
+        let _closed = stream.read_to_end(&mut Vec::new()).await;
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_that_never_arrive_lock_nobody_out() {
+    const MAX_CONNECTIONS: usize = 16;
+    let receiver = Receiver::start().await;
+    let settings = format!(
+        "max_connections = {MAX_CONNECTIONS}\nrequest_body_timeout = \"10m\"\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\""
+    );
+    let tern = Tern::start(&settings, None).await;
+    let head = format!(
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\n\
+         Content-Length: 1000000\r\n\r\n",
+        receiver.url("/never-sent")
+    );
+    let attack = (0..MAX_CONNECTIONS).map(|_| slow_body(&tern, &head));
+    let attack = futures_util::future::join_all(attack).await;
+
+    honest_clients_are_served(&tern, &receiver, "/during-body-attack").await;
+    wait_until_one_closed(&tern, || attack.iter().any(JoinHandle::is_finished)).await;
+}
