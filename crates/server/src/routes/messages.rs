@@ -61,7 +61,7 @@ async fn cancel_messages(
     State(state): State<AppState>,
     Writer(caller): Writer,
     uri: Uri,
-    JsonBody(body): JsonBody<CancelBody>,
+    JsonBody(body, _held): JsonBody<CancelBody>,
 ) -> ApiResult<Json<Value>> {
     let query = Query::parse(uri.query());
     query.only(&[COMMON_FILTERS, CANCEL_KEYS])?;
