@@ -30,6 +30,14 @@ impl Engine {
         Ok(message)
     }
 
+    /// About how many bytes reading a message of this user takes ([`Engine::message`]), to
+    /// reserve first.
+    pub async fn message_bytes(&self, user_id: &str, id: &str) -> Result<usize> {
+        let not_found = || EngineError::NotFound(format!("message {id} not found"));
+        let id: MessageId = id.parse().map_err(|()| not_found())?;
+        self.shared.store.message_bytes(user_id, id).await?.ok_or_else(not_found)
+    }
+
     /// Cancels one message; 0 when it had already finished.
     pub async fn cancel(&self, user_id: &str, id: &str) -> Result<u64> {
         let not_found = || EngineError::NotFound(format!("message {id} not found"));
@@ -54,14 +62,6 @@ impl Engine {
 
     pub async fn dlq_list(&self, user_id: &str, filter: &MessageFilter, page: &PageRequest) -> Result<Page<Message>> {
         Ok(self.shared.store.list_dlq(user_id, filter, page).await?)
-    }
-
-    pub async fn dlq_get(&self, user_id: &str, dlq_id: &str) -> Result<Message> {
-        self.shared
-            .store
-            .get_dlq(user_id, dlq_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")))
     }
 
     /// Removes DLQ entries; returns how many existed, and the cursor of a filtered page.

@@ -14,7 +14,7 @@ use tern_engine::EngineError;
 use tern_store::{Page, PageRequest};
 
 /// Bytes reserved per byte a page may read.
-const RESERVED_PER_BYTE_READ: usize = 2;
+pub const RESERVED_PER_BYTE_READ: usize = 2;
 
 /// Reads one page of `page` through `read`, within the budget: returns it with its reservation,
 /// which the response must hold until it is sent.

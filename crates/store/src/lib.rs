@@ -29,6 +29,10 @@ pub trait MessageStore: Send + Sync {
 
     async fn get_message(&self, user_id: &str, id: MessageId) -> Result<Option<Message>>;
 
+    /// About how many bytes [`MessageStore::get_message`] reads for the message (its bodies,
+    /// headers and configuration), found without reading them; `None` when there is none.
+    async fn message_bytes(&self, user_id: &str, id: MessageId) -> Result<Option<usize>>;
+
     /// Cancels unfinished messages (logging `CANCEL_REQUESTED` and `CANCELED`); a message with
     /// an attempt in flight ends as `CANCELED` when the attempt does. Durable on return.
     async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome>;

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tern_core::PublishOptions;
 use tern_engine::DlqSelection;
-use tern_store::PageRequest;
+use tern_store::{MessageFilter, PageRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -52,13 +52,17 @@ async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiRes
     Ok(views::json_pieces(vec![Bytes::from_static(b"{\"messages\":"), messages, Bytes::from(end)], held))
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(dlq_id): PathParam,
-) -> ApiResult<Json<Value>> {
-    let message = state.engine.dlq_get(&caller.user_id, &dlq_id).await?;
-    Ok(Json(views::dlq_message(&message, views::ShownBodies::Whole)))
+/// Read within the listing budget, as a page of one (`paging`).
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(dlq_id): PathParam) -> ApiResult<Response> {
+    let filter = MessageFilter { dlq_ids: vec![dlq_id.clone()], ..MessageFilter::default() };
+    let page = PageRequest { max_bytes: state.api.list_page_bytes, ..PageRequest::first(1) };
+    let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
+    let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
+    let (page, held) = paging::read_page(&state.api.listings, &page, read).await?;
+    let message =
+        page.items.first().ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
+    let json = serde_json::to_vec(&views::dlq_message(message, views::ShownBodies::Whole)).expect("JSON serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
 async fn delete_one(

@@ -207,6 +207,11 @@ impl MessageStore for SqliteStore {
         self.readers.read(move |c| query::get_message(c, &user_id, id)).await
     }
 
+    async fn message_bytes(&self, user_id: &str, id: MessageId) -> Result<Option<usize>> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |c| query::message_bytes(c, &user_id, id)).await
+    }
+
     async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome> {
         let user_id = user_id.to_string();
         self.request(|reply| WriteOp::Cancel { user_id, selection, now, reply }).await

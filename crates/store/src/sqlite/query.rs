@@ -147,6 +147,18 @@ pub fn get_message(connection: &Connection, user_id: &str, id: MessageId) -> Res
         .transpose()
 }
 
+pub fn message_bytes(connection: &Connection, user_id: &str, id: MessageId) -> Result<Option<usize>> {
+    let bytes: Option<i64> = connection
+        .prepare_cached(
+            "SELECT coalesce(length(body), 0) + coalesce(length(response_body), 0) + length(spec)
+                + coalesce(length(response_headers), 0)
+             FROM messages WHERE id = ?1 AND user_id = ?2",
+        )?
+        .query_row(params![id.to_string(), user_id], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.map(|bytes| bytes.max(0) as usize))
+}
+
 /// Loads claimed messages by id (any user); missing ids are skipped.
 pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<Message>> {
     let mut messages = Vec::with_capacity(ids.len());
