@@ -36,7 +36,9 @@ pub struct BatchItem {
     pub queue: Option<String>,
 }
 
+/// Named as clients know it: serde's messages name the type expected.
 #[derive(Deserialize)]
+#[serde(rename = "BatchItem")]
 struct RawItem<'a> {
     destination: String,
     #[serde(default)]
