@@ -36,12 +36,16 @@ pub struct Listing {
     pub without_bodies: Listed,
     /// `GET /v2/dlq?count=…`: one DLQ page, whole bodies.
     pub dlq_page: Listed,
+    /// `readers` clients asking for the first logs page at once (a read-only token suffices):
+    /// the listing budget, not their number, bounds the memory.
+    pub concurrent_pages: Listed,
+    pub readers: usize,
 }
 
 impl Bench {
     /// Stores the entries, then measures the listings; `count` is the `count` asked for (the
     /// page size of the logs listing; at most 100 for the DLQ).
-    pub async fn listing(&self, messages: u64, body_bytes: usize, count: u64) -> Listing {
+    pub async fn listing(&self, messages: u64, body_bytes: usize, count: u64, readers: usize) -> Listing {
         let tern = self.fresh_tern("listing").await;
         let client = crate::load::client();
         let closed = format!("http://127.0.0.1:{}/closed", free_port());
@@ -71,8 +75,9 @@ impl Bench {
         let all_pages = measure(&tern, &logs, true).await;
         let without_bodies = measure(&tern, &format!("{logs}&trimBody=-1"), false).await;
         let dlq_page = measure(&tern, &format!("/v2/dlq?count={}", count.min(100)), false).await;
+        let concurrent_pages = measure_together(&tern, &logs, readers).await;
         tern.stop().await;
-        Listing { entries, first_page, all_pages, without_bodies, dlq_page }
+        Listing { entries, first_page, all_pages, without_bodies, dlq_page, concurrent_pages, readers }
     }
 }
 
@@ -115,6 +120,24 @@ async fn measure(tern: &Tern, path: &str, follow: bool) -> Listed {
         }
     }
     listed.elapsed = started.elapsed();
+    listed.peak_rss = tern.peak_rss_bytes();
+    listed
+}
+
+/// `readers` clients each asking for `path` at once, measuring tern's peak memory from just
+/// before the first request to the end of the last answer.
+async fn measure_together(tern: &Tern, path: &str, readers: usize) -> Listed {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = tern.rss_bytes();
+    tern.reset_peak_rss();
+    let started = Instant::now();
+    let answers = futures_util::future::join_all((0..readers).map(|_| get(tern, path))).await;
+    let mut listed = Listed { rss_before, elapsed: started.elapsed(), ..Listed::default() };
+    for (body, entries) in answers {
+        listed.requests += 1;
+        listed.entries += entries;
+        listed.response_bytes += body.len() as u64;
+    }
     listed.peak_rss = tern.peak_rss_bytes();
     listed
 }

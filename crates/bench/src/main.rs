@@ -75,6 +75,9 @@ struct Cli {
     /// 27 times the body size per entry to answer: keep it small for one).
     #[arg(long, default_value_t = 1_000)]
     list_count: u64,
+    /// Clients asking for the first logs page at once in the listing scenario.
+    #[arg(long, default_value_t = 32)]
+    list_readers: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -313,11 +316,15 @@ async fn main() {
             messages,
             body as f64 / 1e6
         );
-        let listing = bench.listing(messages, body, count).await;
+        let listing = bench.listing(messages, body, count, cli.list_readers).await;
         print_listed("GET /v2/logs, one page", &listing.first_page);
         print_listed("GET /v2/logs, every page by the cursor", &listing.all_pages);
         print_listed("GET /v2/logs?trimBody=-1, one page", &listing.without_bodies);
         print_listed("GET /v2/dlq, one page", &listing.dlq_page);
+        print_listed(
+            &format!("GET /v2/logs, one page each, {} readers at once", listing.readers),
+            &listing.concurrent_pages,
+        );
         if listing.all_pages.entries != listing.entries {
             failures.push(format!("listing: {} of {} entries listed", listing.all_pages.entries, listing.entries));
         }

@@ -16,6 +16,7 @@ pub mod options;
 pub mod redact;
 pub mod retry;
 pub mod signing;
+pub mod sizes;
 
 pub use error::Invalid;
 pub use headers::HeaderList;

@@ -73,6 +73,12 @@ pub struct PublishLimits {
     pub max_delay: Duration,
     /// The longest a destination may take to answer; `Upstash-Timeout` may only shorten it.
     pub max_timeout: Duration,
+    /// The longest URL a message may go to or call back (`sizes`).
+    pub max_url_bytes: usize,
+    /// The longest flow-control key.
+    pub max_flow_control_key_bytes: usize,
+    /// The most bytes of header lines (names and values) a message keeps.
+    pub max_header_bytes: usize,
 }
 
 impl Default for PublishLimits {
@@ -82,6 +88,9 @@ impl Default for PublishLimits {
             max_retries: 5,
             max_delay: Duration::from_secs(365 * 86_400),
             max_timeout: Duration::from_secs(2 * 3600),
+            max_url_bytes: 8192,
+            max_flow_control_key_bytes: 1024,
+            max_header_bytes: 65_536,
         }
     }
 }
@@ -228,6 +237,22 @@ impl PublishOptions {
                 .map_err(|error| Invalid::new(format!("invalid {kind} configuration: {error}")))?;
         }
         Ok(options)
+    }
+
+    /// The flow-control keys messages of these options use: their own, and those of their
+    /// callbacks (nested ones included), which are created when the callbacks are.
+    pub fn flow_control_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.flow_control.iter().map(|flow| flow.key.clone()).collect();
+        for nested in [&self.callback_options, &self.failure_callback_options] {
+            if !nested.is_empty()
+                && let Ok(options) = Self::from_headers(nested.iter(), true)
+            {
+                keys.extend(options.flow_control_keys());
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
     }
 
     /// Resolves the options for a message to `url`, applying defaults and limits.
@@ -411,6 +436,23 @@ mod tests {
         }
         assert!(parse(&[("Upstash-Flow-Control-Key", "k")]).is_err());
         assert!(parse(&[("Upstash-Flow-Control-Key", "k"), ("Upstash-Flow-Control-Value", "")]).is_err());
+    }
+
+    #[test]
+    fn flow_control_keys_include_the_callbacks() {
+        let options = parse(&[
+            ("Upstash-Flow-Control-Key", "own"),
+            ("Upstash-Flow-Control-Value", "rate=1"),
+            ("Upstash-Callback", "http://127.0.0.1:1/cb"),
+            ("Upstash-Callback-Flow-Control-Key", "callback"),
+            ("Upstash-Callback-Flow-Control-Value", "rate=1"),
+            ("Upstash-Failure-Callback", "http://127.0.0.1:1/fcb"),
+            ("Upstash-Failure-Callback-Flow-Control-Key", "own"),
+            ("Upstash-Failure-Callback-Flow-Control-Value", "rate=2"),
+        ])
+        .unwrap();
+        assert_eq!(options.flow_control_keys(), vec!["callback".to_string(), "own".to_string()]);
+        assert!(parse(&[]).unwrap().flow_control_keys().is_empty());
     }
 
     #[test]

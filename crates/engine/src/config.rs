@@ -21,6 +21,10 @@ pub struct EngineConfig {
     pub max_endpoints_per_group: usize,
     /// Schedules per user (412 beyond).
     pub max_schedules: usize,
+    /// Flow-control keys per user, each kept in memory (412 beyond).
+    pub max_flow_control_keys: usize,
+    /// Messages one batch may create, endpoints of URL groups counted (413 beyond).
+    pub max_batch_messages: usize,
     /// Bytes of message bodies the scheduler keeps for messages due soon.
     pub payload_cache_bytes: usize,
     /// How long a deduplication id (or content hash) suppresses duplicates.
@@ -50,6 +54,8 @@ impl Default for EngineConfig {
             max_url_groups: 1000,
             max_endpoints_per_group: 1000,
             max_schedules: 1000,
+            max_flow_control_keys: 10_000,
+            max_batch_messages: 10_000,
             payload_cache_bytes: 64 << 20,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),

@@ -15,6 +15,9 @@ pub enum EngineError {
     /// A configured maximum (queues, parallelism, URL groups) would be exceeded (412).
     #[error("{0}")]
     LimitExceeded(String),
+    /// One request would create more than a request may (messages of a batch) (413).
+    #[error("{0}")]
+    TooLarge(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -4,7 +4,7 @@
 use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::keys::SigningKeys;
-use tern_core::{Message, MessageId, PublishOptions};
+use tern_core::{Message, MessageId, PublishOptions, sizes};
 use tern_store::{CancelSelection, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
 
 /// Which DLQ entries an operation applies to.
@@ -28,6 +28,14 @@ impl Engine {
             return Err(not_found());
         }
         Ok(message)
+    }
+
+    /// About how many bytes reading a message of this user takes ([`Engine::message`]), to
+    /// reserve first.
+    pub async fn message_bytes(&self, user_id: &str, id: &str) -> Result<usize> {
+        let not_found = || EngineError::NotFound(format!("message {id} not found"));
+        let id: MessageId = id.parse().map_err(|()| not_found())?;
+        self.shared.store.message_bytes(user_id, id).await?.ok_or_else(not_found)
     }
 
     /// Cancels one message; 0 when it had already finished.
@@ -56,14 +64,6 @@ impl Engine {
         Ok(self.shared.store.list_dlq(user_id, filter, page).await?)
     }
 
-    pub async fn dlq_get(&self, user_id: &str, dlq_id: &str) -> Result<Message> {
-        self.shared
-            .store
-            .get_dlq(user_id, dlq_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")))
-    }
-
     /// Removes DLQ entries; returns how many existed, and the cursor of a filtered page.
     pub async fn dlq_delete(&self, user_id: &str, selection: DlqSelection) -> Result<(u64, Option<String>)> {
         let (ids, cursor) = self.select_dlq(user_id, selection).await?;
@@ -81,18 +81,9 @@ impl Engine {
         overrides: &PublishOptions,
     ) -> Result<(Vec<MessageId>, Option<String>)> {
         let explicit = matches!(selection, DlqSelection::Ids(_));
-        let (ids, cursor) = self.select_dlq(user_id, selection).await?;
-        let mut entries = Vec::with_capacity(ids.len());
-        for dlq_id in &ids {
-            match self.shared.store.get_dlq(user_id, dlq_id).await? {
-                Some(entry) => entries.push(entry),
-                None if explicit => {
-                    return Err(EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")));
-                }
-                None => {}
-            }
-        }
+        let (entries, cursor) = self.dlq_entries_without_bodies(user_id, selection).await?;
         let limits = &self.shared.config.limits;
+        sizes::check_options(overrides, limits)?;
         let now = self.shared.clock.now_ms();
         let due_at = overrides.first_delivery_at(now, limits)?;
         let mut messages = Vec::with_capacity(entries.len());
@@ -113,7 +104,8 @@ impl Engine {
                 id: MessageId::generate(),
                 user_id: user_id.to_string(),
                 spec,
-                body: entry.body,
+                // The store copies the entry's body (`consumes_dlq_entry`) without reading it.
+                body: bytes::Bytes::new(),
                 created_at: now,
                 due_at,
                 dedup: None,
@@ -129,6 +121,39 @@ impl Engine {
             .map(|(id, _)| id)
             .collect();
         Ok((created, cursor))
+    }
+
+    /// The selected entries with their configuration but without their bodies (a retry's
+    /// messages take those over in the store), in the order of explicit ids, which must all
+    /// exist; and the cursor of a filtered page.
+    async fn dlq_entries_without_bodies(
+        &self,
+        user_id: &str,
+        selection: DlqSelection,
+    ) -> Result<(Vec<Message>, Option<String>)> {
+        match selection {
+            DlqSelection::Ids(ids) => {
+                let filter = MessageFilter { dlq_ids: ids.clone(), ..MessageFilter::default() };
+                let page = PageRequest { body_limit: Some(0), ..PageRequest::first(ids.len().max(1)) };
+                let mut found = self.shared.store.list_dlq(user_id, &filter, &page).await?.items;
+                let mut entries = Vec::with_capacity(found.len());
+                for dlq_id in &ids {
+                    match found.iter().position(|entry| entry.dlq_id.as_deref() == Some(dlq_id.as_str())) {
+                        Some(index) => entries.push(found.swap_remove(index)),
+                        None if entries.iter().any(|entry: &Message| entry.dlq_id.as_ref() == Some(dlq_id)) => {}
+                        None => {
+                            return Err(EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")));
+                        }
+                    }
+                }
+                Ok((entries, None))
+            }
+            DlqSelection::Filter { filter, page } => {
+                let page = PageRequest { body_limit: Some(0), max_bytes: usize::MAX, ..page };
+                let page = self.shared.store.list_dlq(user_id, &filter, &page).await?;
+                Ok((page.items, page.cursor))
+            }
+        }
     }
 
     async fn select_dlq(&self, user_id: &str, selection: DlqSelection) -> Result<(Vec<String>, Option<String>)> {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use std::collections::HashSet;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, validate_name};
-use tern_core::{HeaderList, Invalid, MessageId, PublishOptions};
+use tern_core::{HeaderList, Invalid, MessageId, PublishOptions, sizes};
 use tern_store::{DedupClaim, InsertOutcome, NewMessage, UrlGroup};
 
 /// Where a publish goes, its URL group read once: the group's default headers and its
@@ -79,6 +79,7 @@ impl Engine {
                 EngineError::LimitExceeded(message) => {
                     EngineError::LimitExceeded(format!("batch item {index}: {message}"))
                 }
+                EngineError::TooLarge(message) => EngineError::TooLarge(format!("batch item {index}: {message}")),
                 other => other,
             }
         })
@@ -91,14 +92,22 @@ impl Engine {
         requests: Vec<PublishRequest>,
     ) -> Result<Vec<PublishResult>, (Option<usize>, EngineError)> {
         let now = self.shared.clock.now_ms();
-        let mut new_queues = HashSet::new();
+        let mut created = NewResources::default();
         let mut plans = Vec::with_capacity(requests.len());
+        let mut count = 0;
+        let max = self.shared.config.max_batch_messages;
+        let single = requests.len() == 1;
         for (index, request) in requests.into_iter().enumerate() {
-            plans.push(
-                prepare(&self.shared, user_id, request, now, &mut new_queues)
-                    .await
-                    .map_err(|error| (Some(index), error))?,
-            );
+            let plan = prepare(&self.shared, user_id, request, now, &mut created)
+                .await
+                .map_err(|error| (Some(index), error))?;
+            // A publish is bounded by its URL group's size; a batch by this.
+            count += plan.1.len();
+            if count > max && !single {
+                let message = format!("a batch may create at most {max} messages (URL groups' endpoints counted)");
+                return Err((None, EngineError::TooLarge(message)));
+            }
+            plans.push(plan);
         }
         let mut summaries = Vec::with_capacity(plans.len());
         let mut messages = Vec::new();
@@ -154,34 +163,63 @@ pub(crate) async fn recipients(
     }
 }
 
+/// What the requests of one call would create, for the limits on how many a user may have.
+#[derive(Debug, Default)]
+pub(crate) struct NewResources {
+    queues: HashSet<String>,
+    pub flow_keys: HashSet<String>,
+}
+
+/// Checks that `user_id` may use the flow-control key `key`: one it has, or one more while it
+/// has fewer than `limits.max_flow_control_keys` (counting the keys `created` would add).
+pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str, created: &mut NewResources) -> Result<()> {
+    let scheduler = shared.scheduler.lock();
+    if scheduler.has_flow(user_id, key) || created.flow_keys.contains(key) {
+        return Ok(());
+    }
+    let max = shared.config.max_flow_control_keys;
+    if scheduler.flow_count(user_id) + created.flow_keys.len() >= max {
+        return Err(EngineError::LimitExceeded(format!("flow-control key limit reached: at most {max} keys")));
+    }
+    created.flow_keys.insert(key.to_string());
+    Ok(())
+}
+
 /// The messages of one request (a publish, a batch item or a schedule's tick), validated
-/// against the limits; nothing is stored here. `new_queues` collects the queues the request
-/// list would create, for the queue limit.
+/// against the limits; nothing is stored here. `created` collects the queues and flow-control
+/// keys the request list would create, for the limits on them.
 pub(crate) async fn prepare(
     shared: &Shared,
     user_id: &str,
     request: PublishRequest,
     now: i64,
-    new_queues: &mut HashSet<String>,
+    created: &mut NewResources,
 ) -> Result<(bool, Vec<NewMessage>)> {
     let config = &shared.config;
     let options = &request.options;
     if options.cron.is_some() {
         return Err(Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into());
     }
+    if let Recipients::Url(url) = &request.recipients {
+        sizes::check_url(url, "destination", &config.limits)?;
+    }
+    sizes::check_options(options, &config.limits)?;
     if let Some(queue) = &request.queue {
         validate_name(queue, "queue")?;
-        let known = shared.scheduler.lock().has_queue(user_id, queue) || new_queues.contains(queue);
+        let known = shared.scheduler.lock().has_queue(user_id, queue) || created.queues.contains(queue);
         if !known {
-            let count = shared.scheduler.lock().queue_count(user_id) + new_queues.len();
+            let count = shared.scheduler.lock().queue_count(user_id) + created.queues.len();
             if count >= config.max_queues {
                 return Err(EngineError::LimitExceeded(format!(
                     "queue limit reached: at most {} queues",
                     config.max_queues
                 )));
             }
-            new_queues.insert(queue.clone());
+            created.queues.insert(queue.clone());
         }
+    }
+    for key in options.flow_control_keys() {
+        admit_flow_key(shared, user_id, &key, created)?;
     }
     let (fan_out, destination, targets) = match &request.recipients {
         Recipients::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),

@@ -6,8 +6,8 @@ use crate::error::{EngineError, Result};
 use crate::scheduler::FlowInfo;
 use crate::scheduler::flow::FlowPin;
 use tern_core::destination::{checked_url, validate_name};
-use tern_core::{HeaderList, Invalid, PublishOptions};
-use tern_store::{Endpoint, QueueRecord, UrlGroup};
+use tern_core::{HeaderList, Invalid, PublishOptions, sizes};
+use tern_store::{Endpoint, EndpointsAdded, GroupLimits, Page, PageRequest, QueueRecord, UrlGroup};
 
 /// A queue with its lag (unfinished messages, waiting and in flight).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +99,15 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound("Flow Control key not found".to_string()))
     }
 
+    /// About how many bytes [`Engine::flow_controls`] returns for the user at most (its keys'
+    /// names and their figures), to reserve before asking for them.
+    pub fn flow_controls_bytes(&self, user_id: &str) -> usize {
+        /// The figures of a key besides its name, and their JSON.
+        const PER_KEY: usize = 512;
+        let scheduler = self.shared.scheduler.lock();
+        scheduler.flow_key_bytes(user_id) * 2 + scheduler.flow_count(user_id) * PER_KEY
+    }
+
     /// Every key of the user whose name contains `search`.
     pub fn flow_controls(&self, user_id: &str, search: Option<&str>) -> Vec<FlowInfo> {
         let now = self.shared.clock.now_ms();
@@ -120,7 +129,9 @@ impl Engine {
         if key.trim().is_empty() {
             return Err(Invalid::new("the flow-control key must not be empty").into());
         }
+        sizes::check_flow_control_key(key, &self.shared.config.limits)?;
         let _change = self.shared.settings_changes.lock().await;
+        crate::publish::admit_flow_key(&self.shared, user_id, key, &mut Default::default())?;
         let settings = self.shared.scheduler.update(|scheduler, now| {
             change(scheduler, now);
             scheduler.touch_flow(user_id, key, now);
@@ -163,39 +174,31 @@ impl Engine {
         if endpoints.is_empty() {
             return Err(Invalid::new("at least one endpoint is required").into());
         }
+        let config = &self.shared.config;
+        if endpoints.len() > config.max_endpoints_per_group {
+            return Err(endpoint_limit(config.max_endpoints_per_group));
+        }
         for endpoint in &mut endpoints {
+            sizes::check_url(&endpoint.url, "endpoint", &config.limits)?;
             endpoint.url = checked_url(&endpoint.url, "endpoint")?;
-            if !self.shared.config.allow_private_destinations {
+            sizes::check_url(&endpoint.url, "endpoint", &config.limits)?;
+            if let Some(name) = &endpoint.name {
+                sizes::check_endpoint_name(name)?;
+            }
+            if !config.allow_private_destinations {
                 crate::destinations::check_public_url(&endpoint.url)?;
             }
         }
-        let config = &self.shared.config;
-        let existing = self.shared.store.get_group(user_id, group).await?;
-        match &existing {
-            None if self.shared.store.list_groups(user_id).await?.len() >= config.max_url_groups => {
-                return Err(EngineError::LimitExceeded(format!(
-                    "URL group limit reached: at most {} groups",
-                    config.max_url_groups
-                )));
-            }
-            _ => {}
-        }
-        let known: Vec<&str> = existing.iter().flat_map(|g| g.endpoints.iter().map(|e| e.url.as_str())).collect();
-        let mut added: Vec<&str> = Vec::new();
-        for endpoint in &endpoints {
-            if !known.contains(&endpoint.url.as_str()) && !added.contains(&endpoint.url.as_str()) {
-                added.push(&endpoint.url);
-            }
-        }
-        let added = added.len();
-        if known.len() + added > config.max_endpoints_per_group {
-            return Err(EngineError::LimitExceeded(format!(
-                "endpoint limit reached: at most {} endpoints per URL group",
-                config.max_endpoints_per_group
-            )));
-        }
         let now = self.shared.clock.now_ms();
-        Ok(self.shared.store.add_endpoints(user_id, group, endpoints, now).await?)
+        let limits = GroupLimits { groups: config.max_url_groups, endpoints: config.max_endpoints_per_group };
+        match self.shared.store.add_endpoints(user_id, group, endpoints, now, limits).await? {
+            EndpointsAdded::Added => Ok(()),
+            EndpointsAdded::GroupLimitReached => Err(EngineError::LimitExceeded(format!(
+                "URL group limit reached: at most {} groups",
+                config.max_url_groups
+            ))),
+            EndpointsAdded::EndpointLimitReached => Err(endpoint_limit(config.max_endpoints_per_group)),
+        }
     }
 
     /// Removes endpoints by URL or name; a group left without endpoints is deleted.
@@ -225,8 +228,9 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("topic {group} not found")))
     }
 
-    pub async fn url_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
-        Ok(self.shared.store.list_groups(user_id).await?)
+    /// A page of the user's URL groups by name, each with its endpoints.
+    pub async fn url_groups(&self, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
+        Ok(self.shared.store.list_groups(user_id, page).await?)
     }
 
     /// Replaces the headers every publish to the group gets under its own (`PATCH
@@ -241,7 +245,8 @@ impl Engine {
         {
             return Err(Invalid::new(format!("{name} cannot be a default header of a URL group")).into());
         }
-        PublishOptions::from_headers(headers.iter(), true)?;
+        let options = PublishOptions::from_headers(headers.iter(), true)?;
+        sizes::check_options(&options, &self.shared.config.limits)?;
         let now = self.shared.clock.now_ms();
         if self.shared.store.set_group_headers(user_id, group, headers, now).await? {
             Ok(())
@@ -255,4 +260,8 @@ impl Engine {
         self.shared.store.delete_group(user_id, group).await?;
         Ok(())
     }
+}
+
+fn endpoint_limit(max: usize) -> EngineError {
+    EngineError::LimitExceeded(format!("endpoint limit reached: at most {max} endpoints per URL group"))
 }

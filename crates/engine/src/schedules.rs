@@ -5,16 +5,15 @@
 //! tick, so a restart or a slow tick never fires twice.
 
 use crate::error::{EngineError, Result};
-use crate::publish::{PublishRequest, prepare};
+use crate::publish::{NewResources, PublishRequest, admit_flow_key, prepare};
 use crate::{Engine, Shared};
 use bytes::Bytes;
-use std::collections::HashSet;
 use std::sync::Arc;
 use tern_core::cron::CronSchedule;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, parse_target, validate_name};
 use tern_core::headers::strip_prefix_ignore_case;
-use tern_core::{HeaderList, Invalid, MessageId, MessageSpec, MessageState, PublishOptions};
+use tern_core::{HeaderList, Invalid, MessageId, MessageSpec, MessageState, PublishOptions, sizes};
 use tern_store::{DedupClaim, Page, PageRequest, ScheduleFire, ScheduleRecord, ScheduleUpsert, ScheduleWithStates};
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +111,13 @@ impl Engine {
         }
         let limits = &self.shared.config.limits;
         options.first_delivery_at(0, limits)?;
+        if let Destination::Url(url) = &request.destination {
+            sizes::check_url(url, "destination", limits)?;
+        }
+        sizes::check_options(&options, limits)?;
+        for key in options.flow_control_keys() {
+            admit_flow_key(&self.shared, user_id, &key, &mut NewResources::default())?;
+        }
         if !self.shared.config.allow_private_destinations {
             // Refused now, like a publish, rather than failing at every tick.
             if let Destination::Url(url) = &request.destination {
@@ -183,7 +189,7 @@ impl Engine {
     pub async fn schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleView>> {
         let page = self.shared.store.list_schedules(user_id, page).await?;
         let items = page.items.into_iter().map(|stored| self.view(stored)).collect::<Result<_>>()?;
-        Ok(Page { items, cursor: page.cursor })
+        Ok(Page { items, cursor: page.cursor, next_item_bytes: page.next_item_bytes })
     }
 
     fn view(&self, stored: ScheduleWithStates) -> Result<ScheduleView> {
@@ -359,7 +365,7 @@ async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Re
         caller_ip: schedule.caller_ip.clone(),
         queue: schedule.queue_name.clone(),
     };
-    let (_, mut messages) = prepare(shared, &schedule.user_id, request, tick_at, &mut HashSet::new()).await?;
+    let (_, mut messages) = prepare(shared, &schedule.user_id, request, tick_at, &mut NewResources::default()).await?;
     for message in &mut messages {
         message.spec.schedule_id = Some(schedule.id.clone());
     }

@@ -105,6 +105,10 @@ pub struct StorageSection {
 pub struct LimitsSection {
     pub max_body_bytes: usize,
     pub max_batch_bytes: usize,
+    pub max_batch_messages: usize,
+    pub request_body_budget: usize,
+    pub max_url_bytes: usize,
+    pub max_header_bytes: usize,
     pub default_retries: u32,
     pub max_retries: u32,
     pub max_delay: String,
@@ -112,11 +116,14 @@ pub struct LimitsSection {
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
     pub list_page_bytes: usize,
+    pub listing_budget: usize,
     pub max_queues: usize,
     pub max_queue_parallelism: u32,
     pub max_url_groups: usize,
     pub max_endpoints_per_group: usize,
     pub max_schedules: usize,
+    pub max_flow_control_keys: usize,
+    pub max_flow_control_key_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -240,6 +247,9 @@ impl Config {
         if self.limits.logs_page_size == 0 || self.limits.dlq_page_size == 0 || self.limits.list_page_bytes == 0 {
             return Err(invalid("limits", "page sizes must be at least 1"));
         }
+        if self.limits.request_body_budget == 0 || self.limits.listing_budget == 0 {
+            return Err(invalid("limits", "request_body_budget and listing_budget must be at least 1"));
+        }
         if self.delivery.max_concurrent == 0 || self.delivery.user_parallelism == 0 {
             return Err(invalid("delivery", "max_concurrent and user_parallelism must be at least 1"));
         }
@@ -249,6 +259,9 @@ impl Config {
                 max_retries: self.limits.max_retries,
                 max_delay: duration("limits.max_delay", &self.limits.max_delay)?,
                 max_timeout: duration("limits.max_timeout", &self.limits.max_timeout)?,
+                max_url_bytes: self.limits.max_url_bytes,
+                max_flow_control_key_bytes: self.limits.max_flow_control_key_bytes,
+                max_header_bytes: self.limits.max_header_bytes,
             },
             max_body_bytes: self.limits.max_body_bytes,
             max_concurrent_deliveries: self.delivery.max_concurrent,
@@ -258,6 +271,8 @@ impl Config {
             max_url_groups: self.limits.max_url_groups,
             max_endpoints_per_group: self.limits.max_endpoints_per_group,
             max_schedules: self.limits.max_schedules,
+            max_flow_control_keys: self.limits.max_flow_control_keys,
+            max_batch_messages: self.limits.max_batch_messages,
             payload_cache_bytes: 64 << 20,
             dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
             finished_message_visibility: duration(

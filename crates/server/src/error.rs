@@ -75,6 +75,7 @@ impl From<EngineError> for ApiError {
             EngineError::Invalid(invalid) => invalid.into(),
             EngineError::NotFound(message) => Self::not_found(message),
             EngineError::LimitExceeded(message) => Self::new(StatusCode::PRECONDITION_FAILED, message),
+            EngineError::TooLarge(message) => Self::new(StatusCode::PAYLOAD_TOO_LARGE, message),
             EngineError::Store(store) => store.into(),
         }
     }

@@ -1,7 +1,10 @@
 //! Request extractors: who is calling (token → user, read-only or not), from which IP, and
-//! bodies read within the configured limit, with QStash-shaped rejections.
+//! bodies read within the configured limit, with QStash-shaped rejections. A body is read
+//! only once its bytes are reserved in the request-body budget (`budget`), which the handler
+//! holds until it returns; the caller is known by then (the body extractor runs last).
 
 use crate::AppState;
+use crate::budget::Reservation;
 use crate::error::ApiError;
 use axum::body::Bytes;
 use axum::body::HttpBody;
@@ -122,44 +125,51 @@ impl FromRequestParts<AppState> for CallerIp {
 }
 
 /// The request body, at most `max_body_bytes` (413 beyond), arrived within
-/// `request_body_timeout` (408 beyond).
-pub struct Body(pub Bytes);
+/// `request_body_timeout` (408 beyond), and its place in the request-body budget (hold it
+/// until the body is no longer needed).
+pub struct Body(pub Bytes, pub Reservation);
 
 impl FromRequest<AppState> for Body {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
-        read_body(request, state, state.api.max_body_bytes).await.map(Body)
+        let (bytes, held) = read_body(request, state, state.api.max_body_bytes).await?;
+        Ok(Body(bytes, held))
     }
 }
 
-/// A batch's JSON body, at most `max_batch_bytes` (413 beyond): a batch carries many messages,
-/// each of whose bodies is held to `max_body_bytes` on its own.
-pub struct BatchBody<T>(pub T);
+/// A batch's raw JSON body, at most `max_batch_bytes` (413 beyond): a batch carries many
+/// messages, each of whose bodies is held to `max_body_bytes` on its own. The handler parses
+/// it (the messages' bodies then share its buffer).
+pub struct BatchBody(pub Bytes, pub Reservation);
 
-impl<T: DeserializeOwned + Default> FromRequest<AppState> for BatchBody<T> {
+impl FromRequest<AppState> for BatchBody {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
-        let bytes = read_body(request, state, state.api.max_batch_bytes).await?;
-        parse_json(&bytes).map(BatchBody).map_err(IntoResponse::into_response)
+        let (bytes, held) = read_body(request, state, state.api.max_batch_bytes).await?;
+        Ok(BatchBody(bytes, held))
     }
 }
 
-/// Reads a whole body of at most `limit` bytes within the request-body timeout.
-async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<Bytes, Response> {
+/// Reads a whole body of at most `limit` bytes within the request-body timeout, once its
+/// length (or, not known in advance, `limit`) is reserved in the request-body budget; the
+/// wait for room is not counted against the timeout.
+async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<(Bytes, Reservation), Response> {
     let timeout = state.api.request_body_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut body = request.into_body();
+    let expected = body.size_hint().exact().map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX));
+    if expected > limit {
+        return Err(too_large(body, tokio::time::Instant::now() + timeout, limit));
+    }
+    let mut held = state.api.request_bodies.reserve(expected).await;
+    let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {
-        Ok(Ok(Some(bytes))) => Ok(bytes),
-        Ok(Ok(None)) => {
-            // The rest is read and dropped while the answer goes out (until the body's
-            // deadline): a client still sending when the connection closed would get a
-            // broken pipe instead of the 413.
-            tokio::spawn(drain(body, deadline));
-            Err(([(CONNECTION, "close")], ApiError::too_large(limit)).into_response())
+        Ok(Ok(Some(bytes))) => {
+            held.shrink_to(bytes.len());
+            Ok((bytes, held))
         }
+        Ok(Ok(None)) => Err(too_large(body, deadline, limit)),
         Ok(Err(error)) => {
             Err(ApiError::bad_request(format!("could not read the request body: {error}")).into_response())
         }
@@ -168,6 +178,14 @@ async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<B
             Err(([(CONNECTION, "close")], ApiError::new(StatusCode::REQUEST_TIMEOUT, message)).into_response())
         }
     }
+}
+
+/// The 413 for a body beyond `limit`. The rest is read and dropped while the answer goes out
+/// (until the body's deadline): a client still sending when the connection closed would get a
+/// broken pipe instead of the 413.
+fn too_large(body: axum::body::Body, deadline: tokio::time::Instant, limit: usize) -> Response {
+    tokio::spawn(drain(body, deadline));
+    ([(CONNECTION, "close")], ApiError::too_large(limit)).into_response()
 }
 
 /// Reads `body` to its end or until `deadline`, keeping nothing.
@@ -180,7 +198,8 @@ async fn read_limited(body: &mut axum::body::Body, limit: usize) -> Result<Optio
     if body.size_hint().lower() > limit as u64 {
         return Ok(None);
     }
-    let mut bytes = BytesMut::new();
+    // Sized once when the length is known: growing by doubling would take up to twice the body.
+    let mut bytes = BytesMut::with_capacity(body.size_hint().exact().map_or(0, |length| length as usize));
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
             if bytes.len() + data.len() > limit {
@@ -200,15 +219,16 @@ fn parse_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(bytes).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))
 }
 
-/// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`.
-pub struct JsonBody<T>(pub T);
+/// A JSON body, parsed whatever the `Content-Type`; an empty body is `T::default()`. The body's
+/// place in the request-body budget is held while the value lives.
+pub struct JsonBody<T>(pub T, pub Reservation);
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for JsonBody<T> {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
-        let bytes = read_body(request, state, state.api.max_body_bytes).await?;
-        parse_json(&bytes).map(JsonBody).map_err(IntoResponse::into_response)
+        let (bytes, held) = read_body(request, state, state.api.max_body_bytes).await?;
+        parse_json(&bytes).map(|value| JsonBody(value, held)).map_err(IntoResponse::into_response)
     }
 }
 

@@ -1,12 +1,14 @@
 //! tern-server: the QStash-compatible HTTP API, its configuration, and what `tern dev` and
 //! `tern serve` run. [`start`] is what `main` and the tests both call.
 
+pub mod budget;
 pub mod config;
 pub mod descriptors;
 pub mod dev;
 pub mod error;
 mod extract;
 mod listener;
+mod paging;
 mod query;
 mod routes;
 mod views;
@@ -31,6 +33,10 @@ pub struct ApiSettings {
     pub logs_page_size: usize,
     pub dlq_page_size: usize,
     pub list_page_bytes: usize,
+    /// Request bodies being held (`limits.request_body_budget`).
+    pub request_bodies: budget::ByteBudget,
+    /// What listings read for the responses being built and sent (`limits.listing_budget`).
+    pub listings: budget::ByteBudget,
     pub trust_forwarded_for: bool,
     /// How long a request body may take to arrive in whole.
     pub request_body_timeout: std::time::Duration,
@@ -48,8 +54,16 @@ pub struct AppState {
 pub struct RunningServer {
     pub address: SocketAddr,
     pub engine: Engine,
+    api: Arc<ApiSettings>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// How much of the server's byte budgets is taken now, and how many wait for room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub request_bodies: budget::BudgetUsage,
+    pub listings: budget::BudgetUsage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,19 +111,18 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
     let store_options = SqliteOptions { data_dir: config.storage.data_dir.clone(), durable: config.storage.durable };
     let store = Arc::new(SqliteStore::open(store_options)?);
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
-    let state = AppState {
-        engine: engine.clone(),
-        users: Arc::new(Users::new(&config.users)),
-        api: Arc::new(ApiSettings {
-            max_body_bytes: config.limits.max_body_bytes,
-            max_batch_bytes: config.limits.max_batch_bytes,
-            logs_page_size: config.limits.logs_page_size,
-            dlq_page_size: config.limits.dlq_page_size,
-            list_page_bytes: config.limits.list_page_bytes,
-            trust_forwarded_for: config.server.trust_forwarded_for,
-            request_body_timeout: timeouts.request_body,
-        }),
-    };
+    let api = Arc::new(ApiSettings {
+        max_body_bytes: config.limits.max_body_bytes,
+        max_batch_bytes: config.limits.max_batch_bytes,
+        logs_page_size: config.limits.logs_page_size,
+        dlq_page_size: config.limits.dlq_page_size,
+        list_page_bytes: config.limits.list_page_bytes,
+        request_bodies: budget::ByteBudget::new(config.limits.request_body_budget),
+        listings: budget::ByteBudget::new(config.limits.listing_budget),
+        trust_forwarded_for: config.server.trust_forwarded_for,
+        request_body_timeout: timeouts.request_body,
+    });
+    let state = AppState { engine: engine.clone(), users: Arc::new(Users::new(&config.users)), api: Arc::clone(&api) };
     let prefix = config.server.path_prefix.clone();
     let normalize = tower::util::MapRequestLayer::new(move |request: Request| routes::normalize_path(&prefix, request));
     let app = normalize.layer(routes::router(state));
@@ -122,10 +135,15 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         write_timeout: timeouts.write,
     };
     let task = listener::serve(listener, app, limits, stop.clone());
-    Ok(RunningServer { address, engine, stop, task })
+    Ok(RunningServer { address, engine, api, stop, task })
 }
 
 impl RunningServer {
+    /// How much of the byte budgets for request bodies and listings is taken now.
+    pub fn memory_usage(&self) -> MemoryUsage {
+        MemoryUsage { request_bodies: self.api.request_bodies.usage(), listings: self.api.listings.usage() }
+    }
+
     /// Stops accepting requests, lets running ones finish, then shuts the engine down (which
     /// commits everything recorded).
     pub async fn shutdown(self) -> Result<(), ShutdownError> {

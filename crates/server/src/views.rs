@@ -7,6 +7,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tern_core::callback::forwarded_callback_headers;
 use tern_core::{AttemptResponse, Message, MessageSpec};
@@ -104,10 +105,14 @@ pub fn json_array(items: impl IntoIterator<Item = Value>) -> Bytes {
 }
 
 /// A JSON response sent as `pieces`, which may share buffers (the logs' two keys hold one
-/// serialised array): nothing is copied to join them.
-pub fn json_pieces(pieces: Vec<Bytes>) -> Response {
+/// serialised array): nothing is copied to join them. `held` (the listing's reservation) is
+/// given back once the body is sent or dropped.
+pub fn json_pieces(pieces: Vec<Bytes>, held: crate::budget::Reservation) -> Response {
     let length: usize = pieces.iter().map(Bytes::len).sum();
-    let stream = futures_util::stream::iter(pieces.into_iter().map(Ok::<_, std::convert::Infallible>));
+    let stream = futures_util::stream::iter(pieces).map(move |piece| {
+        let _held = &held;
+        Ok::<_, std::convert::Infallible>(piece)
+    });
     ([(CONTENT_TYPE, "application/json".to_string()), (CONTENT_LENGTH, length.to_string())], Body::from_stream(stream))
         .into_response()
 }

@@ -29,6 +29,10 @@ pub trait MessageStore: Send + Sync {
 
     async fn get_message(&self, user_id: &str, id: MessageId) -> Result<Option<Message>>;
 
+    /// About how many bytes [`MessageStore::get_message`] reads for the message (its bodies,
+    /// headers and configuration), found without reading them; `None` when there is none.
+    async fn message_bytes(&self, user_id: &str, id: MessageId) -> Result<Option<usize>>;
+
     /// Cancels unfinished messages (logging `CANCEL_REQUESTED` and `CANCELED`); a message with
     /// an attempt in flight ends as `CANCELED` when the attempt does. Durable on return.
     async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome>;
@@ -89,8 +93,17 @@ pub trait FlowStore: Send + Sync {
 
 #[async_trait]
 pub trait UrlGroupStore: Send + Sync {
-    /// Adds endpoints (creating the group); an endpoint whose URL exists is renamed.
-    async fn add_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()>;
+    /// Adds endpoints (creating the group); an endpoint whose URL exists is renamed. Refuses,
+    /// writing nothing, a new group past `limits.groups` groups of the user or a group past
+    /// `limits.endpoints` endpoints (counted, never read).
+    async fn add_endpoints(
+        &self,
+        user_id: &str,
+        group: &str,
+        endpoints: Vec<Endpoint>,
+        now: i64,
+        limits: GroupLimits,
+    ) -> Result<EndpointsAdded>;
 
     /// Removes endpoints matching by URL or name; a group left empty is deleted.
     async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()>;
@@ -106,7 +119,10 @@ pub trait UrlGroupStore: Send + Sync {
     /// client reads must not hold it up.
     async fn get_group_for_engine(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
 
-    async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>>;
+    /// A page of the user's groups by name (the cursor is the last name; `page.order` and
+    /// `page.body_limit` do not apply), each with its endpoints and default headers; it ends
+    /// by `page.max_bytes` too, counting names, URLs and headers.
+    async fn list_groups(&self, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>>;
 }
 
 #[async_trait]

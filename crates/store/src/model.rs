@@ -17,7 +17,8 @@ pub struct NewMessage {
     pub due_at: i64,
     pub dedup: Option<DedupClaim>,
     /// A DLQ entry this message replaces (DLQ retry): the message is stored only if the entry
-    /// still exists, and the entry is removed in the same commit.
+    /// still exists, and the entry is removed in the same commit. The message then takes the
+    /// entry's body, copied by the store without reading it into memory; `body` is ignored.
     pub consumes_dlq_entry: Option<String>,
 }
 
@@ -129,9 +130,14 @@ pub struct PageRequest {
     pub order: Order,
     /// The page also ends, with a cursor, before the item that would take what it read past
     /// this many bytes: bodies (message and response) as far as they are read, plus the
-    /// stored headers and configuration. It always holds at least one item, so the bound on
-    /// its memory is this plus one item.
+    /// stored headers and configuration (for URL groups: names, URLs and headers). It always
+    /// holds at least one item (unless `fit_first`), so the bound on its memory is this plus
+    /// one item.
     pub max_bytes: usize,
+    /// The first item too must fit `max_bytes`: a page that cannot hold it comes back without
+    /// items, and [`Page::next_item_bytes`] says what that item needs. A reader that holds a
+    /// budget of `max_bytes` can then reserve that much and ask again.
+    pub fit_first: bool,
     /// Read at most this many bytes of each body (the message's and a response's); the items
     /// then carry that prefix. `Some(0)` reads no body. Otherwise a body shown redacted is read
     /// whole all the same (it is shown as a hash of all of it).
@@ -141,7 +147,14 @@ pub struct PageRequest {
 impl PageRequest {
     /// The first page of up to `count` items, latest first, whole bodies, no byte bound.
     pub fn first(count: usize) -> Self {
-        PageRequest { cursor: None, count, order: Order::default(), max_bytes: usize::MAX, body_limit: None }
+        PageRequest {
+            cursor: None,
+            count,
+            order: Order::default(),
+            max_bytes: usize::MAX,
+            fit_first: false,
+            body_limit: None,
+        }
     }
 }
 
@@ -150,6 +163,16 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Present when more items may follow.
     pub cursor: Option<String>,
+    /// When the page ended by size: what the item after it would have read (see
+    /// [`PageRequest::max_bytes`]).
+    pub next_item_bytes: Option<usize>,
+}
+
+impl<T> Page<T> {
+    /// A page with `items` and `cursor`, not ended by size.
+    pub fn new(items: Vec<T>, cursor: Option<String>) -> Self {
+        Page { items, cursor, next_item_bytes: None }
+    }
 }
 
 /// One log entry with the message it belongs to.
@@ -285,6 +308,23 @@ pub struct QueueRecord {
 pub struct Endpoint {
     pub name: Option<String>,
     pub url: String,
+}
+
+/// How many URL groups a user, and endpoints a group, may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupLimits {
+    pub groups: usize,
+    pub endpoints: usize,
+}
+
+/// What adding endpoints did; at a limit nothing is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointsAdded {
+    Added,
+    /// The group is new and the user has `GroupLimits::groups` groups.
+    GroupLimitReached,
+    /// The group would have more than `GroupLimits::endpoints` endpoints.
+    EndpointLimitReached,
 }
 
 /// A URL group ("topic") with its endpoints in insertion order.

@@ -150,9 +150,33 @@ pub struct FlowPin {
 impl Scheduler {
     fn flow_state(&mut self, user: &str, key: &str) -> (super::Key, &mut FlowState) {
         let user = self.user(user);
-        let key = (user, Arc::<str>::from(key));
-        let state = self.flows.entry(key.clone()).or_default();
+        self.flow_entry(&user, key)
+    }
+
+    /// The state of `user`'s key, created (and counted) if new; the key returned is the map's
+    /// own, which entries share.
+    pub(super) fn flow_entry(&mut self, user: &Arc<str>, key: &str) -> (super::Key, &mut FlowState) {
+        let lookup = (Arc::clone(user), Arc::<str>::from(key));
+        let key = match self.flows.get_key_value(&lookup) {
+            Some((existing, _)) => existing.clone(),
+            None => {
+                *self.flow_counts.entry(Arc::clone(user)).or_default() += 1;
+                self.flows.insert(lookup.clone(), FlowState::default());
+                lookup
+            }
+        };
+        let state = self.flows.get_mut(&key).expect("found or inserted just now");
         (key, state)
+    }
+
+    /// Whether `user` has the key.
+    pub fn has_flow(&self, user: &str, key: &str) -> bool {
+        self.flows.contains_key(&lookup_key(user, key))
+    }
+
+    /// How many keys `user` has.
+    pub fn flow_count(&self, user: &str) -> usize {
+        self.flow_counts.get(user).copied().unwrap_or(0)
     }
 
     pub fn flow_info(&mut self, user: &str, key: &str, now: i64) -> Option<FlowInfo> {
@@ -171,6 +195,11 @@ impl Scheduler {
             pinned_parallelism: state.pinned_parallelism,
             pinned_rate: state.pinned_rate,
         })
+    }
+
+    /// The bytes of `user`'s key names, summed.
+    pub fn flow_key_bytes(&self, user: &str) -> usize {
+        self.flows.keys().filter(|(u, _)| &**u == user).map(|(_, k)| k.len()).sum()
     }
 
     /// Every key of `user`, sorted by name.
@@ -237,6 +266,7 @@ impl Scheduler {
     /// afresh, so only memory changes. Returns them, for the store to forget too.
     pub fn forget_idle_flows(&mut self, now: i64, idle_ms: i64) -> Vec<(String, String)> {
         let mut forgotten = Vec::new();
+        let counts = &mut self.flow_counts;
         self.flows.retain(|(user, key), state| {
             let idle = state.messages == 0
                 && state.active == 0
@@ -247,6 +277,12 @@ impl Scheduler {
                 && state.window_start.is_none_or(|start| now >= start + state.period_ms);
             if idle {
                 forgotten.push((user.to_string(), key.to_string()));
+                if let Some(count) = counts.get_mut(user) {
+                    *count -= 1;
+                    if *count == 0 {
+                        counts.remove(user);
+                    }
+                }
             }
             !idle
         });

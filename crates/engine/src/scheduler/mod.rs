@@ -89,6 +89,8 @@ pub struct Scheduler {
     ready: VecDeque<MessageId>,
     queues: HashMap<Key, QueueState>,
     flows: HashMap<Key, FlowState>,
+    /// Keys in `flows` per user (`limits.max_flow_control_keys`).
+    flow_counts: HashMap<Arc<str>, usize>,
     /// When rate-limited keys may start again.
     flow_wakes: BTreeSet<(i64, Key)>,
     /// Rate-limited keys whose window moved since [`Scheduler::take_flow_windows`].
@@ -114,6 +116,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             queues: HashMap::new(),
             flows: HashMap::new(),
+            flow_counts: HashMap::new(),
             flow_wakes: BTreeSet::new(),
             moved_windows: HashSet::new(),
             users: Users::new(user_parallelism, sharing),
@@ -175,8 +178,8 @@ impl Scheduler {
         let user = self.user(&scheduled.user_id);
         let known = self.entries.contains_key(&scheduled.id);
         let flow = scheduled.flow_control.as_ref().map(|flow| {
-            let key: Arc<str> = Arc::from(flow.key.as_str());
-            let state = self.flows.entry((Arc::clone(&user), Arc::clone(&key))).or_default();
+            // Every message of a key shares the key's one copy.
+            let ((_, key), state) = self.flow_entry(&user, &flow.key);
             // A retry (a known message) never reconfigures: only new and recovered ones do.
             if scheduled.is_new || (!state.settings_known && !known) {
                 state.configure(flow);

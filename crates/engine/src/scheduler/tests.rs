@@ -408,3 +408,23 @@ fn a_reset_window_is_saved_as_one_of_no_starts_and_restored_as_none() {
     let reopened = restarted.flow_settings("u", "k");
     assert_eq!((reopened.window_start, reopened.window_count), (Some(30), 1));
 }
+
+#[test]
+fn messages_of_a_key_share_its_name_and_keys_are_counted_per_user() {
+    let mut scheduler = Scheduler::new(100, 0);
+    let m = ids(3);
+    add(&mut scheduler, m.iter().enumerate().map(|(i, id)| flowing(*id, i as u64, "k", Some(1), None)).collect());
+    let (key, _) = scheduler.flows.get_key_value(&lookup_key("u", "k")).expect("the key");
+    assert_eq!(Arc::strong_count(&key.1), 4, "one copy of the name: the key's, shared by its three messages");
+    assert_eq!(scheduler.flow_count("u"), 1);
+    scheduler.pin_flow("u", "pinned", flow::FlowPin { parallelism: Some(1), ..Default::default() }, 0);
+    assert_eq!(scheduler.flow_count("u"), 2);
+    assert!(scheduler.has_flow("u", "pinned") && !scheduler.has_flow("v", "k"));
+    assert_eq!(scheduler.flow_count("v"), 0);
+    for id in m {
+        scheduler.apply(vec![Change::Finished { id }], 0);
+    }
+    let day = 86_400_000;
+    assert_eq!(scheduler.forget_idle_flows(2 * day, day), vec![("u".to_string(), "k".to_string())]);
+    assert_eq!(scheduler.flow_count("u"), 1, "a forgotten key no longer counts");
+}

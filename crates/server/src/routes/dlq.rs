@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
 use crate::query::{COMMON_FILTERS, Query};
-use crate::views;
+use crate::{paging, views};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::Response;
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tern_core::PublishOptions;
 use tern_engine::DlqSelection;
+use tern_store::{MessageFilter, PageRequest};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -39,22 +40,29 @@ async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiRes
     let query = Query::parse(uri.query());
     query.only(&[COMMON_FILTERS, DLQ_KEYS, LIST_KEYS])?;
     let (page, shown) = query.listing(state.api.dlq_page_size, state.api.list_page_bytes)?;
-    let entries = state.engine.dlq_list(&caller.user_id, &query.filter()?, &page).await?;
-    let messages = views::json_array(entries.items.iter().map(|message| views::dlq_message(message, shown)));
+    let filter = query.filter()?;
+    let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
+    let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
+    let (entries, held) = paging::read_page(&state.api.listings, &page, read).await?;
+    let messages = views::json_array(entries.items.into_iter().map(|message| views::dlq_message(&message, shown)));
     let end = match entries.cursor {
         Some(cursor) => format!(",\"cursor\":{}}}", Value::String(cursor)),
         None => "}".to_string(),
     };
-    Ok(views::json_pieces(vec![Bytes::from_static(b"{\"messages\":"), messages, Bytes::from(end)]))
+    Ok(views::json_pieces(vec![Bytes::from_static(b"{\"messages\":"), messages, Bytes::from(end)], held))
 }
 
-async fn get_one(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(dlq_id): PathParam,
-) -> ApiResult<Json<Value>> {
-    let message = state.engine.dlq_get(&caller.user_id, &dlq_id).await?;
-    Ok(Json(views::dlq_message(&message, views::ShownBodies::Whole)))
+/// Read within the listing budget, as a page of one (`paging`).
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(dlq_id): PathParam) -> ApiResult<Response> {
+    let filter = MessageFilter { dlq_ids: vec![dlq_id.clone()], ..MessageFilter::default() };
+    let page = PageRequest { max_bytes: state.api.list_page_bytes, ..PageRequest::first(1) };
+    let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
+    let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
+    let (page, held) = paging::read_page(&state.api.listings, &page, read).await?;
+    let message =
+        page.items.first().ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
+    let json = serde_json::to_vec(&views::dlq_message(message, views::ShownBodies::Whole)).expect("JSON serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
 async fn delete_one(
@@ -93,7 +101,7 @@ async fn delete_many(
     State(state): State<AppState>,
     Writer(caller): Writer,
     uri: Uri,
-    JsonBody(body): JsonBody<IdsBody>,
+    JsonBody(body, _held): JsonBody<IdsBody>,
 ) -> ApiResult<Json<Value>> {
     let selection = selection(&state, &Query::parse(uri.query()), body)?;
     let (deleted, cursor) = state.engine.dlq_delete(&caller.user_id, selection).await?;
@@ -129,7 +137,7 @@ async fn retry_many(
     Writer(caller): Writer,
     uri: Uri,
     headers: HeaderMap,
-    JsonBody(body): JsonBody<IdsBody>,
+    JsonBody(body, _held): JsonBody<IdsBody>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let selection = selection(&state, &Query::parse(uri.query()), body)?;
     let overrides = retry_overrides(headers, &caller)?;

@@ -5,8 +5,10 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, PathParam, Writer};
 use crate::query::Query;
+use crate::views;
 use axum::extract::State;
 use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -43,10 +45,15 @@ fn flow_json(info: &FlowInfo) -> Value {
     })
 }
 
-async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Json<Value>> {
+/// Every key at once, within the listing budget: the user's keys are bounded in number and
+/// length, and the answer is built only once its size is reserved.
+async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
+    let held = state.api.listings.reserve(state.engine.flow_controls_bytes(&caller.user_id)).await;
     let infos = state.engine.flow_controls(&caller.user_id, query.single("search"));
-    Ok(Json(Value::Array(infos.iter().map(flow_json).collect())))
+    let array = views::json_array(infos.iter().map(flow_json));
+    drop(infos);
+    Ok(views::json_pieces(vec![array], held))
 }
 
 async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(key): PathParam) -> ApiResult<Json<Value>> {

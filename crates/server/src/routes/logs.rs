@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::Caller;
 use crate::query::Query;
-use crate::views;
+use crate::{paging, views};
 use axum::Router;
 use axum::extract::State;
 use axum::http::Uri;
@@ -15,6 +15,7 @@ use axum::response::Response;
 use axum::routing::get;
 use bytes::Bytes;
 use serde_json::Value;
+use tern_store::PageRequest;
 
 pub fn routes() -> Router<AppState> {
     Router::new().route("/v2/logs", get(list_logs)).route("/v2/events", get(list_logs))
@@ -27,18 +28,21 @@ async fn list_logs(State(state): State<AppState>, caller: Caller, uri: Uri) -> A
     filter.dlq_ids.clear();
     filter.response_statuses.clear();
     let (page, shown) = query.listing(state.api.logs_page_size, state.api.list_page_bytes)?;
-    let logs = state.engine.logs(&caller.user_id, &filter, &page).await?;
-    // Serialised once, sent under both keys.
-    let entries = views::json_array(logs.items.iter().map(|entry| views::log_entry(entry, shown)));
+    let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
+    let read = &mut |page: PageRequest| async move { engine.logs(user_id, filter, &page).await };
+    let (logs, held) = paging::read_page(&state.api.listings, &page, read).await?;
+    // Serialised once, sent under both keys; each entry is let go once serialised.
+    let entries = views::json_array(logs.items.into_iter().map(|entry| views::log_entry(&entry, shown)));
     let end = match logs.cursor {
         Some(cursor) => format!(",\"cursor\":{}}}", Value::String(cursor)),
         None => "}".to_string(),
     };
-    Ok(views::json_pieces(vec![
+    let pieces = vec![
         Bytes::from_static(b"{\"events\":"),
         entries.clone(),
         Bytes::from_static(b",\"logs\":"),
         entries,
         Bytes::from(end),
-    ]))
+    ];
+    Ok(views::json_pieces(pieces, held))
 }

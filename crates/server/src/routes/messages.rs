@@ -4,9 +4,10 @@ use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
 use crate::query::{COMMON_FILTERS, Query};
-use crate::views;
+use crate::{paging, views};
 use axum::extract::State;
 use axum::http::Uri;
+use axum::response::Response;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -22,13 +23,13 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/messages/", delete(cancel_messages))
 }
 
-async fn get_message(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(id): PathParam,
-) -> ApiResult<Json<Value>> {
+/// Read within the listing budget, as a page of one (`paging`).
+async fn get_message(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Response> {
+    let bytes = state.engine.message_bytes(&caller.user_id, &id).await?;
+    let held = state.api.listings.reserve(bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
     let message = state.engine.message(&caller.user_id, &id).await?;
-    Ok(Json(views::message(&message)))
+    let json = serde_json::to_vec(&views::message(&message)).expect("a JSON value serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
 async fn cancel_message(
@@ -61,7 +62,7 @@ async fn cancel_messages(
     State(state): State<AppState>,
     Writer(caller): Writer,
     uri: Uri,
-    JsonBody(body): JsonBody<CancelBody>,
+    JsonBody(body, _held): JsonBody<CancelBody>,
 ) -> ApiResult<Json<Value>> {
     let query = Query::parse(uri.query());
     query.only(&[COMMON_FILTERS, CANCEL_KEYS])?;

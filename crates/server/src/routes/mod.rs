@@ -1,6 +1,7 @@
 //! The HTTP API: one module per resource, each with its routes next to its handlers, merged
 //! here behind a path normaliser and JSON fallbacks.
 
+mod batch_items;
 mod dlq;
 mod flow;
 mod keys;

@@ -3,6 +3,7 @@
 //! the prefix with the request's query re-attached; configuration comes from headers and, in
 //! webhook mode, `upstash-*` query keys (a header wins over the same key).
 
+use super::batch_items::{BatchItem, BatchLimits};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{BatchBody, Body, Caller, CallerIp, Writer};
@@ -37,7 +38,7 @@ async fn publish(
     CallerIp(caller_ip): CallerIp,
     uri: Uri,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
@@ -57,7 +58,7 @@ async fn enqueue(
     CallerIp(caller_ip): CallerIp,
     uri: Uri,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/enqueue/").unwrap_or_default();
     let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
@@ -141,19 +142,6 @@ fn publish_response(result: &PublishResult) -> Response {
     (status, axum::Json(published_json(result))).into_response()
 }
 
-/// One batch item. `body` and `queue` may be absent, `null` or `""` (SDKs differ); other keys
-/// (the seed docs show an `api` object) are ignored.
-#[derive(Debug, Deserialize)]
-struct BatchItem {
-    destination: String,
-    #[serde(default)]
-    headers: Option<BTreeMap<String, HeaderValueJson>>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    queue: Option<String>,
-}
-
 /// A header value in a JSON body (a batch item, a URL group's defaults): one string, or
 /// several (one header line each).
 #[derive(Debug, Deserialize)]
@@ -179,21 +167,14 @@ async fn batch(
     State(state): State<AppState>,
     Writer(caller): Writer,
     CallerIp(caller_ip): CallerIp,
-    BatchBody(items): BatchBody<Option<Vec<Value>>>,
+    BatchBody(raw, _held): BatchBody,
 ) -> ApiResult<axum::Json<Value>> {
-    let items = items.filter(|items| !items.is_empty()).ok_or_else(|| {
-        ApiError::bad_request("the batch must be a non-empty JSON array of {destination, headers, body, queue}")
-    })?;
+    let limits =
+        BatchLimits { max_items: state.engine.config().max_batch_messages, max_body_bytes: state.api.max_body_bytes };
+    let items = super::batch_items::parse(&raw, limits)?;
     let mut requests = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let item = serde_json::from_value::<BatchItem>(item)
-            .map_err(|error| ApiError::bad_request(error.to_string()))
-            .and_then(|item| within_body_limit(item, state.api.max_body_bytes));
-        let request = match item {
-            Ok(item) => batch_request(&state, &caller.user_id, item, caller_ip.clone()).await,
-            Err(error) => Err(error),
-        };
-
+        let request = batch_request(&state, &caller.user_id, item, caller_ip.clone()).await;
         // The item's error keeps its status (an unknown URL group is a 404, as for a publish).
         let request =
             request.map_err(|error| ApiError::new(error.status, format!("batch item {index}: {}", error.message)))?;
@@ -201,15 +182,6 @@ async fn batch(
     }
     let results = state.engine.publish_batch(&caller.user_id, requests).await?;
     Ok(axum::Json(Value::Array(results.iter().map(published_json).collect())))
-}
-
-/// The batch as a whole may be larger than a message (`max_batch_bytes`); none of its messages
-/// may.
-fn within_body_limit(item: BatchItem, limit: usize) -> ApiResult<BatchItem> {
-    match &item.body {
-        Some(body) if body.len() > limit => Err(ApiError::too_large(limit)),
-        _ => Ok(item),
-    }
 }
 
 async fn batch_request(
@@ -228,11 +200,5 @@ async fn batch_request(
     let recipients = state.engine.recipients(user_id, destination).await?;
     recipients.add_defaults(&mut pairs);
     let options = PublishOptions::from_headers(pairs.iter(), true)?;
-    Ok(PublishRequest {
-        recipients,
-        options,
-        body: item.body.unwrap_or_default().into(),
-        caller_ip,
-        queue: item.queue.filter(|queue| !queue.is_empty()),
-    })
+    Ok(PublishRequest { recipients, options, body: item.body, caller_ip, queue: item.queue.filter(|q| !q.is_empty()) })
 }

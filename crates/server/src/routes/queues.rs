@@ -41,7 +41,7 @@ struct UpsertBody {
 async fn upsert(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    JsonBody(body): JsonBody<UpsertBody>,
+    JsonBody(body, _held): JsonBody<UpsertBody>,
 ) -> ApiResult<()> {
     let name = body
         .queue_name

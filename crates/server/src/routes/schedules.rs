@@ -6,6 +6,7 @@ use super::publish::request_pairs;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Caller, CallerIp, PathParam, Writer};
+use crate::paging;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -44,7 +45,7 @@ async fn create_or_act(
     CallerIp(caller_ip): CallerIp,
     uri: Uri,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _held): Body,
 ) -> ApiResult<Response> {
     let rest = uri.path().strip_prefix("/v2/schedules/").unwrap_or_default();
     let lower = rest.to_ascii_lowercase();
@@ -132,59 +133,22 @@ async fn patch_action(
 /// Schedules read per piece of the listing (a piece also ends at `limits.list_page_bytes`).
 const SCHEDULES_PER_PIECE: usize = 256;
 
-/// The whole list as one JSON array, streamed a piece at a time: each piece is one read of the
-/// store (no connection is held while the client reads), serialised and sent before the next
-/// is read, so memory holds one piece whatever the number and size of the schedules. The first
-/// piece is read before answering, so that a failure is still an error status; a later one
-/// can only cut the response short.
+/// The whole list as one JSON array, streamed a piece at a time within the listing budget
+/// (`paging::stream_array`): each piece is one read of the store (no connection is held while
+/// the client reads), so memory holds one piece whatever the number and size of the schedules.
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let request = PageRequest {
         order: Order::EarliestFirst,
         max_bytes: state.api.list_page_bytes,
         ..PageRequest::first(SCHEDULES_PER_PIECE)
     };
-    let first = state.engine.schedules(&caller.user_id, &request).await?;
-    let listing = Listing { state, user_id: caller.user_id, request, started: false };
-    let pieces = futures_util::stream::unfold(Some((listing, Some(first))), |next| async move {
-        let (mut listing, page) = next?;
-        let page = match page {
-            Some(page) => page,
-            None => match listing.state.engine.schedules(&listing.user_id, &listing.request).await {
-                Ok(page) => page,
-                Err(error) => {
-                    tracing::error!(%error, "listing schedules failed after the answer began");
-                    return Some((Err(error), None));
-                }
-            },
-        };
-        let mut piece = Vec::new();
-        for view in &page.items {
-            piece.push(if listing.started { b',' } else { b'[' });
-            listing.started = true;
-            serde_json::to_writer(&mut piece, &schedule_json(view)).expect("a JSON value serialises");
-        }
-        let next = match page.cursor {
-            Some(cursor) => {
-                listing.request.cursor = Some(cursor);
-                Some((listing, None))
-            }
-            None => {
-                piece.extend_from_slice(if listing.started { b"]" } else { b"[]" });
-                None
-            }
-        };
-        Some((Ok(Bytes::from(piece)), next))
-    });
-    Ok(([(CONTENT_TYPE, "application/json")], axum::body::Body::from_stream(pieces)).into_response())
-}
-
-/// Where a streamed listing of schedules stands.
-struct Listing {
-    state: AppState,
-    user_id: std::sync::Arc<str>,
-    request: PageRequest,
-    /// The array is open: a piece has been sent with at least one schedule.
-    started: bool,
+    let engine = state.engine.clone();
+    let read = move |page: PageRequest| {
+        let (engine, user_id) = (engine.clone(), caller.user_id.clone());
+        async move { engine.schedules(&user_id, &page).await }
+    };
+    let body = paging::stream_array(state.api.listings.clone(), request, read, schedule_json).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Json<Value>> {

@@ -6,13 +6,16 @@ use super::publish::{HeaderValueJson, header_lines};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
+use crate::paging;
 use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use tern_store::{Endpoint, UrlGroup};
+use tern_store::{Endpoint, PageRequest, UrlGroup};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -66,7 +69,7 @@ async fn add(
     State(state): State<AppState>,
     Writer(caller): Writer,
     PathParam(name): PathParam,
-    JsonBody(body): JsonBody<EndpointsBody>,
+    JsonBody(body, _held): JsonBody<EndpointsBody>,
 ) -> ApiResult<()> {
     let endpoints = endpoints(body);
     if endpoints.iter().any(|endpoint| endpoint.url.is_empty()) {
@@ -80,15 +83,27 @@ async fn remove(
     State(state): State<AppState>,
     Writer(caller): Writer,
     PathParam(name): PathParam,
-    JsonBody(body): JsonBody<EndpointsBody>,
+    JsonBody(body, _held): JsonBody<EndpointsBody>,
 ) -> ApiResult<()> {
     state.engine.remove_endpoints(&caller.user_id, &name, endpoints(body)).await?;
     Ok(())
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let groups = state.engine.url_groups(&caller.user_id).await?;
-    Ok(Json(Value::Array(groups.iter().map(group_json).collect())))
+/// Groups read per piece of the listing (a piece also ends at `limits.list_page_bytes`).
+const GROUPS_PER_PIECE: usize = 64;
+
+/// The whole list as one JSON array, streamed a piece at a time within the listing budget
+/// (`paging::stream_array`), so memory holds one piece whatever the number and size of the
+/// groups.
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
+    let request = PageRequest { max_bytes: state.api.list_page_bytes, ..PageRequest::first(GROUPS_PER_PIECE) };
+    let engine = state.engine.clone();
+    let read = move |page: PageRequest| {
+        let (engine, user_id) = (engine.clone(), caller.user_id.clone());
+        async move { engine.url_groups(&user_id, &page).await }
+    };
+    let body = paging::stream_array(state.api.listings.clone(), request, read, group_json).await?;
+    Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
@@ -106,7 +121,7 @@ async fn set_headers(
     State(state): State<AppState>,
     Writer(caller): Writer,
     PathParam(name): PathParam,
-    JsonBody(body): JsonBody<Option<HeadersBody>>,
+    JsonBody(body, _held): JsonBody<Option<HeadersBody>>,
 ) -> ApiResult<()> {
     let body = body.ok_or_else(|| ApiError::bad_request("the body must be {\"headers\": {...}}"))?;
     state.engine.set_url_group_headers(&caller.user_id, &name, header_lines(body.headers)).await?;

@@ -237,6 +237,24 @@ impl TestServer {
         }
     }
 
+    /// How much of the server's byte budgets (request bodies, listings) is taken now.
+    pub fn memory_usage(&self) -> tern_server::MemoryUsage {
+        self.running.as_ref().expect("running").memory_usage()
+    }
+
+    /// Waits until the server's budgets satisfy `condition` (`what` names it in the failure).
+    pub async fn wait_for_memory(&self, what: &str, condition: impl Fn(&tern_server::MemoryUsage) -> bool) {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let usage = self.memory_usage();
+            if condition(&usage) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never: {what}; {usage:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until the message's log ends with `state`; returns all its states.
     pub async fn wait_for_state(&self, message_id: &str, state: &str) -> Vec<String> {
         let deadline = tokio::time::Instant::now() + DEADLINE;

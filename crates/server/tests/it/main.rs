@@ -20,6 +20,8 @@ mod harness;
 mod keys;
 mod listing;
 mod logs;
+mod memory_bounds;
+mod memory_limits;
 mod messages;
 mod private_destinations;
 mod queue_order;

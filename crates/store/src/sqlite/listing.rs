@@ -17,28 +17,46 @@ use std::sync::Arc;
 use tern_core::{LogState, Message};
 
 /// Where a page ends: after `count` items, or before the item that would take what the page
-/// read past `max_bytes` — never before its first item. A refused item exists beyond the
-/// page, so the page then gets a cursor.
+/// read past `max_bytes` — never before its first item, unless `fit_first`. A refused item
+/// exists beyond the page, so the page then gets a cursor.
 pub struct PageFill {
     count: usize,
     max_bytes: usize,
+    fit_first: bool,
     taken: usize,
     bytes: usize,
+    refused: Option<usize>,
 }
 
 impl PageFill {
     pub fn new(page: &PageRequest) -> Self {
-        PageFill { count: page.count.max(1), max_bytes: page.max_bytes, taken: 0, bytes: 0 }
+        PageFill {
+            count: page.count.max(1),
+            max_bytes: page.max_bytes,
+            fit_first: page.fit_first,
+            taken: 0,
+            bytes: 0,
+            refused: None,
+        }
     }
 
     /// Whether the next item, reading `bytes`, belongs on the page (it is then counted).
     pub fn take(&mut self, bytes: usize) -> bool {
-        if self.taken == self.count || (self.taken > 0 && self.bytes.saturating_add(bytes) > self.max_bytes) {
+        if self.taken == self.count {
+            return false;
+        }
+        if self.bytes.saturating_add(bytes) > self.max_bytes && (self.taken > 0 || self.fit_first) {
+            self.refused = Some(bytes);
             return false;
         }
         self.taken += 1;
         self.bytes = self.bytes.saturating_add(bytes);
         true
+    }
+
+    /// The page ends here: `items` with `cursor`, and what a refused item needed.
+    pub fn page<T>(&self, items: Vec<T>, cursor: Option<String>) -> Page<T> {
+        Page { items, cursor, next_item_bytes: self.refused }
     }
 }
 
@@ -140,7 +158,7 @@ pub fn list_logs(
         });
         last_key = Some((time, seq));
     }
-    Ok(Page { items: entries, cursor })
+    Ok(fill.page(entries, cursor))
 }
 
 pub fn list_dlq(
@@ -184,5 +202,5 @@ pub fn list_dlq(
         last_key = Some((row.get(LISTED_MESSAGE_COLUMN_COUNT)?, message.id));
         messages.push(message);
     }
-    Ok(Page { items: messages, cursor })
+    Ok(fill.page(messages, cursor))
 }

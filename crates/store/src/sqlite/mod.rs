@@ -207,6 +207,11 @@ impl MessageStore for SqliteStore {
         self.readers.read(move |c| query::get_message(c, &user_id, id)).await
     }
 
+    async fn message_bytes(&self, user_id: &str, id: MessageId) -> Result<Option<usize>> {
+        let user_id = user_id.to_string();
+        self.readers.read(move |c| query::message_bytes(c, &user_id, id)).await
+    }
+
     async fn cancel_messages(&self, user_id: &str, selection: CancelSelection, now: i64) -> Result<CancelOutcome> {
         let user_id = user_id.to_string();
         self.request(|reply| WriteOp::Cancel { user_id, selection, now, reply }).await
@@ -286,9 +291,16 @@ impl FlowStore for SqliteStore {
 
 #[async_trait]
 impl UrlGroupStore for SqliteStore {
-    async fn add_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()> {
+    async fn add_endpoints(
+        &self,
+        user_id: &str,
+        group: &str,
+        endpoints: Vec<Endpoint>,
+        now: i64,
+        limits: GroupLimits,
+    ) -> Result<EndpointsAdded> {
         let (user_id, group) = (user_id.to_string(), group.to_string());
-        self.request(|reply| WriteOp::AddEndpoints { user_id, group, endpoints, now, reply }).await
+        self.request(|reply| WriteOp::AddEndpoints { user_id, group, endpoints, now, limits, reply }).await
     }
 
     async fn remove_endpoints(&self, user_id: &str, group: &str, endpoints: Vec<Endpoint>, now: i64) -> Result<()> {
@@ -316,9 +328,9 @@ impl UrlGroupStore for SqliteStore {
         self.readers.read_for_engine(move |c| query::get_group(c, &user_id, &group)).await
     }
 
-    async fn list_groups(&self, user_id: &str) -> Result<Vec<UrlGroup>> {
-        let user_id = user_id.to_string();
-        self.readers.read(move |c| query::list_groups(c, &user_id)).await
+    async fn list_groups(&self, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
+        let (user_id, page) = (user_id.to_string(), page.clone());
+        self.readers.read(move |c| query::list_groups(c, &user_id, &page)).await
     }
 }
 

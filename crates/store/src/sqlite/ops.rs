@@ -55,36 +55,49 @@ pub fn insert_messages(
                 continue;
             }
         }
+        let mut body_from = None;
         if let Some(dlq_id) = &message.consumes_dlq_entry {
-            let removed = connection
-                .prepare_cached("UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2")?
-                .execute(params![message.user_id, dlq_id])?;
-            if removed == 0 {
+            let entry: Option<i64> = connection
+                .prepare_cached(
+                    "UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2 RETURNING rowid",
+                )?
+                .query_row(params![message.user_id, dlq_id], |row| row.get(0))
+                .optional()?;
+            let Some(entry) = entry else {
                 outcomes.push(InsertOutcome::DlqEntryGone);
                 continue;
-            }
+            };
+            body_from = Some(entry);
         }
         if let Some(dedup) = &message.dedup {
             claim_dedup(connection, &message.user_id, dedup, &message.id.to_string())?;
         }
-        store_new_message(connection, context.next_seq, message, effects)?;
+        store_new_message(connection, context.next_seq, message, body_from, effects)?;
         outcomes.push(InsertOutcome::Created);
     }
     Ok(outcomes)
 }
 
 /// Inserts the row (creating its queue and flow-control key on first use), logs `CREATED`
-/// and schedules the message once committed.
+/// and schedules the message once committed. With `body_from`, the body is that row's, copied
+/// within SQLite (a DLQ retry): the scheduler then gets no payload, the body being read from
+/// the store when the message is due.
 fn store_new_message(
     connection: &Connection,
     next_seq: &mut u64,
     message: NewMessage,
+    body_from: Option<i64>,
     effects: &mut Effects,
 ) -> Result<()> {
     let seq = *next_seq;
     *next_seq += 1;
     let id = message.id.to_string();
     insert_message(connection, &message, &id, seq)?;
+    if let Some(rowid) = body_from {
+        connection
+            .prepare_cached("UPDATE messages SET body = (SELECT body FROM messages WHERE rowid = ?1) WHERE id = ?2")?
+            .execute(params![rowid, id])?;
+    }
     insert_logs(
         connection,
         &[LogRow {
@@ -112,7 +125,7 @@ fn store_new_message(
             )?
             .execute(params![message.user_id, flow.key, flow.parallelism, flow.rate, flow.period_secs as i64])?;
     }
-    let payload = (message.due_at <= message.created_at + PAYLOAD_HORIZON_MS).then(|| {
+    let payload = (body_from.is_none() && message.due_at <= message.created_at + PAYLOAD_HORIZON_MS).then(|| {
         Arc::new(Message {
             id: message.id,
             user_id: message.user_id.clone(),
@@ -249,7 +262,7 @@ pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &
     if !callbacks.is_empty() {
         let finished = effects.changes.pop();
         for callback in callbacks {
-            store_new_message(connection, context.next_seq, callback, effects)?;
+            store_new_message(connection, context.next_seq, callback, None, effects)?;
         }
         effects.changes.extend(finished);
     }

@@ -1,6 +1,7 @@
 //! Read queries: filters turned into SQL, keyset pagination, and the reads behind the traits
 //! (the listings of logs and the DLQ are in `listing`).
 
+use super::listing::PageFill;
 use super::rows::{message_columns, message_from_row};
 use crate::error::{Result, StoreError};
 use crate::model::*;
@@ -146,6 +147,18 @@ pub fn get_message(connection: &Connection, user_id: &str, id: MessageId) -> Res
         .transpose()
 }
 
+pub fn message_bytes(connection: &Connection, user_id: &str, id: MessageId) -> Result<Option<usize>> {
+    let bytes: Option<i64> = connection
+        .prepare_cached(
+            "SELECT coalesce(length(body), 0) + coalesce(length(response_body), 0) + length(spec)
+                + coalesce(length(response_headers), 0)
+             FROM messages WHERE id = ?1 AND user_id = ?2",
+        )?
+        .query_row(params![id.to_string(), user_id], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.map(|bytes| bytes.max(0) as usize))
+}
+
 /// Loads claimed messages by id (any user); missing ids are skipped.
 pub fn load_messages(connection: &Connection, ids: &[MessageId]) -> Result<Vec<Message>> {
     let mut messages = Vec::with_capacity(ids.len());
@@ -279,14 +292,27 @@ pub fn get_group(connection: &Connection, user_id: &str, name: &str) -> Result<O
     Ok(Some(group))
 }
 
-pub fn list_groups(connection: &Connection, user_id: &str) -> Result<Vec<UrlGroup>> {
-    let names: Vec<String> = connection
-        .prepare_cached("SELECT name FROM url_groups WHERE user_id = ?1 ORDER BY name")?
-        .query_map([user_id], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut groups = Vec::with_capacity(names.len());
-    for name in names {
+/// A page of groups by name after the cursor (the last name of the previous page). Each group's
+/// size (names, URLs, headers) is counted before its endpoints are read, so a page holds at
+/// most its byte budget plus one group.
+pub fn list_groups(connection: &Connection, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT g.name, coalesce(length(g.default_headers), 0) + length(g.name)
+            + (SELECT coalesce(sum(length(e.url) + coalesce(length(e.name), 0)), 0) FROM url_group_endpoints e
+               WHERE e.user_id = g.user_id AND e.group_name = g.name)
+         FROM url_groups g WHERE g.user_id = ?1 AND g.name > ?2 ORDER BY g.name",
+    )?;
+    let mut rows = statement.query(params![user_id, page.cursor.as_deref().unwrap_or_default()])?;
+    let mut fill = PageFill::new(page);
+    let mut groups: Vec<UrlGroup> = Vec::new();
+    let mut cursor = None;
+    while let Some(row) = rows.next()? {
+        let (name, bytes): (String, i64) = (row.get(0)?, row.get(1)?);
+        if !fill.take(bytes.max(0) as usize) {
+            cursor = groups.last().map(|group| group.name.clone());
+            break;
+        }
         groups.extend(get_group(connection, user_id, &name)?);
     }
-    Ok(groups)
+    Ok(fill.page(groups, cursor))
 }

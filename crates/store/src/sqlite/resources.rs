@@ -110,14 +110,46 @@ pub fn forget_flows(connection: &Connection, keys: &[(String, String)]) -> Resul
     Ok(())
 }
 
-/// Adds endpoints (creating the group), or renames those whose URL is already there.
+/// Adds endpoints (creating the group), or renames those whose URL is already there; at a
+/// limit nothing is written. The limits are checked by counting rows, never reading them.
 pub fn add_endpoints(
     connection: &Connection,
     user_id: &str,
     group: &str,
     endpoints: &[Endpoint],
     now: i64,
-) -> Result<()> {
+    limits: GroupLimits,
+) -> Result<EndpointsAdded> {
+    let existing: i64 = connection
+        .prepare_cached("SELECT count(*) FROM url_group_endpoints WHERE user_id = ?1 AND group_name = ?2")?
+        .query_row(params![user_id, group], |row| row.get(0))?;
+    if existing == 0 {
+        let group_exists = connection
+            .prepare_cached("SELECT 1 FROM url_groups WHERE user_id = ?1 AND name = ?2")?
+            .query_row(params![user_id, group], |_| Ok(()))
+            .optional()?
+            .is_some();
+        let groups: i64 = connection
+            .prepare_cached("SELECT count(*) FROM url_groups WHERE user_id = ?1")?
+            .query_row([user_id], |row| row.get(0))?;
+        if !group_exists && groups as usize >= limits.groups {
+            return Ok(EndpointsAdded::GroupLimitReached);
+        }
+    }
+    let mut new_urls: Vec<&str> = Vec::new();
+    for endpoint in endpoints {
+        let known = connection
+            .prepare_cached("SELECT 1 FROM url_group_endpoints WHERE user_id = ?1 AND group_name = ?2 AND url = ?3")?
+            .query_row(params![user_id, group, endpoint.url], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if !known && !new_urls.contains(&endpoint.url.as_str()) {
+            new_urls.push(&endpoint.url);
+        }
+    }
+    if existing as usize + new_urls.len() > limits.endpoints {
+        return Ok(EndpointsAdded::EndpointLimitReached);
+    }
     connection
         .prepare_cached(
             "INSERT INTO url_groups (user_id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
@@ -143,7 +175,7 @@ pub fn add_endpoints(
                 .execute(params![user_id, group, position, endpoint.url, endpoint.name])?;
         }
     }
-    Ok(())
+    Ok(EndpointsAdded::Added)
 }
 
 /// Removes endpoints matching by URL or name; a group left empty is deleted.

@@ -226,7 +226,7 @@ pub fn list(connection: &Connection, user_id: &str, page: &PageRequest) -> Resul
             listed_body_value(connection, ("schedules", "body", rowid), inline, Some(body_length), body_length)?;
         schedules.push(ScheduleWithStates { schedule, last_states: states_from_row(row, 14)? });
     }
-    Ok(Page { items: schedules, cursor })
+    Ok(fill.page(schedules, cursor))
 }
 
 pub fn due(connection: &Connection, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {

@@ -94,7 +94,8 @@ pub enum WriteOp {
         group: String,
         endpoints: Vec<Endpoint>,
         now: i64,
-        reply: Reply<()>,
+        limits: GroupLimits,
+        reply: Reply<EndpointsAdded>,
     },
     RemoveEndpoints {
         user_id: String,
@@ -165,6 +166,7 @@ pub enum Pending {
     Unit(Reply<()>, Result<()>),
     Purge(Reply<PurgeStats>, Result<PurgeStats>),
     Upsert(Reply<ScheduleUpsert>, Result<ScheduleUpsert>),
+    Endpoints(Reply<EndpointsAdded>, Result<EndpointsAdded>),
     Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
     /// An attempt's outcome, kept until the commit is known so that a failure can hand it back.
     Recorded(RecordReply, Box<AttemptOutcome>, Result<()>),
@@ -187,6 +189,7 @@ impl Pending {
             | WriteOp::DeleteSchedule { reply, .. }
             | WriteOp::PauseSchedule { reply, .. } => Pending::Flag(reply, error(message)),
             WriteOp::UpsertSchedule { reply, .. } => Pending::Upsert(reply, error(message)),
+            WriteOp::AddEndpoints { reply, .. } => Pending::Endpoints(reply, error(message)),
             WriteOp::FireSchedules { reply, .. } => Pending::Flags(reply, error(message)),
             WriteOp::Purge { reply, .. } => Pending::Purge(reply, error(message)),
             WriteOp::Attach { reply, .. }
@@ -194,7 +197,6 @@ impl Pending {
             | WriteOp::UpsertQueue { reply, .. }
             | WriteOp::SaveFlow { reply, .. }
             | WriteOp::ForgetFlows { reply, .. }
-            | WriteOp::AddEndpoints { reply, .. }
             | WriteOp::RemoveEndpoints { reply, .. }
             | WriteOp::Stop { reply } => Pending::Unit(reply, error(message)),
             WriteOp::AttemptFinished { outcome, reply } => Pending::Recorded(reply, outcome, error(message)),
@@ -218,6 +220,7 @@ impl Pending {
             Pending::Unit(reply, result) => finish(reply, result, commit),
             Pending::Purge(reply, result) => finish(reply, result, commit),
             Pending::Upsert(reply, result) => finish(reply, result, commit),
+            Pending::Endpoints(reply, result) => finish(reply, result, commit),
             Pending::Flags(reply, result) => finish(reply, result, commit),
             Pending::Recorded(reply, outcome, result) => {
                 let answer = match commit.clone().and(result) {
@@ -431,8 +434,10 @@ fn apply(
         WriteOp::ForgetFlows { keys, reply } => {
             settle(resources::forget_flows(connection, &keys), |r| Pending::Unit(reply, r))
         }
-        WriteOp::AddEndpoints { user_id, group, endpoints, now, reply } => {
-            settle(resources::add_endpoints(connection, &user_id, &group, &endpoints, now), |r| Pending::Unit(reply, r))
+        WriteOp::AddEndpoints { user_id, group, endpoints, now, limits, reply } => {
+            settle(resources::add_endpoints(connection, &user_id, &group, &endpoints, now, limits), |r| {
+                Pending::Endpoints(reply, r)
+            })
         }
         WriteOp::RemoveEndpoints { user_id, group, endpoints, now, reply } => {
             settle(resources::remove_endpoints(connection, &user_id, &group, &endpoints, now), |r| {

@@ -4,6 +4,7 @@
 mod listing;
 mod resources;
 mod schedules;
+mod url_groups;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -183,6 +184,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     purge_applies_retention(backend).await;
     recovery_makes_unfinished_messages_due(backend).await;
     resources::run_all(backend).await;
+    url_groups::run_all(backend).await;
     schedules::run_all(backend).await;
     listing::run_all(backend).await;
 }
@@ -433,12 +435,26 @@ async fn dlq_retry_consumes_the_entry(backend: &mut impl Backend) {
     settle(&*store).await;
     let mut retry = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
     retry.consumes_dlq_entry = Some("1-7".into());
+    // The entry's body is the retry's, whatever the message says: the store copies it.
+    retry.body = Bytes::new();
+    let retry_id = retry.id;
     let mut twice = new_message(USER, "http://127.0.0.1:1/", 2, 2, &[]);
     twice.consumes_dlq_entry = Some("1-7".into());
     let outcomes = store.insert_messages(vec![retry, twice]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::Created, InsertOutcome::DlqEntryGone]);
     assert!(store.get_dlq(USER, "1-7").await.unwrap().is_none());
-    assert_eq!(store.claim_due(2, 10).await.len(), 1);
+    let retried = store.get_message(USER, retry_id).await.unwrap().unwrap();
+    assert_eq!(retried.body, Bytes::from_static(b"{\"hello\":1}"), "the entry's body");
+    let payload_is_right = store.take_changes().iter().all(|change| match change {
+        Change::Scheduled(scheduled) if scheduled.id == retry_id => {
+            scheduled.message.as_ref().is_none_or(|message| message.body == retried.body)
+        }
+        _ => true,
+    });
+    assert!(payload_is_right, "a payload handed to the scheduler carries the entry's body");
+    let claimed = store.claim_due(2, 10).await;
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].body, retried.body, "what is delivered is the entry's body");
     store.shutdown().await.unwrap();
 }
 

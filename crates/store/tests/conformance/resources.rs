@@ -1,4 +1,4 @@
-//! Conformance: what the scheduler hears, queues, flow-control settings and URL groups.
+//! Conformance: what the scheduler hears, queues and flow-control settings.
 
 use super::*;
 
@@ -6,7 +6,6 @@ pub async fn run_all(backend: &mut impl Backend) {
     scheduling_hears_every_committed_change(backend).await;
     queues_are_kept_and_deleting_one_cancels_its_messages(backend).await;
     flow_settings_survive_and_follow_messages_unless_pinned(backend).await;
-    url_groups_keep_endpoint_order(backend).await;
     recovery_keeps_a_settling_queue_message_in_place(backend).await;
 }
 
@@ -149,72 +148,6 @@ async fn flow_settings_survive_and_follow_messages_unless_pinned(backend: &mut i
     store.forget_flows(vec![(USER.into(), "k".into()), (USER.into(), "plain".into())]).await.unwrap();
     let keys: Vec<String> = store.all_flows().await.unwrap().into_iter().map(|(_, key, _)| key).collect();
     assert_eq!(keys, ["k"]);
-    store.shutdown().await.unwrap();
-}
-
-async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
-    let store = open(backend, 0).await;
-    let endpoint = |url: &str, name: Option<&str>| Endpoint { url: url.into(), name: name.map(str::to_string) };
-    store
-        .add_endpoints(
-            USER,
-            "g",
-            vec![endpoint("http://127.0.0.1:1/b", Some("First endpoint")), endpoint("http://127.0.0.1:1/a", None)],
-            1,
-        )
-        .await
-        .unwrap();
-    store
-        .add_endpoints(
-            USER,
-            "g",
-            vec![endpoint("http://127.0.0.1:1/b", Some("renamed")), endpoint("http://127.0.0.1:1/c", None)],
-            2,
-        )
-        .await
-        .unwrap();
-    let group = store.get_group(USER, "g").await.unwrap().unwrap();
-    assert_eq!((group.created_at, group.updated_at), (1, 2));
-    assert_eq!(
-        group.endpoints,
-        vec![
-            endpoint("http://127.0.0.1:1/b", Some("renamed")),
-            endpoint("http://127.0.0.1:1/a", None),
-            endpoint("http://127.0.0.1:1/c", None)
-        ]
-    );
-    assert!(store.get_group(OTHER, "g").await.unwrap().is_none());
-    // The engine's read of a group (a schedule's tick) answers the same.
-    assert_eq!(store.get_group_for_engine(USER, "g").await.unwrap().as_ref(), Some(&group));
-    assert!(store.get_group_for_engine(OTHER, "g").await.unwrap().is_none());
-    // Default headers: replaced as a whole, cleared by an empty list, only on existing groups.
-    assert!(group.default_headers.is_empty());
-    let mut defaults = HeaderList::new();
-    defaults.push("Upstash-Retries", "3");
-    defaults.push("Upstash-Forward-X", "a");
-    assert!(store.set_group_headers(USER, "g", defaults.clone(), 3).await.unwrap());
-    assert_eq!(store.list_groups(USER).await.unwrap()[0].default_headers, defaults, "listed with its defaults");
-    let group = store.get_group(USER, "g").await.unwrap().unwrap();
-    assert_eq!((group.default_headers, group.updated_at), (defaults, 3));
-    assert!(!store.set_group_headers(USER, "missing", HeaderList::new(), 3).await.unwrap());
-    assert!(!store.set_group_headers(OTHER, "g", HeaderList::new(), 3).await.unwrap());
-    assert!(store.set_group_headers(USER, "g", HeaderList::new(), 3).await.unwrap());
-    assert!(store.list_groups(USER).await.unwrap()[0].default_headers.is_empty());
-    store
-        .remove_endpoints(
-            USER,
-            "g",
-            vec![endpoint("http://127.0.0.1:1/a", None), Endpoint { url: String::new(), name: Some("renamed".into()) }],
-            3,
-        )
-        .await
-        .unwrap();
-    assert_eq!(store.list_groups(USER).await.unwrap()[0].endpoints, vec![endpoint("http://127.0.0.1:1/c", None)]);
-    store.remove_endpoints(USER, "g", vec![endpoint("http://127.0.0.1:1/c", None)], 4).await.unwrap();
-    assert!(store.get_group(USER, "g").await.unwrap().is_none(), "an emptied group is deleted");
-    store.add_endpoints(USER, "h", vec![endpoint("http://127.0.0.1:1/x", None)], 5).await.unwrap();
-    assert!(store.delete_group(USER, "h").await.unwrap());
-    assert!(!store.delete_group(USER, "h").await.unwrap());
     store.shutdown().await.unwrap();
 }
 
