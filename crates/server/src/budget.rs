@@ -1,28 +1,74 @@
 //! Byte budgets shared by every request: one for the request bodies being held, one for what
 //! listings read for the responses being built and sent. Whatever holds memory for a client
-//! reserves its bytes first, waiting in line (first come, first served) while others hold the
-//! budget, and gives them back when it is done — a body when its handler returns, a listing
-//! when its response body has been sent or dropped. So the memory held for clients has a
-//! bound whatever their number; clients beyond it wait instead of failing.
+//! reserves its bytes first, waiting in line while others hold the budget, and gives them back
+//! when it is done — a body when its handler returns, a listing when its response body has
+//! been sent or dropped. So the memory held for clients has a bound whatever their number;
+//! clients beyond it wait instead of failing.
+//!
+//! The budget is shared fairly between users, as delivery slots are: a user may hold an equal
+//! share among the users holding or waiting, and one share more stays free while configured
+//! users hold nothing — so a tenant that keeps bodies from arriving (or answers from being
+//! taken) holds its share and no more, and a newcomer finds room at once. A user that holds
+//! nothing may always take what is free. Waiting reservations are served in order, skipping
+//! those of users at their share; one within its share that does not fit yet holds the line,
+//! so that a large reservation is not passed forever by small ones.
 //!
 //! A reservation larger than the whole budget waits for all of it (it then runs alone), so
 //! the largest single request or entry is always served.
 
-use std::sync::Arc;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// Budgets count in units of this many bytes (a semaphore counts at most `u32::MAX` permits
-/// per acquisition).
-const UNIT: usize = 1024;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::Notify;
 
 /// A budget of bytes that reservations take from and give back to.
 #[derive(Clone)]
 pub struct ByteBudget {
-    permits: Arc<Semaphore>,
-    /// Units in the whole budget.
-    units: u32,
-    /// Reservations waiting for room (for tests and diagnostics).
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    /// Bytes in the whole budget.
+    bytes: usize,
+    /// Users configured (a share stays free while some of them hold nothing).
+    configured_users: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    free: usize,
+    /// The users holding or waiting for some.
+    users: HashMap<Arc<str>, UserUse>,
+    /// Reservations waiting, oldest first.
+    waiting: VecDeque<Arc<Waiter>>,
+}
+
+#[derive(Default)]
+struct UserUse {
+    held: usize,
+    waiting: usize,
+}
+
+impl State {
+    fn user(&mut self, user: &Arc<str>) -> &mut UserUse {
+        self.users.entry(Arc::clone(user)).or_default()
+    }
+
+    /// Forgets a user that neither holds nor waits.
+    fn forget_if_done(&mut self, user: &Arc<str>) {
+        if self.users.get(user).is_some_and(|used| used.held == 0 && used.waiting == 0) {
+            self.users.remove(user);
+        }
+    }
+}
+
+struct Waiter {
+    user: Arc<str>,
+    bytes: usize,
+    /// Set (under the state's lock) when its bytes are taken for it.
+    granted: AtomicBool,
+    wake: Notify,
 }
 
 impl std::fmt::Debug for ByteBudget {
@@ -32,118 +78,186 @@ impl std::fmt::Debug for ByteBudget {
 }
 
 /// How much of a budget is taken, and how many reservations wait for room.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BudgetUsage {
     pub reserved_bytes: usize,
     pub waiting: usize,
 }
 
 impl ByteBudget {
-    /// A budget of `bytes` (rounded up to whole units; at least one).
-    pub fn new(bytes: usize) -> Self {
-        let units = bytes.div_ceil(UNIT).clamp(1, u32::MAX as usize) as u32;
-        ByteBudget { permits: Arc::new(Semaphore::new(units as usize)), units, waiting: Arc::default() }
+    /// A budget of `bytes` (at least one) shared by `configured_users`.
+    pub fn new(bytes: usize, configured_users: usize) -> Self {
+        let bytes = bytes.max(1);
+        let state = State { free: bytes, ..State::default() };
+        ByteBudget { shared: Arc::new(Shared { bytes, configured_users, state: Mutex::new(state) }) }
     }
 
     /// The whole budget, in bytes.
     pub fn bytes(&self) -> usize {
-        self.units as usize * UNIT
+        self.shared.bytes
     }
 
     pub fn usage(&self) -> BudgetUsage {
-        let free = self.permits.available_permits();
-        BudgetUsage {
-            reserved_bytes: (self.units as usize).saturating_sub(free) * UNIT,
-            waiting: self.waiting.load(std::sync::atomic::Ordering::Relaxed),
+        let state = self.shared.lock();
+        BudgetUsage { reserved_bytes: self.shared.bytes - state.free, waiting: state.waiting.len() }
+    }
+
+    /// The budget as `user` reserves from it.
+    pub fn for_user(&self, user: &Arc<str>) -> UserBudget {
+        UserBudget { budget: self.clone(), user: Arc::clone(user) }
+    }
+
+    /// Reserves `bytes` (at least one, the whole budget at most) for `user`, waiting until
+    /// they are free and within the user's share.
+    pub async fn reserve(&self, user: &Arc<str>, bytes: usize) -> Reservation {
+        let bytes = bytes.clamp(1, self.shared.bytes);
+        let waiter =
+            Arc::new(Waiter { user: Arc::clone(user), bytes, granted: AtomicBool::new(false), wake: Notify::new() });
+        {
+            let mut state = self.shared.lock();
+            state.waiting.push_back(Arc::clone(&waiter));
+            state.user(user).waiting += 1;
+            self.shared.grant(&mut state);
+        }
+        // Gives the bytes back, or leaves the line, if the wait is dropped.
+        let mut cancel = CancelWait { shared: &self.shared, waiter: Some(&waiter) };
+        while !waiter.granted.load(Ordering::Acquire) {
+            waiter.wake.notified().await;
+        }
+        cancel.waiter = None;
+        Reservation { shared: Arc::clone(&self.shared), user: Arc::clone(user), bytes }
+    }
+}
+
+/// A budget as one user reserves from it.
+#[derive(Clone, Debug)]
+pub struct UserBudget {
+    budget: ByteBudget,
+    user: Arc<str>,
+}
+
+impl UserBudget {
+    /// The whole budget, in bytes.
+    pub fn bytes(&self) -> usize {
+        self.budget.bytes()
+    }
+
+    /// Reserves `bytes` for the user ([`ByteBudget::reserve`]).
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        self.budget.reserve(&self.user, bytes).await
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("budget lock")
+    }
+
+    /// Bytes each user may hold now.
+    fn share(&self, state: &State) -> usize {
+        let active = state.users.len().max(1);
+        let shares = if self.configured_users > active { active + 1 } else { active };
+        (self.bytes / shares).max(1)
+    }
+
+    /// Takes their bytes for the waiting reservations that may have them now, in order.
+    fn grant(&self, state: &mut State) {
+        let share = self.share(state);
+        let mut index = 0;
+        while index < state.waiting.len() {
+            let waiter = &state.waiting[index];
+            let held = state.users.get(&waiter.user).map_or(0, |used| used.held);
+            let within_share = held + waiter.bytes <= share;
+            if waiter.bytes <= state.free && (within_share || held == 0) {
+                let waiter = state.waiting.remove(index).expect("in line");
+                state.free -= waiter.bytes;
+                let used = state.user(&waiter.user);
+                used.held += waiter.bytes;
+                used.waiting -= 1;
+                waiter.granted.store(true, Ordering::Release);
+                waiter.wake.notify_one();
+            } else if within_share {
+                // It may have the next free bytes: later ones must not take them first.
+                return;
+            } else {
+                index += 1;
+            }
         }
     }
 
-    /// Reserves `bytes` (the whole budget at most), waiting until they are free.
-    pub async fn reserve(&self, bytes: usize) -> Reservation {
-        let units = bytes.div_ceil(UNIT).clamp(1, self.units as usize) as u32;
-        let permits = Arc::clone(&self.permits);
-        let permit = match permits.clone().try_acquire_many_owned(units) {
-            Ok(permit) => permit,
-            Err(_) => {
-                let _waiting = Waiting::new(&self.waiting);
-                permits.acquire_many_owned(units).await.expect("a budget's semaphore is never closed")
-            }
-        };
-        Reservation { permit }
+    /// Gives back `bytes` of `user`'s and lets the waiting have them.
+    fn give_back(&self, user: &Arc<str>, bytes: usize) {
+        let mut state = self.lock();
+        state.free += bytes;
+        state.user(user).held -= bytes;
+        state.forget_if_done(user);
+        self.grant(&mut state);
     }
 }
 
-/// Counts a reservation as waiting while it exists (also when its future is dropped).
-struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Waiting<'a> {
-    fn new(count: &'a std::sync::atomic::AtomicUsize) -> Self {
-        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Waiting(count)
-    }
+/// A wait for room that ends before its bytes are taken leaves the line; one that ends just
+/// after gives them back.
+struct CancelWait<'a> {
+    shared: &'a Shared,
+    waiter: Option<&'a Arc<Waiter>>,
 }
 
-impl Drop for Waiting<'_> {
+impl Drop for CancelWait<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(waiter) = self.waiter else { return };
+        let granted = {
+            let mut state = self.shared.lock();
+            let before = state.waiting.len();
+            state.waiting.retain(|other| !Arc::ptr_eq(other, waiter));
+            if state.waiting.len() < before {
+                state.user(&waiter.user).waiting -= 1;
+                state.forget_if_done(&waiter.user);
+            }
+            // Leaving may let the ones behind it have room.
+            self.shared.grant(&mut state);
+            waiter.granted.load(Ordering::Acquire)
+        };
+        if granted {
+            self.shared.give_back(&waiter.user, waiter.bytes);
+        }
     }
 }
 
 /// Bytes taken from a budget, given back when dropped.
-#[derive(Debug)]
 pub struct Reservation {
-    permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    user: Arc<str>,
+    bytes: usize,
+}
+
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation").field("user", &self.user).field("bytes", &self.bytes).finish()
+    }
 }
 
 impl Reservation {
     /// The bytes reserved.
     pub fn bytes(&self) -> usize {
-        self.permit.num_permits() * UNIT
+        self.bytes
     }
 
-    /// Gives back what exceeds `bytes` (keeping at least one unit).
+    /// Gives back what exceeds `bytes` (keeping at least one).
     pub fn shrink_to(&mut self, bytes: usize) {
-        let keep = bytes.div_ceil(UNIT).max(1);
-        let held = self.permit.num_permits();
-        if held > keep {
-            drop(self.permit.split(held - keep));
+        let keep = bytes.max(1);
+        if self.bytes > keep {
+            self.shared.give_back(&self.user, self.bytes - keep);
+            self.bytes = keep;
         }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.shared.give_back(&self.user, self.bytes);
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn reservations_wait_for_room_and_give_it_back() {
-        let budget = ByteBudget::new(10 * UNIT);
-        let first = budget.reserve(6 * UNIT).await;
-        assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 6 * UNIT, waiting: 0 });
-        let second = tokio::spawn({
-            let budget = budget.clone();
-            async move { budget.reserve(6 * UNIT).await }
-        });
-        while budget.usage().waiting == 0 {
-            tokio::task::yield_now().await;
-        }
-        assert!(!second.is_finished());
-        drop(first);
-        let second = second.await.unwrap();
-        assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 6 * UNIT, waiting: 0 });
-        drop(second);
-        assert_eq!(budget.usage().reserved_bytes, 0);
-    }
-
-    #[tokio::test]
-    async fn a_reservation_beyond_the_budget_takes_all_of_it_and_can_shrink() {
-        let budget = ByteBudget::new(4 * UNIT);
-        let mut whole = budget.reserve(100 * UNIT).await;
-        assert_eq!(whole.bytes(), 4 * UNIT);
-        whole.shrink_to(UNIT + 1);
-        assert_eq!(whole.bytes(), 2 * UNIT);
-        assert_eq!(budget.usage().reserved_bytes, 2 * UNIT);
-        let empty = budget.reserve(0).await;
-        assert_eq!(empty.bytes(), UNIT, "every reservation takes a unit");
-    }
-}
+#[path = "budget_tests.rs"]
+mod tests;

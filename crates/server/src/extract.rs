@@ -81,7 +81,10 @@ impl FromRequestParts<AppState> for Caller {
             .into_iter()
             .find_map(|(token, in_header)| Some((state.users.by_token.get(&token?)?.clone(), in_header)))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
-        Ok(Caller { user_id, read_only, token_in_authorization })
+        let caller = Caller { user_id, read_only, token_in_authorization };
+        // For the body extractor, which reserves the body's bytes in the caller's name.
+        parts.extensions.insert(caller.clone());
+        Ok(caller)
     }
 }
 
@@ -153,16 +156,18 @@ impl FromRequest<AppState> for BatchBody {
 }
 
 /// Reads a whole body of at most `limit` bytes within the request-body timeout, once its
-/// length (or, not known in advance, `limit`) is reserved in the request-body budget; the
-/// wait for room is not counted against the timeout.
+/// length (or, not known in advance, `limit`) is reserved in the caller's name in the
+/// request-body budget; the wait for room is not counted against the timeout.
 async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<(Bytes, Reservation), Response> {
     let timeout = state.api.request_body_timeout;
+    // Every route with a body names its caller first; a nameless one would share one name.
+    let user = request.extensions().get::<Caller>().map_or_else(|| Arc::from(""), |caller| Arc::clone(&caller.user_id));
     let mut body = request.into_body();
     let expected = body.size_hint().exact().map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX));
     if expected > limit {
         return Err(too_large(body, tokio::time::Instant::now() + timeout, limit));
     }
-    let mut held = state.api.request_bodies.reserve(expected).await;
+    let mut held = state.api.request_bodies.reserve(&user, expected).await;
     let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {
         Ok(Ok(Some(bytes))) => {

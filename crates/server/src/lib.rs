@@ -117,8 +117,8 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         logs_page_size: config.limits.logs_page_size,
         dlq_page_size: config.limits.dlq_page_size,
         list_page_bytes: config.limits.list_page_bytes,
-        request_bodies: budget::ByteBudget::new(config.limits.request_body_budget),
-        listings: budget::ByteBudget::new(config.limits.listing_budget),
+        request_bodies: budget::ByteBudget::new(config.limits.request_body_budget, config.users.len()),
+        listings: budget::ByteBudget::new(config.limits.listing_budget, config.users.len()),
         trust_forwarded_for: config.server.trust_forwarded_for,
         request_body_timeout: timeouts.request_body,
     });

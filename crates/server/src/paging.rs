@@ -4,7 +4,7 @@
 //! reservation lives as long as the response body. A page ends by size before any entry that
 //! would not fit, even its first; such an entry is read once room for itself is reserved.
 
-use crate::budget::{ByteBudget, Reservation};
+use crate::budget::{Reservation, UserBudget};
 use crate::error::ApiError;
 use axum::body::Body;
 use bytes::Bytes;
@@ -19,7 +19,7 @@ pub const RESERVED_PER_BYTE_READ: usize = 2;
 /// Reads one page of `page` through `read`, within the budget: returns it with its reservation,
 /// which the response must hold until it is sent.
 pub async fn read_page<T, F, Fut>(
-    budget: &ByteBudget,
+    budget: &UserBudget,
     page: &PageRequest,
     read: &mut F,
 ) -> Result<(Page<T>, Reservation), EngineError>
@@ -56,7 +56,7 @@ where
 /// answering, so that a failure is still an error status; a later one can only cut the
 /// response short. Items added or removed meanwhile may or may not appear.
 pub async fn stream_array<T, F, Fut>(
-    budget: ByteBudget,
+    budget: UserBudget,
     mut request: PageRequest,
     mut read: F,
     to_json: fn(&T) -> Value,
@@ -102,7 +102,7 @@ where
 
 /// Where a streamed listing stands.
 struct Listing<T, F> {
-    budget: ByteBudget,
+    budget: UserBudget,
     /// The next page's request (its cursor `None` once the last page is sent).
     request: PageRequest,
     read: F,

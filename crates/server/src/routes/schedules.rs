@@ -143,11 +143,12 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
         ..PageRequest::first(SCHEDULES_PER_PIECE)
     };
     let engine = state.engine.clone();
+    let budget = state.api.listings.for_user(&caller.user_id);
     let read = move |page: PageRequest| {
         let (engine, user_id) = (engine.clone(), caller.user_id.clone());
         async move { engine.schedules(&user_id, &page).await }
     };
-    let body = paging::stream_array(state.api.listings.clone(), request, read, schedule_json).await?;
+    let body = paging::stream_array(budget, request, read, schedule_json).await?;
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 

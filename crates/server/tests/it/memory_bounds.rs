@@ -73,6 +73,45 @@ async fn request_bodies_wait_for_room_in_their_budget() {
     assert_eq!(bodies.len(), 3, "{bodies:?}");
 }
 
+/// A tenant that announces bodies and never sends them holds its share of the request-body
+/// budget and no more: another tenant's publish is served at once (a budget served first come,
+/// first served was once all held by the first tenant, the others waiting as long as it liked).
+#[tokio::test]
+async fn a_tenant_holding_back_its_bodies_leaves_room_for_the_others() {
+    const BUDGET: usize = 64 * 1024;
+    const BODY: usize = 16_000;
+    let server = TestServer::start_with(|config| {
+        config.limits.request_body_budget = BUDGET;
+        config.server.request_body_timeout = "10m".into();
+    })
+    .await;
+    let hog_token = tern_server::dev::DEV_USERS[1].1;
+    let mut held = Vec::new();
+    for i in 0..BUDGET / BODY {
+        let mut stream = connect(&server).await;
+        let head = format!(
+            "POST /v2/publish/{NOWHERE}/{i} HTTP/1.1\r\nHost: tern\r\nAuthorization: Bearer {hog_token}\r\n\
+             Content-Length: {BODY}\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        held.push(stream);
+    }
+    // Alone among several configured users, the hog may hold half the budget; the rest wait.
+    server
+        .wait_for_memory("the hog holds its share and waits for more", |usage| {
+            usage.request_bodies.reserved_bytes == BUDGET / BODY / 2 * BODY && usage.request_bodies.waiting == 2
+        })
+        .await;
+
+    let publish = server.post(&format!("/v2/publish/{NOWHERE}/other")).header("Upstash-Delay", "1h");
+    let answered = tokio::time::timeout(DEADLINE, publish.body(vec![b'o'; BODY]).send()).await;
+    let response = answered.expect("another tenant's publish waited for the hog").expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(server.memory_usage().request_bodies.waiting, 2, "the hog still waits");
+    drop(held);
+    server.wait_for_memory("every body given back", |usage| usage.request_bodies == Default::default()).await;
+}
+
 #[tokio::test]
 async fn large_reads_wait_for_room_in_the_listing_budget() {
     const BUDGET: usize = 16 << 20;

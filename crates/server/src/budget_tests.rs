@@ -1,0 +1,110 @@
+use super::*;
+use futures_util::FutureExt;
+
+fn user(name: &str) -> Arc<str> {
+    Arc::from(name)
+}
+
+/// Reserves now if it can; `None` if the reservation has to wait.
+fn reserve_now(budget: &ByteBudget, who: &str, bytes: usize) -> Option<Reservation> {
+    budget.reserve(&user(who), bytes).now_or_never()
+}
+
+/// A reservation that waits in line, as its own task.
+async fn reserve_waiting(budget: &ByteBudget, who: &str, bytes: usize) -> tokio::task::JoinHandle<Reservation> {
+    let waiting = budget.usage().waiting;
+    let task = tokio::spawn({
+        let (budget, who) = (budget.clone(), user(who));
+        async move { budget.reserve(&who, bytes).await }
+    });
+    while budget.usage().waiting == waiting {
+        assert!(!task.is_finished(), "{bytes} bytes for {who} did not wait");
+        tokio::task::yield_now().await;
+    }
+    task
+}
+
+#[tokio::test]
+async fn reservations_wait_for_room_and_give_it_back() {
+    let budget = ByteBudget::new(10, 1);
+    let first = reserve_now(&budget, "a", 6).unwrap();
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 6, waiting: 0 });
+    let second = reserve_waiting(&budget, "a", 6).await;
+    assert!(!second.is_finished());
+    drop(first);
+    let second = second.await.unwrap();
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 6, waiting: 0 });
+    drop(second);
+    assert_eq!(budget.usage().reserved_bytes, 0);
+}
+
+#[tokio::test]
+async fn a_reservation_beyond_the_budget_takes_all_of_it_and_can_shrink() {
+    let budget = ByteBudget::new(4, 1);
+    let mut whole = reserve_now(&budget, "a", 100).unwrap();
+    assert_eq!(whole.bytes(), 4);
+    whole.shrink_to(2);
+    assert_eq!(budget.usage().reserved_bytes, 2);
+    let empty = reserve_now(&budget, "a", 0).unwrap();
+    assert_eq!(empty.bytes(), 1, "every reservation takes a byte");
+}
+
+#[tokio::test]
+async fn a_user_holding_its_share_waits_while_another_is_served_at_once() {
+    // Three users configured: alone, one may hold half (a share stays free for the others).
+    let budget = ByteBudget::new(100, 3);
+    let mut hog: Vec<Reservation> = (0..5).map(|_| reserve_now(&budget, "hog", 10).unwrap()).collect();
+    let over = reserve_waiting(&budget, "hog", 10).await;
+    assert_eq!(budget.usage().reserved_bytes, 50);
+
+    // Two users now, a third of the budget each: the newcomer is served, the hog still waits.
+    let newcomer: Vec<Reservation> = (0..3).map(|_| reserve_now(&budget, "new", 10).unwrap()).collect();
+    assert!(reserve_now(&budget, "new", 10).is_none(), "beyond its share");
+    drop(newcomer);
+    assert!(!over.is_finished(), "the hog is beyond its share");
+
+    // Alone again, the hog's share is half: still beyond it until it gives some back.
+    drop(hog.pop());
+    let over = over.await.unwrap();
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 50, waiting: 0 });
+    drop(over);
+}
+
+#[tokio::test]
+async fn a_user_holding_nothing_may_take_what_is_free_beyond_its_share() {
+    let budget = ByteBudget::new(100, 2);
+    let large = reserve_now(&budget, "a", 80).expect("a user holding nothing takes what is free");
+    assert!(reserve_now(&budget, "a", 1).is_none(), "beyond its share now");
+    let other = reserve_now(&budget, "b", 20).expect("the rest is free");
+    drop((large, other));
+}
+
+#[tokio::test]
+async fn a_reservation_within_its_share_is_not_passed_by_later_ones() {
+    let budget = ByteBudget::new(100, 2);
+    let a = reserve_now(&budget, "a", 50).unwrap();
+    let b = reserve_now(&budget, "b", 30).unwrap();
+    // c's 22 are within its share (a quarter, once d waits too) but not free: it holds the
+    // line, and d's 10, free, wait behind it.
+    let c = reserve_waiting(&budget, "c", 22).await;
+    let d = reserve_waiting(&budget, "d", 10).await;
+    assert!(!d.is_finished(), "passed a reservation that was first in line");
+    drop(b);
+    let (c, d) = (c.await.unwrap(), d.await.unwrap());
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 82, waiting: 0 });
+    drop((a, c, d));
+}
+
+#[tokio::test]
+async fn a_wait_given_up_leaves_the_line_to_those_behind_it() {
+    let budget = ByteBudget::new(100, 1);
+    let a = reserve_now(&budget, "a", 80).unwrap();
+    let first = reserve_waiting(&budget, "b", 25).await;
+    let behind = reserve_waiting(&budget, "c", 10).await;
+    assert!(!behind.is_finished());
+    first.abort();
+    let behind = behind.await.unwrap();
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 90, waiting: 0 });
+    drop((a, behind));
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 0, waiting: 0 });
+}
