@@ -8,18 +8,23 @@
 //! The budget is shared fairly between users, as delivery slots are: a user may hold an equal
 //! share among the users holding or waiting, and one share more stays free while configured
 //! users hold nothing — so a tenant that keeps bodies from arriving (or answers from being
-//! taken) holds its share and no more, and a newcomer finds room at once. A user that holds
-//! nothing may always take what is free. Waiting reservations are served in order, skipping
-//! those of users at their share; one within its share that does not fit yet holds the line,
+//! taken) holds its share and no more, and a newcomer finds room at once. A user holding
+//! nothing may take more than a share for one reservation (a large batch), but never the share
+//! kept free. Waiting reservations are served in order, skipping those of users at their share
+//! (they wait on their own user's other requests, which the caller may tell its connection:
+//! [`ByteBudget::reserve_noting`]); one that may have room but does not fit yet holds the line,
 //! so that a large reservation is not passed forever by small ones.
 //!
-//! A reservation larger than the whole budget waits for all of it (it then runs alone), so
-//! the largest single request or entry is always served.
+//! One reservation takes at most the whole budget, or half of it when several users are
+//! configured (so that it never takes the share kept free); larger ones are served with that
+//! much reserved, so the largest single request or entry is always served.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
+
+use crate::listener::WaitOnClient;
 
 /// A budget of bytes that reservations take from and give back to.
 #[derive(Clone)]
@@ -102,28 +107,49 @@ impl ByteBudget {
         BudgetUsage { reserved_bytes: self.shared.bytes - state.free, waiting: state.waiting.len() }
     }
 
-    /// The budget as `user` reserves from it.
-    pub fn for_user(&self, user: &Arc<str>) -> UserBudget {
-        UserBudget { budget: self.clone(), user: Arc::clone(user) }
+    /// The budget as `user` reserves from it; `waits` is told when a reservation waits on the
+    /// user's own share.
+    pub(crate) fn for_user(&self, user: &Arc<str>, waits: Option<WaitOnClient>) -> UserBudget {
+        UserBudget { budget: self.clone(), user: Arc::clone(user), waits }
     }
 
-    /// Reserves `bytes` (at least one, the whole budget at most) for `user`, waiting until
-    /// they are free and within the user's share.
+    /// Reserves `bytes` (at least one; at most what one reservation may take) for `user`,
+    /// waiting until they are free and within the user's share.
     pub async fn reserve(&self, user: &Arc<str>, bytes: usize) -> Reservation {
-        let bytes = bytes.clamp(1, self.shared.bytes);
+        self.reserve_noting(user, bytes, || ()).await
+    }
+
+    /// [`ByteBudget::reserve`], calling `waits_on_own_share` if the reservation has to wait
+    /// while its user holds others (it waits on that user's requests, not on the server); what
+    /// it returns is dropped once the bytes are reserved.
+    pub async fn reserve_noting<G>(
+        &self,
+        user: &Arc<str>,
+        bytes: usize,
+        waits_on_own_share: impl FnOnce() -> G,
+    ) -> Reservation {
+        let bytes = bytes.clamp(1, self.shared.largest_reservation());
         let waiter =
             Arc::new(Waiter { user: Arc::clone(user), bytes, granted: AtomicBool::new(false), wake: Notify::new() });
-        {
+        let holds_others = {
             let mut state = self.shared.lock();
             state.waiting.push_back(Arc::clone(&waiter));
-            state.user(user).waiting += 1;
+            let used = state.user(user);
+            used.waiting += 1;
+            let holds_others = used.held > 0;
             self.shared.grant(&mut state);
-        }
+            holds_others
+        };
         // Gives the bytes back, or leaves the line, if the wait is dropped.
         let mut cancel = CancelWait { shared: &self.shared, waiter: Some(&waiter) };
+        let mut noted = None;
+        if holds_others && !waiter.granted.load(Ordering::Acquire) {
+            noted = Some(waits_on_own_share());
+        }
         while !waiter.granted.load(Ordering::Acquire) {
             waiter.wake.notified().await;
         }
+        drop(noted);
         cancel.waiter = None;
         Reservation { shared: Arc::clone(&self.shared), user: Arc::clone(user), bytes }
     }
@@ -134,17 +160,18 @@ impl ByteBudget {
 pub struct UserBudget {
     budget: ByteBudget,
     user: Arc<str>,
+    waits: Option<WaitOnClient>,
 }
 
 impl UserBudget {
-    /// The whole budget, in bytes.
-    pub fn bytes(&self) -> usize {
-        self.budget.bytes()
+    /// The most one reservation takes (a larger one is served with that much reserved).
+    pub fn largest_reservation(&self) -> usize {
+        self.budget.shared.largest_reservation()
     }
 
     /// Reserves `bytes` for the user ([`ByteBudget::reserve`]).
     pub async fn reserve(&self, bytes: usize) -> Reservation {
-        self.budget.reserve(&self.user, bytes).await
+        self.budget.reserve_noting(&self.user, bytes, || self.waits.as_ref().map(WaitOnClient::begin)).await
     }
 }
 
@@ -153,22 +180,38 @@ impl Shared {
         self.state.lock().expect("budget lock")
     }
 
-    /// Bytes each user may hold now.
-    fn share(&self, state: &State) -> usize {
+    /// The most one reservation takes: the whole budget, or half of it when several users are
+    /// configured (a share stays free for them).
+    fn largest_reservation(&self) -> usize {
+        if self.configured_users > 1 { (self.bytes / 2).max(1) } else { self.bytes }
+    }
+
+    /// Bytes each user may hold now, and the bytes kept free for configured users holding
+    /// nothing.
+    fn share(&self, state: &State) -> (usize, usize) {
         let active = state.users.len().max(1);
-        let shares = if self.configured_users > active { active + 1 } else { active };
-        (self.bytes / shares).max(1)
+        if self.configured_users > active {
+            let share = (self.bytes / (active + 1)).max(1);
+            (share, share)
+        } else {
+            ((self.bytes / active).max(1), 0)
+        }
     }
 
     /// Takes their bytes for the waiting reservations that may have them now, in order.
     fn grant(&self, state: &mut State) {
-        let share = self.share(state);
+        let (share, kept_free) = self.share(state);
         let mut index = 0;
         while index < state.waiting.len() {
             let waiter = &state.waiting[index];
             let held = state.users.get(&waiter.user).map_or(0, |used| used.held);
-            let within_share = held + waiter.bytes <= share;
-            if waiter.bytes <= state.free && (within_share || held == 0) {
+            // A user holding nothing may exceed its share, but not into the share kept free.
+            let (may_have, needs_free) = match held {
+                0 if waiter.bytes > share => (true, waiter.bytes + kept_free),
+                0 => (true, waiter.bytes),
+                _ => (held + waiter.bytes <= share, waiter.bytes),
+            };
+            if may_have && needs_free <= state.free {
                 let waiter = state.waiting.remove(index).expect("in line");
                 state.free -= waiter.bytes;
                 let used = state.user(&waiter.user);
@@ -176,7 +219,7 @@ impl Shared {
                 used.waiting -= 1;
                 waiter.granted.store(true, Ordering::Release);
                 waiter.wake.notify_one();
-            } else if within_share {
+            } else if may_have {
                 // It may have the next free bytes: later ones must not take them first.
                 return;
             } else {

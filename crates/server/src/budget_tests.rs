@@ -71,12 +71,77 @@ async fn a_user_holding_its_share_waits_while_another_is_served_at_once() {
 }
 
 #[tokio::test]
-async fn a_user_holding_nothing_may_take_what_is_free_beyond_its_share() {
-    let budget = ByteBudget::new(100, 2);
-    let large = reserve_now(&budget, "a", 80).expect("a user holding nothing takes what is free");
+async fn a_user_holding_nothing_may_exceed_its_share_but_not_take_the_share_kept_free() {
+    // Three users configured, two holding or waiting: a third each, one of them kept free.
+    let budget = ByteBudget::new(100, 3);
+    let b = reserve_now(&budget, "b", 10).unwrap();
+    let large = reserve_now(&budget, "a", 45).expect("beyond its share, but the kept share stays free");
     assert!(reserve_now(&budget, "a", 1).is_none(), "beyond its share now");
-    let other = reserve_now(&budget, "b", 20).expect("the rest is free");
-    drop((large, other));
+    let c = reserve_now(&budget, "c", 40).expect("every configured user holds some: nothing is kept free");
+    drop((b, large, c));
+
+    let b = reserve_now(&budget, "b", 30).unwrap();
+    let a = reserve_waiting(&budget, "a", 45).await;
+    assert!(!a.is_finished(), "it would have taken the share kept free");
+    drop(b);
+    drop(a.await.unwrap());
+}
+
+#[tokio::test]
+async fn one_reservation_takes_at_most_half_when_several_users_are_configured() {
+    let budget = ByteBudget::new(100, 2);
+    let half = reserve_now(&budget, "a", 1_000).unwrap();
+    assert_eq!(half.bytes(), 50);
+    let other = reserve_now(&budget, "b", 50).expect("the other half stays for the others");
+    drop((half, other));
+}
+
+#[tokio::test]
+async fn a_wait_on_the_users_own_share_is_noted_until_it_ends() {
+    let budget = ByteBudget::new(100, 1);
+    let noted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let note = || {
+        let noted = Arc::clone(&noted);
+        move || {
+            noted.fetch_add(1, Ordering::SeqCst);
+            scopeguard(move || noted.fetch_sub(1, Ordering::SeqCst))
+        }
+    };
+    let first = budget.reserve_noting(&user("a"), 80, note()).now_or_never().unwrap();
+    assert_eq!(noted.load(Ordering::SeqCst), 0, "it did not wait");
+    // Another user's wait is the server's: not noted.
+    let other = tokio::spawn({
+        let (budget, noted) = (budget.clone(), note());
+        async move { budget.reserve_noting(&user("b"), 30, noted).await }
+    });
+    while budget.usage().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(noted.load(Ordering::SeqCst), 0, "a user holding nothing waits on the others");
+    let own = tokio::spawn({
+        let (budget, noted) = (budget.clone(), note());
+        async move { budget.reserve_noting(&user("a"), 30, noted).await }
+    });
+    while noted.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(first);
+    let (other, own) = (other.await.unwrap(), own.await.unwrap());
+    assert_eq!(noted.load(Ordering::SeqCst), 0, "the wait ended with the reservation");
+    drop((other, own));
+}
+
+/// Runs `end` when dropped.
+fn scopeguard(end: impl FnOnce() -> usize) -> impl Drop {
+    struct Guard<F: FnOnce() -> usize>(Option<F>);
+    impl<F: FnOnce() -> usize> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(end) = self.0.take() {
+                end();
+            }
+        }
+    }
+    Guard(Some(end))
 }
 
 #[tokio::test]

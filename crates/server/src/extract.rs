@@ -4,8 +4,9 @@
 //! holds until it returns; the caller is known by then (the body extractor runs last).
 
 use crate::AppState;
-use crate::budget::Reservation;
+use crate::budget::{ByteBudget, Reservation, UserBudget};
 use crate::error::ApiError;
+use crate::listener::WaitOnClient;
 use axum::body::Bytes;
 use axum::body::HttpBody;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -54,6 +55,15 @@ pub struct Caller {
     pub read_only: bool,
     /// Whether the token came in the `Authorization` header (which is then never forwarded).
     pub token_in_authorization: bool,
+    /// Tells the connection when the request waits on its user's own share of a budget.
+    waits: Option<WaitOnClient>,
+}
+
+impl Caller {
+    /// `budget` as this caller reserves from it.
+    pub fn budget(&self, budget: &ByteBudget) -> UserBudget {
+        budget.for_user(&self.user_id, self.waits.clone())
+    }
 }
 
 impl FromRequestParts<AppState> for Caller {
@@ -81,7 +91,8 @@ impl FromRequestParts<AppState> for Caller {
             .into_iter()
             .find_map(|(token, in_header)| Some((state.users.by_token.get(&token?)?.clone(), in_header)))
             .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "invalid token"))?;
-        let caller = Caller { user_id, read_only, token_in_authorization };
+        let waits = parts.extensions.get::<WaitOnClient>().cloned();
+        let caller = Caller { user_id, read_only, token_in_authorization, waits };
         // For the body extractor, which reserves the body's bytes in the caller's name.
         parts.extensions.insert(caller.clone());
         Ok(caller)
@@ -161,13 +172,16 @@ impl FromRequest<AppState> for BatchBody {
 async fn read_body(request: Request, state: &AppState, limit: usize) -> Result<(Bytes, Reservation), Response> {
     let timeout = state.api.request_body_timeout;
     // Every route with a body names its caller first; a nameless one would share one name.
-    let user = request.extensions().get::<Caller>().map_or_else(|| Arc::from(""), |caller| Arc::clone(&caller.user_id));
+    let budget = match request.extensions().get::<Caller>() {
+        Some(caller) => caller.budget(&state.api.request_bodies),
+        None => state.api.request_bodies.for_user(&Arc::from(""), None),
+    };
     let mut body = request.into_body();
     let expected = body.size_hint().exact().map_or(limit, |length| usize::try_from(length).unwrap_or(usize::MAX));
     if expected > limit {
         return Err(too_large(body, tokio::time::Instant::now() + timeout, limit));
     }
-    let mut held = state.api.request_bodies.reserve(&user, expected).await;
+    let mut held = budget.reserve(expected).await;
     let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, read_limited(&mut body, limit)).await {
         Ok(Ok(Some(bytes))) => {

@@ -30,8 +30,9 @@ where
     let mut want = page.max_bytes;
     loop {
         let reserve = want.saturating_mul(RESERVED_PER_BYTE_READ);
-        // A page whose reservation is the whole budget runs alone: its first entry may be larger.
-        let alone = reserve >= budget.bytes();
+        // A page whose reservation is the most one may take is read whatever its first entry's
+        // size (waiting for more would wait for ever).
+        let alone = reserve >= budget.largest_reservation();
         let held = budget.reserve(reserve).await;
         let request = match alone {
             true => PageRequest { fit_first: false, ..page.clone() },

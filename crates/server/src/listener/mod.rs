@@ -20,6 +20,8 @@ mod connection;
 mod io;
 mod progress;
 
+pub(crate) use progress::WaitOnClient;
+
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +61,9 @@ const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// and then is cut most of the time).
 const SHEDDING_GRACE: Duration = Duration::from_secs(1);
 
+/// Requests one HTTP/2 connection may have in progress at once.
+const HTTP2_MAX_STREAMS: u32 = 100;
+
 /// How long the accept loop pauses after an accept error other than a connection's own
 /// (such as running out of file descriptors), so that it does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -83,7 +88,11 @@ where
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(HTTP2_PING_INTERVAL)
-        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        // What a stream may buffer beyond its client's window, and streams per connection:
+        // together they bound what an HTTP/2 connection buffers outside the byte budgets.
+        .max_send_buf_size(progress::MAX_FRAME_BYTES)
+        .max_concurrent_streams(HTTP2_MAX_STREAMS);
     let builder = Arc::new(builder);
     let limits = Arc::new(limits);
     tokio::spawn(async move {
@@ -271,8 +280,9 @@ where
             return Box::pin(std::future::ready(Ok(error.into_response())));
         };
         let progress = Arc::clone(guard.progress());
-        let mut request = request.map(|body| Body::new(RequestBody::new(body, progress)));
+        let mut request = request.map(|body| Body::new(RequestBody::new(body, Arc::clone(&progress))));
         request.extensions_mut().insert(ConnectInfo(self.peer));
+        request.extensions_mut().insert(WaitOnClient::new(progress));
         let app = self.app.clone();
         Box::pin(async move {
             let response = app.oneshot(request).await?;

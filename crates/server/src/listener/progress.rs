@@ -98,6 +98,33 @@ impl RequestProgress {
     }
 }
 
+/// Lets a request's handler say that it waits on its own client's doing (its user's other
+/// requests hold its share of a byte budget): such a wait counts as waiting on the client, so
+/// that a connection parked in it can be shed and closed like one whose body does not arrive.
+#[derive(Debug, Clone)]
+pub struct WaitOnClient(std::sync::Arc<RequestProgress>);
+
+impl WaitOnClient {
+    pub fn new(progress: std::sync::Arc<RequestProgress>) -> Self {
+        WaitOnClient(progress)
+    }
+
+    /// The wait starts now and lasts as long as what this returns.
+    pub fn begin(&self) -> WaitingOnClient {
+        self.0.body_pending();
+        WaitingOnClient(std::sync::Arc::clone(&self.0))
+    }
+}
+
+/// A wait on the client in progress; it ends when dropped.
+pub struct WaitingOnClient(std::sync::Arc<RequestProgress>);
+
+impl Drop for WaitingOnClient {
+    fn drop(&mut self) {
+        self.0.body_progressed();
+    }
+}
+
 /// A request body that records when its handler waits for the client.
 pub struct RequestBody<B> {
     body: B,
@@ -139,18 +166,35 @@ impl<B> Drop for RequestBody<B> {
     }
 }
 
-/// A response body that keeps its request in progress until hyper drops it, and records when
-/// hyper takes its frames.
+/// The largest frame of an answer handed to hyper at once. hyper moves a frame into its write
+/// buffer (HTTP/2: the stream's send buffer, whatever the client's window) as soon as there is
+/// room for one byte, so a frame handed over is memory no budget sees any more: small frames
+/// keep the rest of a large answer in the body, and in its handler's reservation, until the
+/// client takes it.
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// A response body that keeps its request in progress until hyper drops it, records when
+/// hyper takes its frames, and hands data over in frames of at most [`MAX_FRAME_BYTES`].
 pub struct GuardedBody {
     body: Body,
     guard: RequestGuard,
+    /// What is left of a larger frame of `body`.
+    rest: Bytes,
 }
 
 impl GuardedBody {
     /// The handler's answer: from now on hyper is to take it.
     pub fn new(body: Body, guard: RequestGuard) -> Self {
         guard.progress().answer_taken();
-        GuardedBody { body, guard }
+        GuardedBody { body, guard, rest: Bytes::new() }
+    }
+
+    /// The next frame of at most [`MAX_FRAME_BYTES`] of `data`; the rest is kept for later.
+    fn split(&mut self, mut data: Bytes) -> Frame<Bytes> {
+        if data.len() > MAX_FRAME_BYTES {
+            self.rest = data.split_off(MAX_FRAME_BYTES);
+        }
+        Frame::data(data)
     }
 }
 
@@ -159,16 +203,31 @@ impl HttpBody for GuardedBody {
     type Error = axum::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        if !self.rest.is_empty() {
+            self.guard.progress().answer_taken();
+            let rest = std::mem::take(&mut self.rest);
+            return Poll::Ready(Some(Ok(self.split(rest))));
+        }
         let poll = Pin::new(&mut self.body).poll_frame(cx);
         match poll {
-            Poll::Pending => self.guard.progress().answer_producing(),
-            Poll::Ready(_) => self.guard.progress().answer_taken(),
+            Poll::Pending => {
+                self.guard.progress().answer_producing();
+                Poll::Pending
+            }
+            Poll::Ready(frame) => {
+                self.guard.progress().answer_taken();
+                Poll::Ready(frame.map(|frame| {
+                    frame.map(|frame| match frame.into_data() {
+                        Ok(data) => self.split(data),
+                        Err(frame) => frame,
+                    })
+                }))
+            }
         }
-        poll
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.rest.is_empty() && self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -222,6 +281,22 @@ mod tests {
         assert_eq!(waiting_since(&progress), start.instant(0) + Duration::from_secs(4));
         drop(body);
         assert_eq!(progress.waiting(), Waiting::Server, "a dropped body is not waited for");
+    }
+
+    #[tokio::test]
+    async fn an_answer_is_handed_over_in_small_frames() {
+        let registry = Registry::new();
+        let (state, _registration) = registry.register();
+        let guard = state.start_request(false).unwrap();
+        let whole: Vec<u8> = (0..MAX_FRAME_BYTES * 2 + 10).map(|i| i as u8).collect();
+        let mut answer = GuardedBody::new(Body::from(whole.clone()), guard);
+        let mut frames = Vec::new();
+        while let Some(frame) = answer.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames.iter().map(Bytes::len).collect::<Vec<_>>(), [MAX_FRAME_BYTES, MAX_FRAME_BYTES, 10]);
+        assert_eq!(frames.concat(), whole);
+        assert!(answer.is_end_stream());
     }
 
     #[tokio::test(start_paused = true)]

@@ -43,7 +43,7 @@ async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiRes
     let filter = query.filter()?;
     let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
     let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
-    let (entries, held) = paging::read_page(&state.api.listings.for_user(&caller.user_id), &page, read).await?;
+    let (entries, held) = paging::read_page(&caller.budget(&state.api.listings), &page, read).await?;
     let messages = views::json_array(entries.items.into_iter().map(|message| views::dlq_message(&message, shown)));
     let end = match entries.cursor {
         Some(cursor) => format!(",\"cursor\":{}}}", Value::String(cursor)),
@@ -58,7 +58,7 @@ async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(dlq_id
     let page = PageRequest { max_bytes: state.api.list_page_bytes, ..PageRequest::first(1) };
     let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
     let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
-    let (page, held) = paging::read_page(&state.api.listings.for_user(&caller.user_id), &page, read).await?;
+    let (page, held) = paging::read_page(&caller.budget(&state.api.listings), &page, read).await?;
     let message =
         page.items.first().ok_or_else(|| ApiError::not_found(format!("message {dlq_id} not found in the DLQ")))?;
     let json = serde_json::to_vec(&views::dlq_message(message, views::ShownBodies::Whole)).expect("JSON serialises");

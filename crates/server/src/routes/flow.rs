@@ -49,7 +49,7 @@ fn flow_json(info: &FlowInfo) -> Value {
 /// length, and the answer is built only once its size is reserved.
 async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
-    let held = state.api.listings.reserve(&caller.user_id, state.engine.flow_controls_bytes(&caller.user_id)).await;
+    let held = caller.budget(&state.api.listings).reserve(state.engine.flow_controls_bytes(&caller.user_id)).await;
     let infos = state.engine.flow_controls(&caller.user_id, query.single("search"));
     let array = views::json_array(infos.iter().map(flow_json));
     drop(infos);

@@ -30,7 +30,7 @@ async fn list_logs(State(state): State<AppState>, caller: Caller, uri: Uri) -> A
     let (page, shown) = query.listing(state.api.logs_page_size, state.api.list_page_bytes)?;
     let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
     let read = &mut |page: PageRequest| async move { engine.logs(user_id, filter, &page).await };
-    let (logs, held) = paging::read_page(&state.api.listings.for_user(&caller.user_id), &page, read).await?;
+    let (logs, held) = paging::read_page(&caller.budget(&state.api.listings), &page, read).await?;
     // Serialised once, sent under both keys; each entry is let go once serialised.
     let entries = views::json_array(logs.items.into_iter().map(|entry| views::log_entry(&entry, shown)));
     let end = match logs.cursor {

@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
 /// Read within the listing budget, as a page of one (`paging`).
 async fn get_message(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Response> {
     let bytes = state.engine.message_bytes(&caller.user_id, &id).await?;
-    let held = state.api.listings.reserve(&caller.user_id, bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
+    let held = caller.budget(&state.api.listings).reserve(bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
     let message = state.engine.message(&caller.user_id, &id).await?;
     let json = serde_json::to_vec(&views::message(&message)).expect("a JSON value serialises");
     Ok(views::json_pieces(vec![json.into()], held))

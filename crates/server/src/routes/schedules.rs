@@ -143,7 +143,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
         ..PageRequest::first(SCHEDULES_PER_PIECE)
     };
     let engine = state.engine.clone();
-    let budget = state.api.listings.for_user(&caller.user_id);
+    let budget = caller.budget(&state.api.listings);
     let read = move |page: PageRequest| {
         let (engine, user_id) = (engine.clone(), caller.user_id.clone());
         async move { engine.schedules(&user_id, &page).await }

@@ -98,7 +98,7 @@ const GROUPS_PER_PIECE: usize = 64;
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let request = PageRequest { max_bytes: state.api.list_page_bytes, ..PageRequest::first(GROUPS_PER_PIECE) };
     let engine = state.engine.clone();
-    let budget = state.api.listings.for_user(&caller.user_id);
+    let budget = caller.budget(&state.api.listings);
     let read = move |page: PageRequest| {
         let (engine, user_id) = (engine.clone(), caller.user_id.clone());
         async move { engine.url_groups(&user_id, &page).await }

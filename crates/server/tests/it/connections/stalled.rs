@@ -108,6 +108,63 @@ async fn an_http2_answer_never_taken_closes_its_connection_after_the_write_timeo
     assert!(stderr.contains("does not take its answer"), "{stderr}");
 }
 
+/// A tenant's listings whose answers are never taken hold its share of the listing budget; one
+/// more listing on the same connection waits on that share — on its own client — so the
+/// connection is still closed after the write timeout (a wait in the budget once counted as the
+/// server's work, which kept the connection, and the share, for good).
+#[tokio::test]
+async fn an_http2_listing_waiting_on_its_own_share_does_not_keep_the_connection() {
+    // Each listing reserves twice a page: two hold the whole budget of the one user.
+    let settings = "write_timeout = \"1s\"\nidle_timeout = \"10m\"\n\
+                    [limits]\nlisting_budget = 4194304\nlist_page_bytes = 1048576";
+    let tern = Tern::start(settings, None).await;
+    // An answer larger than what HTTP/2 buffers for a stream: it is never taken in whole.
+    let publish = http_client()
+        .post(tern.url("/v2/publish/http://127.0.0.1:9/later"))
+        .bearer_auth(TOKEN)
+        .header("Upstash-Delay", "1h")
+        .body(vec![b'x'; 500_000])
+        .send()
+        .await
+        .expect("publish answers");
+    assert_eq!(publish.status(), 200);
+    let tcp = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+    let (client, connection) =
+        h2::client::Builder::new().initial_window_size(0).handshake::<_, Bytes>(tcp).await.expect("handshake");
+    let closed = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let mut answers = Vec::new();
+    for _ in 0..3 {
+        let request = hyper::Request::get(tern.url("/v2/logs"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(())
+            .unwrap();
+        let (answer, _) = client.send_request(request, true).expect("a stream");
+        answers.push(answer);
+        client = client.ready().await.expect("ready");
+    }
+    // Whichever two come first take the budget; the answers' bodies are kept (a body dropped
+    // resets its stream, which gives its share back).
+    let answers: Vec<_> = answers
+        .into_iter()
+        .map(|answer| tokio::spawn(async move { answer.await.map(|answer| (answer.status(), answer.into_body())) }))
+        .collect();
+    tokio::time::timeout(DEADLINE, closed)
+        .await
+        .unwrap_or_else(|_| panic!("the connection was never closed:\n{}", tern.stderr_text()))
+        .unwrap();
+    let mut answered = Vec::new();
+    for answer in answers {
+        answered.push(answer.await.unwrap().map(|(status, _body)| status.as_u16()).ok());
+    }
+    answered.sort();
+    assert_eq!(answered, vec![None, Some(200), Some(200)], "one listing waited for the budget");
+    let stderr = tern.stderr_text();
+    assert!(stderr.contains("does not take its answer"), "{stderr}");
+}
+
 /// An HTTP/1 connection that asks for a log listing far larger than every buffer between the
 /// server and it, and reads only its first bytes: the server's writes block for good.
 async fn slow_reader(tern: &Tern) -> tokio::net::TcpStream {
