@@ -167,22 +167,21 @@ pub(crate) async fn recipients(
 #[derive(Debug, Default)]
 pub(crate) struct NewResources {
     queues: HashSet<String>,
-    pub flow_keys: HashSet<String>,
 }
 
 /// Checks that `user_id` may use the flow-control key `key`: one it has, or one more while it
-/// has fewer than `limits.max_flow_control_keys` (counting the keys `created` would add).
-pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str, created: &mut NewResources) -> Result<()> {
-    let scheduler = shared.scheduler.lock();
-    if scheduler.has_flow(user_id, key) || created.flow_keys.contains(key) {
-        return Ok(());
-    }
+/// has fewer than `limits.max_flow_control_keys`. A new key is created at once (with no
+/// message yet; an idle key is forgotten after a day), so that it counts from now on: for
+/// requests running at the same time, and when its messages come only later (a callback's).
+pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str) -> Result<()> {
     let max = shared.config.max_flow_control_keys;
-    if scheduler.flow_count(user_id) + created.flow_keys.len() >= max {
-        return Err(EngineError::LimitExceeded(format!("flow-control key limit reached: at most {max} keys")));
-    }
-    created.flow_keys.insert(key.to_string());
-    Ok(())
+    shared.scheduler.update(|scheduler, now| {
+        if !scheduler.has_flow(user_id, key) && scheduler.flow_count(user_id) >= max {
+            return Err(EngineError::LimitExceeded(format!("flow-control key limit reached: at most {max} keys")));
+        }
+        scheduler.touch_flow(user_id, key, now);
+        Ok(())
+    })
 }
 
 /// The messages of one request (a publish, a batch item or a schedule's tick), validated
@@ -219,7 +218,7 @@ pub(crate) async fn prepare(
         }
     }
     for key in options.flow_control_keys() {
-        admit_flow_key(shared, user_id, &key, created)?;
+        admit_flow_key(shared, user_id, &key)?;
     }
     let (fan_out, destination, targets) = match &request.recipients {
         Recipients::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),

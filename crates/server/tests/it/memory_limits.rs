@@ -126,6 +126,31 @@ async fn the_headers_a_message_keeps_are_bounded() {
     assert_eq!(status, StatusCode::OK, "{json}");
 }
 
+/// A callback's key is counted when the message naming it is published, though the callback,
+/// and with it the key's first message, comes later: callback keys once passed the limit one by
+/// one, none of them existing yet when the next was checked.
+#[tokio::test]
+async fn callback_flow_control_keys_count_before_their_callbacks_exist() {
+    let server = limited().await;
+    let publish = |key: &str| {
+        let (server, key) = (&server, key.to_string());
+        async move {
+            let headers = [
+                ("Upstash-Delay", "1h"),
+                ("Upstash-Callback", NOWHERE),
+                ("Upstash-Callback-Flow-Control-Key", key.as_str()),
+                ("Upstash-Callback-Flow-Control-Value", "rate=1"),
+            ];
+            server.publish(NOWHERE, &headers, "x").await
+        }
+    };
+    assert_eq!(publish("callback-1").await.0, StatusCode::OK);
+    assert_eq!(publish("callback-2").await.0, StatusCode::OK);
+    let (status, json) = publish("callback-3").await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{json}");
+    assert_eq!(publish("callback-1").await.0, StatusCode::OK, "a key counted is usable");
+}
+
 #[tokio::test]
 async fn flow_control_keys_are_bounded_in_length_and_number_per_user() {
     let server = limited().await;
