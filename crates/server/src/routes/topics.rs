@@ -6,12 +6,12 @@ use super::publish::{HeaderValueJson, header_lines};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
-use crate::paging;
+use crate::{paging, views};
+use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -107,8 +107,14 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
-    Ok(Json(group_json(&state.engine.url_group(&caller.user_id, &name).await?)))
+/// Read within the listing budget, as a page of one (`paging`): a group may take megabytes
+/// (its endpoints' URLs and its default headers).
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Response> {
+    let bytes = state.engine.url_group_bytes(&caller.user_id, &name).await?;
+    let held = state.api.listings.reserve(&caller.user_id, bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
+    let group = state.engine.url_group(&caller.user_id, &name).await?;
+    let json = serde_json::to_vec(&group_json(&group)).expect("a JSON value serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
 #[derive(Debug, Deserialize)]
