@@ -4,6 +4,7 @@
 mod batch_items;
 mod dlq;
 mod flow;
+mod header_json;
 mod keys;
 mod logs;
 mod messages;

@@ -4,6 +4,7 @@
 //! webhook mode, `upstash-*` query keys (a header wins over the same key).
 
 use super::batch_items::{BatchItem, BatchLimits};
+use super::header_json;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{BatchBody, Body, Caller, CallerIp, Writer};
@@ -12,9 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use tern_core::destination::{Target, parse_target};
 use tern_core::{HeaderList, PublishOptions};
 use tern_engine::{PublishRequest, PublishResult, Recipients};
@@ -142,27 +141,6 @@ fn publish_response(result: &PublishResult) -> Response {
     (status, axum::Json(published_json(result))).into_response()
 }
 
-/// A header value in a JSON body (a batch item, a URL group's defaults): one string, or
-/// several (one header line each).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum HeaderValueJson {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The header lines of a JSON header object.
-pub fn header_lines(headers: BTreeMap<String, HeaderValueJson>) -> HeaderList {
-    let mut lines = HeaderList::new();
-    for (name, value) in headers {
-        match value {
-            HeaderValueJson::One(value) => lines.push(name, value),
-            HeaderValueJson::Many(values) => lines.0.extend(values.into_iter().map(|value| (name.clone(), value))),
-        }
-    }
-    lines
-}
-
 async fn batch(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -195,7 +173,10 @@ async fn batch_request(
         None => (item.destination.as_str(), None),
     };
     let Target { destination, query_options } = parse_target(path, query)?;
-    let mut pairs = header_lines(item.headers.unwrap_or_default());
+    let mut pairs = match &item.headers {
+        Some(raw) => header_json::parse(raw, state.engine.config().limits.max_header_bytes)?,
+        None => HeaderList::new(),
+    };
     pairs.add_defaults(&HeaderList(query_options));
     let recipients = state.engine.recipients(user_id, destination).await?;
     recipients.add_defaults(&mut pairs);
