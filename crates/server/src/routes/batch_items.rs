@@ -9,7 +9,6 @@
 //! JSON values many times larger.
 
 use crate::error::{ApiError, ApiResult};
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
@@ -115,11 +114,7 @@ impl<'de> Visitor<'de> for Items<'_> {
                 Err(error) => return Err(self.refuse(ApiError::bad_request(format!("batch item {index}: {error}")))),
             };
             if index == self.limits.max_items {
-                let message = format!(
-                    "a batch may create at most {} messages (URL groups' endpoints counted)",
-                    self.limits.max_items
-                );
-                return Err(self.refuse(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)));
+                return Err(self.refuse(tern_engine::too_many_batch_messages(self.limits.max_items).into()));
             }
             let body = match item.body {
                 None => Bytes::new(),
@@ -188,6 +183,7 @@ fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     const LIMITS: BatchLimits = BatchLimits { max_items: 3, max_body_bytes: 8 };
 
