@@ -2,7 +2,7 @@
 //! order, never split on commas (spec §0.2), shown to API clients under Go-canonical names.
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 /// An ordered list of `(name, value)` header lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,10 +35,15 @@ impl HeaderList {
     }
 
     /// Adds each line of `defaults` whose name no line here has (compared case-insensitively):
-    /// a URL group's default headers under a request's own.
+    /// a URL group's default headers under a request's own. The names here are gathered once,
+    /// so that many lines on both sides (a batch item's and its group's) stay linear.
     pub fn add_defaults(&mut self, defaults: &HeaderList) {
+        if defaults.is_empty() {
+            return;
+        }
+        let own: HashSet<String> = self.0.iter().map(|(name, _)| name.to_ascii_lowercase()).collect();
         let missing: Vec<(String, String)> =
-            defaults.0.iter().filter(|(name, _)| self.get(name).is_none()).cloned().collect();
+            defaults.0.iter().filter(|(name, _)| !own.contains(&name.to_ascii_lowercase())).cloned().collect();
         self.0.extend(missing);
     }
 
@@ -96,6 +101,15 @@ mod tests {
         list.push("Test-Case", "second");
         let map = list.to_canonical_map();
         assert_eq!(map["Test-Case"], vec!["value-uppercase, value-lowercase", "second"]);
+    }
+
+    #[test]
+    fn defaults_fill_in_only_names_not_given() {
+        let mut own = HeaderList(vec![("x-a".into(), "own".into())]);
+        let defaults =
+            HeaderList(vec![("X-A".into(), "d".into()), ("X-B".into(), "1".into()), ("x-b".into(), "2".into())]);
+        own.add_defaults(&defaults);
+        assert_eq!(own.0, [("x-a", "own"), ("X-B", "1"), ("x-b", "2")].map(|(n, v)| (n.to_string(), v.to_string())));
     }
 
     #[test]

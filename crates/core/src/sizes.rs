@@ -50,13 +50,7 @@ pub fn check_endpoint_name(name: &str) -> Result<()> {
 /// key, and the header lines a message keeps (forwarded, passed through, and its callbacks'
 /// configuration, which nests further callbacks: those are checked the same way).
 pub fn check_options(options: &PublishOptions, limits: &PublishLimits) -> Result<()> {
-    let header_bytes: usize =
-        [&options.forward, &options.passthrough, &options.callback_options, &options.failure_callback_options]
-            .iter()
-            .flat_map(|lines| lines.iter())
-            .map(|(name, value)| name.len() + value.len())
-            .chain(options.labels.iter().flatten().map(String::len))
-            .sum();
+    let header_bytes = kept_header_bytes(options);
     if header_bytes > limits.max_header_bytes {
         return Err(Invalid::new(format!(
             "the message's headers take {header_bytes} bytes; at most {} bytes are allowed",
@@ -64,6 +58,27 @@ pub fn check_options(options: &PublishOptions, limits: &PublishLimits) -> Result
         )));
     }
     check_single_options(options, limits)
+}
+
+/// The header lines a message configured by `options` keeps (forwarded, passed through, its
+/// callbacks' configuration), and its labels.
+fn kept_lines(options: &PublishOptions) -> impl Iterator<Item = usize> + '_ {
+    [&options.forward, &options.passthrough, &options.callback_options, &options.failure_callback_options]
+        .into_iter()
+        .flat_map(|lines| lines.iter())
+        .map(|(name, value)| name.len() + value.len())
+        .chain(options.labels.iter().flatten().map(String::len))
+}
+
+/// The bytes of what [`kept_lines`] counts (names and values): what `max_header_bytes` bounds.
+pub fn kept_header_bytes(options: &PublishOptions) -> usize {
+    kept_lines(options).sum()
+}
+
+/// How many lines (and labels) [`kept_header_bytes`] counts: each is a separate allocation,
+/// which takes memory beyond its bytes.
+pub fn kept_header_lines(options: &PublishOptions) -> usize {
+    kept_lines(options).count()
 }
 
 /// [`check_options`] without the header total (a nested callback's lines are part of its

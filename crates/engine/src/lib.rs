@@ -34,7 +34,7 @@ pub use activity::Activity;
 pub use error::EngineError;
 pub use keys::SigningKeys;
 pub use operations::DlqSelection;
-pub use publish::{PublishRequest, PublishResult, Published, Recipients};
+pub use publish::{PublishRequest, PublishResult, Published, Recipients, too_many_batch_messages};
 pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;

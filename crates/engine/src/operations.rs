@@ -4,6 +4,7 @@
 use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::keys::SigningKeys;
+use std::collections::{HashMap, HashSet};
 use tern_core::{Message, MessageId, PublishOptions, sizes};
 use tern_store::{CancelSelection, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
 
@@ -135,12 +136,20 @@ impl Engine {
             DlqSelection::Ids(ids) => {
                 let filter = MessageFilter { dlq_ids: ids.clone(), ..MessageFilter::default() };
                 let page = PageRequest { body_limit: Some(0), ..PageRequest::first(ids.len().max(1)) };
-                let mut found = self.shared.store.list_dlq(user_id, &filter, &page).await?.items;
+                let found = self.shared.store.list_dlq(user_id, &filter, &page).await?.items;
+                // By id, so that matching stays linear in the number of ids.
+                let mut found: HashMap<String, Message> =
+                    found.into_iter().filter_map(|entry| Some((entry.dlq_id.clone()?, entry))).collect();
+                let mut taken = HashSet::new();
                 let mut entries = Vec::with_capacity(found.len());
                 for dlq_id in &ids {
-                    match found.iter().position(|entry| entry.dlq_id.as_deref() == Some(dlq_id.as_str())) {
-                        Some(index) => entries.push(found.swap_remove(index)),
-                        None if entries.iter().any(|entry: &Message| entry.dlq_id.as_ref() == Some(dlq_id)) => {}
+                    match found.remove(dlq_id) {
+                        Some(entry) => {
+                            taken.insert(dlq_id.as_str());
+                            entries.push(entry);
+                        }
+                        // An id named twice is retried once.
+                        None if taken.contains(dlq_id.as_str()) => {}
                         None => {
                             return Err(EngineError::NotFound(format!("message {dlq_id} not found in the DLQ")));
                         }

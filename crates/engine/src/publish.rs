@@ -5,17 +5,19 @@ use crate::error::{EngineError, Result};
 use crate::{Engine, Shared};
 use bytes::Bytes;
 use std::collections::HashSet;
+use std::sync::Arc;
 use tern_core::dedup::{content_key, explicit_key};
 use tern_core::destination::{Destination, validate_name};
 use tern_core::{HeaderList, Invalid, MessageId, PublishOptions, sizes};
 use tern_store::{DedupClaim, InsertOutcome, NewMessage, UrlGroup};
 
 /// Where a publish goes, its URL group read once: the group's default headers and its
-/// endpoints come from the same version of it.
+/// endpoints come from the same version of it. Shared, so that the items of a batch naming one
+/// group hold one copy of it (a group may take megabytes: its endpoints' URLs and defaults).
 #[derive(Debug, Clone)]
 pub enum Recipients {
     Url(String),
-    UrlGroup(UrlGroup),
+    UrlGroup(Arc<UrlGroup>),
 }
 
 impl Recipients {
@@ -104,8 +106,7 @@ impl Engine {
             // A publish is bounded by its URL group's size; a batch by this.
             count += plan.1.len();
             if count > max && !single {
-                let message = format!("a batch may create at most {max} messages (URL groups' endpoints counted)");
-                return Err((None, EngineError::TooLarge(message)));
+                return Err((None, too_many_batch_messages(max)));
             }
             plans.push(plan);
         }
@@ -136,6 +137,12 @@ impl Engine {
     }
 }
 
+/// The refusal of a batch that would create more than `max` messages
+/// (`limits.max_batch_messages`).
+pub fn too_many_batch_messages(max: usize) -> EngineError {
+    EngineError::TooLarge(format!("a batch may create at most {max} messages (URL groups' endpoints counted)"))
+}
+
 /// Whose request a URL-group read serves: a client's, or the engine's own (a schedule's tick,
 /// which must not wait behind client reads).
 pub(crate) enum ReadFor {
@@ -157,7 +164,9 @@ pub(crate) async fn recipients(
                 ReadFor::Client => shared.store.get_group(user_id, &name).await?,
                 ReadFor::Engine => shared.store.get_group_for_engine(user_id, &name).await?,
             };
-            group.map(Recipients::UrlGroup).ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))
+            group
+                .map(|group| Recipients::UrlGroup(Arc::new(group)))
+                .ok_or_else(|| EngineError::NotFound(format!("topic {name} not found")))
         }
         Destination::Api(_) => Err(Invalid::new("api destinations are not supported").into()),
     }
@@ -220,28 +229,27 @@ pub(crate) async fn prepare(
     for key in options.flow_control_keys() {
         admit_flow_key(shared, user_id, &key)?;
     }
-    let (fan_out, destination, targets) = match &request.recipients {
-        Recipients::Url(url) => (false, url.clone(), vec![(url.clone(), None)]),
+    let (fan_out, destination, targets): (bool, &str, Vec<(&str, Option<&String>)>) = match &request.recipients {
+        Recipients::Url(url) => (false, url, vec![(url, None)]),
         Recipients::UrlGroup(group) => {
-            let targets =
-                group.endpoints.iter().map(|endpoint| (endpoint.url.clone(), endpoint.name.clone())).collect();
-            (true, group.name.clone(), targets)
+            let targets = group.endpoints.iter().map(|endpoint| (endpoint.url.as_str(), endpoint.name.as_ref()));
+            (true, &group.name, targets.collect())
         }
     };
     let due_at = options.first_delivery_at(now, &config.limits)?;
     let dedup_expiry = now + config.dedup_window.as_millis() as i64;
     let mut messages = Vec::with_capacity(targets.len());
     for (url, endpoint_name) in targets {
-        let mut spec = options.to_spec(url.clone(), request.caller_ip.clone(), &config.limits);
+        let mut spec = options.to_spec(url.to_string(), request.caller_ip.clone(), &config.limits);
         if !config.allow_private_destinations {
             crate::destinations::check_public_spec(&spec)?;
         }
-        spec.endpoint_name = endpoint_name;
-        spec.topic_name = fan_out.then(|| destination.clone());
+        spec.endpoint_name = endpoint_name.cloned();
+        spec.topic_name = fan_out.then(|| destination.to_string());
         spec.queue_name = request.queue.clone();
         let dedup_key = match (&options.deduplication_id, options.content_based_deduplication) {
-            (Some(id), _) => Some(explicit_key(id, &url)),
-            (None, true) => Some(content_key(&destination, &url, &spec.headers, &request.body)),
+            (Some(id), _) => Some(explicit_key(id, url)),
+            (None, true) => Some(content_key(destination, url, &spec.headers, &request.body)),
             (None, false) => None,
         };
         messages.push(NewMessage {

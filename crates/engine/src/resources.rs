@@ -228,6 +228,16 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("topic {group} not found")))
     }
 
+    /// About how many bytes reading a group of this user takes ([`Engine::url_group`]), to
+    /// reserve first.
+    pub async fn url_group_bytes(&self, user_id: &str, group: &str) -> Result<usize> {
+        self.shared
+            .store
+            .group_bytes(user_id, group)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("topic {group} not found")))
+    }
+
     /// A page of the user's URL groups by name, each with its endpoints.
     pub async fn url_groups(&self, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
         Ok(self.shared.store.list_groups(user_id, page).await?)

@@ -31,6 +31,19 @@ const MORE_FILTERS: &[&str] = &["messageIds", "dlqIds", "host", "path", "state",
 /// The most values one filter may list (SQLite bounds the size of a statement).
 const MAX_FILTER_VALUES: usize = 500;
 
+/// The most ids one bulk call may name (bulk cancel, DLQ delete and retry): each is a value
+/// the store's statements carry and an entry the call holds, and SQLite bounds a statement's
+/// values (beyond them it would fail as an internal error).
+pub const MAX_IDS: usize = 1000;
+
+/// Refuses (400) more than [`MAX_IDS`] ids of `what` ("message", "DLQ") in one call.
+pub fn check_ids(ids: &[String], what: &str) -> Result<(), ApiError> {
+    if ids.len() > MAX_IDS {
+        return Err(ApiError::bad_request(format!("at most {MAX_IDS} {what} ids per call")));
+    }
+    Ok(())
+}
+
 impl Query {
     pub fn parse(raw: Option<&str>) -> Self {
         Query(

@@ -119,6 +119,11 @@ pub trait UrlGroupStore: Send + Sync {
     /// client reads must not hold it up.
     async fn get_group_for_engine(&self, user_id: &str, group: &str) -> Result<Option<UrlGroup>>;
 
+    /// About how many bytes [`UrlGroupStore::get_group`] reads for the group (names, URLs,
+    /// default headers), counted without reading them, to reserve first; `None` when there is
+    /// no such group.
+    async fn group_bytes(&self, user_id: &str, group: &str) -> Result<Option<usize>>;
+
     /// A page of the user's groups by name (the cursor is the last name; `page.order` and
     /// `page.body_limit` do not apply), each with its endpoints and default headers; it ends
     /// by `page.max_bytes` too, counting names, URLs and headers.

@@ -1,18 +1,20 @@
 //! A batch (`POST /v2/batch`) parsed into typed items straight from the request's bytes: a
 //! wrong shape fails at its first element, the number of items is bounded while parsing
 //! (`limits.max_batch_messages`), and a body written without escapes is not copied — the
-//! message's body is a slice of the request's buffer. So a batch takes about its own size in
-//! memory, never a tree of JSON values many times larger.
+//! message's body is a slice of the request's buffer. An item's headers are kept as the slice
+//! of the request that holds them, checked as JSON but read into lines only when the item is
+//! built (`header_json`), one item at a time: lines take more memory than their JSON (a name
+//! repeated for each of its values), and held for every item at once they could take many
+//! times the batch's size. So a batch takes about its own size in memory, never a tree of
+//! JSON values many times larger.
 
-use super::publish::HeaderValueJson;
 use crate::error::{ApiError, ApiResult};
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer, SeqAccess, Visitor};
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 
 const NOT_A_BATCH: &str = "the batch must be a non-empty JSON array of {destination, headers, body, queue}";
 
@@ -30,7 +32,9 @@ pub struct BatchLimits {
 #[derive(Debug)]
 pub struct BatchItem {
     pub destination: String,
-    pub headers: Option<BTreeMap<String, HeaderValueJson>>,
+    /// The JSON text of the item's `headers` (a slice of the request's buffer), unless absent
+    /// or `null`.
+    pub headers: Option<Bytes>,
     /// A slice of the request's buffer, unless the JSON string had escapes.
     pub body: Bytes,
     pub queue: Option<String>,
@@ -41,8 +45,8 @@ pub struct BatchItem {
 #[serde(rename = "BatchItem")]
 struct RawItem<'a> {
     destination: String,
-    #[serde(default)]
-    headers: Option<BTreeMap<String, HeaderValueJson>>,
+    #[serde(default, borrow)]
+    headers: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "text")]
     body: Option<Cow<'a, str>>,
     #[serde(default)]
@@ -110,11 +114,7 @@ impl<'de> Visitor<'de> for Items<'_> {
                 Err(error) => return Err(self.refuse(ApiError::bad_request(format!("batch item {index}: {error}")))),
             };
             if index == self.limits.max_items {
-                let message = format!(
-                    "a batch may create at most {} messages (URL groups' endpoints counted)",
-                    self.limits.max_items
-                );
-                return Err(self.refuse(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, message)));
+                return Err(self.refuse(tern_engine::too_many_batch_messages(self.limits.max_items).into()));
             }
             let body = match item.body {
                 None => Bytes::new(),
@@ -126,7 +126,8 @@ impl<'de> Visitor<'de> for Items<'_> {
                 let message = format!("batch item {index}: {}", too_large.message);
                 return Err(self.refuse(ApiError::new(too_large.status, message)));
             }
-            items.push(BatchItem { destination: item.destination, headers: item.headers, body, queue: item.queue });
+            let headers = item.headers.map(|headers| self.raw.slice_ref(headers.get().as_bytes()));
+            items.push(BatchItem { destination: item.destination, headers, body, queue: item.queue });
         }
         Ok(Some(items))
     }
@@ -182,6 +183,7 @@ fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     const LIMITS: BatchLimits = BatchLimits { max_items: 3, max_body_bytes: 8 };
 
@@ -195,6 +197,20 @@ mod tests {
         assert!(range.contains(&items[0].body.as_ptr()), "a plain body is a slice of the request");
         assert_eq!(items[1].body, Bytes::from_static(b"a\"b"));
         assert!(items[2].body.is_empty());
+    }
+
+    #[test]
+    fn headers_are_kept_as_their_json_text_in_the_request_buffer() {
+        let raw = Bytes::from_static(
+            br#"[{"destination":"d","headers":{"a":["1","2"]}},{"destination":"d","headers":null}]"#,
+        );
+        let items = parse(&raw, LIMITS).unwrap();
+        let headers = items[0].headers.as_ref().unwrap();
+        assert_eq!(headers.as_ref(), br#"{"a":["1","2"]}"#);
+        assert!(raw.as_ptr_range().contains(&headers.as_ptr()), "a slice of the request");
+        assert!(items[1].headers.is_none());
+        let error = parse(&Bytes::from_static(br#"[{"destination":"d","headers":{"a":]}}]"#), LIMITS).unwrap_err();
+        assert!(error.message.starts_with("batch item 0: "), "still JSON: {}", error.message);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use super::publish::publish_options;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
-use crate::query::{COMMON_FILTERS, Query};
+use crate::query::{self, COMMON_FILTERS, Query};
 use crate::{paging, views};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -85,12 +85,14 @@ struct IdsBody {
     dlq_ids: Option<Option<Vec<String>>>,
 }
 
-/// Explicit ids (query or body) win over filters; otherwise one page of filtered entries.
+/// Explicit ids (query or body, at most `query::MAX_IDS`) win over filters; otherwise one page
+/// of filtered entries.
 fn selection(state: &AppState, query: &Query, body: IdsBody) -> ApiResult<DlqSelection> {
     query.only(&[COMMON_FILTERS, DLQ_KEYS])?;
     let mut ids = query.values("dlqIds");
     let body_ids = body.dlq_ids.is_some();
     ids.extend(body.dlq_ids.flatten().unwrap_or_default());
+    query::check_ids(&ids, "DLQ")?;
     if !ids.is_empty() || body_ids || query.has("dlqIds") {
         return Ok(DlqSelection::Ids(ids));
     }

@@ -3,7 +3,7 @@
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
-use crate::query::{COMMON_FILTERS, Query};
+use crate::query::{self, COMMON_FILTERS, Query};
 use crate::{paging, views};
 use axum::extract::State;
 use axum::http::Uri;
@@ -55,9 +55,6 @@ struct CancelBody {
 /// batching loop is needed"): honouring it would leave all but 100 messages pending.
 const CANCEL_KEYS: &[&str] = &["messageIds", "host", "path", "count", "cursor"];
 
-/// The most ids one bulk call may name.
-const MAX_IDS: usize = 1000;
-
 async fn cancel_messages(
     State(state): State<AppState>,
     Writer(caller): Writer,
@@ -70,9 +67,7 @@ async fn cancel_messages(
     // A `messageIds` list that is present but empty selects nothing, never everything.
     let body_ids = body.message_ids.is_some();
     ids.extend(body.message_ids.clone().flatten().unwrap_or_default());
-    if ids.len() > MAX_IDS {
-        return Err(crate::error::ApiError::bad_request(format!("at most {MAX_IDS} message ids per call")));
-    }
+    query::check_ids(&ids, "message")?;
     // Checked like everywhere else (a typo must not pass silently), then ignored (CANCEL_KEYS).
     query.count(usize::MAX)?;
     let selection = if ids.is_empty() && !body_ids && !query.has("messageIds") {

@@ -1,9 +1,11 @@
 //! The HTTP API: one module per resource, each with its routes next to its handlers, merged
 //! here behind a path normaliser and JSON fallbacks.
 
+mod batch;
 mod batch_items;
 mod dlq;
 mod flow;
+mod header_json;
 mod keys;
 mod logs;
 mod messages;
@@ -22,6 +24,7 @@ use axum::{Extension, Router};
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(publish::routes())
+        .merge(batch::routes())
         .merge(messages::routes())
         .merge(dlq::routes())
         .merge(logs::routes())

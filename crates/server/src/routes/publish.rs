@@ -1,20 +1,17 @@
-//! Publishing (spec §5.1–§5.3): `POST /v2/publish/{destination}`, `POST
-//! /v2/enqueue/{queue}/{destination}` and `POST /v2/batch`. The destination is the raw path after
+//! Publishing (spec §5.1–§5.2): `POST /v2/publish/{destination}` and `POST
+//! /v2/enqueue/{queue}/{destination}` (`POST /v2/batch` is `batch`). The destination is the raw path after
 //! the prefix with the request's query re-attached; configuration comes from headers and, in
 //! webhook mode, `upstash-*` query keys (a header wins over the same key).
 
-use super::batch_items::{BatchItem, BatchLimits};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{BatchBody, Body, Caller, CallerIp, Writer};
+use crate::extract::{Body, Caller, CallerIp, Writer};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::Deserialize;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use tern_core::destination::{Target, parse_target};
 use tern_core::{HeaderList, PublishOptions};
 use tern_engine::{PublishRequest, PublishResult, Recipients};
@@ -25,7 +22,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/publish/", post(empty_destination))
         .route("/v2/publish/{*destination}", post(publish))
         .route("/v2/enqueue/{*queue_and_destination}", post(enqueue))
-        .route("/v2/batch", post(batch))
 }
 
 async fn empty_destination(_writer: Writer) -> ApiError {
@@ -113,7 +109,8 @@ pub fn request_pairs(headers: &HeaderMap, query_options: &[(String, String)]) ->
     Ok(pairs)
 }
 
-fn published_json(result: &PublishResult) -> Value {
+/// A publish's answer: `{"messageId"}`, or an array of `{messageId, url}` for a URL group.
+pub(super) fn published_json(result: &PublishResult) -> Value {
     let element = |published: &tern_engine::Published, with_url: bool| {
         let mut object = json!({ "messageId": published.message_id.to_string() });
         if with_url {
@@ -140,65 +137,4 @@ fn publish_response(result: &PublishResult) -> Response {
         StatusCode::OK
     };
     (status, axum::Json(published_json(result))).into_response()
-}
-
-/// A header value in a JSON body (a batch item, a URL group's defaults): one string, or
-/// several (one header line each).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum HeaderValueJson {
-    One(String),
-    Many(Vec<String>),
-}
-
-/// The header lines of a JSON header object.
-pub fn header_lines(headers: BTreeMap<String, HeaderValueJson>) -> HeaderList {
-    let mut lines = HeaderList::new();
-    for (name, value) in headers {
-        match value {
-            HeaderValueJson::One(value) => lines.push(name, value),
-            HeaderValueJson::Many(values) => lines.0.extend(values.into_iter().map(|value| (name.clone(), value))),
-        }
-    }
-    lines
-}
-
-async fn batch(
-    State(state): State<AppState>,
-    Writer(caller): Writer,
-    CallerIp(caller_ip): CallerIp,
-    BatchBody(raw, _held): BatchBody,
-) -> ApiResult<axum::Json<Value>> {
-    let limits =
-        BatchLimits { max_items: state.engine.config().max_batch_messages, max_body_bytes: state.api.max_body_bytes };
-    let items = super::batch_items::parse(&raw, limits)?;
-    let mut requests = Vec::with_capacity(items.len());
-    for (index, item) in items.into_iter().enumerate() {
-        let request = batch_request(&state, &caller.user_id, item, caller_ip.clone()).await;
-        // The item's error keeps its status (an unknown URL group is a 404, as for a publish).
-        let request =
-            request.map_err(|error| ApiError::new(error.status, format!("batch item {index}: {}", error.message)))?;
-        requests.push(request);
-    }
-    let results = state.engine.publish_batch(&caller.user_id, requests).await?;
-    Ok(axum::Json(Value::Array(results.iter().map(published_json).collect())))
-}
-
-async fn batch_request(
-    state: &AppState,
-    user_id: &str,
-    item: BatchItem,
-    caller_ip: Option<String>,
-) -> ApiResult<PublishRequest> {
-    let (path, query) = match item.destination.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (item.destination.as_str(), None),
-    };
-    let Target { destination, query_options } = parse_target(path, query)?;
-    let mut pairs = header_lines(item.headers.unwrap_or_default());
-    pairs.add_defaults(&HeaderList(query_options));
-    let recipients = state.engine.recipients(user_id, destination).await?;
-    recipients.add_defaults(&mut pairs);
-    let options = PublishOptions::from_headers(pairs.iter(), true)?;
-    Ok(PublishRequest { recipients, options, body: item.body, caller_ip, queue: item.queue.filter(|q| !q.is_empty()) })
 }

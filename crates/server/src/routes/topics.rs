@@ -2,19 +2,19 @@
 //! delete, and default publish headers set by `PATCH` (the webhook guide's way to configure
 //! senders that cannot set headers).
 
-use super::publish::{HeaderValueJson, header_lines};
+use super::header_json;
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Caller, JsonBody, PathParam, Writer};
-use crate::paging;
+use crate::extract::{Body, Caller, JsonBody, PathParam, Writer};
+use crate::{paging, views};
+use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
 use tern_store::{Endpoint, PageRequest, UrlGroup};
 
 pub fn routes() -> Router<AppState> {
@@ -107,25 +107,42 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Json<Value>> {
-    Ok(Json(group_json(&state.engine.url_group(&caller.user_id, &name).await?)))
+/// Read within the listing budget, as a page of one (`paging`): a group may take megabytes
+/// (its endpoints' URLs and its default headers).
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(name): PathParam) -> ApiResult<Response> {
+    let bytes = state.engine.url_group_bytes(&caller.user_id, &name).await?;
+    let held = state.api.listings.reserve(&caller.user_id, bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
+    let group = state.engine.url_group(&caller.user_id, &name).await?;
+    let json = serde_json::to_vec(&group_json(&group)).expect("a JSON value serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
+/// The body of `PATCH /v2/topics/{name}`; `headers` is read into lines by `header_json`.
 #[derive(Debug, Deserialize)]
-struct HeadersBody {
-    headers: BTreeMap<String, HeaderValueJson>,
+struct HeadersBody<'a> {
+    #[serde(borrow)]
+    headers: &'a RawValue,
 }
 
 /// `PATCH /v2/topics/{name}` with `{"headers": {name: value or [values]}}`: replaces the group's
-/// default headers (`{}` clears them).
+/// default headers (`{}` clears them). Every line counts against `limits.max_header_bytes`, not
+/// only those a message keeps: the group is read with every publish to it.
 async fn set_headers(
     State(state): State<AppState>,
     Writer(caller): Writer,
     PathParam(name): PathParam,
-    JsonBody(body, _held): JsonBody<Option<HeadersBody>>,
+    Body(raw, _held): Body,
 ) -> ApiResult<()> {
-    let body = body.ok_or_else(|| ApiError::bad_request("the body must be {\"headers\": {...}}"))?;
-    state.engine.set_url_group_headers(&caller.user_id, &name, header_lines(body.headers)).await?;
+    let shape = || ApiError::bad_request("the body must be {\"headers\": {...}}");
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Err(shape());
+    }
+    let body: Option<HeadersBody> =
+        serde_json::from_slice(&raw).map_err(|error| ApiError::bad_request(format!("invalid JSON body: {error}")))?;
+    let body = body.ok_or_else(shape)?;
+    let max_header_bytes = state.engine.config().limits.max_header_bytes;
+    let headers = header_json::parse(body.headers.get().as_bytes(), max_header_bytes)?;
+    state.engine.set_url_group_headers(&caller.user_id, &name, headers).await?;
     Ok(())
 }
 

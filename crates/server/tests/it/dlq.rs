@@ -259,3 +259,36 @@ async fn bulk_retry_by_ids_body_or_filter() {
     assert_eq!(get_ok(&server, "/v2/dlq").await, json!({ "messages": [] }));
     assert!(retry(server.post("/v2/dlq/retry")).await.is_empty());
 }
+
+/// Explicit ids are bounded per call, as for bulk cancel (SQLite bounds the values a statement
+/// carries: a long enough list was once an internal error), however many name one entry.
+#[tokio::test]
+async fn bulk_dlq_calls_name_at_most_a_thousand_ids() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let entries = three_entries(&server, &receiver).await;
+    receiver.script("/a", vec![Reply::Status(200)]);
+    let d: Vec<&String> = entries.iter().map(|(_, dlq_id)| dlq_id).collect();
+    let unknown: Vec<String> = (0..1000).map(|i| format!("1700000000000-{i}")).collect();
+    // The query's ids and the body's count together.
+    let body = json!({ "dlqIds": unknown }).to_string();
+    let too_many = [
+        server.delete(&format!("/v2/dlq?dlqIds={}", d[0])).body(body.clone()),
+        server.post(&format!("/v2/dlq/retry?dlqIds={}", d[0])).body(body),
+    ];
+    for request in too_many {
+        expect_error(request, StatusCode::BAD_REQUEST, "at most 1000 DLQ ids per call").await;
+    }
+    assert_eq!(listed(&server, "").await.len(), 3, "nothing deleted or retried");
+
+    // A thousand is fine: one entry named a thousand times is retried once.
+    let body = json!({ "dlqIds": vec![d[0]; 1000] }).to_string();
+    let (status, json) = send(server.post("/v2/dlq/retry").body(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    assert_eq!(json["responses"].as_array().map(Vec::len), Some(1), "{json}");
+    let mut ids = unknown[..999].to_vec();
+    ids.push(d[1].clone());
+    let (status, json) = send(server.delete("/v2/dlq").body(json!({ "dlqIds": ids }).to_string())).await;
+    assert_eq!((status, json), (StatusCode::OK, json!({ "deleted": 1 })));
+    assert_eq!(listed(&server, "").await, [d[2].as_str()]);
+}

@@ -13,6 +13,7 @@ mod delivery;
 mod dlq;
 mod durability;
 mod errors;
+mod expansion_limits;
 mod fair_sharing;
 mod flow_control;
 mod go_sdk;

@@ -149,6 +149,7 @@ async fn large_reads_wait_for_room_in_the_listing_budget() {
         format!("/v2/dlq/{dlq_id}"),
         format!("/v2/messages/{message_id}"),
         "/v2/topics".into(),
+        "/v2/topics/group".into(),
         "/v2/schedules".into(),
         "/v2/flowControl".into(),
     ];

@@ -328,6 +328,11 @@ impl UrlGroupStore for SqliteStore {
         self.readers.read_for_engine(move |c| query::get_group(c, &user_id, &group)).await
     }
 
+    async fn group_bytes(&self, user_id: &str, group: &str) -> Result<Option<usize>> {
+        let (user_id, group) = (user_id.to_string(), group.to_string());
+        self.readers.read(move |c| query::group_bytes(c, &user_id, &group)).await
+    }
+
     async fn list_groups(&self, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
         let (user_id, page) = (user_id.to_string(), page.clone());
         self.readers.read(move |c| query::list_groups(c, &user_id, &page)).await

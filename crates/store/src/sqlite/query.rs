@@ -292,16 +292,28 @@ pub fn get_group(connection: &Connection, user_id: &str, name: &str) -> Result<O
     Ok(Some(group))
 }
 
+/// The size of the group `g` (its name, its endpoints' URLs and names, its default headers),
+/// counted without reading them.
+const GROUP_BYTES: &str = "coalesce(length(g.default_headers), 0) + length(g.name)
+    + (SELECT coalesce(sum(length(e.url) + coalesce(length(e.name), 0)), 0) FROM url_group_endpoints e
+       WHERE e.user_id = g.user_id AND e.group_name = g.name)";
+
+/// About how many bytes [`get_group`] reads for a group; `None` when there is none.
+pub fn group_bytes(connection: &Connection, user_id: &str, name: &str) -> Result<Option<usize>> {
+    let bytes: Option<i64> = connection
+        .prepare_cached(&format!("SELECT {GROUP_BYTES} FROM url_groups g WHERE g.user_id = ?1 AND g.name = ?2"))?
+        .query_row(params![user_id, name], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.map(|bytes| bytes.max(0) as usize))
+}
+
 /// A page of groups by name after the cursor (the last name of the previous page). Each group's
 /// size (names, URLs, headers) is counted before its endpoints are read, so a page holds at
 /// most its byte budget plus one group.
 pub fn list_groups(connection: &Connection, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
-    let mut statement = connection.prepare_cached(
-        "SELECT g.name, coalesce(length(g.default_headers), 0) + length(g.name)
-            + (SELECT coalesce(sum(length(e.url) + coalesce(length(e.name), 0)), 0) FROM url_group_endpoints e
-               WHERE e.user_id = g.user_id AND e.group_name = g.name)
-         FROM url_groups g WHERE g.user_id = ?1 AND g.name > ?2 ORDER BY g.name",
-    )?;
+    let mut statement = connection.prepare_cached(&format!(
+        "SELECT g.name, {GROUP_BYTES} FROM url_groups g WHERE g.user_id = ?1 AND g.name > ?2 ORDER BY g.name"
+    ))?;
     let mut rows = statement.query(params![user_id, page.cursor.as_deref().unwrap_or_default()])?;
     let mut fill = PageFill::new(page);
     let mut groups: Vec<UrlGroup> = Vec::new();

@@ -1,5 +1,5 @@
-//! Conformance: URL groups keep their endpoints in order, count their limits without reading
-//! the groups, and list a page at a time.
+//! Conformance: URL groups keep their endpoints in order, count their limits and their size
+//! without reading the groups, and list a page at a time.
 
 use super::*;
 
@@ -64,7 +64,14 @@ async fn url_groups_keep_endpoint_order(backend: &mut impl Backend) {
         "listed with its defaults"
     );
     let group = store.get_group(USER, "g").await.unwrap().unwrap();
-    assert_eq!((group.default_headers, group.updated_at), (defaults, 3));
+    assert_eq!((group.default_headers.clone(), group.updated_at), (defaults, 3));
+    // Its size, to reserve before reading it: at least its name, URLs, endpoint names and headers.
+    let bytes = store.group_bytes(USER, "g").await.unwrap().expect("a size");
+    let endpoints: usize = group.endpoints.iter().map(|e| e.url.len() + e.name.as_ref().map_or(0, String::len)).sum();
+    let headers: usize = group.default_headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    assert!(bytes >= group.name.len() + endpoints + headers, "{bytes}");
+    assert!(store.group_bytes(OTHER, "g").await.unwrap().is_none());
+    assert!(store.group_bytes(USER, "missing").await.unwrap().is_none());
     assert!(!store.set_group_headers(USER, "missing", HeaderList::new(), 3).await.unwrap());
     assert!(!store.set_group_headers(OTHER, "g", HeaderList::new(), 3).await.unwrap());
     assert!(store.set_group_headers(USER, "g", HeaderList::new(), 3).await.unwrap());
