@@ -118,6 +118,7 @@ impl Engine {
         }
         let mut outcomes =
             self.shared.store.insert_messages(messages).await.map_err(|error| (None, error.into()))?.into_iter();
+        create_flow_keys(&self.shared, user_id, &created);
         let results = summaries
             .into_iter()
             .map(|(fan_out, targets)| PublishResult {
@@ -176,21 +177,34 @@ pub(crate) async fn recipients(
 #[derive(Debug, Default)]
 pub(crate) struct NewResources {
     queues: HashSet<String>,
+    flow_keys: HashSet<String>,
 }
 
 /// Checks that `user_id` may use the flow-control key `key`: one it has, or one more while it
-/// has fewer than `limits.max_flow_control_keys`. A new key is created at once (with no
-/// message yet; an idle key is forgotten after a day), so that it counts from now on: for
-/// requests running at the same time, and when its messages come only later (a callback's).
-pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str) -> Result<()> {
+/// has fewer than `limits.max_flow_control_keys` (counting the keys `created` would add).
+pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str, created: &mut NewResources) -> Result<()> {
+    let scheduler = shared.scheduler.lock();
+    if scheduler.has_flow(user_id, key) || created.flow_keys.contains(key) {
+        return Ok(());
+    }
     let max = shared.config.max_flow_control_keys;
-    shared.scheduler.update(|scheduler, now| {
-        if !scheduler.has_flow(user_id, key) && scheduler.flow_count(user_id) >= max {
-            return Err(EngineError::LimitExceeded(format!("flow-control key limit reached: at most {max} keys")));
-        }
-        scheduler.touch_flow(user_id, key, now);
-        Ok(())
-    })
+    if scheduler.flow_count(user_id) + created.flow_keys.len() >= max {
+        return Err(EngineError::LimitExceeded(format!("flow-control key limit reached: at most {max} keys")));
+    }
+    created.flow_keys.insert(key.to_string());
+    Ok(())
+}
+
+/// Creates the flow-control keys stored messages name, once they are stored: a callback's key
+/// too, whose first message comes only later, so that it counts against the limit from now on.
+fn create_flow_keys(shared: &Shared, user_id: &str, created: &NewResources) {
+    if !created.flow_keys.is_empty() {
+        shared.scheduler.update(|scheduler, now| {
+            for key in &created.flow_keys {
+                scheduler.touch_flow(user_id, key, now);
+            }
+        });
+    }
 }
 
 /// The messages of one request (a publish, a batch item or a schedule's tick), validated
@@ -227,7 +241,7 @@ pub(crate) async fn prepare(
         }
     }
     for key in options.flow_control_keys() {
-        admit_flow_key(shared, user_id, &key)?;
+        admit_flow_key(shared, user_id, &key, created)?;
     }
     let (fan_out, destination, targets): (bool, &str, Vec<(&str, Option<&String>)>) = match &request.recipients {
         Recipients::Url(url) => (false, url, vec![(url, None)]),

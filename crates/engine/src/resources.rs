@@ -131,7 +131,7 @@ impl Engine {
         }
         sizes::check_flow_control_key(key, &self.shared.config.limits)?;
         let _change = self.shared.settings_changes.lock().await;
-        crate::publish::admit_flow_key(&self.shared, user_id, key)?;
+        crate::publish::admit_flow_key(&self.shared, user_id, key, &mut Default::default())?;
         let settings = self.shared.scheduler.update(|scheduler, now| {
             change(scheduler, now);
             scheduler.touch_flow(user_id, key, now);

@@ -116,7 +116,7 @@ impl Engine {
         }
         sizes::check_options(&options, limits)?;
         for key in options.flow_control_keys() {
-            admit_flow_key(&self.shared, user_id, &key)?;
+            admit_flow_key(&self.shared, user_id, &key, &mut NewResources::default())?;
         }
         if !self.shared.config.allow_private_destinations {
             // Refused now, like a publish, rather than failing at every tick.
