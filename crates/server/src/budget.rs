@@ -12,8 +12,10 @@
 //! nothing may take more than a share for one reservation (a large batch), but never the share
 //! kept free. Waiting reservations are served in order, skipping those of users at their share
 //! (they wait on their own user's other requests, which the caller may tell its connection:
-//! [`ByteBudget::reserve_noting`]); one that may have room but does not fit yet holds the line,
-//! so that a large reservation is not passed forever by small ones.
+//! [`ByteBudget::reserve_noting`]); one within its share that does not fit yet holds the line,
+//! so that smaller ones do not pass it forever. One beyond a share holds up only those beyond
+//! theirs — else a tenant could hold everyone up with a large request while another holds what
+//! it needs — and is served once those within their shares leave room.
 //!
 //! One reservation takes at most the whole budget, or half of it when several users are
 //! configured (so that it never takes the share kept free); larger ones are served with that
@@ -201,17 +203,17 @@ impl Shared {
     /// Takes their bytes for the waiting reservations that may have them now, in order.
     fn grant(&self, state: &mut State) {
         let (share, kept_free) = self.share(state);
+        // A reservation larger than a share waits; later ones as large wait behind it.
+        let mut large_waiting = false;
         let mut index = 0;
         while index < state.waiting.len() {
             let waiter = &state.waiting[index];
             let held = state.users.get(&waiter.user).map_or(0, |used| used.held);
+            let within_share = held + waiter.bytes <= share;
             // A user holding nothing may exceed its share, but not into the share kept free.
-            let (may_have, needs_free) = match held {
-                0 if waiter.bytes > share => (true, waiter.bytes + kept_free),
-                0 => (true, waiter.bytes),
-                _ => (held + waiter.bytes <= share, waiter.bytes),
-            };
-            if may_have && needs_free <= state.free {
+            let large = !within_share && held == 0;
+            let needs_free = if large { waiter.bytes + kept_free } else { waiter.bytes };
+            if (within_share || (large && !large_waiting)) && needs_free <= state.free {
                 let waiter = state.waiting.remove(index).expect("in line");
                 state.free -= waiter.bytes;
                 let used = state.user(&waiter.user);
@@ -219,12 +221,16 @@ impl Shared {
                 used.waiting -= 1;
                 waiter.granted.store(true, Ordering::Release);
                 waiter.wake.notify_one();
-            } else if may_have {
+                continue;
+            }
+            if within_share {
                 // It may have the next free bytes: later ones must not take them first.
                 return;
-            } else {
-                index += 1;
             }
+            // Beyond a share, it does not hold up those within theirs (which could be held
+            // up for as long as other users hold what it needs).
+            large_waiting |= large;
+            index += 1;
         }
     }
 

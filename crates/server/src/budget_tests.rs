@@ -173,3 +173,18 @@ async fn a_wait_given_up_leaves_the_line_to_those_behind_it() {
     drop((a, behind));
     assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 0, waiting: 0 });
 }
+
+#[tokio::test]
+async fn a_reservation_beyond_a_share_holds_up_only_those_beyond_theirs() {
+    // Four users configured, three holding or waiting: a quarter each, a quarter kept free.
+    let budget = ByteBudget::new(100, 4);
+    let a = reserve_now(&budget, "a", 45).unwrap();
+    // b's 40 are beyond its share and need the kept share free too: they wait...
+    let b = reserve_waiting(&budget, "b", 40).await;
+    // ...without holding up c within its share, while a holds what b needs.
+    let c = reserve_now(&budget, "c", 20).expect("within its share, and free");
+    drop(a);
+    let b = b.await.unwrap();
+    assert_eq!(budget.usage(), BudgetUsage { reserved_bytes: 60, waiting: 0 });
+    drop((b, c));
+}
