@@ -114,6 +114,42 @@ async fn a_tenant_holding_back_its_bodies_leaves_room_for_the_others() {
     server.wait_for_memory("every body given back", |usage| usage.request_bodies == Default::default()).await;
 }
 
+/// Two tenants together cannot hold a third up either: one holds a body it never sends, the
+/// other asks for more than its share, which waits for room the first holds — without holding
+/// up requests within their share (it once held the line for everyone).
+#[tokio::test]
+async fn a_large_body_waiting_for_room_does_not_hold_up_the_others() {
+    const BUDGET: usize = 64 * 1024;
+    let server = TestServer::start_with(|config| {
+        config.limits.request_body_budget = BUDGET;
+        config.server.request_body_timeout = "10m".into();
+    })
+    .await;
+    let announce = |user: usize, length: usize| {
+        let server = &server;
+        async move {
+            let mut stream = connect(server).await;
+            let token = tern_server::dev::DEV_USERS[user].1;
+            let head = format!(
+                "POST /v2/publish/{NOWHERE}/held HTTP/1.1\r\nHost: tern\r\nAuthorization: Bearer {token}\r\n\
+                 Content-Length: {length}\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.unwrap();
+            stream
+        }
+    };
+    let _holding = announce(1, 30_000).await;
+    server.wait_for_memory("the first holds its body", |usage| usage.request_bodies.reserved_bytes == 30_000).await;
+    let _large = announce(2, 32_000).await;
+    server.wait_for_memory("the large one waits", |usage| usage.request_bodies.waiting == 1).await;
+
+    let publish = server.post(&format!("/v2/publish/{NOWHERE}/other")).header("Upstash-Delay", "1h").body("v");
+    let answered = tokio::time::timeout(DEADLINE, publish.send()).await;
+    let response = answered.expect("a publish within its share waited behind the large body").expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    assert_eq!(server.memory_usage().request_bodies.waiting, 1, "the large body still waits");
+}
+
 #[tokio::test]
 async fn large_reads_wait_for_room_in_the_listing_budget() {
     const BUDGET: usize = 16 << 20;
