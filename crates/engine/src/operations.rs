@@ -87,6 +87,12 @@ impl Engine {
         sizes::check_options(overrides, limits)?;
         let now = self.shared.clock.now_ms();
         let due_at = overrides.first_delivery_at(now, limits)?;
+        // Keys the retry names count like a publish's (the entries' own were counted when
+        // they were published).
+        let mut created = crate::publish::NewResources::default();
+        for key in overrides.flow_control_keys() {
+            crate::publish::admit_flow_key(&self.shared, user_id, &key, &mut created)?;
+        }
         let mut messages = Vec::with_capacity(entries.len());
         for entry in entries {
             let mut spec = entry.spec;
@@ -115,6 +121,7 @@ impl Engine {
         }
         let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();
         let outcomes = self.shared.store.insert_messages(messages).await?;
+        crate::publish::create_flow_keys(&self.shared, user_id, &created);
         let created = ids
             .into_iter()
             .zip(outcomes)

@@ -197,7 +197,7 @@ pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str, created:
 
 /// Creates the flow-control keys stored messages name, once they are stored: a callback's key
 /// too, whose first message comes only later, so that it counts against the limit from now on.
-fn create_flow_keys(shared: &Shared, user_id: &str, created: &NewResources) {
+pub(crate) fn create_flow_keys(shared: &Shared, user_id: &str, created: &NewResources) {
     if !created.flow_keys.is_empty() {
         shared.scheduler.update(|scheduler, now| {
             for key in &created.flow_keys {

@@ -9,7 +9,7 @@
 
 use super::connection::RequestGuard;
 use axum::body::{Body, Bytes, HttpBody};
-use hyper::body::{Frame, SizeHint};
+use hyper::body::{Buf, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -40,6 +40,10 @@ impl Clock {
 const SERVER: u64 = u64::MAX;
 /// The handler has not answered yet.
 const HANDLER: u64 = u64::MAX - 1;
+
+/// The slowest a request body may arrive and still count as progress: one coming slower is
+/// waited on (and its connection sheddable under pressure) as if it did not come at all.
+const MIN_BODY_BYTES_PER_SEC: u64 = 8 * 1024;
 
 /// One request's progress, shared by its guard and its two bodies.
 #[derive(Debug)]
@@ -85,6 +89,19 @@ impl RequestProgress {
 
     fn body_progressed(&self) {
         self.body.store(SERVER, Ordering::Relaxed);
+    }
+
+    /// `bytes` of the body arrived: the wait moves on by the time they would take at
+    /// [`MIN_BODY_BYTES_PER_SEC`] (up to now), so a body trickling slower stays waited on from
+    /// long ago, however often a piece comes.
+    fn body_arrived(&self, bytes: usize) {
+        let now = self.clock.now();
+        let since = match self.body.load(Ordering::Relaxed) {
+            SERVER => now,
+            since => since,
+        };
+        let credit = (bytes as u64).saturating_mul(1000) / MIN_BODY_BYTES_PER_SEC;
+        self.body.store(since.saturating_add(credit).min(now), Ordering::Relaxed);
     }
 
     /// The handler answered, or hyper took a frame of the answer: the next step is hyper's
@@ -143,8 +160,12 @@ impl<B: HttpBody + Unpin> HttpBody for RequestBody<B> {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let poll = Pin::new(&mut self.body).poll_frame(cx);
-        match poll {
+        match &poll {
             Poll::Pending => self.progress.body_pending(),
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) => self.progress.body_arrived(data.remaining()),
+                None => self.progress.body_progressed(),
+            },
             Poll::Ready(_) => self.progress.body_progressed(),
         }
         poll
@@ -253,7 +274,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_handler_reading_its_body_waits_on_the_client_from_its_last_piece() {
+    async fn a_handler_reading_its_body_waits_on_the_client_unless_it_arrives_fast_enough() {
         let registry = Registry::new();
         let (state, _registration) = registry.register();
         let guard = state.start_request(false).unwrap();
@@ -262,23 +283,34 @@ mod tests {
         let (sender, body) = channel_body();
         let mut body = RequestBody::new(body, Arc::clone(&progress));
         let start = Clock::new();
-
-        assert!(body.frame().now_or_never().is_none());
         let waiting_since = |progress: &RequestProgress| match progress.waiting() {
             Waiting::Body(since) => progress.clock.instant(since),
             other => panic!("{other:?}"),
         };
+
+        assert!(body.frame().now_or_never().is_none());
         assert_eq!(waiting_since(&progress), start.instant(0));
         tokio::time::advance(Duration::from_secs(3)).await;
         assert!(body.frame().now_or_never().is_none());
         assert_eq!(waiting_since(&progress), start.instant(0), "polling again is no progress");
 
+        // A trickle is hardly progress: the wait moves on by what the bytes would take at the
+        // slowest rate that counts.
         sender.send(Bytes::from_static(b"piece")).await.unwrap();
         assert!(body.frame().await.is_some());
-        assert_eq!(progress.waiting(), Waiting::Server, "the handler has something to work on");
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(body.frame().now_or_never().is_none());
-        assert_eq!(waiting_since(&progress), start.instant(0) + Duration::from_secs(4));
+        assert_eq!(waiting_since(&progress), start.instant(0));
+        let two_seconds = vec![0u8; 2 * MIN_BODY_BYTES_PER_SEC as usize];
+        sender.send(Bytes::from(two_seconds)).await.unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(waiting_since(&progress), start.instant(0) + Duration::from_secs(2));
+        // Faster than that, the wait starts now at the earliest.
+        sender.send(Bytes::from(vec![0u8; 8 * MIN_BODY_BYTES_PER_SEC as usize])).await.unwrap();
+        assert!(body.frame().await.is_some());
+        assert_eq!(waiting_since(&progress), start.instant(0) + Duration::from_secs(3));
+
+        drop(sender);
+        assert!(body.frame().await.is_none());
+        assert_eq!(progress.waiting(), Waiting::Server, "the whole body arrived");
         drop(body);
         assert_eq!(progress.waiting(), Waiting::Server, "a dropped body is not waited for");
     }

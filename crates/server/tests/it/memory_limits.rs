@@ -151,6 +151,33 @@ async fn callback_flow_control_keys_count_before_their_callbacks_exist() {
     assert_eq!(publish("callback-1").await.0, StatusCode::OK, "a key counted is usable");
 }
 
+/// A DLQ retry may name a flow-control key of its own: it counts like a publish's (retries once
+/// created keys past the limit, one per retried entry).
+#[tokio::test]
+async fn keys_a_dlq_retry_names_count_against_the_limit() {
+    let server = limited().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/fail", vec![Reply::Status(500)]);
+    let mut entries = Vec::new();
+    for body in ["one", "two", "three"] {
+        entries.push(dead_letter(&server, &receiver, "/fail", &[], body).await.1);
+    }
+    for (index, dlq_id) in entries.iter().enumerate() {
+        let retry = server
+            .post(&format!("/v2/dlq/retry/{dlq_id}"))
+            .header("Upstash-Delay", "1h")
+            .header("Upstash-Flow-Control-Key", format!("retry-{index}"))
+            .header("Upstash-Flow-Control-Value", "rate=1");
+        let (status, json) = send(retry).await;
+        match index {
+            0 | 1 => assert!(status.is_success(), "{status}: {json}"),
+            _ => assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{json}"),
+        }
+    }
+    let keys = get_ok(&server, "/v2/flowControl").await;
+    assert_eq!(keys.as_array().map(Vec::len), Some(2), "{keys}");
+}
+
 #[tokio::test]
 async fn flow_control_keys_are_bounded_in_length_and_number_per_user() {
     let server = limited().await;

@@ -241,3 +241,51 @@ async fn request_bodies_that_never_arrive_lock_nobody_out() {
     honest_clients_are_served(&tern, &receiver, "/during-body-attack").await;
     wait_until_one_closed(&tern, || attack.iter().any(JoinHandle::is_finished)).await;
 }
+
+/// Like [`slow_body`], but the body keeps coming a byte at a time, a few times a second,
+/// until the server closes the connection.
+async fn trickled_body(tern: &Tern, head: &str) -> JoinHandle<()> {
+    let mut stream = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    tokio::spawn(async move {
+        let (mut reader, mut writer) = stream.into_split();
+        let mut ticks = tokio::time::interval(Duration::from_millis(200));
+        let mut answer = [0u8; 1024];
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    if writer.write_all(b"a").await.is_err() {
+                        return;
+                    }
+                }
+                read = reader.read(&mut answer) => {
+                    if matches!(read, Ok(0) | Err(_)) {
+                        return;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// A body that keeps arriving, but slower than any honest upload, is no progress: connections
+/// trickling bodies a byte at a time once held their places at the limit for as long as the
+/// body timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_trickled_a_byte_at_a_time_lock_nobody_out() {
+    const MAX_CONNECTIONS: usize = 16;
+    let receiver = Receiver::start().await;
+    let settings = format!(
+        "max_connections = {MAX_CONNECTIONS}\nrequest_body_timeout = \"10m\"\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\""
+    );
+    let tern = Tern::start(&settings, None).await;
+    let head = format!(
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000\r\n\r\n",
+        receiver.url("/never-whole")
+    );
+    let attack = (0..MAX_CONNECTIONS).map(|_| trickled_body(&tern, &head));
+    let attack = futures_util::future::join_all(attack).await;
+
+    honest_clients_are_served(&tern, &receiver, "/during-trickle-attack").await;
+    wait_until_one_closed(&tern, || attack.iter().any(JoinHandle::is_finished)).await;
+}
