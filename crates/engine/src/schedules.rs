@@ -184,6 +184,13 @@ impl Engine {
         self.view(stored)
     }
 
+    /// About how many bytes reading a schedule of this user takes ([`Engine::schedule`]), to
+    /// reserve first.
+    pub async fn schedule_bytes(&self, user_id: &str, id: &str) -> Result<usize> {
+        let not_found = || EngineError::NotFound("Schedule not found".to_string());
+        self.shared.store.schedule_bytes(user_id, id).await?.ok_or_else(not_found)
+    }
+
     /// A page of the user's schedules in creation order. The store reads each with its last
     /// tick's states in one query, on a client's reader (never the engine's).
     pub async fn schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleView>> {

@@ -146,6 +146,11 @@ pub trait ScheduleStore: Send + Sync {
     /// A schedule with the states of its last tick's messages, read together.
     async fn get_schedule(&self, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>>;
 
+    /// About how many bytes [`ScheduleStore::get_schedule`] reads for the schedule (its body,
+    /// headers, URLs and last tick's ids), counted without reading them, to reserve first;
+    /// `None` when there is no such schedule.
+    async fn schedule_bytes(&self, user_id: &str, id: &str) -> Result<Option<usize>>;
+
     /// A page of the user's schedules in creation order (`page.order`), each with its last
     /// tick's states, read together; `page.body_limit` does not apply (schedules show whole
     /// bodies), `page.max_bytes` does.

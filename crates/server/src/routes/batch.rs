@@ -17,10 +17,12 @@ use super::{header_json, publish};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{BatchBody, Caller, CallerIp, Writer};
+use crate::views;
+use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use axum::routing::post;
-use axum::{Json, Router};
 use serde_json::Value;
 use std::collections::HashMap;
 use tern_core::destination::{Destination, Target, parse_target};
@@ -36,7 +38,7 @@ async fn batch(
     Writer(caller): Writer,
     CallerIp(caller_ip): CallerIp,
     BatchBody(raw, _held): BatchBody,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Response> {
     let config = state.engine.config();
     let limits = BatchLimits { max_items: config.max_batch_messages, max_body_bytes: state.api.max_body_bytes };
     let items = batch_items::parse(&raw, limits)?;
@@ -56,8 +58,14 @@ async fn batch(
         let request = expansion.request(&state, &caller, item, caller_ip.clone(), item_error).await?;
         requests.push(request);
     }
+    // The answer (one `{messageId, url}` per message) is reserved before anything is stored, so
+    // that a batch waiting for room holds no built answer; it stays reserved until it is sent.
+    let answer: usize = requests.iter().map(|request| publish::answer_bytes(&request.recipients)).sum();
+    let held = caller.budget(&state.api.listings).reserve(answer).await;
     let results = state.engine.publish_batch(&caller.user_id, requests).await?;
-    Ok(Json(Value::Array(results.iter().map(publish::published_json).collect())))
+    let json = serde_json::to_vec(&Value::Array(results.iter().map(publish::published_json).collect()))
+        .expect("a JSON value serialises");
+    Ok(views::json_pieces(vec![json.into()], held))
 }
 
 /// Memory one header line takes beyond its name and value: the two strings' own fields.

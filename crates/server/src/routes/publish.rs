@@ -4,8 +4,10 @@
 //! webhook mode, `upstash-*` query keys (a header wins over the same key).
 
 use crate::AppState;
+use crate::budget::Reservation;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Caller, CallerIp, Writer};
+use crate::views;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -43,9 +45,10 @@ async fn publish(
         // A publish with Upstash-Cron creates a schedule, as the older docs describe.
         return super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await;
     }
+    let held = reserve_group_answer(&state, &caller, &recipients).await;
     let request = PublishRequest { recipients, options, body, caller_ip, queue: None };
     let result = state.engine.publish(&caller.user_id, request).await?;
-    Ok(publish_response(&result))
+    Ok(publish_response(&result, held))
 }
 
 async fn enqueue(
@@ -60,10 +63,11 @@ async fn enqueue(
     let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
     let target = parse_target(destination, uri.query())?;
     let (recipients, options) = destination_options(&state, &caller, &headers, target).await?;
+    let held = reserve_group_answer(&state, &caller, &recipients).await;
     let queue = Some(queue.to_string());
     let request = PublishRequest { recipients, options, body, caller_ip, queue };
     let result = state.engine.publish(&caller.user_id, request).await?;
-    Ok(publish_response(&result))
+    Ok(publish_response(&result, held))
 }
 
 /// Classifies request headers, plus webhook-mode query options, into publish options.
@@ -128,13 +132,49 @@ pub(super) fn published_json(result: &PublishResult) -> Value {
     }
 }
 
+/// Bytes an answer holds per message besides its URL: the id, the keys, the punctuation and
+/// `"deduplicated"`; generous, since the answer is held whole until the client reads it.
+const ANSWER_BYTES_PER_MESSAGE: usize = 100;
+
+/// About how many bytes the answer for the messages to `recipients` takes while it is built and
+/// sent: a URL group's answer names every endpoint's URL (twice: the JSON value, then its text),
+/// so a group of long URLs answers megabytes to a publish of one byte.
+pub(super) fn answer_bytes(recipients: &Recipients) -> usize {
+    match recipients {
+        Recipients::Url(_) => ANSWER_BYTES_PER_MESSAGE,
+        Recipients::UrlGroup(group) => group
+            .endpoints
+            .iter()
+            .map(|endpoint| endpoint.url.len().saturating_mul(2).saturating_add(ANSWER_BYTES_PER_MESSAGE))
+            .fold(0, usize::saturating_add),
+    }
+}
+
+/// Reserves the answer to a publish to a URL group in the caller's listing budget before the
+/// messages are stored (a publish waiting for room holds no answer yet); the answer to one URL
+/// is too small to be worth it.
+async fn reserve_group_answer(state: &AppState, caller: &Caller, recipients: &Recipients) -> Option<Reservation> {
+    match recipients {
+        Recipients::UrlGroup(_) => Some(caller.budget(&state.api.listings).reserve(answer_bytes(recipients)).await),
+        Recipients::Url(_) => None,
+    }
+}
+
 /// 200 with `{"messageId"}` (an array for a URL group), or 202 when everything was a
-/// duplicate of an earlier message.
-fn publish_response(result: &PublishResult) -> Response {
+/// duplicate of an earlier message; `held` stays reserved until the answer is sent.
+fn publish_response(result: &PublishResult, held: Option<Reservation>) -> Response {
     let status = if !result.messages.is_empty() && result.messages.iter().all(|m| m.deduplicated) {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(published_json(result))).into_response()
+    let json = published_json(result);
+    match held {
+        Some(held) => {
+            let text = serde_json::to_vec(&json).expect("a JSON value serialises");
+            drop(json);
+            (status, views::json_pieces(vec![text.into()], held)).into_response()
+        }
+        None => (status, axum::Json(json)).into_response(),
+    }
 }

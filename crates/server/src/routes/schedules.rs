@@ -152,8 +152,14 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Respon
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())
 }
 
-async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Json<Value>> {
-    Ok(Json(schedule_json(&state.engine.schedule(&caller.user_id, &id).await?)))
+/// Read within the listing budget, as a page of one (`paging`): a schedule's body alone may
+/// take megabytes, and its answer is held until the client reads it.
+async fn get_one(State(state): State<AppState>, caller: Caller, PathParam(id): PathParam) -> ApiResult<Response> {
+    let bytes = state.engine.schedule_bytes(&caller.user_id, &id).await?;
+    let held = caller.budget(&state.api.listings).reserve(bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
+    let schedule = state.engine.schedule(&caller.user_id, &id).await?;
+    let json = serde_json::to_vec(&schedule_json(&schedule)).expect("a JSON value serialises");
+    Ok(crate::views::json_pieces(vec![json.into()], held))
 }
 
 async fn delete_one(State(state): State<AppState>, Writer(caller): Writer, PathParam(id): PathParam) -> ApiResult<()> {

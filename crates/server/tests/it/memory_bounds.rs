@@ -8,6 +8,7 @@
 
 use crate::harness::*;
 use crate::support::*;
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -162,7 +163,9 @@ async fn large_reads_wait_for_room_in_the_listing_budget() {
     let endpoints = json!({"endpoints": [{"url": receiver.url("/group")}]});
     assert_eq!(send(server.post("/v2/topics/group/endpoints").json(&endpoints)).await.0, StatusCode::OK);
     let schedule = server.post(&format!("/v2/schedules/{NOWHERE}")).header("Upstash-Cron", "0 0 1 1 *");
-    assert_eq!(send(schedule).await.0, StatusCode::OK);
+    let (status, schedule) = send(schedule).await;
+    assert_eq!(status, StatusCode::OK, "{schedule}");
+    let schedule_id = schedule["scheduleId"].as_str().unwrap();
     let flow = [("Upstash-Delay", "1h"), ("Upstash-Flow-Control-Key", "key"), ("Upstash-Flow-Control-Value", "rate=1")];
     server.publish_ok(NOWHERE, &flow, "x").await;
     let big = server.publish_ok(NOWHERE, &[("Upstash-Delay", "1h")], &"B".repeat(BIG)).await;
@@ -187,6 +190,7 @@ async fn large_reads_wait_for_room_in_the_listing_budget() {
         "/v2/topics".into(),
         "/v2/topics/group".into(),
         "/v2/schedules".into(),
+        format!("/v2/schedules/{schedule_id}"),
         "/v2/flowControl".into(),
     ];
     let reads: Vec<_> = paths.iter().map(|path| tokio::spawn(server.get(path).send())).collect();
@@ -207,6 +211,68 @@ async fn large_reads_wait_for_room_in_the_listing_budget() {
         assert!(json.as_array().is_none_or(|items| items.len() == 1), "{path}: {json}");
     }
     server.wait_for_memory("every read given back", |usage| usage.listings.reserved_bytes == 0).await;
+}
+
+/// A publish (or batch) to a URL group answers one `{messageId, url}` per endpoint, megabytes for a
+/// large group of long URLs: the answer is reserved in the listing budget before anything is
+/// stored, and stays reserved until it is sent.
+#[tokio::test]
+async fn a_url_group_publish_reserves_its_answer() {
+    const BUDGET: usize = 64 * 1024;
+    const ENDPOINTS: usize = 3;
+    const URL: usize = 4_000;
+    let server = TestServer::start_with(|config| config.limits.listing_budget = BUDGET).await;
+    let endpoints: Vec<Value> =
+        (0..ENDPOINTS).map(|i| json!({"url": format!("{NOWHERE}/{i}/{}", "u".repeat(URL))})).collect();
+    let (status, json) = send(server.post("/v2/topics/long/endpoints").json(&json!({"endpoints": endpoints}))).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+
+    // A publish over HTTP/2 advertising a zero window: its answer's head arrives, its body
+    // never can, so its reservation is held.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(0)
+        .handshake::<_, Bytes>(connect(&server).await)
+        .await
+        .expect("handshake");
+    let connection = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("ready");
+    let request = axum::http::Request::post(format!("{}/v2/publish/long", server.url))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("upstash-delay", "1h")
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(request, true).expect("a stream");
+    let answer = answer.await.expect("an answer's head");
+    assert_eq!(answer.status(), 200);
+    let unread = answer.into_body();
+    server
+        .wait_for_memory("the unread answer holds its size", |usage| {
+            usage.listings.reserved_bytes >= ENDPOINTS * URL * 2 && usage.listings.waiting == 0
+        })
+        .await;
+
+    // Another publish, and a batch naming the group, do not fit beside it in the user's share
+    // (half the budget): they wait.
+    let second = tokio::spawn(server.post("/v2/publish/long").header("Upstash-Delay", "1h").body("b").send());
+    let items = json!([{"destination": "long", "body": "c", "headers": {"Upstash-Delay": "1h"}}]);
+    let batch = tokio::spawn(server.post("/v2/batch").json(&items).send());
+    server.wait_for_memory("the other answers wait for room", |usage| usage.listings.waiting == 2).await;
+    assert!(!second.is_finished() && !batch.is_finished(), "answered without room for its answer");
+
+    // A body dropped resets its stream, which gives its reservation back.
+    drop(unread);
+    let response = second.await.unwrap().expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let published: Value = response.json().await.expect("JSON");
+    assert_eq!(published.as_array().map(Vec::len), Some(ENDPOINTS), "{published}");
+    let response = batch.await.unwrap().expect("answered");
+    assert_eq!(response.status().as_u16(), 200);
+    let published: Value = response.json().await.expect("JSON");
+    assert_eq!(published[0].as_array().map(Vec::len), Some(ENDPOINTS), "{published}");
+    server.wait_for_memory("every answer given back", |usage| usage.listings.reserved_bytes == 0).await;
+    connection.abort();
 }
 
 #[tokio::test]

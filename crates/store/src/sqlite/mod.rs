@@ -355,6 +355,11 @@ impl ScheduleStore for SqliteStore {
         self.readers.read(move |c| schedules::get(c, &user_id, &id)).await
     }
 
+    async fn schedule_bytes(&self, user_id: &str, id: &str) -> Result<Option<usize>> {
+        let (user_id, id) = (user_id.to_string(), id.to_string());
+        self.readers.read(move |c| schedules::bytes(c, &user_id, &id)).await
+    }
+
     async fn list_schedules(&self, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {
         let (user_id, page) = (user_id.to_string(), page.clone());
         self.readers.read(move |c| schedules::list(c, &user_id, &page)).await

@@ -197,6 +197,20 @@ pub fn get(connection: &Connection, user_id: &str, id: &str) -> Result<Option<Sc
         .transpose()
 }
 
+/// About how many bytes [`get`] reads for a schedule; `None` when there is none.
+pub fn bytes(connection: &Connection, user_id: &str, id: &str) -> Result<Option<usize>> {
+    let bytes: Option<i64> = connection
+        .prepare_cached(
+            "SELECT length(body) + length(headers) + length(destination) + length(cron) + length(id)
+                + coalesce(length(queue_name), 0) + coalesce(length(caller_ip), 0)
+                + coalesce(length(last_message_ids), 0) + coalesce(length(error), 0)
+             FROM schedules WHERE user_id = ?1 AND id = ?2",
+        )?
+        .query_row(params![user_id, id], |row| row.get(0))
+        .optional()?;
+    Ok(bytes.map(|bytes| bytes.max(0) as usize))
+}
+
 /// A page of a user's schedules in creation order (an index range), with their last states;
 /// long bodies are read only once the page has taken their row.
 pub fn list(connection: &Connection, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {

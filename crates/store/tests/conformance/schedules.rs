@@ -6,6 +6,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     overwrite_keeps_creation_time_and_pause(backend).await;
     a_claimed_dedup_key_answers_the_first_schedule(backend).await;
     due_ticks_come_from_an_index_and_fire_once(backend).await;
+    a_schedule_is_sized_before_it_is_read(backend).await;
 }
 
 pub fn schedule(user: &str, id: &str, next_tick_at: i64) -> ScheduleRecord {
@@ -148,5 +149,23 @@ async fn due_ticks_come_from_an_index_and_fire_once(backend: &mut impl Backend) 
 
     let store = reopen(backend, store, 0).await;
     assert_eq!(store.next_schedule_tick().await.unwrap(), Some(120_000), "ticks survive a restart");
+    store.shutdown().await.unwrap();
+}
+
+/// `GET /v2/schedules/{id}` reserves a schedule's size before reading it: at least its body,
+/// headers and URLs, of the user's own schedules only.
+async fn a_schedule_is_sized_before_it_is_read(backend: &mut impl Backend) {
+    let store = open(backend, 0).await;
+    let mut large = schedule(USER, "large", 60_000);
+    large.body = Bytes::from(vec![b'b'; 10_000]);
+    large.headers.push("Upstash-Forward-X", "h".repeat(2_000));
+    large.destination = format!("http://127.0.0.1:1/{}", "d".repeat(3_000));
+    store.upsert_schedule(large, 10, None).await.unwrap();
+    let stored = store.get_schedule(USER, "large").await.unwrap().unwrap().schedule;
+    let headers: usize = stored.headers.iter().map(|(name, value)| name.len() + value.len()).sum();
+    let bytes = store.schedule_bytes(USER, "large").await.unwrap().expect("a size");
+    assert!(bytes >= stored.body.len() + headers + stored.destination.len(), "{bytes}");
+    assert!(store.schedule_bytes(OTHER, "large").await.unwrap().is_none());
+    assert!(store.schedule_bytes(USER, "missing").await.unwrap().is_none());
     store.shutdown().await.unwrap();
 }
