@@ -4,10 +4,10 @@
 //! limit, they must not lock honest clients out; an HTTP/2 answer never taken must not hold its
 //! connection forever.
 
-use super::{TOKEN, Tern};
+use super::{TOKEN, Tern, honest_clients_are_served};
 use crate::harness::{DEADLINE, Receiver, http_client};
 use axum::body::Bytes;
-use serde_json::Value;
+use std::future::Future;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinHandle;
@@ -42,31 +42,6 @@ impl StalledHttp2 {
         }
         StalledHttp2 { closed, _client: client, _answers: answers }
     }
-}
-
-/// `/healthz`, then a message published and delivered, all within the guard deadline.
-async fn honest_clients_are_served(tern: &Tern, receiver: &Receiver, path: &str) {
-    let client = http_client();
-    let healthz = tokio::time::timeout(DEADLINE, client.get(tern.url("/healthz")).send())
-        .await
-        .unwrap_or_else(|_| panic!("/healthz did not answer:\n{}", tern.stderr_text()))
-        .expect("/healthz answers");
-    assert_eq!(healthz.status(), 200);
-    let publish = client
-        .post(tern.url(&format!("/v2/publish/{}", receiver.url(path))))
-        .bearer_auth(TOKEN)
-        .header("Upstash-Retries", "0")
-        .body("delivered anyway")
-        .send();
-    let publish = tokio::time::timeout(DEADLINE, publish)
-        .await
-        .unwrap_or_else(|_| panic!("publishing did not answer:\n{}", tern.stderr_text()))
-        .expect("publish answers");
-    assert_eq!(publish.status(), 200, "{:?}", publish.text().await);
-    let delivered = receiver.wait_for(path, 1).await;
-    assert_eq!(&delivered[0].body[..], b"delivered anyway");
-    let dlq: Value = client.get(tern.url("/v2/dlq")).bearer_auth(TOKEN).send().await.unwrap().json().await.unwrap();
-    assert_eq!(dlq["messages"].as_array().map(Vec::len), Some(0), "{dlq}");
 }
 
 /// Waits until the server has closed at least one of the attack's connections.
@@ -210,8 +185,8 @@ async fn http1_clients_that_do_not_read_their_answers_lock_nobody_out() {
 /// A request whose head asked for `100 Continue`: once the handler reads the body (hyper then
 /// sends `100 Continue`), a few bytes of it and no more. The task ends when the server has
 /// closed the connection.
-async fn slow_body(tern: &Tern, head: &str) -> JoinHandle<()> {
-    let mut stream = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+async fn slow_body(address: String, head: String) -> JoinHandle<()> {
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut continue_line = [0u8; 25];
     stream.read_exact(&mut continue_line).await.expect("100 Continue");
@@ -222,30 +197,41 @@ async fn slow_body(tern: &Tern, head: &str) -> JoinHandle<()> {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_bodies_that_never_arrive_lock_nobody_out() {
+/// Fills the connection limit with publishes whose bodies `attack` (given tern's address and
+/// the request head) holds back, then checks
+/// that honest clients are served and an attack connection was closed to make room.
+async fn held_back_bodies_lock_nobody_out<F: Future<Output = JoinHandle<()>>>(
+    expect_continue: bool,
+    attack: impl Fn(String, String) -> F,
+) {
     const MAX_CONNECTIONS: usize = 16;
     let receiver = Receiver::start().await;
     let settings = format!(
         "max_connections = {MAX_CONNECTIONS}\nrequest_body_timeout = \"10m\"\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\""
     );
     let tern = Tern::start(&settings, None).await;
+    let expect = if expect_continue { "Expect: 100-continue\r\n" } else { "" };
     let head = format!(
-        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nExpect: 100-continue\r\n\
+        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n{expect}\
          Content-Length: 1000000\r\n\r\n",
-        receiver.url("/never-sent")
+        receiver.url("/never-whole")
     );
-    let attack = (0..MAX_CONNECTIONS).map(|_| slow_body(&tern, &head));
+    let attack = (0..MAX_CONNECTIONS).map(|_| attack(tern.address.clone(), head.clone()));
     let attack = futures_util::future::join_all(attack).await;
 
     honest_clients_are_served(&tern, &receiver, "/during-body-attack").await;
     wait_until_one_closed(&tern, || attack.iter().any(JoinHandle::is_finished)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_that_never_arrive_lock_nobody_out() {
+    held_back_bodies_lock_nobody_out(true, slow_body).await;
+}
+
 /// Like [`slow_body`], but the body keeps coming a byte at a time, a few times a second,
 /// until the server closes the connection.
-async fn trickled_body(tern: &Tern, head: &str) -> JoinHandle<()> {
-    let mut stream = tokio::net::TcpStream::connect(&tern.address).await.expect("connects");
+async fn trickled_body(address: String, head: String) -> JoinHandle<()> {
+    let mut stream = tokio::net::TcpStream::connect(&address).await.expect("connects");
     stream.write_all(head.as_bytes()).await.unwrap();
     tokio::spawn(async move {
         let (mut reader, mut writer) = stream.into_split();
@@ -273,19 +259,5 @@ async fn trickled_body(tern: &Tern, head: &str) -> JoinHandle<()> {
 /// body timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_bodies_trickled_a_byte_at_a_time_lock_nobody_out() {
-    const MAX_CONNECTIONS: usize = 16;
-    let receiver = Receiver::start().await;
-    let settings = format!(
-        "max_connections = {MAX_CONNECTIONS}\nrequest_body_timeout = \"10m\"\nwrite_timeout = \"10m\"\nidle_timeout = \"10m\""
-    );
-    let tern = Tern::start(&settings, None).await;
-    let head = format!(
-        "POST /v2/publish/{} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 1000000\r\n\r\n",
-        receiver.url("/never-whole")
-    );
-    let attack = (0..MAX_CONNECTIONS).map(|_| trickled_body(&tern, &head));
-    let attack = futures_util::future::join_all(attack).await;
-
-    honest_clients_are_served(&tern, &receiver, "/during-trickle-attack").await;
-    wait_until_one_closed(&tern, || attack.iter().any(JoinHandle::is_finished)).await;
+    held_back_bodies_lock_nobody_out(false, trickled_body).await;
 }
