@@ -99,11 +99,7 @@ async fn wait_failed(tern: &Tern, id: &str) {
 /// `GET path` (and, with `follow`, every later page by its cursor), measuring tern's peak
 /// memory from just before the first request to the end of the last.
 async fn measure(tern: &Tern, path: &str, follow: bool) -> Listed {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = tern.rss_bytes();
-    tern.reset_peak_rss();
-    let started = Instant::now();
-    let mut listed = Listed { rss_before, ..Listed::default() };
+    let (mut listed, started) = start_measuring(tern).await;
     let mut cursor: Option<String> = None;
     loop {
         let page = match &cursor {
@@ -127,12 +123,9 @@ async fn measure(tern: &Tern, path: &str, follow: bool) -> Listed {
 /// `readers` clients each asking for `path` at once, measuring tern's peak memory from just
 /// before the first request to the end of the last answer.
 async fn measure_together(tern: &Tern, path: &str, readers: usize) -> Listed {
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let rss_before = tern.rss_bytes();
-    tern.reset_peak_rss();
-    let started = Instant::now();
+    let (mut listed, started) = start_measuring(tern).await;
     let answers = futures_util::future::join_all((0..readers).map(|_| get(tern, path))).await;
-    let mut listed = Listed { rss_before, elapsed: started.elapsed(), ..Listed::default() };
+    listed.elapsed = started.elapsed();
     for (body, entries) in answers {
         listed.requests += 1;
         listed.entries += entries;
@@ -140,6 +133,15 @@ async fn measure_together(tern: &Tern, path: &str, readers: usize) -> Listed {
     }
     listed.peak_rss = tern.peak_rss_bytes();
     listed
+}
+
+/// Notes tern's memory and resets its peak, after a moment for the previous listing's memory
+/// to be given back (a figure taken at once would count it); returns the time it started.
+async fn start_measuring(tern: &Tern) -> (Listed, Instant) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rss_before = tern.rss_bytes();
+    tern.reset_peak_rss();
+    (Listed { rss_before, ..Listed::default() }, Instant::now())
 }
 
 /// A listing's body and the number of entries in it (each entry has one `messageId` per key

@@ -199,11 +199,12 @@ pub(crate) fn admit_flow_key(shared: &Shared, user_id: &str, key: &str, created:
 /// too, whose first message comes only later, so that it counts against the limit from now on.
 pub(crate) fn create_flow_keys(shared: &Shared, user_id: &str, created: &NewResources) {
     if !created.flow_keys.is_empty() {
-        shared.scheduler.update(|scheduler, now| {
-            for key in &created.flow_keys {
-                scheduler.touch_flow(user_id, key, now);
-            }
-        });
+        // Not `update`: a key without messages gives the dispatcher nothing to do.
+        let now = shared.clock.now_ms();
+        let mut scheduler = shared.scheduler.lock();
+        for key in &created.flow_keys {
+            scheduler.touch_flow(user_id, key, now);
+        }
     }
 }
 

@@ -21,28 +21,24 @@ async fn publish_as(server: &TestServer, user: usize, destination: &str, count: 
     ids
 }
 
-/// Waits until at least `count` requests to `path` are in progress.
-async fn wait_in_flight_at_least(receiver: &Receiver, path: &str, count: usize) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while receiver.in_flight(path) < count {
-        assert!(tokio::time::Instant::now() < deadline, "{path}: {} in flight", receiver.in_flight(path));
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+/// A server with eight delivery slots, which one user could take all of.
+async fn eight_slots() -> TestServer {
+    TestServer::start_with(|config| {
+        config.delivery.max_concurrent = 8;
+        config.delivery.user_parallelism = 8;
+    })
+    .await
 }
 
 #[tokio::test]
 async fn a_third_tenant_is_delivered_while_two_others_hang_on_every_slot_they_may_take() {
-    let server = TestServer::start_with(|config| {
-        config.delivery.max_concurrent = 8;
-        config.delivery.user_parallelism = 8;
-    })
-    .await;
+    let server = eight_slots().await;
     let receiver = Receiver::start().await;
     receiver.script("/hang", vec![Reply::Hang]);
     publish_as(&server, 0, &receiver.url("/hang"), 10).await;
     publish_as(&server, 1, &receiver.url("/hang"), 10).await;
     // Alone, the first takes half the slots; the second then a third of them.
-    wait_in_flight_at_least(&receiver, "/hang", 6).await;
+    receiver.wait_in_flight_at_least("/hang", 6).await;
 
     let third = publish_as(&server, 2, &receiver.url("/fast"), 1).await;
     let delivered = receiver.wait_for("/fast", 1).await;
@@ -52,17 +48,13 @@ async fn a_third_tenant_is_delivered_while_two_others_hang_on_every_slot_they_ma
 
 #[tokio::test]
 async fn the_last_tenant_is_served_when_three_others_started_hanging_one_after_another() {
-    let server = TestServer::start_with(|config| {
-        config.delivery.max_concurrent = 8;
-        config.delivery.user_parallelism = 8;
-    })
-    .await;
+    let server = eight_slots().await;
     let receiver = Receiver::start().await;
     receiver.script("/hang", vec![Reply::Hang]);
     // Each starts while the earlier ones hold what they took: 4, then 2, then 1.
     for (user, hanging) in [(0, 4), (1, 6), (2, 7)] {
         publish_as(&server, user, &receiver.url("/hang"), 10).await;
-        wait_in_flight_at_least(&receiver, "/hang", hanging).await;
+        receiver.wait_in_flight_at_least("/hang", hanging).await;
     }
     let last = publish_as(&server, 3, &receiver.url("/fast"), 1).await;
     let delivered = receiver.wait_for("/fast", 1).await;

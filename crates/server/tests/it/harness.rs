@@ -541,11 +541,20 @@ impl Receiver {
 
     /// Waits until `path` has exactly `count` requests in progress.
     pub async fn wait_in_flight(&self, path: &str, count: usize) {
+        self.wait_in_flight_until(path, &format!("exactly {count}"), |now| now == count).await
+    }
+
+    /// Waits until `path` has at least `count` requests in progress.
+    pub async fn wait_in_flight_at_least(&self, path: &str, count: usize) {
+        self.wait_in_flight_until(path, &format!("at least {count}"), |now| now >= count).await
+    }
+
+    async fn wait_in_flight_until(&self, path: &str, expected: &str, reached: impl Fn(usize) -> bool) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
-        while self.in_flight(path) != count {
+        while !reached(self.in_flight(path)) {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "{path} has {} requests in progress, expected {count}",
+                "{path} has {} requests in progress, expected {expected}",
                 self.in_flight(path)
             );
             tokio::time::sleep(Duration::from_millis(5)).await;

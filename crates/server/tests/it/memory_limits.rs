@@ -126,24 +126,26 @@ async fn the_headers_a_message_keeps_are_bounded() {
     assert_eq!(status, StatusCode::OK, "{json}");
 }
 
+/// Publishes a delayed message naming the flow-control key `key` in `{prefix}-Key` (its own,
+/// or its callback's, which then calls back to nowhere).
+async fn publish_with_key(server: &TestServer, prefix: &str, key: &str) -> (StatusCode, serde_json::Value) {
+    let (key_header, value_header) = (format!("{prefix}-Key"), format!("{prefix}-Value"));
+    let headers = [
+        ("Upstash-Delay", "1h"),
+        ("Upstash-Callback", NOWHERE),
+        (key_header.as_str(), key),
+        (value_header.as_str(), "parallelism=1"),
+    ];
+    server.publish(NOWHERE, &headers, "x").await
+}
+
 /// A callback's key is counted when the message naming it is published, though the callback,
 /// and with it the key's first message, comes later: callback keys once passed the limit one by
 /// one, none of them existing yet when the next was checked.
 #[tokio::test]
 async fn callback_flow_control_keys_count_before_their_callbacks_exist() {
     let server = limited().await;
-    let publish = |key: &str| {
-        let (server, key) = (&server, key.to_string());
-        async move {
-            let headers = [
-                ("Upstash-Delay", "1h"),
-                ("Upstash-Callback", NOWHERE),
-                ("Upstash-Callback-Flow-Control-Key", key.as_str()),
-                ("Upstash-Callback-Flow-Control-Value", "rate=1"),
-            ];
-            server.publish(NOWHERE, &headers, "x").await
-        }
-    };
+    let publish = |key| publish_with_key(&server, "Upstash-Callback-Flow-Control", key);
     assert_eq!(publish("callback-1").await.0, StatusCode::OK);
     assert_eq!(publish("callback-2").await.0, StatusCode::OK);
     let (status, json) = publish("callback-3").await;
@@ -181,17 +183,7 @@ async fn keys_a_dlq_retry_names_count_against_the_limit() {
 #[tokio::test]
 async fn flow_control_keys_are_bounded_in_length_and_number_per_user() {
     let server = limited().await;
-    let publish = |key: &str| {
-        let (server, key) = (&server, key.to_string());
-        async move {
-            let headers = [
-                ("Upstash-Delay", "1h"),
-                ("Upstash-Flow-Control-Key", key.as_str()),
-                ("Upstash-Flow-Control-Value", "parallelism=1"),
-            ];
-            server.publish(NOWHERE, &headers, "x").await
-        }
-    };
+    let publish = |key| publish_with_key(&server, "Upstash-Flow-Control", key);
     let long_key = "k".repeat(KEY_LIMIT + 1);
     let (status, json) = publish(&long_key).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
