@@ -17,6 +17,7 @@ pub mod redact;
 pub mod retry;
 pub mod signing;
 pub mod sizes;
+pub mod workflow;
 
 pub use error::Invalid;
 pub use headers::HeaderList;

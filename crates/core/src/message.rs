@@ -94,6 +94,9 @@ pub struct MessageSpec {
     pub caller_ip: Option<String>,
     #[serde(default)]
     pub origin: Origin,
+    /// The workflow run the message belongs to, and what it is for in the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<crate::workflow::WorkflowLink>,
 }
 
 /// Where a stored message is in its life. `Active` (an attempt running) is not stored: after a

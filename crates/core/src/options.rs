@@ -279,6 +279,7 @@ impl PublishOptions {
             schedule_id: None,
             caller_ip,
             origin: Origin::Publish,
+            workflow: crate::workflow::WorkflowHeaders::parse(&self.passthrough).link(),
         }
     }
 

@@ -214,6 +214,7 @@ fn callback_new_message(
         due_at: callback.due_at,
         dedup: None,
         consumes_dlq_entry: None,
+        run: None,
     }
 }
 

@@ -117,6 +117,7 @@ impl Engine {
                 due_at,
                 dedup: None,
                 consumes_dlq_entry: entry.dlq_id,
+                run: None,
             });
         }
         let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();

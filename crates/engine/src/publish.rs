@@ -276,6 +276,7 @@ pub(crate) async fn prepare(
             due_at,
             dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
             consumes_dlq_entry: None,
+            run: None,
         });
     }
     Ok((fan_out, messages))

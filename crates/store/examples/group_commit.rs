@@ -21,6 +21,7 @@ fn message(i: usize) -> NewMessage {
         due_at: i64::MAX / 2,
         dedup: None,
         consumes_dlq_entry: None,
+        run: None,
     }
 }
 

@@ -12,6 +12,7 @@
 pub mod error;
 pub mod model;
 pub mod sqlite;
+pub mod workflows;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tern_core::{HeaderList, Message, MessageId};
 
 pub use error::{NotRecorded, Result, StoreError};
 pub use model::*;
+pub use workflows::*;
 
 /// Messages: durable inserts, reads, cancels and the record of attempts.
 #[async_trait]
@@ -225,6 +227,7 @@ pub trait Store:
     + FlowStore
     + UrlGroupStore
     + ScheduleStore
+    + WorkflowStore
     + Maintenance
 {
 }
@@ -239,6 +242,7 @@ impl<T> Store for T where
         + FlowStore
         + UrlGroupStore
         + ScheduleStore
+        + WorkflowStore
         + Maintenance
 {
 }

@@ -20,6 +20,8 @@ pub struct NewMessage {
     /// still exists, and the entry is removed in the same commit. The message then takes the
     /// entry's body, copied by the store without reading it into memory; `body` is ignored.
     pub consumes_dlq_entry: Option<String>,
+    /// The workflow run this message starts (an Init message): created in the same commit.
+    pub run: Option<crate::workflows::NewRun>,
 }
 
 /// A deduplication key that stays claimed until `expires_at`.
@@ -37,6 +39,10 @@ pub enum InsertOutcome {
     Duplicate(MessageId),
     /// The DLQ entry to replace is gone (retried or deleted concurrently); nothing was stored.
     DlqEntryGone,
+    /// An Init message named a run that exists; nothing was stored.
+    RunExists,
+    /// The message continues a run that is unknown or has ended; nothing was stored.
+    RunNotActive,
 }
 
 /// What an attempt leads to.
@@ -106,6 +112,8 @@ pub struct MessageFilter {
     pub paths: Vec<String>,
     /// DLQ entry ids (DLQ only).
     pub dlq_ids: Vec<String>,
+    /// Workflow runs the messages belong to.
+    pub workflow_run_ids: Vec<String>,
     /// Log entry states (logs only).
     pub states: Vec<LogState>,
     /// Status of the last response (DLQ only).

@@ -14,6 +14,8 @@ mod rows;
 mod schedules;
 mod schema;
 mod syncer;
+mod workflow_ops;
+mod workflows;
 mod writer;
 
 use crate::error::{NotRecorded, Result, StoreError};
@@ -546,6 +548,7 @@ mod tests {
             due_at: 60_000,
             dedup: None,
             consumes_dlq_entry: None,
+            run: None,
         };
         let fire = ScheduleFire {
             user_id: "u".into(),

@@ -4,6 +4,7 @@
 use super::query::{SqlFilter, message_filter};
 use super::rows::{LogRow, LoggedResponse, callback_source, headers_json, insert_logs, insert_message};
 use super::schema::FIRST_TERMINAL_STATE;
+use super::workflow_ops;
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
@@ -48,6 +49,10 @@ pub fn insert_messages(
     let connection = context.connection;
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
+        if let Some(refused) = workflow_ops::admit(connection, &message)? {
+            outcomes.push(refused);
+            continue;
+        }
         if let Some(dedup) = &message.dedup {
             let existing = claimed_dedup(connection, &message.user_id, &dedup.key, message.created_at)?;
             if let Some(id) = existing.and_then(|id| id.parse().ok()) {
@@ -93,6 +98,7 @@ fn store_new_message(
     *next_seq += 1;
     let id = message.id.to_string();
     insert_message(connection, &message, &id, seq)?;
+    workflow_ops::record(connection, &message, &id)?;
     if let Some(rowid) = body_from {
         connection
             .prepare_cached("UPDATE messages SET body = (SELECT body FROM messages WHERE rowid = ?1) WHERE id = ?2")?
@@ -255,6 +261,14 @@ pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &
         }
     }
     insert_logs(connection, &logs)?;
+    if let (NextStep::Failed { dlq_id }, Some(link)) = (&outcome.next, &message.spec.workflow)
+        && link.call_type.continues_run()
+    {
+        let finished = effects.changes.pop();
+        let context = Context { connection, scheduling: context.scheduling, next_seq: &mut *context.next_seq };
+        workflow_ops::fail_run(context, user_id, &link.run_id, dlq_id, at, effects)?;
+        effects.changes.extend(finished);
+    }
     // The scheduler must learn of the callbacks before the source's final change, so that a
     // queue message keeps its place until its callbacks finished.
     let callbacks: Vec<NewMessage> =
@@ -262,7 +276,10 @@ pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &
     if !callbacks.is_empty() {
         let finished = effects.changes.pop();
         for callback in callbacks {
-            store_new_message(connection, context.next_seq, callback, None, effects)?;
+            // A callback continuing a run that has ended meanwhile has nothing left to do.
+            if workflow_ops::admit(connection, &callback)?.is_none() {
+                store_new_message(connection, context.next_seq, callback, None, effects)?;
+            }
         }
         effects.changes.extend(finished);
     }

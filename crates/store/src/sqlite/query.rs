@@ -59,6 +59,7 @@ pub fn message_filter(sql: &mut SqlFilter, filter: &MessageFilter, alias: &str, 
     sql.push_in(&format!("{alias}.host"), &filter.hosts);
     sql.push_in(&format!("{alias}.path"), &filter.paths);
     sql.push_in(&format!("{alias}.dlq_id"), &filter.dlq_ids);
+    sql.push_in(&format!("{alias}.workflow_run_id"), &filter.workflow_run_ids);
     let statuses: Vec<i64> = filter.response_statuses.iter().map(|s| i64::from(*s)).collect();
     sql.push_in(&format!("{alias}.response_status"), &statuses);
     if !filter.labels.is_empty() {

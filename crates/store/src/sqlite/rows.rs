@@ -178,8 +178,9 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, s
     let (host, path) = url_host_and_path(&spec.url);
     let mut statement = connection.prepare_cached(
         "INSERT INTO messages (id, user_id, seq, state, due_at, retried, created_at, not_before, url, host, path,
-            topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, source_id, spec, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, source_id, spec, body,
+            workflow_run_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
     )?;
     statement.execute(params![
         id,
@@ -200,6 +201,7 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, s
         callback_source(spec).map(|id| id.to_string()),
         serde_json::to_string(spec)?,
         message.body.as_ref(),
+        spec.workflow.as_ref().map(|link| &link.run_id),
     ])?;
     Ok(())
 }

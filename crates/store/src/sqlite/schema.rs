@@ -190,6 +190,48 @@ ALTER TABLE flow_keys ADD COLUMN window_count INTEGER NOT NULL DEFAULT 0;
 -- every row (bodies included) before the first is returned.
 CREATE INDEX schedules_by_creation ON schedules(user_id, created_at, id);
 "#,
+    r#"
+-- Workflow runs (workflow-protocol.md): a run's state and trigger configuration, and its
+-- recorded messages in acceptance order (bodies kept here, as messages may be purged while a
+-- run sleeps for longer than log retention). A message names its run, so that ending a run
+-- finds the run's unfinished messages in an index range.
+ALTER TABLE messages ADD COLUMN workflow_run_id TEXT;
+CREATE INDEX messages_workflow_run ON messages(user_id, workflow_run_id, seq)
+    WHERE workflow_run_id IS NOT NULL AND state < 3;
+
+CREATE TABLE workflow_runs (
+    user_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    url TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    completed_at INTEGER,
+    response BLOB,
+    config TEXT NOT NULL,
+    labels TEXT,
+    invoker TEXT,
+    dlq_id TEXT,
+    caller_ip TEXT,
+    flow_control_key TEXT,
+    step_count INTEGER NOT NULL DEFAULT 0,
+    step_bytes INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user_id, run_id)
+);
+CREATE INDEX workflow_runs_by_creation ON workflow_runs(user_id, created_at, run_id);
+CREATE INDEX workflow_runs_completed ON workflow_runs(completed_at) WHERE completed_at IS NOT NULL;
+
+CREATE TABLE workflow_steps (
+    user_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    call_type INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (user_id, run_id, position)
+);
+CREATE INDEX workflow_steps_message ON workflow_steps(message_id);
+"#,
 ];
 
 /// Settings every connection gets. `synchronous=FULL` makes each commit an fsync of the WAL:

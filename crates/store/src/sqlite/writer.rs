@@ -12,9 +12,10 @@
 //! delete): it runs in its own savepoint, so that its failure fails only itself.
 
 use super::syncer::{Committed, Syncer};
-use super::{checkpoint, ops, recovery, resources, schedules};
+use super::{checkpoint, ops, recovery, resources, schedules, workflow_ops};
 use crate::error::{NotRecorded, Result, StoreError};
 use crate::model::*;
+use crate::workflows::{RunEnd, RunEndOutcome, RunFilter};
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
 use tern_core::{HeaderList, MessageId};
@@ -143,6 +144,21 @@ pub enum WriteOp {
         retention: Retention,
         reply: Reply<PurgeStats>,
     },
+    EndRun {
+        user_id: String,
+        run_id: String,
+        end: RunEnd,
+        now: i64,
+        then: Vec<NewMessage>,
+        reply: Reply<RunEndOutcome>,
+    },
+    CancelRuns {
+        user_id: String,
+        filter: RunFilter,
+        limit: Option<usize>,
+        now: i64,
+        reply: Reply<u64>,
+    },
     /// Commits everything queued before it, then ends the writer (closing the database).
     Stop {
         reply: Reply<()>,
@@ -168,6 +184,7 @@ pub enum Pending {
     Upsert(Reply<ScheduleUpsert>, Result<ScheduleUpsert>),
     Endpoints(Reply<EndpointsAdded>, Result<EndpointsAdded>),
     Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
+    RunEnded(Reply<RunEndOutcome>, Result<RunEndOutcome>),
     /// An attempt's outcome, kept until the commit is known so that a failure can hand it back.
     Recorded(RecordReply, Box<AttemptOutcome>, Result<()>),
     Nothing,
@@ -182,7 +199,10 @@ impl Pending {
         match op {
             WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
             WriteOp::Cancel { reply, .. } => Pending::Cancel(reply, error(message)),
-            WriteOp::DeleteDlq { reply, .. } => Pending::Count(reply, error(message)),
+            WriteOp::DeleteDlq { reply, .. } | WriteOp::CancelRuns { reply, .. } => {
+                Pending::Count(reply, error(message))
+            }
+            WriteOp::EndRun { reply, .. } => Pending::RunEnded(reply, error(message)),
             WriteOp::DeleteQueue { reply, .. }
             | WriteOp::DeleteGroup { reply, .. }
             | WriteOp::SetGroupHeaders { reply, .. }
@@ -222,6 +242,7 @@ impl Pending {
             Pending::Upsert(reply, result) => finish(reply, result, commit),
             Pending::Endpoints(reply, result) => finish(reply, result, commit),
             Pending::Flags(reply, result) => finish(reply, result, commit),
+            Pending::RunEnded(reply, result) => finish(reply, result, commit),
             Pending::Recorded(reply, outcome, result) => {
                 let answer = match commit.clone().and(result) {
                     Ok(()) => Ok(()),
@@ -278,7 +299,10 @@ impl Writer {
             return;
         }
         let seq_before = self.next_seq;
-        if batch.iter().any(|op| matches!(op, WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. })) {
+        if batch.iter().any(|op| matches!(
+            op,
+            WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. } | WriteOp::EndRun { .. } | WriteOp::CancelRuns { .. }
+        )) {
             // A cancel asks the scheduler which attempts run; it must know every earlier batch.
             self.syncer.wait_landed();
         }
@@ -297,7 +321,10 @@ impl Writer {
                     // The recovery scan reads everything committed so far, earlier ops included.
                     effects.changes.clear();
                 }
-                if matches!(op, WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. }) {
+                if matches!(
+            op,
+            WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. } | WriteOp::EndRun { .. } | WriteOp::CancelRuns { .. }
+        ) {
                     // Client-shaped statements (filters) get a savepoint, so that one of them
                     // failing fails only itself, never the publishes sharing its commit.
                     let before = (effects.changes.len(), effects.held.len(), self.next_seq);
@@ -466,6 +493,14 @@ fn apply(
         }
         WriteOp::Purge { now, retention, reply } => {
             settle(resources::purge(connection, now, retention), |r| Pending::Purge(reply, r))
+        }
+        WriteOp::EndRun { user_id, run_id, end, now, then, reply } => {
+            let result = workflow_ops::end_run(context, &user_id, &run_id, end, now, then, effects);
+            settle(result, |r| Pending::RunEnded(reply, r))
+        }
+        WriteOp::CancelRuns { user_id, filter, limit, now, reply } => {
+            let result = workflow_ops::cancel_runs(context, &user_id, &filter, limit, now, effects);
+            settle(result, |r| Pending::Count(reply, r))
         }
         WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
     }

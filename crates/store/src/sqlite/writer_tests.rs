@@ -68,6 +68,7 @@ fn new_message() -> NewMessage {
         due_at: 1,
         dedup: None,
         consumes_dlq_entry: None,
+        run: None,
     }
 }
 

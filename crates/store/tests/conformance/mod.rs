@@ -5,6 +5,7 @@ mod listing;
 mod resources;
 mod schedules;
 mod url_groups;
+mod workflows;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -138,6 +139,7 @@ pub fn new_message(user: &str, url: &str, created_at: i64, due_at: i64, headers:
         due_at,
         dedup: None,
         consumes_dlq_entry: None,
+        run: None,
     }
 }
 
@@ -187,6 +189,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     url_groups::run_all(backend).await;
     schedules::run_all(backend).await;
     listing::run_all(backend).await;
+    workflows::run_all(backend).await;
 }
 
 async fn insert_get_and_isolation(backend: &mut impl Backend) {

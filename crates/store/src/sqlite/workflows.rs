@@ -1,0 +1,221 @@
+//! Workflow runs on SQLite: the reads behind [`WorkflowStore`] (a run, its steps, pages of runs
+//! with their steps and pending messages) and the writer ops that end runs
+//! (`workflow_ops`).
+
+use super::query::{SqlFilter, paginate};
+use super::rows::response_from_row;
+use super::workflow_ops::run_filter;
+use super::writer::WriteOp;
+use super::SqliteStore;
+use super::listing::PageFill;
+use crate::error::{Result, StoreError};
+use crate::model::{NewMessage, Page, PageRequest};
+use crate::workflows::*;
+use async_trait::async_trait;
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+use tern_core::workflow::{CallType, RunState, StepRecord};
+use tern_core::{LogState, MessageId, MessageSpec, MessageState};
+
+const RUN_COLUMNS: &str = "r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,
+    r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes";
+
+fn run_from_row(row: &Row<'_>) -> Result<RunRecord> {
+    let state: i64 = row.get(4)?;
+    let config: String = row.get(7)?;
+    Ok(RunRecord {
+        user_id: row.get(0)?,
+        run_id: row.get(1)?,
+        url: row.get(2)?,
+        created_at: row.get(3)?,
+        state: RunState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("run state {state}")))?,
+        completed_at: row.get(5)?,
+        response: row.get::<_, Option<Vec<u8>>>(6)?.map(Bytes::from),
+        config: serde_json::from_str(&config)?,
+        invoker: row.get(8)?,
+        dlq_id: row.get(9)?,
+        caller_ip: row.get(10)?,
+        step_count: row.get::<_, i64>(11)?.max(0) as u64,
+        step_bytes: row.get::<_, i64>(12)?.max(0) as u64,
+    })
+}
+
+pub fn get_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+    connection
+        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM workflow_runs r WHERE r.user_id = ?1 AND r.run_id = ?2"))?
+        .query_row(params![user_id, run_id], |row| Ok(run_from_row(row)))
+        .optional()?
+        .transpose()
+}
+
+/// The run's steps through the one recorded for `through` (see `WorkflowStore::run_steps`),
+/// each body read only as far as `body_limit`.
+fn steps(
+    connection: &Connection,
+    user_id: &str,
+    run_id: &str,
+    through: Option<MessageId>,
+    body_limit: Option<usize>,
+) -> Result<Vec<StepRecord>> {
+    let last = match through {
+        None => i64::MAX,
+        Some(id) => connection
+            .prepare_cached(
+                "SELECT position FROM workflow_steps WHERE message_id = ?1 AND user_id = ?2 AND run_id = ?3",
+            )?
+            .query_row(params![id.to_string(), user_id, run_id], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0),
+    };
+    let limit = body_limit.map_or(i64::MAX, |limit| limit as i64);
+    let mut statement = connection.prepare_cached(
+        "SELECT message_id, call_type, created_at, substr(body, 1, ?4) FROM workflow_steps
+         WHERE user_id = ?1 AND run_id = ?2 AND position <= ?3 ORDER BY position",
+    )?;
+    let rows = statement.query_map(params![user_id, run_id, last, limit], |row| {
+        Ok(StepRecord {
+            message_id: row.get(0)?,
+            call_type: CallType::from_code(row.get(1)?),
+            created_at: row.get(2)?,
+            body: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// The messages of a run that have not continued it: unfinished ones, and the one whose
+/// failure failed the run.
+fn pending(connection: &Connection, run: &RunRecord) -> Result<Vec<PendingStep>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT id, state, retried, due_at, created_at, spec FROM messages INDEXED BY messages_workflow_run
+         WHERE user_id = ?1 AND workflow_run_id = ?2 AND state < 3
+         UNION ALL
+         SELECT id, state, retried, due_at, created_at, spec FROM messages WHERE dlq_id = ?3 AND user_id = ?1",
+    )?;
+    let rows = statement.query_map(params![run.user_id, run.run_id, run.dlq_id], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get::<_, u32>(2)?,
+            row.get::<_, Option<i64>>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut pending = Vec::new();
+    for row in rows {
+        let (id, state, retried, due_at, created_at, spec) = row?;
+        let spec: MessageSpec = serde_json::from_str(&spec)?;
+        if spec.workflow.as_ref().is_none_or(|link| !link.call_type.continues_run()) {
+            continue;
+        }
+        let state = MessageState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?;
+        pending.push(PendingStep {
+            message_id: id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
+            state,
+            retried,
+            max_retries: spec.max_retries,
+            retry_delay: spec.retry_delay,
+            due_at,
+            created_at,
+            errors: errors(connection, &id)?,
+        });
+    }
+    Ok(pending)
+}
+
+/// The failed attempts of a message, oldest first.
+fn errors(connection: &Connection, message_id: &str) -> Result<Vec<(i64, tern_core::AttemptResponse)>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT time, response_status, response_headers, response_body, error FROM logs
+         WHERE message_id = ?1 AND state = ?2 ORDER BY seq",
+    )?;
+    let rows = statement.query_map(params![message_id, LogState::Error.code()], |row| {
+        Ok((row.get::<_, i64>(0)?, response_from_row(row, 1, Some(4))))
+    })?;
+    let mut errors = Vec::new();
+    for row in rows {
+        let (time, response) = row?;
+        errors.push((time, response?.unwrap_or_default()));
+    }
+    Ok(errors)
+}
+
+fn list_runs(connection: &Connection, user_id: &str, filter: &RunFilter, page: &PageRequest) -> Result<Page<RunWithSteps>> {
+    let mut sql = SqlFilter::new("r.user_id = ?", user_id.to_string());
+    run_filter(&mut sql, filter, "r");
+    let order = paginate(&mut sql, page, "r.created_at", "r.run_id", false)?;
+    let query = format!("SELECT {RUN_COLUMNS} FROM workflow_runs r WHERE {} {order}", sql.clause());
+    let mut statement = connection.prepare(&query)?;
+    let mut rows = statement.query(params_from_iter(sql.params()))?;
+    let mut fill = PageFill::new(page);
+    let (mut runs, mut cursor, mut last_key) = (Vec::new(), None, None);
+    while let Some(row) = rows.next()? {
+        let run = run_from_row(row)?;
+        let steps_bytes = page.body_limit.map_or(run.step_bytes as usize, |limit| {
+            (run.step_bytes as usize).min(limit.saturating_mul(run.step_count as usize))
+        });
+        // Each step's view and its message's state take about this much besides its body.
+        let bytes = steps_bytes + run.response.as_ref().map_or(0, Bytes::len) + 256 * run.step_count as usize;
+        if !fill.take(bytes) {
+            cursor = last_key;
+            break;
+        }
+        last_key = Some(format!("{}-{}", run.created_at, run.run_id));
+        let steps = steps(connection, user_id, &run.run_id, None, page.body_limit)?;
+        let pending = pending(connection, &run)?;
+        runs.push(RunWithSteps { run, steps, pending });
+    }
+    Ok(fill.page(runs, cursor))
+}
+
+#[async_trait]
+impl WorkflowStore for SqliteStore {
+    async fn get_run(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+        let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
+        self.readers.read(move |c| get_run(c, &user_id, &run_id)).await
+    }
+
+    async fn get_run_for_engine(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+        let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
+        self.readers.read_for_engine(move |c| get_run(c, &user_id, &run_id)).await
+    }
+
+    async fn run_steps(
+        &self,
+        user_id: &str,
+        run_id: &str,
+        through: Option<MessageId>,
+        for_engine: bool,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+        let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
+        let query = move |c: &Connection| -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+            let Some(run) = get_run(c, &user_id, &run_id)? else { return Ok(None) };
+            let steps = steps(c, &user_id, &run_id, through, None)?;
+            Ok(Some((run, steps)))
+        };
+        if for_engine { self.readers.read_for_engine(query).await } else { self.readers.read(query).await }
+    }
+
+    async fn end_run(
+        &self,
+        user_id: &str,
+        run_id: &str,
+        end: RunEnd,
+        now: i64,
+        then: Vec<NewMessage>,
+    ) -> Result<RunEndOutcome> {
+        let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
+        self.request(|reply| WriteOp::EndRun { user_id, run_id, end, now, then, reply }).await
+    }
+
+    async fn cancel_runs(&self, user_id: &str, filter: RunFilter, limit: Option<usize>, now: i64) -> Result<u64> {
+        let user_id = user_id.to_string();
+        self.request(|reply| WriteOp::CancelRuns { user_id, filter, limit, now, reply }).await
+    }
+
+    async fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &PageRequest) -> Result<Page<RunWithSteps>> {
+        let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
+        self.readers.read(move |c| list_runs(c, &user_id, &filter, &page)).await
+    }
+}

@@ -1,0 +1,185 @@
+//! Workflow runs: creation by an Init message, steps appended in acceptance order and sliced
+//! per delivery, ends (success, cancel, failure) with their unfinished messages, listings, and
+//! isolation between users.
+
+use super::*;
+use tern_core::workflow::{CallType, RunConfig, RunState};
+
+const WF_URL: &str = "http://127.0.0.1:1/workflow";
+
+fn init(user: &str, run_id: &str, at: i64, body: &'static [u8]) -> NewMessage {
+    let headers = [("Upstash-Workflow-RunId", run_id), ("Upstash-Workflow-Init", "true"), ("Upstash-Retries", "1")];
+    let mut message = new_message(user, WF_URL, at, at, &headers);
+    message.body = Bytes::from_static(body);
+    let options = PublishOptions::from_headers(headers.iter().copied(), true).unwrap();
+    message.run = Some(NewRun {
+        run_id: run_id.into(),
+        url: WF_URL.into(),
+        config: RunConfig::from_trigger(&options),
+        invoker: None,
+        replace: false,
+    });
+    message
+}
+
+fn step(user: &str, run_id: &str, at: i64, call_type: &str, body: &'static [u8]) -> NewMessage {
+    let headers = [("Upstash-Workflow-RunId", run_id), ("Upstash-Workflow-CallType", call_type)];
+    let mut message = new_message(user, WF_URL, at, at, &headers);
+    message.body = Bytes::from_static(body);
+    message
+}
+
+pub async fn run_all(backend: &mut impl Backend) {
+    an_init_creates_its_run_once(backend).await;
+    steps_are_appended_in_order_and_sliced(backend).await;
+    ending_a_run_cancels_what_is_left(backend).await;
+    a_failed_step_fails_its_run(backend).await;
+    runs_are_listed_with_their_steps(backend).await;
+}
+
+async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    let first = init(USER, "wfr_a", 1_000, b"payload");
+    let first_id = first.id;
+    assert_eq!(store.insert_messages(vec![first]).await.unwrap(), vec![InsertOutcome::Created]);
+    let again = init(USER, "wfr_a", 1_001, b"other");
+    assert_eq!(store.insert_messages(vec![again]).await.unwrap(), vec![InsertOutcome::RunExists]);
+    let run = store.get_run(USER, "wfr_a").await.unwrap().unwrap();
+    assert_eq!((run.state, run.created_at, run.url.as_str()), (RunState::RunStarted, 1_000, WF_URL));
+    assert_eq!((run.config.retries, run.step_count, run.step_bytes), (Some(1), 1, 7));
+    assert!(store.get_run(OTHER, "wfr_a").await.unwrap().is_none(), "another user's run is invisible");
+    // Another user may use the same run id for a run of its own.
+    assert_eq!(store.insert_messages(vec![init(OTHER, "wfr_a", 1_002, b"")]).await.unwrap(), vec![InsertOutcome::Created]);
+
+    // An Init published again by the SDK replaces the configuration, keeping the payload.
+    let mut replace = init(USER, "wfr_a", 1_003, b"payload");
+    let run = replace.run.as_mut().unwrap();
+    run.replace = true;
+    run.config.retries = Some(0);
+    assert_eq!(store.insert_messages(vec![replace]).await.unwrap(), vec![InsertOutcome::Created]);
+    let store = reopen(backend, store, 2_000).await;
+    let (run, steps) = store.run_steps(USER, "wfr_a", None, false).await.unwrap().unwrap();
+    assert_eq!(run.config.retries, Some(0));
+    assert_eq!(steps.len(), 1, "the run keeps its one initial record");
+    assert_eq!((steps[0].message_id.clone(), steps[0].body.as_ref()), (first_id.to_string(), &b"payload"[..]));
+    store.shutdown().await.unwrap();
+}
+
+async fn steps_are_appended_in_order_and_sliced(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    let start = init(USER, "wfr_b", 1_000, b"in");
+    let plan = step(USER, "wfr_b", 1_001, "step", b"one");
+    let call = step(USER, "wfr_b", 1_001, "toCallback", b"call");
+    let plan_id = plan.id;
+    // The Init and the steps of one batch land in order.
+    let outcomes = store.insert_messages(vec![start, plan, call]).await.unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::Created; 3]);
+    let (_, through_plan) = store.run_steps(USER, "wfr_b", Some(plan_id), true).await.unwrap().unwrap();
+    let bodies: Vec<&[u8]> = through_plan.iter().map(|step| step.body.as_ref()).collect();
+    assert_eq!(bodies, vec![&b"in"[..], b"one"], "a delivery sees nothing recorded after its own step");
+    let (_, all) = store.run_steps(USER, "wfr_b", None, false).await.unwrap().unwrap();
+    let types: Vec<CallType> = all.iter().map(|step| step.call_type).collect();
+    assert_eq!(types, vec![CallType::Step, CallType::Step, CallType::ToCallback]);
+    let (_, unrecorded) = store.run_steps(USER, "wfr_b", Some(MessageId::generate()), false).await.unwrap().unwrap();
+    assert_eq!(unrecorded.len(), 1, "a message without a record sees the initial payload");
+
+    let unknown = step(USER, "wfr_none", 1_002, "step", b"x");
+    let foreign = step(OTHER, "wfr_b", 1_002, "step", b"x");
+    let outcomes = store.insert_messages(vec![unknown, foreign]).await.unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::RunNotActive; 2]);
+    assert!(store.run_steps(OTHER, "wfr_b", None, false).await.unwrap().is_none());
+    store.shutdown().await.unwrap();
+}
+
+async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    let start = init(USER, "wfr_c", 1_000, b"in");
+    let later = step(USER, "wfr_c", 1_000, "step", b"later");
+    let (start_id, later_id) = (start.id, later.id);
+    store.insert_messages(vec![start, later]).await.unwrap();
+    // The Init's delivery is running: the success it reports must not cancel it.
+    let running = store.claim_due(1_000, 1).await;
+    assert_eq!(running[0].id, start_id);
+    let end = RunEnd::Success { response: Bytes::from_static(b"\"done\"") };
+    assert_eq!(store.end_run(OTHER, "wfr_c", end.clone(), 1_500, Vec::new()).await.unwrap(), RunEndOutcome::NotFound);
+    assert_eq!(store.end_run(USER, "wfr_c", end.clone(), 1_500, Vec::new()).await.unwrap(), RunEndOutcome::Ended);
+    assert_eq!(
+        store.end_run(USER, "wfr_c", end, 1_600, Vec::new()).await.unwrap(),
+        RunEndOutcome::AlreadyEnded(RunState::RunSuccess)
+    );
+    assert_eq!(store.get_message(USER, later_id).await.unwrap().unwrap().state, MessageState::Canceled);
+    assert_eq!(store.get_message(USER, start_id).await.unwrap().unwrap().state, MessageState::Pending);
+    let run = store.get_run(USER, "wfr_c").await.unwrap().unwrap();
+    assert_eq!((run.state, run.completed_at), (RunState::RunSuccess, Some(1_500)));
+    assert_eq!(run.response.as_deref(), Some(&b"\"done\""[..]));
+    let outcomes = store.insert_messages(vec![step(USER, "wfr_c", 1_700, "step", b"late")]).await.unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::RunNotActive], "an ended run takes no more steps");
+
+    // Cancelling selects started runs only, by URL prefix or id.
+    for id in ["wfr_d", "wfr_e"] {
+        store.insert_messages(vec![init(USER, id, 2_000, b"")]).await.unwrap();
+    }
+    let by_url = RunFilter { url: Some("http://127.0.0.1:1/work".into()), ..RunFilter::default() };
+    assert_eq!(store.cancel_runs(OTHER, by_url.clone(), None, 2_100).await.unwrap(), 0);
+    assert_eq!(store.cancel_runs(USER, by_url.clone(), Some(1), 2_100).await.unwrap(), 1);
+    assert_eq!(store.cancel_runs(USER, by_url, None, 2_100).await.unwrap(), 1);
+    let exact = RunFilter { url: Some("http://127.0.0.1:1/work".into()), url_exact: true, ..RunFilter::default() };
+    assert_eq!(store.cancel_runs(USER, exact, None, 2_100).await.unwrap(), 0);
+    let run = store.get_run(USER, "wfr_e").await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::RunCanceled);
+    store.shutdown().await.unwrap();
+}
+
+async fn a_failed_step_fails_its_run(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    let start = init(USER, "wfr_f", 1_000, b"in");
+    let parallel = step(USER, "wfr_f", 1_000, "step", b"branch");
+    let parallel_id = parallel.id;
+    store.insert_messages(vec![start]).await.unwrap();
+    let claimed = store.claim_due(1_000, 1).await;
+    store.insert_messages(vec![parallel]).await.unwrap();
+    let mut failure = step(USER, "wfr_f", 1_100, "failureCall", b"{}");
+    failure.spec.origin = tern_core::Origin::FailureCallback { source: claimed[0].id };
+    let mut failed = outcome(Arc::clone(&claimed[0]), 1_100, 500, NextStep::Failed { dlq_id: "dlq_f".into() });
+    failed.failure_callback = Some(failure);
+    store.record_attempt_outcome(failed).await.unwrap();
+    let run = store.get_run(USER, "wfr_f").await.unwrap().unwrap();
+    assert_eq!((run.state, run.dlq_id.as_deref()), (RunState::RunFailed, Some("dlq_f")));
+    assert_eq!(store.get_message(USER, parallel_id).await.unwrap().unwrap().state, MessageState::Canceled);
+    let (_, steps) = store.run_steps(USER, "wfr_f", None, false).await.unwrap().unwrap();
+    assert_eq!(steps.len(), 2, "the failure callback is stored, not recorded as a step");
+    let listed = store.list_runs(USER, &RunFilter::default(), &page(10)).await.unwrap();
+    let pending = &listed.items[0].pending;
+    assert_eq!(pending.len(), 1);
+    assert_eq!((pending[0].message_id, pending[0].state), (claimed[0].id, MessageState::Failed));
+    assert_eq!(pending[0].errors.len(), 1);
+    store.shutdown().await.unwrap();
+}
+
+async fn runs_are_listed_with_their_steps(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    for (index, id) in ["wfr_g1", "wfr_g2", "wfr_g3"].into_iter().enumerate() {
+        store.insert_messages(vec![init(USER, id, 5_000 + index as i64, b"payload")]).await.unwrap();
+    }
+    store.insert_messages(vec![step(USER, "wfr_g3", 5_010, "step", b"{\"stepId\":1}")]).await.unwrap();
+    let first = store.list_runs(USER, &RunFilter::default(), &page(2)).await.unwrap();
+    let ids: Vec<&str> = first.items.iter().map(|run| run.run.run_id.as_str()).collect();
+    assert_eq!(ids, vec!["wfr_g3", "wfr_g2"], "latest first");
+    assert_eq!(first.items[0].steps.len(), 2);
+    assert_eq!(first.items[0].pending.len(), 2, "neither message has been delivered");
+    let mut next = page(2);
+    next.cursor = first.cursor.clone();
+    let rest = store.list_runs(USER, &RunFilter::default(), &next).await.unwrap();
+    assert!(rest.items.iter().any(|run| run.run.run_id == "wfr_g1"));
+    let one = RunFilter { run_ids: vec!["wfr_g2".into()], ..RunFilter::default() };
+    assert_eq!(store.list_runs(USER, &one, &page(10)).await.unwrap().items.len(), 1);
+    let started = RunFilter { states: vec![RunState::RunSuccess], ..RunFilter::default() };
+    let listed = store.list_runs(USER, &started, &page(10)).await.unwrap();
+    assert!(listed.items.iter().all(|run| run.run.state == RunState::RunSuccess));
+    assert!(store.list_runs(OTHER, &one, &page(10)).await.unwrap().items.is_empty());
+    let mut trimmed = page(10);
+    trimmed.body_limit = Some(3);
+    let listed = store.list_runs(USER, &one, &trimmed).await.unwrap();
+    assert_eq!(listed.items[0].steps[0].body.as_ref(), b"pay");
+    store.shutdown().await.unwrap();
+}
