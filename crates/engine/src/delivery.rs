@@ -121,7 +121,14 @@ pub async fn attempt(
 
     let timeout = timeout_ms(config, message);
     let exchange = async {
-        let response = request.send().await?;
+        let again = request.try_clone();
+        let response = match request.send().await {
+            // A kept-alive connection the destination closed just as it was reused: sent again at
+            // once on a fresh one, as browsers do (the destination may have seen the request; the
+            // message id lets it tell).
+            Err(error) if stale_connection(&error) && again.is_some() => again.expect("checked").send().await?,
+            result => result?,
+        };
         let status = response.status().as_u16();
         let headers = response_headers(response.headers());
         let body = read_limited(response, config.max_body_bytes).await?;
@@ -162,6 +169,32 @@ pub fn out_of_descriptors(error: &(dyn std::error::Error + 'static)) -> bool {
             }
         }
         next = error.source();
+    }
+    false
+}
+
+/// Whether `error` is a connection closed or reset under the request before any response
+/// arrived, what a pooled connection the peer closed meanwhile looks like.
+fn stale_connection(error: &reqwest::Error) -> bool {
+    if error.is_timeout() || error.is_connect() || error.is_redirect() {
+        return false;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(cause) = next {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            )
+        {
+            return true;
+        }
+        if cause.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        next = cause.source();
     }
     false
 }

@@ -151,9 +151,10 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
     shared.scheduler.lock().exchange_started(message.id, deadline);
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
     // write instead of two. A longer one gets it logged on its own, while it is in flight.
+    let delivered = crate::workflows::delivered(shared, Arc::clone(&message)).await;
     let (response, active_at) = {
         let client = shared.http.get();
-        let exchange = attempt(&client, &*shared.clock, &shared.config, &keys, &message, started);
+        let exchange = attempt(&client, &*shared.clock, &shared.config, &keys, &delivered, started);
         tokio::pin!(exchange);
         tokio::select! {
             response = &mut exchange => (response, Some(started)),
@@ -186,7 +187,9 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         spec.callback.as_ref().map(|target| callback_new_message(shared, &message, target, &response, None, finished));
     let failure_callback = match (&next, &spec.failure_callback) {
         (NextStep::Failed { dlq_id }, Some(target)) => {
-            Some(callback_new_message(shared, &message, target, &response, Some(dlq_id), finished))
+            let mut failure = callback_new_message(shared, &message, target, &response, Some(dlq_id), finished);
+            crate::workflows::describe_failed_run(shared, &message, &mut failure).await;
+            Some(failure)
         }
         _ => None,
     };

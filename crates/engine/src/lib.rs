@@ -18,6 +18,7 @@ mod resources;
 pub mod scheduler;
 mod schedules;
 mod scheduling;
+mod workflows;
 
 use clock::Clock;
 use config::EngineConfig;

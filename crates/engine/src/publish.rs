@@ -116,8 +116,14 @@ impl Engine {
             summaries.push((fan_out, plan.iter().map(|m| (m.id, m.spec.url.clone())).collect::<Vec<_>>()));
             messages.extend(plan);
         }
-        let mut outcomes =
-            self.shared.store.insert_messages(messages).await.map_err(|error| (None, error.into()))?.into_iter();
+        let runs: Vec<Option<String>> =
+            messages.iter().map(|m| m.spec.workflow.as_ref().map(|link| link.run_id.clone())).collect();
+        let outcomes = self.shared.store.insert_messages(messages).await.map_err(|error| (None, error.into()))?;
+        if let Some(index) = outcomes.iter().position(|outcome| *outcome == InsertOutcome::RunNotActive) {
+            let run_id = runs[index].as_deref().unwrap_or_default();
+            return Err((None, crate::workflows::run_not_active(run_id)));
+        }
+        let mut outcomes = outcomes.into_iter();
         create_flow_keys(&self.shared, user_id, &created);
         let results = summaries
             .into_iter()
@@ -129,6 +135,7 @@ impl Engine {
                         Some(InsertOutcome::Duplicate(existing)) => {
                             Published { message_id: existing, url, deduplicated: true }
                         }
+                        Some(InsertOutcome::RunExists) => Published { message_id: id, url, deduplicated: true },
                         _ => Published { message_id: id, url, deduplicated: false },
                     })
                     .collect(),
@@ -214,11 +221,15 @@ pub(crate) fn create_flow_keys(shared: &Shared, user_id: &str, created: &NewReso
 pub(crate) async fn prepare(
     shared: &Shared,
     user_id: &str,
-    request: PublishRequest,
+    mut request: PublishRequest,
     now: i64,
     created: &mut NewResources,
 ) -> Result<(bool, Vec<NewMessage>)> {
     let config = &shared.config;
+    let run = match &request.recipients {
+        Recipients::Url(url) => crate::workflows::join_run(shared, user_id, url, &mut request.options).await?,
+        Recipients::UrlGroup(_) => None,
+    };
     let options = &request.options;
     if options.cron.is_some() {
         return Err(Invalid::new("Upstash-Cron is only accepted when creating schedules (POST /v2/schedules)").into());
@@ -276,7 +287,7 @@ pub(crate) async fn prepare(
             due_at,
             dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
             consumes_dlq_entry: None,
-            run: None,
+            run: run.clone(),
         });
     }
     Ok((fan_out, messages))

@@ -12,6 +12,7 @@ mod paging;
 mod query;
 mod routes;
 mod views;
+mod workflow_views;
 
 use axum::extract::Request;
 use config::Config;

@@ -26,7 +26,7 @@ pub const COMMON_FILTERS: &[&str] = &[
 ];
 
 /// Keys [`Query::filter`] reads beyond [`COMMON_FILTERS`].
-const MORE_FILTERS: &[&str] = &["messageIds", "dlqIds", "host", "path", "state", "responseStatus"];
+const MORE_FILTERS: &[&str] = &["messageIds", "dlqIds", "host", "path", "state", "responseStatus", "workflowRunId"];
 
 /// The most values one filter may list (SQLite bounds the size of a statement).
 const MAX_FILTER_VALUES: usize = 500;
@@ -149,6 +149,7 @@ impl Query {
             hosts: self.values("host"),
             paths: self.values("path"),
             dlq_ids: self.values("dlqIds"),
+            workflow_run_ids: self.values("workflowRunId"),
             states,
             response_statuses: statuses,
             from_ms: self.integer("fromDate")?,

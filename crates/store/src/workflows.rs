@@ -105,13 +105,15 @@ pub struct RunWithSteps {
 
 #[async_trait]
 pub trait WorkflowStore: Send + Sync {
+    /// The latest run with this id: a run id names one started run at a time, and a new run
+    /// once the last one ended.
     async fn get_run(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>>;
 
     /// [`WorkflowStore::get_run`] for the engine itself (building a delivery), on connections
     /// client reads cannot take.
     async fn get_run_for_engine(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>>;
 
-    /// The run's recorded messages from the first through the one recorded for `through`
+    /// The latest run's recorded messages from the first through the one recorded for `through`
     /// (all of them when `None`; only the first when `through` has no record), with the run.
     /// `for_engine` reads on the engine's connections.
     async fn run_steps(
@@ -139,7 +141,7 @@ pub trait WorkflowStore: Send + Sync {
     /// many. Durable on return.
     async fn cancel_runs(&self, user_id: &str, filter: RunFilter, limit: Option<usize>, now: i64) -> Result<u64>;
 
-    /// A page of runs, latest first, each with its steps; ends by `page.max_bytes` too
-    /// (step bodies, trimmed to `page.body_limit`).
+    /// A page of runs, latest first, each with its steps (whole: a step's body is the JSON its
+    /// view is made of); ends by `page.max_bytes` too, counting the steps' bodies.
     async fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &PageRequest) -> Result<Page<RunWithSteps>>;
 }

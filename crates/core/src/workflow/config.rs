@@ -160,7 +160,10 @@ mod tests {
         config.apply(&mut step);
         assert_eq!(step.retries, Some(0), "the message's own setting wins");
         assert_eq!(step.retry_delay.as_ref().map(|e| e.source()), Some("1000"));
-        assert_eq!(step.flow_control.as_ref().map(|f| (f.parallelism, f.rate, f.period_secs)), Some((Some(2), Some(5), 60)));
+        assert_eq!(
+            step.flow_control.as_ref().map(|f| (f.parallelism, f.rate, f.period_secs)),
+            Some((Some(2), Some(5), 60))
+        );
         assert_eq!(step.failure_callback.as_deref(), Some("http://127.0.0.1:1/wf"));
         assert_eq!(step.failure_callback_options.get("Upstash-Forward-Upstash-Workflow-Is-Failure"), Some("true"));
         assert_eq!((step.forward.get("x-own"), step.forward.get("x-user")), (Some("o"), Some("u")));

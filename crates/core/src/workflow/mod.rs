@@ -9,7 +9,7 @@ use crate::headers::HeaderList;
 use serde::{Deserialize, Serialize};
 
 pub use config::RunConfig;
-pub use steps::{StepRecord, StepView, steps_body, wait_step_body};
+pub use steps::{StepRecord, StepView, failure_body, steps_body, wait_step_body};
 
 /// The header naming a message's run.
 pub const RUN_ID_HEADER: &str = "Upstash-Workflow-RunId";

@@ -89,6 +89,20 @@ pub fn wait_step_body(step: &Value, event_id: &str, data: Option<&[u8]>, timed_o
     serde_json::to_vec(&Value::Object(step)).expect("a JSON value serialises")
 }
 
+/// The failure callback body of a run's failed message, completed with what the SDK's failure
+/// function reads of the run: its id and creation time, its URL, and its initial payload as
+/// `sourceBody` (the SDK passes it on as the workflow's request payload).
+pub fn failure_body(callback: &[u8], run_id: &str, created_at: i64, url: &str, initial: &[u8]) -> Vec<u8> {
+    let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(callback) else {
+        return callback.to_vec();
+    };
+    body.insert("sourceBody".into(), json!(STANDARD.encode(initial)));
+    body.insert("workflowRunId".into(), json!(run_id));
+    body.insert("workflowCreatedAt".into(), json!(created_at));
+    body.insert("url".into(), json!(url));
+    serde_json::to_vec(&Value::Object(body)).expect("a JSON object serialises")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,10 +130,21 @@ mod tests {
         let initial = StepView::of(&record("msg_1", "hello", CallType::Step), true);
         assert_eq!(initial.fields["stepName"], "init");
         assert_eq!(initial.fields["out"], "hello");
-        let step = StepView::of(&record("msg_2", r#"{"stepId":2,"stepName":"s","concurrent":3}"#, CallType::Step), false);
+        let step =
+            StepView::of(&record("msg_2", r#"{"stepId":2,"stepName":"s","concurrent":3}"#, CallType::Step), false);
         assert_eq!((step.step_id(), step.concurrent()), (Some(2), 3));
         let plain = StepView::of(&record("msg_3", "not json", CallType::Step), false);
         assert_eq!((plain.step_id(), plain.concurrent()), (None, 1));
+    }
+
+    #[test]
+    fn a_failure_body_describes_the_run() {
+        let callback = br#"{"status":500,"sourceBody":"c3RlcA==","url":"http://x/step"}"#;
+        let body: Value = serde_json::from_slice(&failure_body(callback, "wfr_1", 7, "http://x/wf", b"init")).unwrap();
+        assert_eq!(body["status"], 500);
+        assert_eq!(body["sourceBody"], STANDARD.encode("init"));
+        assert_eq!((body["workflowRunId"].clone(), body["workflowCreatedAt"].clone()), (json!("wfr_1"), json!(7)));
+        assert_eq!(body["url"], "http://x/wf");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod publish;
 mod queues;
 mod schedules;
 mod topics;
+mod workflows;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .merge(topics::routes())
         .merge(flow::routes())
         .merge(schedules::routes())
+        .merge(workflows::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
             let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);

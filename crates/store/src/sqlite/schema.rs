@@ -199,7 +199,10 @@ ALTER TABLE messages ADD COLUMN workflow_run_id TEXT;
 CREATE INDEX messages_workflow_run ON messages(user_id, workflow_run_id, seq)
     WHERE workflow_run_id IS NOT NULL AND state < 3;
 
+-- A run id names one started run at a time: once a run ended, a trigger with its id starts
+-- another run (the SDKs' "same run id" case), so runs have a key of their own.
 CREATE TABLE workflow_runs (
+    run_key INTEGER PRIMARY KEY,
     user_id TEXT NOT NULL,
     run_id TEXT NOT NULL,
     url TEXT NOT NULL,
@@ -214,21 +217,21 @@ CREATE TABLE workflow_runs (
     caller_ip TEXT,
     flow_control_key TEXT,
     step_count INTEGER NOT NULL DEFAULT 0,
-    step_bytes INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (user_id, run_id)
+    step_bytes INTEGER NOT NULL DEFAULT 0
 );
+CREATE INDEX workflow_runs_by_id ON workflow_runs(user_id, run_id, run_key);
+CREATE UNIQUE INDEX workflow_runs_started ON workflow_runs(user_id, run_id) WHERE state = 0;
 CREATE INDEX workflow_runs_by_creation ON workflow_runs(user_id, created_at, run_id);
 CREATE INDEX workflow_runs_completed ON workflow_runs(completed_at) WHERE completed_at IS NOT NULL;
 
 CREATE TABLE workflow_steps (
-    user_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,
     position INTEGER NOT NULL,
     message_id TEXT NOT NULL,
     call_type INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     body BLOB NOT NULL,
-    PRIMARY KEY (user_id, run_id, position)
+    PRIMARY KEY (run_key, position)
 );
 CREATE INDEX workflow_steps_message ON workflow_steps(message_id);
 "#,

@@ -15,14 +15,20 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tern_core::workflow::{CallType, RunState};
 use tern_core::{MessageId, MessageState};
 
-/// The state of a run, if it exists.
-pub fn run_state(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<RunState>> {
-    let code: Option<i64> = connection
-        .prepare_cached("SELECT state FROM workflow_runs WHERE user_id = ?1 AND run_id = ?2")?
-        .query_row(params![user_id, run_id], |row| row.get(0))
+/// The latest run with this id (its key and state), if there is one: a run id names one
+/// started run at a time, and a new run once the last one ended.
+pub fn latest_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<(i64, RunState)>> {
+    let row: Option<(i64, i64)> = connection
+        .prepare_cached(
+            "SELECT run_key, state FROM workflow_runs WHERE user_id = ?1 AND run_id = ?2 ORDER BY run_key DESC LIMIT 1",
+        )?
+        .query_row(params![user_id, run_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
-    code.map(|code| RunState::from_code(code).ok_or_else(|| StoreError::Corrupt(format!("run state {code}"))))
-        .transpose()
+    row.map(|(key, code)| {
+        let state = RunState::from_code(code).ok_or_else(|| StoreError::Corrupt(format!("run state {code}")))?;
+        Ok((key, state))
+    })
+    .transpose()
 }
 
 /// Whether `message` may be stored as far as its run is concerned: an Init names a new run
@@ -33,9 +39,10 @@ pub fn admit(connection: &Connection, message: &NewMessage) -> Result<Option<Ins
     let Some(link) = &message.spec.workflow else {
         return Ok(None);
     };
-    let state = run_state(connection, &message.user_id, &link.run_id)?;
+    let state = latest_run(connection, &message.user_id, &link.run_id)?.map(|(_, state)| state);
     if let Some(run) = &message.run {
-        return Ok((state.is_some() && !run.replace).then_some(InsertOutcome::RunExists));
+        let started = state == Some(RunState::RunStarted);
+        return Ok((started && !run.replace).then_some(InsertOutcome::RunExists));
     }
     if link.call_type == CallType::FailureCall {
         return Ok(None);
@@ -43,69 +50,74 @@ pub fn admit(connection: &Connection, message: &NewMessage) -> Result<Option<Ins
     Ok((state != Some(RunState::RunStarted)).then_some(InsertOutcome::RunNotActive))
 }
 
-/// Records an admitted message of a run: creates the run of an Init (or replaces its
-/// configuration), appends the message to its run's steps.
+/// Records an admitted message of a run: an Init starts its run (or replaces the configuration
+/// of the started one), a message continuing the run is appended to its steps.
 pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result<()> {
     let Some(link) = &message.spec.workflow else {
         return Ok(());
     };
-    if let Some(run) = &message.run {
-        let config = serde_json::to_string(&run.config)?;
-        let created = connection
-            .prepare_cached(
-                "INSERT INTO workflow_runs (user_id, run_id, url, created_at, state, config, labels, invoker,
-                    caller_ip, flow_control_key)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                 ON CONFLICT (user_id, run_id) DO UPDATE SET config = excluded.config, labels = excluded.labels",
-            )?
-            .execute(params![
-                message.user_id,
-                run.run_id,
-                run.url,
-                message.created_at,
-                RunState::RunStarted.code(),
-                config,
-                labels_column(&run.config.labels),
-                run.invoker,
-                message.spec.caller_ip,
-                run.config.flow_control.as_ref().map(|flow| &flow.key),
-            ])?;
-        let steps: i64 = connection
-            .prepare_cached("SELECT step_count FROM workflow_runs WHERE user_id = ?1 AND run_id = ?2")?
-            .query_row(params![message.user_id, run.run_id], |row| row.get(0))?;
-        if created == 0 || steps > 0 {
-            // A replaced configuration: the run keeps its initial payload.
-            return Ok(());
-        }
-    } else if link.call_type == CallType::FailureCall {
+    if link.call_type == CallType::FailureCall && message.run.is_none() {
         return Ok(());
     }
+    let latest = latest_run(connection, &message.user_id, &link.run_id)?;
+    let run_key = match (&message.run, latest) {
+        (Some(run), Some((key, RunState::RunStarted))) if run.replace => {
+            // The run keeps its initial payload; only its configuration changes.
+            connection
+                .prepare_cached("UPDATE workflow_runs SET config = ?2, labels = ?3 WHERE run_key = ?1")?
+                .execute(params![key, serde_json::to_string(&run.config)?, labels_column(&run.config.labels)])?;
+            return Ok(());
+        }
+        (Some(run), _) => {
+            connection
+                .prepare_cached(
+                    "INSERT INTO workflow_runs (user_id, run_id, url, created_at, state, config, labels, invoker,
+                        caller_ip, flow_control_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    message.user_id,
+                    run.run_id,
+                    run.url,
+                    message.created_at,
+                    RunState::RunStarted.code(),
+                    serde_json::to_string(&run.config)?,
+                    labels_column(&run.config.labels),
+                    run.invoker,
+                    message.spec.caller_ip,
+                    run.config.flow_control.as_ref().map(|flow| &flow.key),
+                ])?;
+            connection.last_insert_rowid()
+        }
+        (None, Some((key, RunState::RunStarted))) => key,
+        // Not admitted (see `admit`): nothing to record.
+        (None, _) => return Ok(()),
+    };
     let position: i64 = connection
         .prepare_cached(
-            "UPDATE workflow_runs SET step_count = step_count + 1, step_bytes = step_bytes + ?3
-             WHERE user_id = ?1 AND run_id = ?2 RETURNING step_count - 1",
+            "UPDATE workflow_runs SET step_count = step_count + 1, step_bytes = step_bytes + ?2
+             WHERE run_key = ?1 RETURNING step_count - 1",
         )?
-        .query_row(params![message.user_id, link.run_id, message.body.len() as i64], |row| row.get(0))?;
+        .query_row(params![run_key, message.body.len() as i64], |row| row.get(0))?;
     connection
         .prepare_cached(
-            "INSERT INTO workflow_steps (user_id, run_id, position, message_id, call_type, created_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO workflow_steps (run_key, position, message_id, call_type, created_at, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![
-            message.user_id,
-            link.run_id,
-            position,
-            id,
-            link.call_type.code(),
-            message.created_at,
-            message.body.as_ref()
-        ])?;
+        .execute(params![run_key, position, id, link.call_type.code(), message.created_at, message.body.as_ref()])?;
     Ok(())
 }
 
-/// The run of a message that failed for good fails with it (unless it ended already); its
-/// other unfinished messages are cancelled.
-pub fn fail_run(context: Context<'_>, user_id: &str, run_id: &str, dlq_id: &str, at: i64, effects: &mut Effects) -> Result<()> {
+/// The run of a message that failed for good (the started run with its id) fails with it,
+/// unless it ended already; its other unfinished messages are cancelled.
+pub fn fail_run(
+    context: Context<'_>,
+    user_id: &str,
+    run_id: &str,
+    dlq_id: &str,
+    at: i64,
+    effects: &mut Effects,
+) -> Result<()> {
     let failed = context
         .connection
         .prepare_cached(
@@ -130,20 +142,18 @@ pub fn end_run(
     effects: &mut Effects,
 ) -> Result<RunEndOutcome> {
     let Context { connection, scheduling, next_seq } = context;
-    match run_state(connection, user_id, run_id)? {
+    let key = match latest_run(connection, user_id, run_id)? {
         None => return Ok(RunEndOutcome::NotFound),
-        Some(RunState::RunStarted) => {}
-        Some(state) => return Ok(RunEndOutcome::AlreadyEnded(state)),
-    }
+        Some((key, RunState::RunStarted)) => key,
+        Some((_, state)) => return Ok(RunEndOutcome::AlreadyEnded(state)),
+    };
     let (state, response, spare_running) = match &end {
         RunEnd::Success { response } => (RunState::RunSuccess, Some(response.as_ref()), true),
         RunEnd::Canceled => (RunState::RunCanceled, None, false),
     };
     connection
-        .prepare_cached(
-            "UPDATE workflow_runs SET state = ?3, completed_at = ?4, response = ?5 WHERE user_id = ?1 AND run_id = ?2",
-        )?
-        .execute(params![user_id, run_id, state.code(), now, response])?;
+        .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, response = ?4 WHERE run_key = ?1")?
+        .execute(params![key, state.code(), now, response])?;
     let context = Context { connection, scheduling, next_seq: &mut *next_seq };
     cancel_run_messages(context, user_id, run_id, now, spare_running, effects)?;
     if !then.is_empty() {
@@ -166,7 +176,10 @@ pub fn cancel_runs(
     let started = RunFilter { states: vec![RunState::RunStarted], ..filter.clone() };
     run_filter(&mut sql, &started, "r");
     let limit = limit.map_or(-1, |n| n as i64);
-    let query = format!("SELECT r.run_id FROM workflow_runs r WHERE {} ORDER BY r.created_at, r.run_id LIMIT {limit}", sql.clause());
+    let query = format!(
+        "SELECT r.run_id FROM workflow_runs r WHERE {} ORDER BY r.created_at, r.run_id LIMIT {limit}",
+        sql.clause()
+    );
     let run_ids: Vec<String> = connection
         .prepare(&query)?
         .query_map(params_from_iter(sql.params()), |row| row.get(0))?
@@ -199,7 +212,9 @@ pub fn run_filter(sql: &mut SqlFilter, filter: &RunFilter, alias: &str) {
     if !filter.labels.is_empty() {
         let labels = serde_json::to_string(&filter.labels).expect("labels serialise");
         sql.push(
-            &format!("EXISTS (SELECT 1 FROM json_each(?) WHERE instr({alias}.labels, ',' || json_each.value || ',') > 0)"),
+            &format!(
+                "EXISTS (SELECT 1 FROM json_each(?) WHERE instr({alias}.labels, ',' || json_each.value || ',') > 0)"
+            ),
             [Value::Text(labels)],
         );
     }

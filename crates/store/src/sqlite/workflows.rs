@@ -2,12 +2,12 @@
 //! with their steps and pending messages) and the writer ops that end runs
 //! (`workflow_ops`).
 
+use super::SqliteStore;
+use super::listing::PageFill;
 use super::query::{SqlFilter, paginate};
 use super::rows::response_from_row;
 use super::workflow_ops::run_filter;
 use super::writer::WriteOp;
-use super::SqliteStore;
-use super::listing::PageFill;
 use crate::error::{Result, StoreError};
 use crate::model::{NewMessage, Page, PageRequest};
 use crate::workflows::*;
@@ -17,62 +17,63 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use tern_core::workflow::{CallType, RunState, StepRecord};
 use tern_core::{LogState, MessageId, MessageSpec, MessageState};
 
-const RUN_COLUMNS: &str = "r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,
+const RUN_COLUMNS: &str =
+    "r.run_key, r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,
     r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes";
 
-fn run_from_row(row: &Row<'_>) -> Result<RunRecord> {
-    let state: i64 = row.get(4)?;
-    let config: String = row.get(7)?;
-    Ok(RunRecord {
-        user_id: row.get(0)?,
-        run_id: row.get(1)?,
-        url: row.get(2)?,
-        created_at: row.get(3)?,
+/// A run and its key.
+fn run_from_row(row: &Row<'_>) -> Result<(i64, RunRecord)> {
+    let state: i64 = row.get(5)?;
+    let config: String = row.get(8)?;
+    let run = RunRecord {
+        user_id: row.get(1)?,
+        run_id: row.get(2)?,
+        url: row.get(3)?,
+        created_at: row.get(4)?,
         state: RunState::from_code(state).ok_or_else(|| StoreError::Corrupt(format!("run state {state}")))?,
-        completed_at: row.get(5)?,
-        response: row.get::<_, Option<Vec<u8>>>(6)?.map(Bytes::from),
+        completed_at: row.get(6)?,
+        response: row.get::<_, Option<Vec<u8>>>(7)?.map(Bytes::from),
         config: serde_json::from_str(&config)?,
-        invoker: row.get(8)?,
-        dlq_id: row.get(9)?,
-        caller_ip: row.get(10)?,
-        step_count: row.get::<_, i64>(11)?.max(0) as u64,
-        step_bytes: row.get::<_, i64>(12)?.max(0) as u64,
-    })
+        invoker: row.get(9)?,
+        dlq_id: row.get(10)?,
+        caller_ip: row.get(11)?,
+        step_count: row.get::<_, i64>(12)?.max(0) as u64,
+        step_bytes: row.get::<_, i64>(13)?.max(0) as u64,
+    };
+    Ok((row.get(0)?, run))
 }
 
-pub fn get_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+/// The latest run with this id, and its key.
+fn latest_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<(i64, RunRecord)>> {
     connection
-        .prepare_cached(&format!("SELECT {RUN_COLUMNS} FROM workflow_runs r WHERE r.user_id = ?1 AND r.run_id = ?2"))?
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM workflow_runs r WHERE r.user_id = ?1 AND r.run_id = ?2
+             ORDER BY r.run_key DESC LIMIT 1"
+        ))?
         .query_row(params![user_id, run_id], |row| Ok(run_from_row(row)))
         .optional()?
         .transpose()
 }
 
-/// The run's steps through the one recorded for `through` (see `WorkflowStore::run_steps`),
-/// each body read only as far as `body_limit`.
-fn steps(
-    connection: &Connection,
-    user_id: &str,
-    run_id: &str,
-    through: Option<MessageId>,
-    body_limit: Option<usize>,
-) -> Result<Vec<StepRecord>> {
+fn get_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+    Ok(latest_run(connection, user_id, run_id)?.map(|(_, run)| run))
+}
+
+/// The run's steps through the one recorded for `through` (see `WorkflowStore::run_steps`).
+fn steps(connection: &Connection, run_key: i64, through: Option<MessageId>) -> Result<Vec<StepRecord>> {
     let last = match through {
         None => i64::MAX,
         Some(id) => connection
-            .prepare_cached(
-                "SELECT position FROM workflow_steps WHERE message_id = ?1 AND user_id = ?2 AND run_id = ?3",
-            )?
-            .query_row(params![id.to_string(), user_id, run_id], |row| row.get(0))
+            .prepare_cached("SELECT position FROM workflow_steps WHERE message_id = ?1 AND run_key = ?2")?
+            .query_row(params![id.to_string(), run_key], |row| row.get(0))
             .optional()?
             .unwrap_or(0),
     };
-    let limit = body_limit.map_or(i64::MAX, |limit| limit as i64);
     let mut statement = connection.prepare_cached(
-        "SELECT message_id, call_type, created_at, substr(body, 1, ?4) FROM workflow_steps
-         WHERE user_id = ?1 AND run_id = ?2 AND position <= ?3 ORDER BY position",
+        "SELECT message_id, call_type, created_at, body FROM workflow_steps
+         WHERE run_key = ?1 AND position <= ?2 ORDER BY position",
     )?;
-    let rows = statement.query_map(params![user_id, run_id, last, limit], |row| {
+    let rows = statement.query_map(params![run_key, last], |row| {
         Ok(StepRecord {
             message_id: row.get(0)?,
             call_type: CallType::from_code(row.get(1)?),
@@ -83,16 +84,18 @@ fn steps(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The messages of a run that have not continued it: unfinished ones, and the one whose
-/// failure failed the run.
+/// The messages of a run that have not continued it: unfinished ones (only a started run has
+/// any: ending a run ends them, and later ones with its id are another run's), and the one
+/// whose failure failed the run.
 fn pending(connection: &Connection, run: &RunRecord) -> Result<Vec<PendingStep>> {
     let mut statement = connection.prepare_cached(
         "SELECT id, state, retried, due_at, created_at, spec FROM messages INDEXED BY messages_workflow_run
-         WHERE user_id = ?1 AND workflow_run_id = ?2 AND state < 3
+         WHERE user_id = ?1 AND workflow_run_id = ?2 AND state < 3 AND ?4
          UNION ALL
          SELECT id, state, retried, due_at, created_at, spec FROM messages WHERE dlq_id = ?3 AND user_id = ?1",
     )?;
-    let rows = statement.query_map(params![run.user_id, run.run_id, run.dlq_id], |row| {
+    let started = run.state == RunState::RunStarted;
+    let rows = statement.query_map(params![run.user_id, run.run_id, run.dlq_id, started], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, i64>(1)?,
@@ -141,7 +144,12 @@ fn errors(connection: &Connection, message_id: &str) -> Result<Vec<(i64, tern_co
     Ok(errors)
 }
 
-fn list_runs(connection: &Connection, user_id: &str, filter: &RunFilter, page: &PageRequest) -> Result<Page<RunWithSteps>> {
+fn list_runs(
+    connection: &Connection,
+    user_id: &str,
+    filter: &RunFilter,
+    page: &PageRequest,
+) -> Result<Page<RunWithSteps>> {
     let mut sql = SqlFilter::new("r.user_id = ?", user_id.to_string());
     run_filter(&mut sql, filter, "r");
     let order = paginate(&mut sql, page, "r.created_at", "r.run_id", false)?;
@@ -151,18 +159,17 @@ fn list_runs(connection: &Connection, user_id: &str, filter: &RunFilter, page: &
     let mut fill = PageFill::new(page);
     let (mut runs, mut cursor, mut last_key) = (Vec::new(), None, None);
     while let Some(row) = rows.next()? {
-        let run = run_from_row(row)?;
-        let steps_bytes = page.body_limit.map_or(run.step_bytes as usize, |limit| {
-            (run.step_bytes as usize).min(limit.saturating_mul(run.step_count as usize))
-        });
-        // Each step's view and its message's state take about this much besides its body.
-        let bytes = steps_bytes + run.response.as_ref().map_or(0, Bytes::len) + 256 * run.step_count as usize;
+        let (key, run) = run_from_row(row)?;
+        // Steps are read whole (each is the JSON its view is made of; a trim applies to what the
+        // view shows); each step's view and state take about this much besides its body.
+        let bytes =
+            run.step_bytes as usize + run.response.as_ref().map_or(0, Bytes::len) + 256 * run.step_count as usize;
         if !fill.take(bytes) {
             cursor = last_key;
             break;
         }
         last_key = Some(format!("{}-{}", run.created_at, run.run_id));
-        let steps = steps(connection, user_id, &run.run_id, None, page.body_limit)?;
+        let steps = steps(connection, key, None)?;
         let pending = pending(connection, &run)?;
         runs.push(RunWithSteps { run, steps, pending });
     }
@@ -190,8 +197,8 @@ impl WorkflowStore for SqliteStore {
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
         let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
         let query = move |c: &Connection| -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
-            let Some(run) = get_run(c, &user_id, &run_id)? else { return Ok(None) };
-            let steps = steps(c, &user_id, &run_id, through, None)?;
+            let Some((key, run)) = latest_run(c, &user_id, &run_id)? else { return Ok(None) };
+            let steps = steps(c, key, through)?;
             Ok(Some((run, steps)))
         };
         if for_engine { self.readers.read_for_engine(query).await } else { self.readers.read(query).await }

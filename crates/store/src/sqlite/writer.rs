@@ -299,10 +299,15 @@ impl Writer {
             return;
         }
         let seq_before = self.next_seq;
-        if batch.iter().any(|op| matches!(
-            op,
-            WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. } | WriteOp::EndRun { .. } | WriteOp::CancelRuns { .. }
-        )) {
+        if batch.iter().any(|op| {
+            matches!(
+                op,
+                WriteOp::Cancel { .. }
+                    | WriteOp::DeleteQueue { .. }
+                    | WriteOp::EndRun { .. }
+                    | WriteOp::CancelRuns { .. }
+            )
+        }) {
             // A cancel asks the scheduler which attempts run; it must know every earlier batch.
             self.syncer.wait_landed();
         }
@@ -322,9 +327,12 @@ impl Writer {
                     effects.changes.clear();
                 }
                 if matches!(
-            op,
-            WriteOp::Cancel { .. } | WriteOp::DeleteQueue { .. } | WriteOp::EndRun { .. } | WriteOp::CancelRuns { .. }
-        ) {
+                    op,
+                    WriteOp::Cancel { .. }
+                        | WriteOp::DeleteQueue { .. }
+                        | WriteOp::EndRun { .. }
+                        | WriteOp::CancelRuns { .. }
+                ) {
                     // Client-shaped statements (filters) get a savepoint, so that one of them
                     // failing fails only itself, never the publishes sharing its commit.
                     let before = (effects.changes.len(), effects.held.len(), self.next_seq);

@@ -49,7 +49,10 @@ async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
     assert_eq!((run.config.retries, run.step_count, run.step_bytes), (Some(1), 1, 7));
     assert!(store.get_run(OTHER, "wfr_a").await.unwrap().is_none(), "another user's run is invisible");
     // Another user may use the same run id for a run of its own.
-    assert_eq!(store.insert_messages(vec![init(OTHER, "wfr_a", 1_002, b"")]).await.unwrap(), vec![InsertOutcome::Created]);
+    assert_eq!(
+        store.insert_messages(vec![init(OTHER, "wfr_a", 1_002, b"")]).await.unwrap(),
+        vec![InsertOutcome::Created]
+    );
 
     // An Init published again by the SDK replaces the configuration, keeping the payload.
     let mut replace = init(USER, "wfr_a", 1_003, b"payload");
@@ -94,7 +97,8 @@ async fn steps_are_appended_in_order_and_sliced(backend: &mut impl Backend) {
 async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     let store = open(backend, 1_000).await;
     let start = init(USER, "wfr_c", 1_000, b"in");
-    let later = step(USER, "wfr_c", 1_000, "step", b"later");
+    let mut later = step(USER, "wfr_c", 1_000, "step", b"later");
+    later.due_at = 1_001;
     let (start_id, later_id) = (start.id, later.id);
     store.insert_messages(vec![start, later]).await.unwrap();
     // The Init's delivery is running: the success it reports must not cancel it.
@@ -114,6 +118,16 @@ async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     assert_eq!(run.response.as_deref(), Some(&b"\"done\""[..]));
     let outcomes = store.insert_messages(vec![step(USER, "wfr_c", 1_700, "step", b"late")]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::RunNotActive], "an ended run takes no more steps");
+    // Its id may start another run, listed beside the first.
+    let outcomes = store.insert_messages(vec![init(USER, "wfr_c", 1_800, b"again")]).await.unwrap();
+    assert_eq!(outcomes, vec![InsertOutcome::Created]);
+    let (run, steps) = store.run_steps(USER, "wfr_c", None, false).await.unwrap().unwrap();
+    assert_eq!((run.state, run.created_at, steps.len()), (RunState::RunStarted, 1_800, 1));
+    let same_id = RunFilter { run_ids: vec!["wfr_c".into()], ..RunFilter::default() };
+    let listed = store.list_runs(USER, &same_id, &page(10)).await.unwrap();
+    let states: Vec<RunState> = listed.items.iter().map(|run| run.run.state).collect();
+    assert_eq!(states, vec![RunState::RunStarted, RunState::RunSuccess]);
+    assert_eq!(listed.items[1].pending.len(), 0, "the ended run shows nothing of the new one's messages");
 
     // Cancelling selects started runs only, by URL prefix or id.
     for id in ["wfr_d", "wfr_e"] {
@@ -122,7 +136,7 @@ async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     let by_url = RunFilter { url: Some("http://127.0.0.1:1/work".into()), ..RunFilter::default() };
     assert_eq!(store.cancel_runs(OTHER, by_url.clone(), None, 2_100).await.unwrap(), 0);
     assert_eq!(store.cancel_runs(USER, by_url.clone(), Some(1), 2_100).await.unwrap(), 1);
-    assert_eq!(store.cancel_runs(USER, by_url, None, 2_100).await.unwrap(), 1);
+    assert_eq!(store.cancel_runs(USER, by_url, None, 2_100).await.unwrap(), 2, "the rest, wfr_c's second run included");
     let exact = RunFilter { url: Some("http://127.0.0.1:1/work".into()), url_exact: true, ..RunFilter::default() };
     assert_eq!(store.cancel_runs(USER, exact, None, 2_100).await.unwrap(), 0);
     let run = store.get_run(USER, "wfr_e").await.unwrap().unwrap();
@@ -177,9 +191,10 @@ async fn runs_are_listed_with_their_steps(backend: &mut impl Backend) {
     let listed = store.list_runs(USER, &started, &page(10)).await.unwrap();
     assert!(listed.items.iter().all(|run| run.run.state == RunState::RunSuccess));
     assert!(store.list_runs(OTHER, &one, &page(10)).await.unwrap().items.is_empty());
-    let mut trimmed = page(10);
-    trimmed.body_limit = Some(3);
-    let listed = store.list_runs(USER, &one, &trimmed).await.unwrap();
-    assert_eq!(listed.items[0].steps[0].body.as_ref(), b"pay");
+    let mut small = page(10);
+    small.max_bytes = 1;
+    let listed = store.list_runs(USER, &RunFilter::default(), &small).await.unwrap();
+    assert_eq!(listed.items.len(), 1, "a page ends by size, after at least one run");
+    assert!(listed.cursor.is_some());
     store.shutdown().await.unwrap();
 }

@@ -1,0 +1,204 @@
+//! The wire shape of workflow runs in the logs (`WorkflowRunLog` of `@upstash/workflow`): a
+//! run with its steps in groups — each step once, a plan of parallel steps merged with their
+//! results, the messages of a `context.call` shown through its result — and a final `next`
+//! group for the messages that have not continued the run yet (absent once it succeeded).
+
+use crate::views::{Object, ShownBodies};
+use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
+use tern_core::MessageState;
+use tern_core::workflow::{CallType, StepRecord, StepView};
+use tern_store::{PendingStep, RunWithSteps};
+
+pub fn run(run: &RunWithSteps, shown: ShownBodies) -> Value {
+    let record = &run.run;
+    let mut object = Object::new();
+    object.set("workflowRunId", record.run_id.as_str());
+    object.set("workflowUrl", record.url.as_str());
+    object.set("workflowState", record.state.as_str());
+    object.set("workflowRunCreatedAt", record.created_at);
+    object.set_opt("workflowRunCompletedAt", record.completed_at);
+    if let Some(response) = &record.response
+        && !response.is_empty()
+    {
+        object.set("workflowRunResponse", shown_text(response, shown));
+    }
+    if let Some(invoker) = record.invoker.as_deref().and_then(|text| serde_json::from_str::<Value>(text).ok()) {
+        object.set(
+            "invoker",
+            json!({
+                "workflowRunId": invoker.get("workflowRunId").cloned().unwrap_or_default(),
+                "workflowUrl": invoker.get("workflowUrl").cloned().unwrap_or_default(),
+                "workflowRunCreatedAt": invoker.get("workflowRunCreatedAt").cloned().unwrap_or_default(),
+            }),
+        );
+    }
+    object.set_opt("dlqId", record.dlq_id.clone());
+    if let Some(first) = record.config.labels.first() {
+        object.set("label", first.as_str());
+        object.set("labels", json!(record.config.labels));
+    }
+    object.set("steps", Value::Array(groups(&run.steps, &run.pending, shown)));
+    object.into_value()
+}
+
+/// The steps of a run in their groups.
+fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -> Vec<Value> {
+    let pending: HashMap<String, &PendingStep> = pending.iter().map(|p| (p.message_id.to_string(), p)).collect();
+    let mut shown_pending: HashSet<&str> = HashSet::new();
+    let mut groups = Vec::new();
+    let steps: Vec<(&StepRecord, StepView)> = records
+        .iter()
+        .enumerate()
+        .filter(|(index, record)| *index == 0 || record.call_type == CallType::Step)
+        .map(|(index, record)| (record, StepView::of(record, index == 0)))
+        .collect();
+    let is_plan = |view: &StepView| view.step_id() == Some(0) && view.fields.contains_key("targetStep");
+    // Results already shown in the parallel group of their plan.
+    let mut consumed: HashSet<usize> = HashSet::new();
+    let mut index = 0;
+    while index < steps.len() {
+        let (record, view) = &steps[index];
+        if consumed.contains(&index) {
+            index += 1;
+            continue;
+        }
+        if index == 0 || !is_plan(view) {
+            groups.push(json!({ "type": "sequential", "steps": [entry(record, view, STEP_SUCCESS, None, shown)] }));
+            index += 1;
+            continue;
+        }
+        // The plans of one parallel group come together; each branch's result follows later.
+        let width = usize::try_from(view.concurrent()).unwrap_or(1).max(1);
+        let plans = steps[index..].iter().take(width).take_while(|(_, view)| is_plan(view)).count();
+        let mut results: HashMap<i64, usize> = HashMap::new();
+        for (offset, (_, result)) in steps.iter().enumerate().skip(index + plans) {
+            if results.len() == plans {
+                break;
+            }
+            if let Some(step_id) = result.step_id().filter(|id| *id > 0)
+                && result.concurrent() == view.concurrent()
+                && !consumed.contains(&offset)
+                && !results.contains_key(&step_id)
+            {
+                results.insert(step_id, offset);
+                consumed.insert(offset);
+            }
+        }
+        let mut entries = Vec::with_capacity(plans);
+        for (plan_record, plan_view) in &steps[index..index + plans] {
+            let target = plan_view.fields.get("targetStep").and_then(Value::as_i64).unwrap_or_default();
+            if let Some(offset) = results.get(&target) {
+                let (result_record, result_view) = &steps[*offset];
+                entries.push(entry(result_record, result_view, STEP_SUCCESS, None, shown));
+                continue;
+            }
+            // A branch without a result: its plan's message is still under way, or failed.
+            let waiting = pending.get(&plan_record.message_id).copied();
+            if waiting.is_some() {
+                shown_pending.insert(plan_record.message_id.as_str());
+            }
+            let state = waiting.map_or(STEP_PROGRESS, |p| step_state(p.state));
+            entries.push(entry(plan_record, plan_view, state, waiting, shown));
+        }
+        groups.push(json!({ "type": "parallel", "steps": entries }));
+        index += plans;
+    }
+    let mut next: Vec<&PendingStep> = pending
+        .values()
+        .copied()
+        .filter(|p| !shown_pending.contains(p.message_id.to_string().as_str()))
+        .filter(|p| p.state != MessageState::Canceled)
+        .collect();
+    next.sort_by_key(|p| (p.created_at, p.message_id));
+    if !next.is_empty() {
+        groups.push(json!({ "type": "next", "steps": next.into_iter().map(next_step).collect::<Vec<_>>() }));
+    }
+    groups
+}
+
+const STEP_SUCCESS: &str = "STEP_SUCCESS";
+const STEP_PROGRESS: &str = "STEP_PROGRESS";
+
+fn step_state(state: MessageState) -> &'static str {
+    match state {
+        MessageState::Pending => STEP_PROGRESS,
+        MessageState::Retry => "STEP_RETRY",
+        MessageState::Failed => "STEP_FAILED",
+        MessageState::Canceled | MessageState::CancelRequested => "STEP_CANCELED",
+        MessageState::Delivered => STEP_SUCCESS,
+    }
+}
+
+/// One step as the logs show it: the step the SDK published (`out` as text), its message, its
+/// state, and for a step still under way its retries and errors.
+fn entry(
+    record: &StepRecord,
+    view: &StepView,
+    state: &str,
+    waiting: Option<&PendingStep>,
+    shown: ShownBodies,
+) -> Value {
+    let mut fields: Map<String, Value> = view.fields.clone();
+    fields.remove("targetStep");
+    if let Some(out) = fields.get("out").cloned() {
+        let text = match out {
+            Value::String(text) => text,
+            other => other.to_string(),
+        };
+        fields.insert("out".into(), json!(shown_text(text.as_bytes(), shown)));
+    }
+    fields.insert("callType".into(), json!("step"));
+    fields.insert("messageId".into(), json!(record.message_id));
+    fields.insert("state".into(), json!(state));
+    fields.insert("createdAt".into(), json!(record.created_at));
+    fields.insert("retries".into(), json!(waiting.map_or(0, |p| p.retried)));
+    fields.entry("concurrent").or_insert(json!(1));
+    fields.insert("headers".into(), json!({}));
+    if let Some(waiting) = waiting
+        && !waiting.errors.is_empty()
+    {
+        fields.insert("errors".into(), errors(waiting));
+    }
+    Value::Object(fields)
+}
+
+fn next_step(pending: &PendingStep) -> Value {
+    let mut object = Object::new();
+    object.set("messageId", pending.message_id.to_string());
+    object.set("state", step_state(pending.state));
+    object.set("retries", pending.retried);
+    object.set_opt("retryDelay", pending.retry_delay.clone());
+    if !pending.errors.is_empty() {
+        object.set("errors", errors(pending));
+    }
+    object.into_value()
+}
+
+fn errors(pending: &PendingStep) -> Value {
+    Value::Array(
+        pending
+            .errors
+            .iter()
+            .map(|(time, response)| {
+                json!({
+                    "error": response.error.clone().unwrap_or_default(),
+                    "body": String::from_utf8_lossy(&response.body),
+                    "headers": response.headers.to_canonical_map(),
+                    "status": response.status,
+                    "time": time,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A stored body shown as text, within `trimBody`.
+fn shown_text(body: &[u8], shown: ShownBodies) -> String {
+    let shown = match shown {
+        ShownBodies::Whole => body,
+        ShownBodies::Prefix(limit) => &body[..limit.min(body.len())],
+        ShownBodies::Excluded => &[],
+    };
+    String::from_utf8_lossy(shown).into_owned()
+}
