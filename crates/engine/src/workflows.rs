@@ -64,7 +64,10 @@ pub(crate) fn run_not_active(run_id: &str) -> EngineError {
 pub(crate) async fn delivered(shared: &Shared, message: Arc<Message>) -> Arc<Message> {
     let Some(link) = message.spec.workflow.clone() else { return message };
     if link.call_type == CallType::ToCallback {
-        return message;
+        // A third party: the protocol headers of the publish were for the server alone.
+        let mut delivered = Message::clone(&message);
+        delivered.spec.passthrough = tern_core::HeaderList::new();
+        return Arc::new(delivered);
     }
     let is_step = link.call_type == CallType::Step && message.spec.headers.get(SDK_VERSION_HEADER).is_some();
     let store = &shared.store;

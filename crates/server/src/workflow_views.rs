@@ -4,10 +4,12 @@
 //! group for the messages that have not continued the run yet (absent once it succeeded).
 
 use crate::views::{Object, ShownBodies};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
-use tern_core::MessageState;
 use tern_core::workflow::{CallType, StepRecord, StepView};
+use tern_core::{Message, MessageState};
 use tern_store::{PendingStep, RunWithSteps};
 
 pub fn run(run: &RunWithSteps, shown: ShownBodies) -> Value {
@@ -39,6 +41,40 @@ pub fn run(run: &RunWithSteps, shown: ShownBodies) -> Value {
         object.set("labels", json!(record.config.labels));
     }
     object.set("steps", Value::Array(groups(&run.steps, &run.pending, shown)));
+    if let Some(failure) = &run.failure_callback {
+        object.set("failureFunction", failure_function(failure, record.dlq_id.as_deref(), shown));
+    }
+    object.into_value()
+}
+
+/// The failure callback of a failed run: where it went, how it is doing, and the failure it
+/// reported (taken from the body it carries).
+fn failure_function(message: &Message, dlq_id: Option<&str>, shown: ShownBodies) -> Value {
+    let state = match message.state {
+        MessageState::Delivered => "CALLBACK_SUCCESS",
+        MessageState::Failed => "CALLBACK_FAIL",
+        MessageState::Canceled => "CALLBACK_CANCELED",
+        MessageState::Pending | MessageState::Retry | MessageState::CancelRequested => "CALLBACK_INPROGRESS",
+    };
+    let reported: Value = serde_json::from_slice(&message.body).unwrap_or_default();
+    let fail_response =
+        reported.get("body").and_then(Value::as_str).and_then(|body| STANDARD.decode(body).ok()).unwrap_or_default();
+    let mut object = Object::new();
+    object.set("messageId", message.id.to_string());
+    object.set("url", message.spec.url.as_str());
+    object.set("state", state);
+    object.set("failHeaders", reported.get("header").cloned().unwrap_or_else(|| json!({})));
+    object.set("failStatus", reported.get("status").cloned().unwrap_or_default());
+    object.set("failResponse", shown_text(&fail_response, shown));
+    object.set_opt("dlqId", dlq_id);
+    if let Some(response) = &message.last_response {
+        object.set("responseStatus", response.status);
+        object.set("responseHeaders", json!(response.headers.to_canonical_map()));
+        object.set("responseBody", shown_text(&response.body, shown));
+    }
+    if let Some(due_at) = message.due_at.filter(|_| !message.state.is_terminal()) {
+        object.set("nextDeliveryTime", due_at);
+    }
     object.into_value()
 }
 
@@ -47,11 +83,25 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
     let pending: HashMap<String, &PendingStep> = pending.iter().map(|p| (p.message_id.to_string(), p)).collect();
     let mut shown_pending: HashSet<&str> = HashSet::new();
     let mut groups = Vec::new();
+    // The callbacks of calls, each with its place among the records: a call's result step
+    // shows what the last callback before it reported.
+    let callbacks: Vec<(usize, Value)> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, record)| record.call_type == CallType::FromCallback)
+        .filter_map(|(index, record)| Some((index, serde_json::from_slice(&record.body).ok()?)))
+        .collect();
     let steps: Vec<(&StepRecord, StepView)> = records
         .iter()
         .enumerate()
         .filter(|(index, record)| *index == 0 || record.call_type == CallType::Step)
-        .map(|(index, record)| (record, StepView::of(record, index == 0)))
+        .map(|(index, record)| {
+            let mut view = StepView::of(record, index == 0);
+            if view.fields.get("stepType").and_then(Value::as_str) == Some("Call") {
+                add_call(&mut view, &callbacks[..callbacks.partition_point(|(at, _)| *at < index)]);
+            }
+            (record, view)
+        })
         .collect();
     let is_plan = |view: &StepView| view.step_id() == Some(0) && view.fields.contains_key("targetStep");
     // Results already shown in the parallel group of their plan.
@@ -115,6 +165,38 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
         groups.push(json!({ "type": "next", "steps": next.into_iter().map(next_step).collect::<Vec<_>>() }));
     }
     groups
+}
+
+/// Adds to a call's result step what its callback reported: the request (`callUrl`,
+/// `callMethod`, `callHeaders`, `callBody`) and the response (`callResponse*`). The callback is
+/// the latest before the result whose response is the one the result carries.
+fn add_call(view: &mut StepView, callbacks: &[(usize, Value)]) {
+    let out: Value = view
+        .fields
+        .get("out")
+        .and_then(Value::as_str)
+        .and_then(|out| serde_json::from_str(out).ok())
+        .unwrap_or_default();
+    let decode = |value: Option<&Value>| {
+        let bytes = value.and_then(Value::as_str).and_then(|text| STANDARD.decode(text).ok()).unwrap_or_default();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    let matches = |callback: &Value| {
+        callback.get("status") == out.get("status")
+            && out.get("body").is_none_or(|body| body.as_str() == Some(&decode(callback.get("body"))))
+    };
+    let Some((_, callback)) = callbacks.iter().rev().find(|(_, callback)| matches(callback)).or(callbacks.last())
+    else {
+        return;
+    };
+    let fields = &mut view.fields;
+    fields.insert("callUrl".into(), callback.get("url").cloned().unwrap_or_default());
+    fields.insert("callMethod".into(), callback.get("method").cloned().unwrap_or_default());
+    fields.insert("callHeaders".into(), callback.get("sourceHeader").cloned().unwrap_or_else(|| json!({})));
+    fields.insert("callBody".into(), json!(decode(callback.get("sourceBody"))));
+    fields.insert("callResponseStatus".into(), callback.get("status").cloned().unwrap_or_default());
+    fields.insert("callResponseBody".into(), json!(decode(callback.get("body"))));
+    fields.insert("callResponseHeaders".into(), callback.get("header").cloned().unwrap_or_else(|| json!({})));
 }
 
 const STEP_SUCCESS: &str = "STEP_SUCCESS";

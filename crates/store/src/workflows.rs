@@ -8,7 +8,7 @@ use crate::model::{NewMessage, Page, PageRequest};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tern_core::workflow::{RunConfig, RunState, StepRecord};
-use tern_core::{AttemptResponse, MessageId, MessageState};
+use tern_core::{AttemptResponse, Message, MessageId, MessageState};
 
 /// The run an Init message creates.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,12 +95,14 @@ pub struct PendingStep {
     pub errors: Vec<(i64, AttemptResponse)>,
 }
 
-/// A run with its recorded messages and the messages still on their way.
+/// A run with its recorded messages, the messages still on their way, and the failure
+/// callback of a failed run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunWithSteps {
     pub run: RunRecord,
     pub steps: Vec<StepRecord>,
     pub pending: Vec<PendingStep>,
+    pub failure_callback: Option<Message>,
 }
 
 #[async_trait]

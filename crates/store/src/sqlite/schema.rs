@@ -217,7 +217,9 @@ CREATE TABLE workflow_runs (
     caller_ip TEXT,
     flow_control_key TEXT,
     step_count INTEGER NOT NULL DEFAULT 0,
-    step_bytes INTEGER NOT NULL DEFAULT 0
+    step_bytes INTEGER NOT NULL DEFAULT 0,
+    -- The failure callback of a failed run (the message carrying the failure function's call).
+    failure_message_id TEXT
 );
 CREATE INDEX workflow_runs_by_id ON workflow_runs(user_id, run_id, run_key);
 CREATE UNIQUE INDEX workflow_runs_started ON workflow_runs(user_id, run_id) WHERE state = 0;

@@ -56,10 +56,16 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result
     let Some(link) = &message.spec.workflow else {
         return Ok(());
     };
+    let latest = latest_run(connection, &message.user_id, &link.run_id)?;
     if link.call_type == CallType::FailureCall && message.run.is_none() {
+        // Not a step: the run's failure callback, shown with the run.
+        if let Some((key, _)) = latest {
+            connection
+                .prepare_cached("UPDATE workflow_runs SET failure_message_id = ?2 WHERE run_key = ?1")?
+                .execute(params![key, id])?;
+        }
         return Ok(());
     }
-    let latest = latest_run(connection, &message.user_id, &link.run_id)?;
     let run_key = match (&message.run, latest) {
         (Some(run), Some((key, RunState::RunStarted))) if run.replace => {
             // The run keeps its initial payload; only its configuration changes.

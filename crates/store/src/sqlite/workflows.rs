@@ -4,7 +4,7 @@
 
 use super::SqliteStore;
 use super::listing::PageFill;
-use super::query::{SqlFilter, paginate};
+use super::query::{SqlFilter, get_message, message_bytes, paginate};
 use super::rows::response_from_row;
 use super::workflow_ops::run_filter;
 use super::writer::WriteOp;
@@ -19,7 +19,7 @@ use tern_core::{LogState, MessageId, MessageSpec, MessageState};
 
 const RUN_COLUMNS: &str =
     "r.run_key, r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,
-    r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes";
+    r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes, r.failure_message_id";
 
 /// A run and its key.
 fn run_from_row(row: &Row<'_>) -> Result<(i64, RunRecord)> {
@@ -162,8 +162,15 @@ fn list_runs(
         let (key, run) = run_from_row(row)?;
         // Steps are read whole (each is the JSON its view is made of; a trim applies to what the
         // view shows); each step's view and state take about this much besides its body.
-        let bytes =
-            run.step_bytes as usize + run.response.as_ref().map_or(0, Bytes::len) + 256 * run.step_count as usize;
+        let failure_id: Option<MessageId> = row.get::<_, Option<String>>(14)?.and_then(|id| id.parse().ok());
+        let failure_bytes = match failure_id {
+            Some(id) => message_bytes(connection, user_id, id)?.unwrap_or(0),
+            None => 0,
+        };
+        let bytes = run.step_bytes as usize
+            + run.response.as_ref().map_or(0, Bytes::len)
+            + 256 * run.step_count as usize
+            + failure_bytes;
         if !fill.take(bytes) {
             cursor = last_key;
             break;
@@ -171,7 +178,11 @@ fn list_runs(
         last_key = Some(format!("{}-{}", run.created_at, run.run_id));
         let steps = steps(connection, key, None)?;
         let pending = pending(connection, &run)?;
-        runs.push(RunWithSteps { run, steps, pending });
+        let failure_callback = match failure_id {
+            Some(id) => get_message(connection, user_id, id)?,
+            None => None,
+        };
+        runs.push(RunWithSteps { run, steps, pending, failure_callback });
     }
     Ok(fill.page(runs, cursor))
 }

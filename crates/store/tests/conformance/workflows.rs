@@ -167,6 +167,8 @@ async fn a_failed_step_fails_its_run(backend: &mut impl Backend) {
     assert_eq!(pending.len(), 1);
     assert_eq!((pending[0].message_id, pending[0].state), (claimed[0].id, MessageState::Failed));
     assert_eq!(pending[0].errors.len(), 1);
+    let failure = listed.items[0].failure_callback.as_ref().expect("the failure callback is listed with its run");
+    assert_eq!(failure.state, MessageState::Pending);
     store.shutdown().await.unwrap();
 }
 
