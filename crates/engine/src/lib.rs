@@ -18,6 +18,7 @@ mod resources;
 pub mod scheduler;
 mod schedules;
 mod scheduling;
+mod waiters;
 mod workflows;
 
 use clock::Clock;
@@ -40,6 +41,7 @@ pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;
 pub use schedules::{CreatedSchedule, ScheduleRequest, ScheduleView};
+pub use waiters::{NotifyResult, WaitRequest};
 
 /// What the dispatcher, the attempts and the API operations share.
 struct Shared {
@@ -59,6 +61,8 @@ struct Shared {
     /// to applying the new ones to both the store and the scheduler: concurrent changes then
     /// land in the same order in both, and none overwrites another with stale values.
     settings_changes: tokio::sync::Mutex<()>,
+    /// Wakes the waiter-timeout ticker when a waiter was added.
+    waiter_wake: tokio::sync::Notify,
 }
 
 impl Shared {
@@ -121,6 +125,7 @@ impl Engine {
             schedule_wake,
             ticker: activity::TickerActivity::default(),
             settings_changes,
+            waiter_wake: tokio::sync::Notify::new(),
         });
         let engine = Engine {
             shared: Arc::clone(&shared),
@@ -130,6 +135,7 @@ impl Engine {
         };
         engine.background.spawn(dispatcher::run(Arc::clone(&shared), engine.stop.clone(), engine.attempts.clone()));
         engine.background.spawn(schedules::run_ticker(Arc::clone(&shared), engine.stop.clone()));
+        engine.background.spawn(waiters::run_timeouts(Arc::clone(&shared), engine.stop.clone()));
         engine.background.spawn(dispatcher::run_retention(shared, engine.stop.clone()));
         Ok(engine)
     }

@@ -25,6 +25,8 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Users {
     by_token: HashMap<String, (Arc<str>, bool)>,
+    /// Users by the id a webhook URL names (see [`HookCaller`]).
+    by_hook_id: HashMap<String, Arc<str>>,
 }
 
 /// Shows how many tokens there are, never one of them.
@@ -37,14 +39,50 @@ impl std::fmt::Debug for Users {
 impl Users {
     pub fn new(users: &[crate::config::UserConfig]) -> Self {
         let mut by_token = HashMap::new();
+        let mut by_hook_id = HashMap::new();
         for user in users {
             let id: Arc<str> = Arc::from(user.id.as_str());
             by_token.insert(user.token.clone(), (Arc::clone(&id), false));
+            by_hook_id.insert(user.id.clone(), Arc::clone(&id));
+            if let Some(token_id) = token_user_id(&user.token) {
+                by_hook_id.insert(token_id, Arc::clone(&id));
+            }
             if let Some(readonly) = &user.readonly_token {
                 by_token.insert(readonly.clone(), (id, true));
             }
         }
-        Users { by_token }
+        Users { by_token, by_hook_id }
+    }
+}
+
+/// The `UserID` of a token shaped like QStash's (base64 of `{"UserID": …, "Password": …}`),
+/// which the Workflow SDK puts in the webhook URLs it makes.
+fn token_user_id(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
+    let value: serde_json::Value = serde_json::from_slice(&decoded).ok()?;
+    value.get("UserID")?.as_str().map(str::to_string)
+}
+
+/// The user a workflow webhook URL (`/v2/workflows/hooks/{user}/{run}/{event}`) names: such a
+/// URL is called by third parties without a token, so the URL itself (with the run's id and a
+/// random event id in it) is what admits the call.
+#[derive(Debug, Clone)]
+pub struct HookCaller(pub Caller);
+
+impl FromRequestParts<AppState> for HookCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let named = parts.uri.path().strip_prefix("/v2/workflows/hooks/").and_then(|rest| rest.split('/').next());
+        let user_id = named
+            .and_then(|id| state.users.by_hook_id.get(id))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found("no such webhook"))?;
+        let waits = parts.extensions.get::<WaitOnClient>().cloned();
+        let caller = Caller { user_id, read_only: false, token_in_authorization: false, waits };
+        parts.extensions.insert(caller.clone());
+        Ok(HookCaller(caller))
     }
 }
 

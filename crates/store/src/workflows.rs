@@ -8,7 +8,7 @@ use crate::model::{NewMessage, Page, PageRequest};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tern_core::workflow::{RunConfig, RunState, StepRecord};
-use tern_core::{AttemptResponse, Message, MessageId, MessageState};
+use tern_core::{AttemptResponse, HeaderList, Message, MessageId, MessageSpec, MessageState};
 
 /// The run an Init message creates.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +105,69 @@ pub struct RunWithSteps {
     pub failure_callback: Option<Message>,
 }
 
+/// A step waiting for an event (`context.waitForEvent`, `waitForWebhook`): when the event comes
+/// (or its deadline passes) the step's result is published to the run, built from `step`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewWaiter {
+    pub user_id: String,
+    pub event_id: String,
+    pub run_id: String,
+    pub created_at: i64,
+    pub deadline: i64,
+    /// The wait step as the SDK sent it (JSON): `stepId`, `stepName`, `stepType`, `concurrent`.
+    pub step: String,
+    /// The message the event publishes (its body is set then), and the one the deadline does.
+    pub on_event: MessageSpec,
+    pub on_timeout: MessageSpec,
+    /// What `GET /v2/waiters/{eventId}` shows of it.
+    pub view: WaiterView,
+}
+
+/// A waiter as the API shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaiterView {
+    pub url: String,
+    /// Unix seconds.
+    pub deadline: i64,
+    pub headers: HeaderList,
+    pub timeout_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_body: Option<String>,
+    pub timeout_headers: HeaderList,
+}
+
+/// What registering a waiter did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    Waiting,
+    /// An event for the run had come before the wait: the step's result is published already.
+    Resolved(MessageId),
+    /// The run is unknown or has ended; nothing was stored.
+    RunNotActive,
+}
+
+/// What a notify did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyOutcome {
+    Woke(Vec<Notified>),
+    /// No waiter took the run-scoped event: it is stored for the run's next wait on it.
+    Stored,
+    /// No waiter took the run-scoped event, and the run holds the most events it may.
+    TooManyStored,
+    /// The run-scoped event names a run that is unknown or has ended.
+    RunNotActive,
+}
+
+/// A waiter an event woke, with the message that carries the event to its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Notified {
+    pub waiter: WaiterView,
+    pub message_id: MessageId,
+    /// Why the message could not be published (its run ended meanwhile).
+    pub error: Option<String>,
+}
+
 #[async_trait]
 pub trait WorkflowStore: Send + Sync {
     /// The latest run with this id: a run id names one started run at a time, and a new run
@@ -142,6 +205,35 @@ pub trait WorkflowStore: Send + Sync {
     /// Cancels the started runs matching `filter`, oldest first, at most `limit`; returns how
     /// many. Durable on return.
     async fn cancel_runs(&self, user_id: &str, filter: RunFilter, limit: Option<usize>, now: i64) -> Result<u64>;
+
+    /// Registers a waiter, or, when a run-scoped event for it was stored before (see
+    /// [`WorkflowStore::notify`]), consumes that event and publishes the result at once. Durable
+    /// on return.
+    async fn add_waiter(&self, waiter: NewWaiter) -> Result<WaitOutcome>;
+
+    /// Wakes the waiters of `event_id` (those of `run_id` only, when given): each is removed and
+    /// its result published, with `data` as the event. A run-scoped event no waiter took is
+    /// stored for the run's next wait on it (up to `max_stored` such events per run). Durable on
+    /// return.
+    async fn notify(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        run_id: Option<&str>,
+        data: Bytes,
+        now: i64,
+        max_stored: usize,
+    ) -> Result<NotifyOutcome>;
+
+    /// The waiters of `event_id`, oldest first, at most `limit`.
+    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>>;
+
+    /// Publishes the timeouts of waiters whose deadline is at or before `now` (at most `limit`)
+    /// and removes them; returns how many. Durable on return.
+    async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64>;
+
+    /// The earliest deadline of any waiter.
+    async fn next_waiter_deadline(&self) -> Result<Option<i64>>;
 
     /// A page of runs, latest first, each with its steps (whole: a step's body is the JSON its
     /// view is made of); ends by `page.max_bytes` too, counting the steps' bodies.

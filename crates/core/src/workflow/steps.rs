@@ -73,15 +73,16 @@ impl StepView {
     }
 }
 
-/// The step a waiter's end produces: the wait request's step with `out` (the event's data,
-/// as text) and `waitTimeout`, published to the run like any step result.
+/// The step a waiter's end produces: the wait request's step with `out` (the event's data in
+/// base64, which the SDK decodes; absent on a timeout, which the SDK tells by it) and
+/// `waitTimeout`, published to the run like any step result.
 pub fn wait_step_body(step: &Value, event_id: &str, data: Option<&[u8]>, timed_out: bool) -> Vec<u8> {
     let mut step = match step {
         Value::Object(fields) => fields.clone(),
         _ => Map::new(),
     };
     match data {
-        Some(data) => step.insert("out".into(), json!(String::from_utf8_lossy(data))),
+        Some(data) => step.insert("out".into(), json!(STANDARD.encode(data))),
         None => step.remove("out"),
     };
     step.insert("waitEventId".into(), json!(event_id));
@@ -151,7 +152,7 @@ mod tests {
     fn a_wait_step_carries_the_event_or_the_timeout() {
         let step = json!({"stepId": 3, "stepName": "wait", "stepType": "Wait", "concurrent": 1});
         let notified: Value = serde_json::from_slice(&wait_step_body(&step, "evt", Some(b"data"), false)).unwrap();
-        assert_eq!((notified["out"].clone(), notified["waitTimeout"].clone()), (json!("data"), json!(false)));
+        assert_eq!((notified["out"].clone(), notified["waitTimeout"].clone()), (json!("ZGF0YQ=="), json!(false)));
         let timed_out: Value = serde_json::from_slice(&wait_step_body(&step, "evt", None, true)).unwrap();
         assert!(timed_out.get("out").is_none());
         assert_eq!((timed_out["waitTimeout"].clone(), timed_out["stepId"].clone()), (json!(true), json!(3)));

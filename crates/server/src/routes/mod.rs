@@ -9,10 +9,11 @@ mod header_json;
 mod keys;
 mod logs;
 mod messages;
-mod publish;
+pub(crate) mod publish;
 mod queues;
 mod schedules;
 mod topics;
+mod workflow_events;
 mod workflows;
 
 use crate::AppState;
@@ -35,6 +36,7 @@ pub fn router(state: AppState) -> Router {
         .merge(flow::routes())
         .merge(schedules::routes())
         .merge(workflows::routes())
+        .merge(workflow_events::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
             let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);
@@ -68,6 +70,10 @@ const RESOURCES: &[&str] = &[
     "keys",
     "rotate",
     "workflows",
+    "wait",
+    "notify",
+    "waiters",
+    "trigger",
 ];
 
 /// Other names of a resource: the docs' text calls URL groups `url-groups` and `urlgroups`

@@ -67,7 +67,9 @@ async fn cancel_runs(State(state): State<AppState>, Writer(caller): Writer, uri:
     query.only(&[CANCEL_KEYS])?;
     let filter = run_filter(&query)?;
     query::check_ids(&filter.run_ids, "workflow run")?;
-    let cancelled = state.engine.cancel_runs(&caller.user_id, filter, None).await?;
+    // `count` bounds how many one call cancels (the SDK sends 100 unless told otherwise).
+    let limit = query.count(usize::MAX)?;
+    let cancelled = state.engine.cancel_runs(&caller.user_id, filter, limit).await?;
     Ok(axum::Json(json!({ "cancelled": cancelled })))
 }
 

@@ -14,6 +14,7 @@ mod rows;
 mod schedules;
 mod schema;
 mod syncer;
+mod waiters;
 mod workflow_ops;
 mod workflows;
 mod writer;

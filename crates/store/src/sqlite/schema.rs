@@ -236,6 +236,34 @@ CREATE TABLE workflow_steps (
     PRIMARY KEY (run_key, position)
 );
 CREATE INDEX workflow_steps_message ON workflow_steps(message_id);
+
+-- Steps waiting for an event, with the messages the event or the deadline publishes.
+CREATE TABLE workflow_waiters (
+    waiter_key INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    step TEXT NOT NULL,
+    on_event TEXT NOT NULL,
+    on_timeout TEXT NOT NULL,
+    view TEXT NOT NULL
+);
+CREATE INDEX workflow_waiters_event ON workflow_waiters(user_id, event_id, waiter_key);
+CREATE INDEX workflow_waiters_run ON workflow_waiters(user_id, run_id);
+CREATE INDEX workflow_waiters_deadline ON workflow_waiters(deadline);
+
+-- Run-scoped events that came before their wait, each for one wait.
+CREATE TABLE workflow_events (
+    event_key INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX workflow_events_run ON workflow_events(user_id, run_id, event_id, event_key);
 "#,
 ];
 

@@ -132,6 +132,7 @@ pub fn fail_run(
         )?
         .execute(params![user_id, run_id, RunState::RunFailed.code(), at, dlq_id, RunState::RunStarted.code()])?;
     if failed > 0 {
+        super::waiters::forget_run(context.connection, user_id, run_id)?;
         cancel_run_messages(context, user_id, run_id, at, false, effects)?;
     }
     Ok(())
@@ -160,6 +161,7 @@ pub fn end_run(
     connection
         .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, response = ?4 WHERE run_key = ?1")?
         .execute(params![key, state.code(), now, response])?;
+    super::waiters::forget_run(connection, user_id, run_id)?;
     let context = Context { connection, scheduling, next_seq: &mut *next_seq };
     cancel_run_messages(context, user_id, run_id, now, spare_running, effects)?;
     if !then.is_empty() {

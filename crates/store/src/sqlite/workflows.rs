@@ -232,6 +232,36 @@ impl WorkflowStore for SqliteStore {
         self.request(|reply| WriteOp::CancelRuns { user_id, filter, limit, now, reply }).await
     }
 
+    async fn add_waiter(&self, waiter: NewWaiter) -> Result<WaitOutcome> {
+        self.request(|reply| WriteOp::AddWaiter { waiter: Box::new(waiter), reply }).await
+    }
+
+    async fn notify(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        run_id: Option<&str>,
+        data: Bytes,
+        now: i64,
+        max_stored: usize,
+    ) -> Result<NotifyOutcome> {
+        let (user_id, event_id, run_id) = (user_id.to_string(), event_id.to_string(), run_id.map(str::to_string));
+        self.request(|reply| WriteOp::Notify { user_id, event_id, run_id, data, now, max_stored, reply }).await
+    }
+
+    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>> {
+        let (user_id, event_id) = (user_id.to_string(), event_id.to_string());
+        self.readers.read(move |c| super::waiters::waiters(c, &user_id, &event_id, limit)).await
+    }
+
+    async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64> {
+        self.request(|reply| WriteOp::ExpireWaiters { now, limit, reply }).await
+    }
+
+    async fn next_waiter_deadline(&self) -> Result<Option<i64>> {
+        self.readers.read_for_engine(super::waiters::next_deadline).await
+    }
+
     async fn list_runs(&self, user_id: &str, filter: &RunFilter, page: &PageRequest) -> Result<Page<RunWithSteps>> {
         let (user_id, filter, page) = (user_id.to_string(), filter.clone(), page.clone());
         self.readers.read(move |c| list_runs(c, &user_id, &filter, &page)).await

@@ -12,10 +12,10 @@
 //! delete): it runs in its own savepoint, so that its failure fails only itself.
 
 use super::syncer::{Committed, Syncer};
-use super::{checkpoint, ops, recovery, resources, schedules, workflow_ops};
+use super::{checkpoint, ops, recovery, resources, schedules, waiters, workflow_ops};
 use crate::error::{NotRecorded, Result, StoreError};
 use crate::model::*;
-use crate::workflows::{RunEnd, RunEndOutcome, RunFilter};
+use crate::workflows::{NewWaiter, NotifyOutcome, RunEnd, RunEndOutcome, RunFilter, WaitOutcome};
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
 use tern_core::{HeaderList, MessageId};
@@ -159,6 +159,24 @@ pub enum WriteOp {
         now: i64,
         reply: Reply<u64>,
     },
+    AddWaiter {
+        waiter: Box<NewWaiter>,
+        reply: Reply<WaitOutcome>,
+    },
+    Notify {
+        user_id: String,
+        event_id: String,
+        run_id: Option<String>,
+        data: bytes::Bytes,
+        now: i64,
+        max_stored: usize,
+        reply: Reply<NotifyOutcome>,
+    },
+    ExpireWaiters {
+        now: i64,
+        limit: usize,
+        reply: Reply<u64>,
+    },
     /// Commits everything queued before it, then ends the writer (closing the database).
     Stop {
         reply: Reply<()>,
@@ -185,6 +203,8 @@ pub enum Pending {
     Endpoints(Reply<EndpointsAdded>, Result<EndpointsAdded>),
     Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
     RunEnded(Reply<RunEndOutcome>, Result<RunEndOutcome>),
+    Waited(Reply<WaitOutcome>, Result<WaitOutcome>),
+    Notified(Reply<NotifyOutcome>, Result<NotifyOutcome>),
     /// An attempt's outcome, kept until the commit is known so that a failure can hand it back.
     Recorded(RecordReply, Box<AttemptOutcome>, Result<()>),
     Nothing,
@@ -199,9 +219,11 @@ impl Pending {
         match op {
             WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
             WriteOp::Cancel { reply, .. } => Pending::Cancel(reply, error(message)),
-            WriteOp::DeleteDlq { reply, .. } | WriteOp::CancelRuns { reply, .. } => {
-                Pending::Count(reply, error(message))
-            }
+            WriteOp::AddWaiter { reply, .. } => Pending::Waited(reply, error(message)),
+            WriteOp::Notify { reply, .. } => Pending::Notified(reply, error(message)),
+            WriteOp::DeleteDlq { reply, .. }
+            | WriteOp::CancelRuns { reply, .. }
+            | WriteOp::ExpireWaiters { reply, .. } => Pending::Count(reply, error(message)),
             WriteOp::EndRun { reply, .. } => Pending::RunEnded(reply, error(message)),
             WriteOp::DeleteQueue { reply, .. }
             | WriteOp::DeleteGroup { reply, .. }
@@ -243,6 +265,8 @@ impl Pending {
             Pending::Endpoints(reply, result) => finish(reply, result, commit),
             Pending::Flags(reply, result) => finish(reply, result, commit),
             Pending::RunEnded(reply, result) => finish(reply, result, commit),
+            Pending::Waited(reply, result) => finish(reply, result, commit),
+            Pending::Notified(reply, result) => finish(reply, result, commit),
             Pending::Recorded(reply, outcome, result) => {
                 let answer = match commit.clone().and(result) {
                     Ok(()) => Ok(()),
@@ -509,6 +533,17 @@ fn apply(
         WriteOp::CancelRuns { user_id, filter, limit, now, reply } => {
             let result = workflow_ops::cancel_runs(context, &user_id, &filter, limit, now, effects);
             settle(result, |r| Pending::Count(reply, r))
+        }
+        WriteOp::AddWaiter { waiter, reply } => {
+            settle(waiters::add_waiter(context, &waiter, effects), |r| Pending::Waited(reply, r))
+        }
+        WriteOp::Notify { user_id, event_id, run_id, data, now, max_stored, reply } => {
+            let result =
+                waiters::notify(context, &user_id, &event_id, run_id.as_deref(), &data, now, max_stored, effects);
+            settle(result, |r| Pending::Notified(reply, r))
+        }
+        WriteOp::ExpireWaiters { now, limit, reply } => {
+            settle(waiters::expire(context, now, limit, effects), |r| Pending::Count(reply, r))
         }
         WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
     }

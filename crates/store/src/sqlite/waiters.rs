@@ -1,0 +1,221 @@
+//! Waiters and run-scoped events on SQLite: registering a wait (consuming an event that came
+//! first), notifying, expiring deadlines — each resolution publishing the wait step's result
+//! to its run in the same commit — and the reads behind `GET /v2/waiters`.
+
+use super::ops;
+use super::writer::{Context, Effects};
+use crate::error::{Result, StoreError};
+use crate::model::{InsertOutcome, NewMessage};
+use crate::workflows::{NewWaiter, Notified, NotifyOutcome, WaitOutcome, WaiterView};
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+use tern_core::workflow::{RunState, wait_step_body};
+use tern_core::{MessageId, MessageSpec};
+
+/// A waiter read back for its resolution.
+struct Stored {
+    key: i64,
+    user_id: String,
+    event_id: String,
+    step: String,
+    on_event: String,
+    on_timeout: String,
+    view: String,
+}
+
+const STORED_COLUMNS: &str = "waiter_key, user_id, event_id, step, on_event, on_timeout, view";
+
+fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
+    Ok(Stored {
+        key: row.get(0)?,
+        user_id: row.get(1)?,
+        event_id: row.get(2)?,
+        step: row.get(3)?,
+        on_event: row.get(4)?,
+        on_timeout: row.get(5)?,
+        view: row.get(6)?,
+    })
+}
+
+/// Publishes a wait step's result to its run: the event's `data`, or (without it) the timeout.
+/// Returns the message's id, and why it could not be stored (its run has ended).
+fn resolve(
+    context: Context<'_>,
+    user_id: &str,
+    event_id: &str,
+    step: &str,
+    spec: &str,
+    data: Option<&[u8]>,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<(MessageId, Option<String>)> {
+    let step: serde_json::Value = serde_json::from_str(step)?;
+    let spec: MessageSpec = serde_json::from_str(spec)?;
+    let run_id = spec.workflow.as_ref().map(|link| link.run_id.clone()).unwrap_or_default();
+    let message = NewMessage {
+        id: MessageId::generate(),
+        user_id: user_id.to_string(),
+        spec,
+        body: Bytes::from(wait_step_body(&step, event_id, data, data.is_none())),
+        created_at: now,
+        due_at: now,
+        dedup: None,
+        consumes_dlq_entry: None,
+        run: None,
+    };
+    let id = message.id;
+    let outcome = ops::insert_messages(context, vec![message], effects)?;
+    let error = match outcome.first() {
+        Some(InsertOutcome::Created) => None,
+        _ => Some(format!("workflow run {run_id} has ended")),
+    };
+    Ok((id, error))
+}
+
+pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effects) -> Result<WaitOutcome> {
+    let Context { connection, scheduling, next_seq } = context;
+    let started = super::workflow_ops::latest_run(connection, &waiter.user_id, &waiter.run_id)?
+        .is_some_and(|(_, state)| state == RunState::RunStarted);
+    if !started {
+        return Ok(WaitOutcome::RunNotActive);
+    }
+    let on_event = serde_json::to_string(&waiter.on_event)?;
+    let event: Option<(i64, Vec<u8>)> = connection
+        .prepare_cached(
+            "SELECT event_key, data FROM workflow_events WHERE user_id = ?1 AND run_id = ?2 AND event_id = ?3
+             ORDER BY event_key LIMIT 1",
+        )?
+        .query_row(params![waiter.user_id, waiter.run_id, waiter.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    if let Some((key, data)) = event {
+        connection.prepare_cached("DELETE FROM workflow_events WHERE event_key = ?1")?.execute([key])?;
+        let context = Context { connection, scheduling, next_seq };
+        let (id, _) = resolve(
+            context,
+            &waiter.user_id,
+            &waiter.event_id,
+            &waiter.step,
+            &on_event,
+            Some(&data),
+            waiter.created_at,
+            effects,
+        )?;
+        return Ok(WaitOutcome::Resolved(id));
+    }
+    connection
+        .prepare_cached(
+            "INSERT INTO workflow_waiters (user_id, event_id, run_id, created_at, deadline, step, on_event, on_timeout, view)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            waiter.user_id,
+            waiter.event_id,
+            waiter.run_id,
+            waiter.created_at,
+            waiter.deadline,
+            waiter.step,
+            on_event,
+            serde_json::to_string(&waiter.on_timeout)?,
+            serde_json::to_string(&waiter.view)?,
+        ])?;
+    Ok(WaitOutcome::Waiting)
+}
+
+pub fn notify(
+    context: Context<'_>,
+    user_id: &str,
+    event_id: &str,
+    run_id: Option<&str>,
+    data: &[u8],
+    now: i64,
+    max_stored: usize,
+    effects: &mut Effects,
+) -> Result<NotifyOutcome> {
+    let Context { connection, scheduling, next_seq } = context;
+    let waiters: Vec<Stored> = match run_id {
+        Some(run_id) => connection
+            .prepare_cached(&format!(
+                "SELECT {STORED_COLUMNS} FROM workflow_waiters INDEXED BY workflow_waiters_event
+                 WHERE user_id = ?1 AND event_id = ?2 AND run_id = ?3 ORDER BY waiter_key"
+            ))?
+            .query_map(params![user_id, event_id, run_id], stored_from_row)?
+            .collect::<rusqlite::Result<_>>()?,
+        None => connection
+            .prepare_cached(&format!(
+                "SELECT {STORED_COLUMNS} FROM workflow_waiters WHERE user_id = ?1 AND event_id = ?2 ORDER BY waiter_key"
+            ))?
+            .query_map(params![user_id, event_id], stored_from_row)?
+            .collect::<rusqlite::Result<_>>()?,
+    };
+    if waiters.is_empty() {
+        let Some(run_id) = run_id else { return Ok(NotifyOutcome::Woke(Vec::new())) };
+        let started = super::workflow_ops::latest_run(connection, user_id, run_id)?
+            .is_some_and(|(_, state)| state == RunState::RunStarted);
+        if !started {
+            return Ok(NotifyOutcome::RunNotActive);
+        }
+        let stored: i64 = connection
+            .prepare_cached("SELECT count(*) FROM workflow_events WHERE user_id = ?1 AND run_id = ?2")?
+            .query_row(params![user_id, run_id], |row| row.get(0))?;
+        if stored as usize >= max_stored {
+            return Ok(NotifyOutcome::TooManyStored);
+        }
+        connection
+            .prepare_cached(
+                "INSERT INTO workflow_events (user_id, run_id, event_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![user_id, run_id, event_id, now, data])?;
+        return Ok(NotifyOutcome::Stored);
+    }
+    let mut woke = Vec::with_capacity(waiters.len());
+    for waiter in waiters {
+        connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
+        let context = Context { connection, scheduling, next_seq: &mut *next_seq };
+        let (message_id, error) =
+            resolve(context, user_id, event_id, &waiter.step, &waiter.on_event, Some(data), now, effects)?;
+        woke.push(Notified { waiter: serde_json::from_str(&waiter.view)?, message_id, error });
+    }
+    Ok(NotifyOutcome::Woke(woke))
+}
+
+pub fn expire(context: Context<'_>, now: i64, limit: usize, effects: &mut Effects) -> Result<u64> {
+    let Context { connection, scheduling, next_seq } = context;
+    let due: Vec<Stored> = connection
+        .prepare_cached(&format!(
+            "SELECT {STORED_COLUMNS} FROM workflow_waiters INDEXED BY workflow_waiters_deadline
+             WHERE deadline <= ?1 ORDER BY deadline LIMIT ?2"
+        ))?
+        .query_map(params![now, limit as i64], stored_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    for waiter in &due {
+        connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
+        let context = Context { connection, scheduling, next_seq: &mut *next_seq };
+        resolve(context, &waiter.user_id, &waiter.event_id, &waiter.step, &waiter.on_timeout, None, now, effects)?;
+    }
+    Ok(due.len() as u64)
+}
+
+/// Forgets what an ended run waited for and the events it did not take.
+pub fn forget_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<()> {
+    connection
+        .prepare_cached("DELETE FROM workflow_waiters WHERE user_id = ?1 AND run_id = ?2")?
+        .execute(params![user_id, run_id])?;
+    connection
+        .prepare_cached("DELETE FROM workflow_events WHERE user_id = ?1 AND run_id = ?2")?
+        .execute(params![user_id, run_id])?;
+    Ok(())
+}
+
+pub fn waiters(connection: &Connection, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>> {
+    let views: Vec<String> = connection
+        .prepare_cached(
+            "SELECT view FROM workflow_waiters WHERE user_id = ?1 AND event_id = ?2 ORDER BY waiter_key LIMIT ?3",
+        )?
+        .query_map(params![user_id, event_id, limit as i64], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    views.iter().map(|view| serde_json::from_str(view).map_err(StoreError::from)).collect()
+}
+
+pub fn next_deadline(connection: &Connection) -> Result<Option<i64>> {
+    Ok(connection.prepare_cached("SELECT min(deadline) FROM workflow_waiters")?.query_row([], |row| row.get(0))?)
+}
