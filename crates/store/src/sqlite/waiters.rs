@@ -37,18 +37,24 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
+/// The wait a resolution ends: whose, on which event, and the step waiting.
+struct Wait<'a> {
+    user_id: &'a str,
+    event_id: &'a str,
+    step: &'a str,
+}
+
 /// Publishes a wait step's result to its run: the event's `data`, or (without it) the timeout.
 /// Returns the message's id, and why it could not be stored (its run has ended).
 fn resolve(
     context: Context<'_>,
-    user_id: &str,
-    event_id: &str,
-    step: &str,
+    wait: Wait<'_>,
     spec: &str,
     data: Option<&[u8]>,
     now: i64,
     effects: &mut Effects,
 ) -> Result<(MessageId, Option<String>)> {
+    let Wait { user_id, event_id, step } = wait;
     let step: serde_json::Value = serde_json::from_str(step)?;
     let spec: MessageSpec = serde_json::from_str(spec)?;
     let run_id = spec.workflow.as_ref().map(|link| link.run_id.clone()).unwrap_or_default();
@@ -90,16 +96,8 @@ pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effect
     if let Some((key, data)) = event {
         connection.prepare_cached("DELETE FROM workflow_events WHERE event_key = ?1")?.execute([key])?;
         let context = Context { connection, scheduling, next_seq };
-        let (id, _) = resolve(
-            context,
-            &waiter.user_id,
-            &waiter.event_id,
-            &waiter.step,
-            &on_event,
-            Some(&data),
-            waiter.created_at,
-            effects,
-        )?;
+        let wait = Wait { user_id: &waiter.user_id, event_id: &waiter.event_id, step: &waiter.step };
+        let (id, _) = resolve(context, wait, &on_event, Some(&data), waiter.created_at, effects)?;
         return Ok(WaitOutcome::Resolved(id));
     }
     connection
@@ -121,17 +119,24 @@ pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effect
     Ok(WaitOutcome::Waiting)
 }
 
+/// An event to deliver: whose, which, for which run (all runs waiting on it, without one), and
+/// its data.
+pub struct Event<'a> {
+    pub user_id: &'a str,
+    pub event_id: &'a str,
+    pub run_id: Option<&'a str>,
+    pub data: &'a [u8],
+}
+
 pub fn notify(
     context: Context<'_>,
-    user_id: &str,
-    event_id: &str,
-    run_id: Option<&str>,
-    data: &[u8],
+    event: Event<'_>,
     now: i64,
     max_stored: usize,
     effects: &mut Effects,
 ) -> Result<NotifyOutcome> {
     let Context { connection, scheduling, next_seq } = context;
+    let Event { user_id, event_id, run_id, data } = event;
     let waiters: Vec<Stored> = match run_id {
         Some(run_id) => connection
             .prepare_cached(&format!(
@@ -171,8 +176,8 @@ pub fn notify(
     for waiter in waiters {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        let (message_id, error) =
-            resolve(context, user_id, event_id, &waiter.step, &waiter.on_event, Some(data), now, effects)?;
+        let wait = Wait { user_id, event_id, step: &waiter.step };
+        let (message_id, error) = resolve(context, wait, &waiter.on_event, Some(data), now, effects)?;
         woke.push(Notified { waiter: serde_json::from_str(&waiter.view)?, message_id, error });
     }
     Ok(NotifyOutcome::Woke(woke))
@@ -190,7 +195,8 @@ pub fn expire(context: Context<'_>, now: i64, limit: usize, effects: &mut Effect
     for waiter in &due {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        resolve(context, &waiter.user_id, &waiter.event_id, &waiter.step, &waiter.on_timeout, None, now, effects)?;
+        let wait = Wait { user_id: &waiter.user_id, event_id: &waiter.event_id, step: &waiter.step };
+        resolve(context, wait, &waiter.on_timeout, None, now, effects)?;
     }
     Ok(due.len() as u64)
 }

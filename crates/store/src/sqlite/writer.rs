@@ -538,8 +538,9 @@ fn apply(
             settle(waiters::add_waiter(context, &waiter, effects), |r| Pending::Waited(reply, r))
         }
         WriteOp::Notify { user_id, event_id, run_id, data, now, max_stored, reply } => {
-            let result =
-                waiters::notify(context, &user_id, &event_id, run_id.as_deref(), &data, now, max_stored, effects);
+            let event =
+                waiters::Event { user_id: &user_id, event_id: &event_id, run_id: run_id.as_deref(), data: &data };
+            let result = waiters::notify(context, event, now, max_stored, effects);
             settle(result, |r| Pending::Notified(reply, r))
         }
         WriteOp::ExpireWaiters { now, limit, reply } => {
