@@ -8,9 +8,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, Caller, CallerIp, HookCaller, JsonBody, PathParam, Writer};
 use crate::routes::{RequestedPath, publish::request_pairs};
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, Uri};
+use axum::http::{HeaderMap, Method};
 use axum::routing::{any, get, post};
-use axum::{Extension, Json, Router};
+use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
@@ -166,16 +166,10 @@ async fn hook(
     HookCaller(caller): HookCaller,
     Path((_user, run_id, event_id)): Path<(String, String, String)>,
     method: Method,
-    uri: Uri,
-    requested: Option<Extension<RequestedPath>>,
+    RequestedUrl(url): RequestedUrl,
     headers: HeaderMap,
     Body(body, _held): Body,
 ) -> ApiResult<Json<Value>> {
-    let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);
-    let url = match uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path,
-    };
     let pairs = HeaderList(request_pairs(&headers, &[])?);
     let host = headers.get(axum::http::header::HOST).and_then(|host| host.to_str().ok()).unwrap_or_default();
     let event = json!({
@@ -189,4 +183,23 @@ async fn hook(
     let data = serde_json::to_vec(&event).expect("a JSON value serialises");
     let result = state.engine.notify(&caller.user_id, &event_id, Some(&run_id), data.into()).await?;
     Ok(Json(notify_json(result)))
+}
+
+/// The path and query of the request as the client sent them (before the path prefix was
+/// taken off and the resource's case set).
+struct RequestedUrl(String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for RequestedUrl {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let path = match parts.extensions.get::<RequestedPath>() {
+            Some(RequestedPath(path)) => path.clone(),
+            None => parts.uri.path().to_string(),
+        };
+        Ok(RequestedUrl(match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        }))
+    }
 }
