@@ -4,12 +4,16 @@
 #   * JS:     `@upstash/qstash` (tests/sdk/js, node --test, node_modules via npm ci)
 #   * Go:     `github.com/upstash/qstash-go` (tests/sdk/go, go test, modules pinned by its
 #             go.mod and go.sum and fetched through the Go module proxy)
+#   * Workflow JS: `@upstash/workflow` (tests/sdk/workflow-js, node --test, node_modules via npm
+#             ci; its tests import tests/sdk/js/harness.mjs, so the JS suite is installed too)
 #
-# Usage: scripts/sdk-tests.sh [--python-only | --js-only | --go-only] [--no-install] [--serial]
+# Usage: scripts/sdk-tests.sh [--python-only | --js-only | --go-only | --workflow-js-only]
+#                             [--no-install] [--serial]
 #   TERN_BIN   tern binary (default: target/debug/tern, relative to the repo root).
 #              Build it with: cargo build -p tern-server --bin tern
 #   PYTHON     python interpreter used to create the venv (default: python3)
-#   PYTEST_ARGS / NODE_TEST_ARGS / GO_TEST_ARGS   extra arguments for the runners (word-split)
+#   PYTEST_ARGS / NODE_TEST_ARGS / GO_TEST_ARGS / WORKFLOW_TEST_ARGS   extra arguments for the
+#              runners (word-split; WORKFLOW_TEST_ARGS is node --test's for the workflow suite)
 #
 # Each suite starts its own `tern dev --port <free port> --data-dir <fresh temp dir>`;
 # all network traffic stays on 127.0.0.1. Installs are idempotent: they rerun only when
@@ -24,19 +28,22 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY_DIR="$ROOT/tests/sdk/python"
 JS_DIR="$ROOT/tests/sdk/js"
 GO_DIR="$ROOT/tests/sdk/go"
+WFJS_DIR="$ROOT/tests/sdk/workflow-js"
 VENV="$PY_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
 
 run_python=1
 run_js=1
 run_go=1
+run_wfjs=1
 do_install=1
 serial=0
 for arg in "$@"; do
   case "$arg" in
-    --python-only) run_js=0 run_go=0 ;;
-    --js-only) run_python=0 run_go=0 ;;
-    --go-only) run_python=0 run_js=0 ;;
+    --python-only) run_js=0 run_go=0 run_wfjs=0 ;;
+    --js-only) run_python=0 run_go=0 run_wfjs=0 ;;
+    --go-only) run_python=0 run_js=0 run_wfjs=0 ;;
+    --workflow-js-only) run_python=0 run_js=0 run_go=0 ;;
     --no-install) do_install=0 ;;
     --serial) serial=1 ;;
     -h | --help)
@@ -130,23 +137,30 @@ setup_python() {
   printf '%s\n' "$want" >"$stamp"
 }
 
-# --- JS: npm ci -----------------------------------------------------------------
-setup_js() {
+# --- JS and workflow JS: npm ci ------------------------------------------------------
+npm_ci() { # npm_ci DIR NAME PACKAGE: npm ci in DIR unless its lock file and node are unchanged
   command -v node >/dev/null 2>&1 || die "node not found"
   command -v npm >/dev/null 2>&1 || die "npm not found"
-  local major stamp want
+  local dir="$1" name="$2" package="$3" major stamp want
   major="$(node -p 'process.versions.node.split(".")[0]')"
   [ "$major" -ge 20 ] 2>/dev/null || die "node >= 20 required (found $(node --version))"
 
-  stamp="$JS_DIR/node_modules/.sdk-tests-stamp"
-  want="$(hash_of "$JS_DIR/package-lock.json" "$(node --version)")"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$JS_DIR/node_modules/@upstash/qstash" ]; then
-    echo "js deps up to date"
+  stamp="$dir/node_modules/.sdk-tests-stamp"
+  want="$(hash_of "$dir/package-lock.json" "$(node --version)")"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -d "$dir/node_modules/$package" ]; then
+    echo "$name deps up to date"
     return 0
   fi
-  log "npm ci (tests/sdk/js)"
-  (cd "$JS_DIR" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
+  log "npm ci (tests/sdk/$name)"
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) || die "npm ci failed"
   printf '%s\n' "$want" >"$stamp"
+}
+setup_js() { npm_ci "$JS_DIR" js @upstash/qstash; }
+# The workflow suite imports tests/sdk/js/harness.mjs, whose `@upstash/qstash` import Node
+# resolves from tests/sdk/js/node_modules: install both.
+setup_workflow_js() {
+  [ "$run_js" = 1 ] || setup_js
+  npm_ci "$WFJS_DIR" workflow-js @upstash/workflow
 }
 
 # --- Go: go mod download --------------------------------------------------------
@@ -162,6 +176,7 @@ if [ "$do_install" = 1 ]; then
   [ "$run_python" = 1 ] && setup_python
   [ "$run_js" = 1 ] && setup_js
   [ "$run_go" = 1 ] && setup_go
+  [ "$run_wfjs" = 1 ] && setup_workflow_js
 fi
 
 # --- run ---------------------------------------------------------------------------
@@ -182,6 +197,11 @@ run_suite() { # run_suite NAME: runs one suite in the foreground
       # shellcheck disable=SC2086
       (cd "$GO_DIR" && guard go test -mod=readonly -count=1 -timeout "$((${SDK_TESTS_TIMEOUT:-900} - 30))s" ${GO_TEST_ARGS:-} ./...)
       ;;
+    workflow-js)
+      log "node --test tests/sdk/workflow-js (TERN_BIN=$TERN_BIN)"
+      # shellcheck disable=SC2086
+      (cd "$WFJS_DIR" && guard node --test --test-concurrency=1 ${WORKFLOW_TEST_ARGS:-} ./*.test.mjs)
+      ;;
   esac
 }
 
@@ -189,7 +209,8 @@ suites=()
 [ "$run_python" = 1 ] && suites+=(python)
 [ "$run_js" = 1 ] && suites+=(js)
 [ "$run_go" = 1 ] && suites+=(go)
-declare -A rc=([python]=skipped [js]=skipped [go]=skipped)
+[ "$run_wfjs" = 1 ] && suites+=(workflow-js)
+declare -A rc=([python]=skipped [js]=skipped [go]=skipped [workflow-js]=skipped)
 
 if [ "$serial" = 1 ] || [ "${#suites[@]}" -le 1 ]; then
   for suite in "${suites[@]}"; do
@@ -214,8 +235,8 @@ else
   done
 fi
 
-log "sdk-tests: python=${rc[python]} js=${rc[js]} go=${rc[go]}"
-for suite in python js go; do
+log "sdk-tests: python=${rc[python]} js=${rc[js]} go=${rc[go]} workflow-js=${rc[workflow-js]}"
+for suite in python js go workflow-js; do
   if [ "${rc[$suite]}" != skipped ] && [ "${rc[$suite]}" != 0 ]; then
     exit 1
   fi

@@ -57,6 +57,12 @@ pub fn new_dlq_id(now_ms: i64) -> String {
     format!("{now_ms}-{}", DLQ_SEQUENCE.fetch_add(1, Ordering::Relaxed))
 }
 
+/// A workflow run id for a run the server starts without one given: `wfr_` and a ULID, as the
+/// SDKs make theirs (`wfr_` and random characters).
+pub fn new_run_id() -> String {
+    format!("wfr_{}", Ulid::new().to_string().to_lowercase())
+}
+
 /// A unique JWT id.
 pub fn new_jwt_id() -> String {
     format!("jwt_{}", Ulid::new())

@@ -181,7 +181,15 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
     };
     let finished = shared.clock.now_ms();
     shared.scheduler.update(|scheduler, now| scheduler.exchange_ended(message.id, deadline, now));
-    let next = classify(&message, &response, finished, || new_dlq_id(finished));
+    let mut response = response;
+    let next = match crate::trigger::refused_answer(&message, &response) {
+        // The run cannot go on: retrying would reach the same endpoint.
+        Some(refusal) => {
+            response.error = Some(refusal.to_string());
+            NextStep::Failed { dlq_id: new_dlq_id(finished) }
+        }
+        None => classify(&message, &response, finished, || new_dlq_id(finished)),
+    };
     let spec = &message.spec;
     let callback =
         spec.callback.as_ref().map(|target| callback_new_message(shared, &message, target, &response, None, finished));

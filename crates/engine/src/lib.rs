@@ -18,6 +18,7 @@ mod resources;
 pub mod scheduler;
 mod schedules;
 mod scheduling;
+mod trigger;
 mod waiters;
 mod workflows;
 
@@ -41,6 +42,7 @@ pub use resources::QueueView;
 pub use scheduler::FlowInfo;
 pub use scheduler::flow::FlowPin;
 pub use schedules::{CreatedSchedule, ScheduleRequest, ScheduleView};
+pub use trigger::{TriggerRequest, Triggered};
 pub use waiters::{NotifyResult, WaitRequest};
 
 /// What the dispatcher, the attempts and the API operations share.

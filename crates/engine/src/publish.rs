@@ -54,6 +54,8 @@ pub struct Published {
 pub struct PublishResult {
     pub fan_out: bool,
     pub messages: Vec<Published>,
+    /// When the messages were created (a workflow run an Init starts is created then too).
+    pub created_at: i64,
 }
 
 impl Engine {
@@ -129,6 +131,7 @@ impl Engine {
             .into_iter()
             .map(|(fan_out, targets)| PublishResult {
                 fan_out,
+                created_at: now,
                 messages: targets
                     .into_iter()
                     .map(|(id, url)| match outcomes.next() {

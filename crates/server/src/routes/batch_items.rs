@@ -47,8 +47,10 @@ struct RawItem<'a> {
     destination: String,
     #[serde(default, borrow)]
     headers: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "text")]
-    body: Option<Cow<'a, str>>,
+    /// A string (its text is the body), or any other JSON value (its JSON text is: the workflow
+    /// SDK passes a `context.call`'s object body through as it is).
+    #[serde(default, borrow)]
+    body: Option<&'a RawValue>,
     #[serde(default)]
     queue: Option<String>,
 }
@@ -116,10 +118,13 @@ impl<'de> Visitor<'de> for Items<'_> {
             if index == self.limits.max_items {
                 return Err(self.refuse(tern_engine::too_many_batch_messages(self.limits.max_items).into()));
             }
-            let body = match item.body {
+            let body = match item.body.map(body_text) {
                 None => Bytes::new(),
-                Some(Cow::Borrowed(text)) => self.raw.slice_ref(text.as_bytes()),
-                Some(Cow::Owned(text)) => Bytes::from(text),
+                Some(Ok(Cow::Borrowed(text))) => self.raw.slice_ref(text.as_bytes()),
+                Some(Ok(Cow::Owned(text))) => Bytes::from(text),
+                Some(Err(error)) => {
+                    return Err(self.refuse(ApiError::bad_request(format!("batch item {index}: {error}"))));
+                }
             };
             if body.len() > self.limits.max_body_bytes {
                 let too_large = ApiError::too_large(self.limits.max_body_bytes);
@@ -133,51 +138,25 @@ impl<'de> Visitor<'de> for Items<'_> {
     }
 }
 
+/// The body an item's `body` value stands for: a string's text (borrowed when it has no
+/// escapes), `null`'s nothing, any other value's JSON text.
+fn body_text(raw: &RawValue) -> Result<Cow<'_, str>, serde_json::Error> {
+    let json = raw.get();
+    if !json.starts_with('"') {
+        return Ok(Cow::Borrowed(if json == "null" { "" } else { json }));
+    }
+    match serde_json::from_str::<&str>(json) {
+        Ok(text) => Ok(Cow::Borrowed(text)),
+        Err(_) => serde_json::from_str::<String>(json).map(Cow::Owned),
+    }
+}
+
 impl Items<'_> {
     fn refuse<E: serde::de::Error>(&self, error: ApiError) -> E {
         let text = error.message.clone();
         *self.refusal.borrow_mut() = Some(error);
         E::custom(text)
     }
-}
-
-/// A JSON string borrowed from the input when it has no escapes, or `null`.
-fn text<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Cow<'de, str>>, D::Error> {
-    struct Text;
-
-    impl<'de> Visitor<'de> for Text {
-        type Value = Option<Cow<'de, str>>;
-
-        fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-            formatter.write_str("a string")
-        }
-
-        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-
-        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
-            deserializer.deserialize_str(self)
-        }
-
-        fn visit_borrowed_str<E: serde::de::Error>(self, text: &'de str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Borrowed(text)))
-        }
-
-        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(text.to_string())))
-        }
-
-        fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
-            Ok(Some(Cow::Owned(text)))
-        }
-    }
-
-    deserializer.deserialize_option(Text)
 }
 
 #[cfg(test)]
@@ -197,6 +176,17 @@ mod tests {
         assert!(range.contains(&items[0].body.as_ptr()), "a plain body is a slice of the request");
         assert_eq!(items[1].body, Bytes::from_static(b"a\"b"));
         assert!(items[2].body.is_empty());
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_string_is_its_json_text() {
+        let raw = Bytes::from_static(
+            br#"[{"destination":"d","body":{"a":1}},{"destination":"d","body":null},{"destination":"d","body":7}]"#,
+        );
+        let items = parse(&raw, LIMITS).unwrap();
+        assert_eq!(items[0].body, Bytes::from_static(br#"{"a":1}"#));
+        assert!(items[1].body.is_empty());
+        assert_eq!(items[2].body, Bytes::from_static(b"7"));
     }
 
     #[test]

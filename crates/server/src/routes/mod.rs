@@ -13,6 +13,7 @@ pub(crate) mod publish;
 mod queues;
 mod schedules;
 mod topics;
+mod trigger;
 mod workflow_events;
 mod workflows;
 
@@ -37,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .merge(schedules::routes())
         .merge(workflows::routes())
         .merge(workflow_events::routes())
+        .merge(trigger::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
             let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);
