@@ -230,7 +230,10 @@ pub(crate) async fn prepare(
 ) -> Result<(bool, Vec<NewMessage>)> {
     let config = &shared.config;
     let run = match &request.recipients {
-        Recipients::Url(url) => crate::workflows::join_run(shared, user_id, url, &mut request.options).await?,
+        Recipients::Url(url) => {
+            let url = url.clone();
+            Box::pin(crate::workflows::join_run(shared, user_id, &url, &mut request, now, created)).await?
+        }
         Recipients::UrlGroup(_) => None,
     };
     let options = &request.options;
@@ -294,4 +297,29 @@ pub(crate) async fn prepare(
         });
     }
     Ok((fan_out, messages))
+}
+
+/// The spec of the message a publish of `headers` to `url` would store, its body aside: how the
+/// engine builds the messages it publishes itself later (a waiter's result, an invoked run's
+/// reply to its invoker), through the same pipeline as a client's publish.
+pub(crate) async fn message_spec(
+    shared: &Shared,
+    user_id: &str,
+    url: &str,
+    headers: &HeaderList,
+    caller_ip: Option<String>,
+    now: i64,
+    created: &mut NewResources,
+) -> Result<tern_core::MessageSpec> {
+    let options = PublishOptions::from_headers(headers.iter(), true)?;
+    let destination = tern_core::destination::checked_url(url, "destination")?;
+    let request = PublishRequest {
+        recipients: Recipients::Url(destination),
+        options,
+        body: Bytes::new(),
+        caller_ip,
+        queue: None,
+    };
+    let (_, mut messages) = prepare(shared, user_id, request, now, created).await?;
+    Ok(messages.pop().expect("a publish to a URL makes one message").spec)
 }

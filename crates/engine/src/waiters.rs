@@ -4,13 +4,12 @@
 //! waiters; a ticker publishes the timeouts of waiters whose deadline passed.
 
 use crate::error::{EngineError, Result};
-use crate::publish::{NewResources, PublishRequest, Recipients, create_flow_keys, prepare};
+use crate::publish::{NewResources, create_flow_keys, message_spec};
 use crate::{Engine, Shared};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tern_core::workflow::WorkflowHeaders;
-use tern_core::{HeaderList, Invalid, MessageSpec, PublishOptions};
+use tern_core::{HeaderList, Invalid, MessageSpec};
 use tern_store::{NewWaiter, Notified, NotifyOutcome, WaitOutcome, WaiterView};
 use tokio_util::sync::CancellationToken;
 
@@ -133,20 +132,11 @@ async fn result_spec(
     now: i64,
     created: &mut NewResources,
 ) -> Result<MessageSpec> {
-    let options = PublishOptions::from_headers(headers.iter(), true)?;
-    if WorkflowHeaders::parse(&options.passthrough).run_id.is_none() {
+    let spec = message_spec(shared, user_id, url, headers, request.caller_ip.clone(), now, created).await?;
+    if spec.workflow.is_none() {
         return Err(Invalid::new("a wait's result needs the Upstash-Workflow-RunId header of its run").into());
     }
-    let destination = tern_core::destination::checked_url(url, "wait result")?;
-    let publish = PublishRequest {
-        recipients: Recipients::Url(destination),
-        options,
-        body: Bytes::new(),
-        caller_ip: request.caller_ip.clone(),
-        queue: None,
-    };
-    let (_, mut messages) = prepare(shared, user_id, publish, now, created).await?;
-    Ok(messages.pop().expect("a publish to a URL makes one message").spec)
+    Ok(spec)
 }
 
 /// Publishes the timeouts of waiters whose deadline passed, then sleeps until the next deadline

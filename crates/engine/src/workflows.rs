@@ -4,14 +4,16 @@
 //! runs the API offers (end, cancel, fetch, list).
 
 use crate::error::{EngineError, Result};
+use crate::publish::{NewResources, PublishRequest, message_spec};
 use crate::{Engine, Shared};
 use bytes::Bytes;
 use std::sync::Arc;
 use tern_core::workflow::{
-    CallType, RunConfig, RunState, SDK_VERSION_HEADER, StepRecord, WorkflowHeaders, failure_body, steps_body,
+    CallType, InvokeEnvelope, RunConfig, RunState, SDK_VERSION_HEADER, StepRecord, WorkflowHeaders, failure_body,
+    steps_body,
 };
-use tern_core::{Invalid, Message, PublishOptions};
-use tern_store::{NewRun, Page, PageRequest, RunEnd, RunEndOutcome, RunFilter, RunWithSteps};
+use tern_core::{Invalid, Message};
+use tern_store::{NewRun, Page, PageRequest, RunEnd, RunEndOutcome, RunFilter, RunInvoker, RunWithSteps};
 
 /// A run whose recorded bodies take more than this is delivered with an empty body to SDKs that
 /// fetch the steps themselves (`LazyFetch`): the fetch is a client read, bounded by the listing
@@ -19,26 +21,44 @@ use tern_store::{NewRun, Page, PageRequest, RunEnd, RunEndOutcome, RunFilter, Ru
 pub const LAZY_FETCH_BYTES: u64 = 1 << 20;
 
 /// Fits a publish into its run: an Init creates the run with the publish's configuration (the
-/// run's trigger configuration), any other message of a started run takes what it does not say
-/// from that configuration. `url` is where the message goes. Whether the run may take the
-/// message is decided when it is stored.
+/// run's trigger configuration) — an invoked run's Init also carries the invoker's envelope,
+/// whose body becomes the run's payload — and any other message of a started run takes what it
+/// does not say from that configuration. `url` is where the message goes. Whether the run may
+/// take the message is decided when it is stored.
 pub(crate) async fn join_run(
     shared: &Shared,
     user_id: &str,
     url: &str,
-    options: &mut PublishOptions,
+    request: &mut PublishRequest,
+    now: i64,
+    created: &mut NewResources,
 ) -> Result<Option<NewRun>> {
+    let options = &mut request.options;
     let headers = WorkflowHeaders::parse(&options.passthrough);
     let Some(run_id) = headers.run_id.clone() else { return Ok(None) };
     if run_id.len() > 256 {
         return Err(Invalid::new("Upstash-Workflow-RunId is longer than 256 bytes").into());
     }
     if headers.init && headers.call_type == CallType::Step {
+        let config = RunConfig::from_trigger(options);
+        let invoker = match headers.invoke {
+            true => {
+                let envelope = InvokeEnvelope::parse(&request.body)?;
+                request.body = Bytes::from(envelope.body.clone().unwrap_or_default());
+                let caller_ip = request.caller_ip.clone();
+                let reply =
+                    message_spec(shared, user_id, &envelope.workflow_url, &envelope.headers, caller_ip, now, created);
+                let reply = Box::pin(reply).await?;
+                let invoked = envelope.invoked_view(&run_id, url, now);
+                Some(RunInvoker { view: envelope.invoker_view(), step: envelope.step.to_string(), invoked, reply })
+            }
+            false => None,
+        };
         return Ok(Some(NewRun {
             run_id,
             url: headers.url.clone().filter(|url| !url.is_empty()).unwrap_or_else(|| url.to_string()),
-            config: RunConfig::from_trigger(options),
-            invoker: None,
+            config,
+            invoker,
             replace: headers.trigger_by_sdk,
         }));
     }
@@ -106,7 +126,7 @@ impl Engine {
     pub async fn end_run(&self, user_id: &str, run_id: &str, cancel: bool, response: Bytes) -> Result<RunEndOutcome> {
         let now = self.shared.clock.now_ms();
         let end = if cancel { RunEnd::Canceled } else { RunEnd::Success { response } };
-        let outcome = self.shared.store.end_run(user_id, run_id, end, now, Vec::new()).await?;
+        let outcome = self.shared.store.end_run(user_id, run_id, end, now).await?;
         if outcome == RunEndOutcome::NotFound {
             return Err(EngineError::NotFound(format!("workflow run {run_id} not found")));
         }

@@ -1,10 +1,10 @@
 //! Workflow runs as the store keeps them (workflow-protocol.md §1): each run's state and
 //! trigger-time configuration, and its recorded messages in acceptance order. A run is created,
 //! and its steps appended, by the inserts of the messages that carry them
-//! ([`NewMessage::run`], `MessageSpec::workflow`), in the same commit.
+//! ([`NewMessage::run`](crate::NewMessage::run), `MessageSpec::workflow`), in the same commit.
 
 use crate::error::Result;
-use crate::model::{NewMessage, Page, PageRequest};
+use crate::model::{Page, PageRequest};
 use async_trait::async_trait;
 use bytes::Bytes;
 use tern_core::workflow::{RunConfig, RunState, StepRecord};
@@ -16,11 +16,27 @@ pub struct NewRun {
     pub run_id: String,
     pub url: String,
     pub config: RunConfig,
-    /// The envelope of the run that invoked this one (JSON text), if it was invoked.
-    pub invoker: Option<String>,
+    /// The run that invoked this one, if one did.
+    pub invoker: Option<RunInvoker>,
     /// Replace the configuration of the run if it exists (an Init the SDK published again,
     /// `Upstash-Workflow-Trigger-By-Sdk`), instead of reporting a duplicate.
     pub replace: bool,
+}
+
+/// The run that invoked a run, and the reply its end gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunInvoker {
+    /// Who invoked (`{workflowRunId, workflowUrl, workflowRunCreatedAt}`), for the logs.
+    pub view: String,
+    /// The invoker's invoke step (JSON), which the reply completes.
+    pub step: String,
+    /// What the reply says of the invoked run (`invokedWorkflowRunId` and the like, a JSON
+    /// object).
+    pub invoked: String,
+    /// The reply's message, its body aside: built as a publish of the envelope's headers to the
+    /// invoker's URL would be.
+    pub reply: MessageSpec,
 }
 
 /// A run as stored.
@@ -35,6 +51,7 @@ pub struct RunRecord {
     /// What the workflow returned (the body of its completing `DELETE`).
     pub response: Option<Bytes>,
     pub config: RunConfig,
+    /// Who invoked the run (`{workflowRunId, workflowUrl, workflowRunCreatedAt}`), if one did.
     pub invoker: Option<String>,
     /// The DLQ entry of the message whose failure failed the run.
     pub dlq_id: Option<String>,
@@ -191,16 +208,9 @@ pub trait WorkflowStore: Send + Sync {
 
     /// Ends a started run: records its state (and response), cancels its unfinished messages
     /// (on success, those not being delivered right now: the delivery that completes the run
-    /// is usually still waiting for its answer), then stores `then` (messages the end
-    /// produces, such as an invoker's result), all in one commit. Durable on return.
-    async fn end_run(
-        &self,
-        user_id: &str,
-        run_id: &str,
-        end: RunEnd,
-        now: i64,
-        then: Vec<NewMessage>,
-    ) -> Result<RunEndOutcome>;
+    /// is usually still waiting for its answer) and its waiters, and publishes the reply to the
+    /// run that invoked it, if one did — all in one commit. Durable on return.
+    async fn end_run(&self, user_id: &str, run_id: &str, end: RunEnd, now: i64) -> Result<RunEndOutcome>;
 
     /// Cancels the started runs matching `filter`, oldest first, at most `limit`; returns how
     /// many. Durable on return.

@@ -3,12 +3,14 @@
 //! message of the run, the run's states, and the bodies the server builds for step deliveries.
 
 mod config;
+mod invoke;
 mod steps;
 
 use crate::headers::HeaderList;
 use serde::{Deserialize, Serialize};
 
 pub use config::RunConfig;
+pub use invoke::{InvokeEnvelope, InvokedEnd, invoke_result_body};
 pub use steps::{StepRecord, StepView, failure_body, steps_body, wait_step_body};
 
 /// The header naming a message's run.

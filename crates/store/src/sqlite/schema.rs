@@ -219,7 +219,9 @@ CREATE TABLE workflow_runs (
     step_count INTEGER NOT NULL DEFAULT 0,
     step_bytes INTEGER NOT NULL DEFAULT 0,
     -- The failure callback of a failed run (the message carrying the failure function's call).
-    failure_message_id TEXT
+    failure_message_id TEXT,
+    -- What the end of an invoked run publishes to its invoker (`RunInvoker`, JSON).
+    invoker_reply TEXT
 );
 CREATE INDEX workflow_runs_by_id ON workflow_runs(user_id, run_id, run_key);
 CREATE UNIQUE INDEX workflow_runs_started ON workflow_runs(user_id, run_id) WHERE state = 0;

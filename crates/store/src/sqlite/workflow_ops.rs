@@ -9,10 +9,10 @@ use super::schema::FIRST_TERMINAL_STATE;
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::workflows::{RunEnd, RunEndOutcome, RunFilter};
+use crate::workflows::{RunEnd, RunEndOutcome, RunFilter, RunInvoker};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use tern_core::workflow::{CallType, RunState};
+use tern_core::workflow::{CallType, InvokedEnd, RunState, invoke_result_body};
 use tern_core::{MessageId, MessageState};
 
 /// The latest run with this id (its key and state), if there is one: a run id names one
@@ -78,8 +78,8 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result
             connection
                 .prepare_cached(
                     "INSERT INTO workflow_runs (user_id, run_id, url, created_at, state, config, labels, invoker,
-                        caller_ip, flow_control_key)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                        caller_ip, flow_control_key, invoker_reply)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?
                 .execute(params![
                     message.user_id,
@@ -89,9 +89,10 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result
                     RunState::RunStarted.code(),
                     serde_json::to_string(&run.config)?,
                     labels_column(&run.config.labels),
-                    run.invoker,
+                    run.invoker.as_ref().map(|invoker| &invoker.view),
                     message.spec.caller_ip,
                     run.config.flow_control.as_ref().map(|flow| &flow.key),
+                    run.invoker.as_ref().map(serde_json::to_string).transpose()?,
                 ])?;
             connection.last_insert_rowid()
         }
@@ -124,17 +125,53 @@ pub fn fail_run(
     at: i64,
     effects: &mut Effects,
 ) -> Result<()> {
-    let failed = context
+    let Context { connection, scheduling, next_seq } = context;
+    let Some((key, RunState::RunStarted)) = latest_run(connection, user_id, run_id)? else {
+        return Ok(());
+    };
+    connection
+        .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, dlq_id = ?4 WHERE run_key = ?1")?
+        .execute(params![key, RunState::RunFailed.code(), at, dlq_id])?;
+    super::waiters::forget_run(connection, user_id, run_id)?;
+    cancel_run_messages(
+        Context { connection, scheduling, next_seq: &mut *next_seq },
+        user_id,
+        run_id,
+        at,
+        false,
+        effects,
+    )?;
+    reply_to_invoker(Context { connection, scheduling, next_seq }, key, InvokedEnd::Failed, at, effects)
+}
+
+/// Tells the run that invoked run `key` (if one did) how it ended: publishes the invoker's
+/// step result (dropped when the invoker's run has ended too).
+fn reply_to_invoker(
+    context: Context<'_>,
+    key: i64,
+    end: InvokedEnd<'_>,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<()> {
+    let (user_id, reply): (String, Option<String>) = context
         .connection
-        .prepare_cached(
-            "UPDATE workflow_runs SET state = ?3, completed_at = ?4, dlq_id = ?5
-             WHERE user_id = ?1 AND run_id = ?2 AND state = ?6",
-        )?
-        .execute(params![user_id, run_id, RunState::RunFailed.code(), at, dlq_id, RunState::RunStarted.code()])?;
-    if failed > 0 {
-        super::waiters::forget_run(context.connection, user_id, run_id)?;
-        cancel_run_messages(context, user_id, run_id, at, false, effects)?;
-    }
+        .prepare_cached("SELECT user_id, invoker_reply FROM workflow_runs WHERE run_key = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    let Some(reply) = reply else { return Ok(()) };
+    let invoker: RunInvoker = serde_json::from_str(&reply)?;
+    let invoked: serde_json::Value = serde_json::from_str(&invoker.invoked)?;
+    let message = NewMessage {
+        id: MessageId::generate(),
+        user_id,
+        spec: invoker.reply,
+        body: invoke_result_body(&invoker.step, &invoked, end).into(),
+        created_at: now,
+        due_at: now,
+        dedup: None,
+        consumes_dlq_entry: None,
+        run: None,
+    };
+    ops::insert_messages(context, vec![message], effects)?;
     Ok(())
 }
 
@@ -145,7 +182,6 @@ pub fn end_run(
     run_id: &str,
     end: RunEnd,
     now: i64,
-    then: Vec<NewMessage>,
     effects: &mut Effects,
 ) -> Result<RunEndOutcome> {
     let Context { connection, scheduling, next_seq } = context;
@@ -154,9 +190,11 @@ pub fn end_run(
         Some((key, RunState::RunStarted)) => key,
         Some((_, state)) => return Ok(RunEndOutcome::AlreadyEnded(state)),
     };
-    let (state, response, spare_running) = match &end {
-        RunEnd::Success { response } => (RunState::RunSuccess, Some(response.as_ref()), true),
-        RunEnd::Canceled => (RunState::RunCanceled, None, false),
+    let (state, response, spare_running, invoked_end) = match &end {
+        RunEnd::Success { response } => {
+            (RunState::RunSuccess, Some(response.as_ref()), true, InvokedEnd::Returned(response.as_ref()))
+        }
+        RunEnd::Canceled => (RunState::RunCanceled, None, false, InvokedEnd::Canceled),
     };
     connection
         .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, response = ?4 WHERE run_key = ?1")?
@@ -164,9 +202,7 @@ pub fn end_run(
     super::waiters::forget_run(connection, user_id, run_id)?;
     let context = Context { connection, scheduling, next_seq: &mut *next_seq };
     cancel_run_messages(context, user_id, run_id, now, spare_running, effects)?;
-    if !then.is_empty() {
-        ops::insert_messages(Context { connection, scheduling, next_seq }, then, effects)?;
-    }
+    reply_to_invoker(Context { connection, scheduling, next_seq }, key, invoked_end, now, effects)?;
     Ok(RunEndOutcome::Ended)
 }
 
@@ -195,7 +231,7 @@ pub fn cancel_runs(
     let mut cancelled = 0;
     for run_id in run_ids {
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        if end_run(context, user_id, &run_id, RunEnd::Canceled, now, Vec::new(), effects)? == RunEndOutcome::Ended {
+        if end_run(context, user_id, &run_id, RunEnd::Canceled, now, effects)? == RunEndOutcome::Ended {
             cancelled += 1;
         }
     }

@@ -9,7 +9,7 @@ use super::rows::response_from_row;
 use super::workflow_ops::run_filter;
 use super::writer::WriteOp;
 use crate::error::{Result, StoreError};
-use crate::model::{NewMessage, Page, PageRequest};
+use crate::model::{Page, PageRequest};
 use crate::workflows::*;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -215,16 +215,9 @@ impl WorkflowStore for SqliteStore {
         if for_engine { self.readers.read_for_engine(query).await } else { self.readers.read(query).await }
     }
 
-    async fn end_run(
-        &self,
-        user_id: &str,
-        run_id: &str,
-        end: RunEnd,
-        now: i64,
-        then: Vec<NewMessage>,
-    ) -> Result<RunEndOutcome> {
+    async fn end_run(&self, user_id: &str, run_id: &str, end: RunEnd, now: i64) -> Result<RunEndOutcome> {
         let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
-        self.request(|reply| WriteOp::EndRun { user_id, run_id, end, now, then, reply }).await
+        self.request(|reply| WriteOp::EndRun { user_id, run_id, end, now, reply }).await
     }
 
     async fn cancel_runs(&self, user_id: &str, filter: RunFilter, limit: Option<usize>, now: i64) -> Result<u64> {

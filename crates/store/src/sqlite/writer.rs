@@ -149,7 +149,6 @@ pub enum WriteOp {
         run_id: String,
         end: RunEnd,
         now: i64,
-        then: Vec<NewMessage>,
         reply: Reply<RunEndOutcome>,
     },
     CancelRuns {
@@ -526,8 +525,8 @@ fn apply(
         WriteOp::Purge { now, retention, reply } => {
             settle(resources::purge(connection, now, retention), |r| Pending::Purge(reply, r))
         }
-        WriteOp::EndRun { user_id, run_id, end, now, then, reply } => {
-            let result = workflow_ops::end_run(context, &user_id, &run_id, end, now, then, effects);
+        WriteOp::EndRun { user_id, run_id, end, now, reply } => {
+            let result = workflow_ops::end_run(context, &user_id, &run_id, end, now, effects);
             settle(result, |r| Pending::RunEnded(reply, r))
         }
         WriteOp::CancelRuns { user_id, filter, limit, now, reply } => {

@@ -35,6 +35,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     ending_a_run_cancels_what_is_left(backend).await;
     a_failed_step_fails_its_run(backend).await;
     runs_are_listed_with_their_steps(backend).await;
+    an_invoked_run_replies_to_its_invoker(backend).await;
 }
 
 async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
@@ -105,10 +106,10 @@ async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     let running = store.claim_due(1_000, 1).await;
     assert_eq!(running[0].id, start_id);
     let end = RunEnd::Success { response: Bytes::from_static(b"\"done\"") };
-    assert_eq!(store.end_run(OTHER, "wfr_c", end.clone(), 1_500, Vec::new()).await.unwrap(), RunEndOutcome::NotFound);
-    assert_eq!(store.end_run(USER, "wfr_c", end.clone(), 1_500, Vec::new()).await.unwrap(), RunEndOutcome::Ended);
+    assert_eq!(store.end_run(OTHER, "wfr_c", end.clone(), 1_500).await.unwrap(), RunEndOutcome::NotFound);
+    assert_eq!(store.end_run(USER, "wfr_c", end.clone(), 1_500).await.unwrap(), RunEndOutcome::Ended);
     assert_eq!(
-        store.end_run(USER, "wfr_c", end, 1_600, Vec::new()).await.unwrap(),
+        store.end_run(USER, "wfr_c", end, 1_600).await.unwrap(),
         RunEndOutcome::AlreadyEnded(RunState::RunSuccess)
     );
     assert_eq!(store.get_message(USER, later_id).await.unwrap().unwrap().state, MessageState::Canceled);
@@ -198,5 +199,48 @@ async fn runs_are_listed_with_their_steps(backend: &mut impl Backend) {
     let listed = store.list_runs(USER, &RunFilter::default(), &small).await.unwrap();
     assert_eq!(listed.items.len(), 1, "a page ends by size, after at least one run");
     assert!(listed.cursor.is_some());
+    store.shutdown().await.unwrap();
+}
+
+async fn an_invoked_run_replies_to_its_invoker(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    store.insert_messages(vec![init(USER, "wfr_parent", 1_000, b"")]).await.unwrap();
+    let reply = step(USER, "wfr_parent", 1_000, "step", b"").spec;
+    let invoker = |step_id: u32| RunInvoker {
+        view: r#"{"workflowRunId":"wfr_parent"}"#.into(),
+        step: format!(r#"{{"stepId":{step_id},"stepName":"invoke","stepType":"Invoke","concurrent":1}}"#),
+        invoked: r#"{"invokedWorkflowRunId":"wfr_child"}"#.into(),
+        reply: reply.clone(),
+    };
+    for (child, step_id) in [("wfr_child", 1), ("wfr_failing_child", 2)] {
+        let mut start = init(USER, child, 1_100, b"child payload");
+        start.run.as_mut().unwrap().invoker = Some(invoker(step_id));
+        store.insert_messages(vec![start]).await.unwrap();
+    }
+    let end = RunEnd::Success { response: Bytes::from_static(b"\"child result\"") };
+    assert_eq!(store.end_run(USER, "wfr_child", end, 1_200).await.unwrap(), RunEndOutcome::Ended);
+    let failing = store.claim_due(1_200, 10).await;
+    let failing =
+        failing.into_iter().find(|m| m.spec.workflow.as_ref().unwrap().run_id == "wfr_failing_child").unwrap();
+    store
+        .record_attempt_outcome(outcome(failing, 1_300, 500, NextStep::Failed { dlq_id: "dlq_child".into() }))
+        .await
+        .unwrap();
+
+    let (_, steps) = store.run_steps(USER, "wfr_parent", None, false).await.unwrap().unwrap();
+    let replies: Vec<serde_json::Value> = steps[1..].iter().map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
+    assert_eq!(replies.len(), 2, "each child's end publishes one step to its invoker: {replies:?}");
+    let out =
+        |reply: &serde_json::Value| serde_json::from_str::<serde_json::Value>(reply["out"].as_str().unwrap()).unwrap();
+    assert_eq!(replies[0]["stepId"], 1);
+    assert_eq!(
+        out(&replies[0]),
+        serde_json::json!({"body": "\"child result\"", "isFailed": false, "isCanceled": false})
+    );
+    assert_eq!(replies[1]["stepId"], 2);
+    assert_eq!(out(&replies[1]), serde_json::json!({"isFailed": true, "isCanceled": false}));
+    let child = RunFilter { run_ids: vec!["wfr_child".into()], ..Default::default() };
+    let listed = store.list_runs(USER, &child, &page(1)).await.unwrap();
+    assert_eq!(listed.items[0].run.invoker.as_deref(), Some(r#"{"workflowRunId":"wfr_parent"}"#));
     store.shutdown().await.unwrap();
 }
