@@ -20,6 +20,7 @@ mod schedules;
 mod scheduling;
 mod trigger;
 mod waiters;
+mod workflow_dlq;
 mod workflows;
 
 use clock::Clock;

@@ -173,7 +173,11 @@ impl Engine {
         }
     }
 
-    async fn select_dlq(&self, user_id: &str, selection: DlqSelection) -> Result<(Vec<String>, Option<String>)> {
+    pub(crate) async fn select_dlq(
+        &self,
+        user_id: &str,
+        selection: DlqSelection,
+    ) -> Result<(Vec<String>, Option<String>)> {
         match selection {
             DlqSelection::Ids(ids) => Ok((ids, None)),
             DlqSelection::Filter { filter, page } => {

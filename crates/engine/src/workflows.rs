@@ -60,6 +60,7 @@ pub(crate) async fn join_run(
             config,
             invoker,
             replace: headers.trigger_by_sdk,
+            continues: None,
         }));
     }
     if let Some(run) = shared.store.get_run(user_id, &run_id).await? {

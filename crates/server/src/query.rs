@@ -26,7 +26,8 @@ pub const COMMON_FILTERS: &[&str] = &[
 ];
 
 /// Keys [`Query::filter`] reads beyond [`COMMON_FILTERS`].
-const MORE_FILTERS: &[&str] = &["messageIds", "dlqIds", "host", "path", "state", "responseStatus", "workflowRunId"];
+const MORE_FILTERS: &[&str] =
+    &["messageIds", "dlqIds", "host", "path", "state", "responseStatus", "workflowRunId", "workflowCreatedAt"];
 
 /// The most values one filter may list (SQLite bounds the size of a statement).
 const MAX_FILTER_VALUES: usize = 500;
@@ -150,6 +151,9 @@ impl Query {
             paths: self.values("path"),
             dlq_ids: self.values("dlqIds"),
             workflow_run_ids: self.values("workflowRunId"),
+            workflow_only: false,
+            failure_callback_states: Vec::new(),
+            workflow_created_at: self.integer("workflowCreatedAt")?,
             states,
             response_statuses: statuses,
             from_ms: self.integer("fromDate")?,

@@ -114,6 +114,12 @@ pub struct MessageFilter {
     pub dlq_ids: Vec<String>,
     /// Workflow runs the messages belong to.
     pub workflow_run_ids: Vec<String>,
+    /// Only messages of workflow runs (the DLQ's `source=workflow`).
+    pub workflow_only: bool,
+    /// Messages of the runs created at this time (Unix ms), as the SDK names a run.
+    pub workflow_created_at: Option<i64>,
+    /// DLQ entries of runs whose failure callback is in one of these states.
+    pub failure_callback_states: Vec<MessageState>,
     /// Log entry states (logs only).
     pub states: Vec<LogState>,
     /// Status of the last response (DLQ only).

@@ -21,7 +21,41 @@ pub struct NewRun {
     /// Replace the configuration of the run if it exists (an Init the SDK published again,
     /// `Upstash-Workflow-Trigger-By-Sdk`), instead of reporting a duplicate.
     pub replace: bool,
+    /// The failed run this one takes up again, from the workflow DLQ.
+    pub continues: Option<Continuation>,
 }
+
+/// A failed run taken up again by a new run (`/v2/workflows/dlq/resume`, `…/restart`): the
+/// new run starts with the failed run's initial payload — and, resumed, with every step it
+/// had recorded before the message that failed, which the new run's Init then carries again —
+/// and the DLQ entry is removed, all in the commit that creates the new run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Continuation {
+    pub dlq_id: String,
+    pub resume: bool,
+}
+
+/// A failed run as the workflow DLQ shows it with its entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailedRun {
+    pub run: RunRecord,
+    /// The run's initial payload, when asked for.
+    pub initial: Option<Bytes>,
+    pub failure_callback: Option<FailureCallbackState>,
+}
+
+/// How the failure callback of a failed run is doing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureCallbackState {
+    pub message_id: MessageId,
+    pub url: String,
+    pub state: MessageState,
+    /// Its last answer, the body cut at [`FAILURE_RESPONSE_SHOWN`] bytes.
+    pub response: Option<AttemptResponse>,
+}
+
+/// How much of a failure function's answer the DLQ shows with its entry.
+pub const FAILURE_RESPONSE_SHOWN: usize = 64 << 10;
 
 /// The run that invoked a run, and the reply its end gives it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -241,6 +275,9 @@ pub trait WorkflowStore: Send + Sync {
     /// Publishes the timeouts of waiters whose deadline is at or before `now` (at most `limit`)
     /// and removes them; returns how many. Durable on return.
     async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64>;
+
+    /// The run that failed with the DLQ entry `dlq_id`, with its initial payload if asked.
+    async fn failed_run(&self, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>>;
 
     /// The earliest deadline of any waiter.
     async fn next_waiter_deadline(&self) -> Result<Option<i64>>;

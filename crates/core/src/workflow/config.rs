@@ -77,6 +77,30 @@ impl RunConfig {
         }
     }
 
+    /// Replaces what `overrides` say (a DLQ resume's or restart's headers).
+    pub fn override_with(&mut self, overrides: &PublishOptions) {
+        let given = RunConfig::from_trigger(overrides);
+        if given.retries.is_some() {
+            self.retries = given.retries;
+        }
+        if given.retry_delay.is_some() {
+            self.retry_delay = given.retry_delay;
+        }
+        if given.flow_control.is_some() {
+            self.flow_control = given.flow_control;
+        }
+        if given.failure_callback.is_some() {
+            self.failure_callback = given.failure_callback;
+        }
+        if overrides.labels.is_some() {
+            self.labels = given.labels;
+        }
+        for (name, value) in given.forward.iter() {
+            self.forward.remove(name);
+            self.forward.push(name, value);
+        }
+    }
+
     /// Fills in the configuration of the callback a `context.call` message will produce (its
     /// `Upstash-Callback-*` options): the callback goes back to the workflow URL and continues
     /// the run, so it inherits like a step.

@@ -1,6 +1,7 @@
 //! The dead-letter queue (spec §5.8): list, get, delete one or many, retry one or many.
 
 use super::publish::publish_options;
+use super::workflow_dlq::{WORKFLOW_DLQ_KEYS, entries_json, workflow_filter};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Caller, JsonBody, PathParam, Writer};
@@ -38,13 +39,14 @@ const LIST_KEYS: &[&str] = &["trimBody"];
 /// Pages end by size too (`limits.list_page_bytes`); `trimBody` trims or leaves out the bodies.
 async fn list(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
-    query.only(&[COMMON_FILTERS, DLQ_KEYS, LIST_KEYS])?;
+    query.only(&[COMMON_FILTERS, DLQ_KEYS, LIST_KEYS, WORKFLOW_DLQ_KEYS])?;
     let (page, shown) = query.listing(state.api.dlq_page_size, state.api.list_page_bytes)?;
-    let filter = query.filter()?;
+    let filter = workflow_filter(&query, false)?;
     let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
     let read = &mut |page: PageRequest| async move { engine.dlq_list(user_id, filter, &page).await };
     let (entries, held) = paging::read_page(&caller.budget(&state.api.listings), &page, read).await?;
-    let messages = views::json_array(entries.items.into_iter().map(|message| views::dlq_message(&message, shown)));
+    // Entries of workflow runs come with their runs' fields.
+    let messages = views::json_array(entries_json(&state, &caller, entries.items, shown).await?);
     let end = match entries.cursor {
         Some(cursor) => format!(",\"cursor\":{}}}", Value::String(cursor)),
         None => "}".to_string(),
@@ -79,10 +81,10 @@ async fn delete_one(
 
 /// The JSON body Python and Go send for bulk operations.
 #[derive(Debug, Default, Deserialize)]
-struct IdsBody {
+pub(super) struct IdsBody {
     /// Present (even as `null`) means "exactly these ids".
     #[serde(default, rename = "dlqIds", deserialize_with = "crate::extract::present")]
-    dlq_ids: Option<Option<Vec<String>>>,
+    pub(super) dlq_ids: Option<Option<Vec<String>>>,
 }
 
 /// Explicit ids (query or body, at most `query::MAX_IDS`) win over filters; otherwise one page

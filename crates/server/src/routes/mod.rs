@@ -14,6 +14,7 @@ mod queues;
 mod schedules;
 mod topics;
 mod trigger;
+mod workflow_dlq;
 mod workflow_events;
 mod workflows;
 
@@ -39,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workflows::routes())
         .merge(workflow_events::routes())
         .merge(trigger::routes())
+        .merge(workflow_dlq::routes())
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({ "status": "ok" })) }))
         .fallback(|method: Method, uri: Uri, requested: Option<Extension<RequestedPath>>| async move {
             let path = requested.map_or_else(|| uri.path().to_string(), |Extension(RequestedPath(path))| path);

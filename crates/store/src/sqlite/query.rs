@@ -60,6 +60,26 @@ pub fn message_filter(sql: &mut SqlFilter, filter: &MessageFilter, alias: &str, 
     sql.push_in(&format!("{alias}.path"), &filter.paths);
     sql.push_in(&format!("{alias}.dlq_id"), &filter.dlq_ids);
     sql.push_in(&format!("{alias}.workflow_run_id"), &filter.workflow_run_ids);
+    if filter.workflow_only {
+        sql.push_raw(&format!("{alias}.workflow_run_id IS NOT NULL"));
+    }
+    if !filter.failure_callback_states.is_empty() {
+        let codes: Vec<String> = filter.failure_callback_states.iter().map(|state| state.code().to_string()).collect();
+        sql.push_raw(&format!(
+            "EXISTS (SELECT 1 FROM workflow_runs r INDEXED BY workflow_runs_dlq JOIN messages f ON f.id = r.failure_message_id
+             WHERE r.dlq_id = {alias}.dlq_id AND r.user_id = {alias}.user_id AND f.state IN ({}))",
+            codes.join(", ")
+        ));
+    }
+    if let Some(created_at) = filter.workflow_created_at {
+        sql.push(
+            &format!(
+                "EXISTS (SELECT 1 FROM workflow_runs r INDEXED BY workflow_runs_by_id
+                 WHERE r.user_id = {alias}.user_id AND r.run_id = {alias}.workflow_run_id AND r.created_at = ?)"
+            ),
+            [Value::Integer(created_at)],
+        );
+    }
     let statuses: Vec<i64> = filter.response_statuses.iter().map(|s| i64::from(*s)).collect();
     sql.push_in(&format!("{alias}.response_status"), &statuses);
     if !filter.labels.is_empty() {

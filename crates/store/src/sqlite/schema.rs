@@ -227,6 +227,7 @@ CREATE INDEX workflow_runs_by_id ON workflow_runs(user_id, run_id, run_key);
 CREATE UNIQUE INDEX workflow_runs_started ON workflow_runs(user_id, run_id) WHERE state = 0;
 CREATE INDEX workflow_runs_by_creation ON workflow_runs(user_id, created_at, run_id);
 CREATE INDEX workflow_runs_completed ON workflow_runs(completed_at) WHERE completed_at IS NOT NULL;
+CREATE INDEX workflow_runs_dlq ON workflow_runs(dlq_id) WHERE dlq_id IS NOT NULL;
 
 CREATE TABLE workflow_steps (
     run_key INTEGER NOT NULL,

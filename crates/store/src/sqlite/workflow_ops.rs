@@ -9,7 +9,7 @@ use super::schema::FIRST_TERMINAL_STATE;
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::workflows::{RunEnd, RunEndOutcome, RunFilter, RunInvoker};
+use crate::workflows::{Continuation, RunEnd, RunEndOutcome, RunFilter, RunInvoker};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tern_core::workflow::{CallType, InvokedEnd, RunState, invoke_result_body};
@@ -42,7 +42,15 @@ pub fn admit(connection: &Connection, message: &NewMessage) -> Result<Option<Ins
     let state = latest_run(connection, &message.user_id, &link.run_id)?.map(|(_, state)| state);
     if let Some(run) = &message.run {
         let started = state == Some(RunState::RunStarted);
-        return Ok((started && !run.replace).then_some(InsertOutcome::RunExists));
+        if started && !run.replace {
+            return Ok(Some(InsertOutcome::RunExists));
+        }
+        if let Some(continuation) = &run.continues
+            && failed_run_key(connection, &message.user_id, &continuation.dlq_id)?.is_none()
+        {
+            return Ok(Some(InsertOutcome::DlqEntryGone));
+        }
+        return Ok(None);
     }
     if link.call_type == CallType::FailureCall {
         return Ok(None);
@@ -94,7 +102,14 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result
                     run.config.flow_control.as_ref().map(|flow| &flow.key),
                     run.invoker.as_ref().map(serde_json::to_string).transpose()?,
                 ])?;
-            connection.last_insert_rowid()
+            let key = connection.last_insert_rowid();
+            if let Some(continuation) = &run.continues
+                && !take_up(connection, &message.user_id, continuation, key)?
+            {
+                // The Init carries the failed message again, with the steps before it copied.
+                return Ok(());
+            }
+            key
         }
         (None, Some((key, RunState::RunStarted))) => key,
         // Not admitted (see `admit`): nothing to record.
@@ -113,6 +128,57 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result
         )?
         .execute(params![run_key, position, id, link.call_type.code(), message.created_at, message.body.as_ref()])?;
     Ok(())
+}
+
+/// The run that failed with the DLQ entry `dlq_id`, while the entry exists.
+fn failed_run_key(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<i64>> {
+    Ok(connection
+        .prepare_cached(
+            "SELECT r.run_key FROM workflow_runs r INDEXED BY workflow_runs_dlq
+             WHERE r.dlq_id = ?1 AND r.user_id = ?2
+               AND EXISTS (SELECT 1 FROM messages m WHERE m.dlq_id = ?1 AND m.user_id = ?2)",
+        )?
+        .query_row(params![dlq_id, user_id], |row| row.get(0))
+        .optional()?)
+}
+
+/// Starts run `key` where the failed run of `continuation` was: with its initial payload
+/// (restart), or with every step it recorded before the message that failed (resume), and
+/// removes the DLQ entry. Returns whether the new run's Init must still be recorded: it is the
+/// failed message again, recorded where that one was; a restarted run's Init is delivered with
+/// the initial payload alone, the one record it sees.
+fn take_up(connection: &Connection, user_id: &str, continuation: &Continuation, key: i64) -> Result<bool> {
+    let failed = failed_run_key(connection, user_id, &continuation.dlq_id)?
+        .ok_or_else(|| StoreError::Corrupt("a DLQ entry admitted for a resume is gone".into()))?;
+    let failed_position: Option<i64> = connection
+        .prepare_cached(
+            "SELECT s.position FROM workflow_steps s JOIN messages m ON m.id = s.message_id
+             WHERE s.run_key = ?1 AND m.dlq_id = ?2",
+        )?
+        .query_row(params![failed, continuation.dlq_id], |row| row.get(0))
+        .optional()?;
+    let (copied, record) = match failed_position {
+        Some(position) if continuation.resume && position > 0 => (position, true),
+        _ => (1, false),
+    };
+    connection
+        .prepare_cached(
+            "INSERT INTO workflow_steps (run_key, position, message_id, call_type, created_at, body)
+             SELECT ?1, position, message_id, call_type, created_at, body FROM workflow_steps
+             WHERE run_key = ?2 AND position < ?3",
+        )?
+        .execute(params![key, failed, copied])?;
+    connection
+        .prepare_cached(
+            "UPDATE workflow_runs SET (step_count, step_bytes) =
+                (SELECT count(*), coalesce(sum(length(body)), 0) FROM workflow_steps WHERE run_key = ?1)
+             WHERE run_key = ?1",
+        )?
+        .execute([key])?;
+    connection
+        .prepare_cached("UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2")?
+        .execute(params![user_id, continuation.dlq_id])?;
+    Ok(record)
 }
 
 /// The run of a message that failed for good (the started run with its id) fails with it,

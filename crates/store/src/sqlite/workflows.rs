@@ -144,6 +144,54 @@ fn errors(connection: &Connection, message_id: &str) -> Result<Vec<(i64, tern_co
     Ok(errors)
 }
 
+fn failed_run(connection: &Connection, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>> {
+    let found = connection
+        .prepare_cached(&format!(
+            "SELECT {RUN_COLUMNS} FROM workflow_runs r INDEXED BY workflow_runs_dlq WHERE r.dlq_id = ?1 AND r.user_id = ?2"
+        ))?
+        .query_row(params![dlq_id, user_id], |row| Ok(run_from_row(row).map(|run| (run, row.get(14)))))
+        .optional()?;
+    let Some(found) = found else { return Ok(None) };
+    let ((key, run), failure_id) = found?;
+    let failure_id: Option<String> = failure_id?;
+    let initial = match with_initial {
+        true => connection
+            .prepare_cached("SELECT body FROM workflow_steps WHERE run_key = ?1 AND position = 0")?
+            .query_row([key], |row| row.get::<_, Vec<u8>>(0))
+            .optional()?
+            .map(Bytes::from),
+        false => None,
+    };
+    let failure_callback = match failure_id {
+        Some(id) => connection
+            .prepare_cached(
+                "SELECT id, url, state, response_status, response_headers, substr(response_body, 1, ?3), response_error
+                 FROM messages WHERE id = ?1 AND user_id = ?2",
+            )?
+            .query_row(params![id, user_id, FAILURE_RESPONSE_SHOWN as i64], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    response_from_row(row, 3, Some(6)),
+                ))
+            })
+            .optional()?
+            .map(|(id, url, state, response)| -> Result<FailureCallbackState> {
+                Ok(FailureCallbackState {
+                    message_id: id.parse().map_err(|()| StoreError::Corrupt(format!("message id {id:?}")))?,
+                    url,
+                    state: MessageState::from_code(state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("state {state}")))?,
+                    response: response?,
+                })
+            })
+            .transpose()?,
+        None => None,
+    };
+    Ok(Some(FailedRun { run, initial, failure_callback }))
+}
+
 fn list_runs(
     connection: &Connection,
     user_id: &str,
@@ -249,6 +297,11 @@ impl WorkflowStore for SqliteStore {
 
     async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64> {
         self.request(|reply| WriteOp::ExpireWaiters { now, limit, reply }).await
+    }
+
+    async fn failed_run(&self, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>> {
+        let (user_id, dlq_id) = (user_id.to_string(), dlq_id.to_string());
+        self.readers.read(move |c| failed_run(c, &user_id, &dlq_id, with_initial)).await
     }
 
     async fn next_waiter_deadline(&self) -> Result<Option<i64>> {

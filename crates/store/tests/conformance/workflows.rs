@@ -18,6 +18,7 @@ fn init(user: &str, run_id: &str, at: i64, body: &'static [u8]) -> NewMessage {
         config: RunConfig::from_trigger(&options),
         invoker: None,
         replace: false,
+        continues: None,
     });
     message
 }
@@ -36,6 +37,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     a_failed_step_fails_its_run(backend).await;
     runs_are_listed_with_their_steps(backend).await;
     an_invoked_run_replies_to_its_invoker(backend).await;
+    a_failed_run_is_taken_up_by_a_new_run(backend).await;
 }
 
 async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
@@ -242,5 +244,53 @@ async fn an_invoked_run_replies_to_its_invoker(backend: &mut impl Backend) {
     let child = RunFilter { run_ids: vec!["wfr_child".into()], ..Default::default() };
     let listed = store.list_runs(USER, &child, &page(1)).await.unwrap();
     assert_eq!(listed.items[0].run.invoker.as_deref(), Some(r#"{"workflowRunId":"wfr_parent"}"#));
+    store.shutdown().await.unwrap();
+}
+
+/// A failed run with an initial payload and two steps, the second of which failed for good:
+/// returns the failed message and its DLQ entry.
+async fn failed_run(store: &TestStore, run_id: &str, at: i64) -> (Arc<Message>, String) {
+    store.insert_messages(vec![init(USER, run_id, at, b"initial")]).await.unwrap();
+    let init_message = store.claim_due(at, 1).await.remove(0);
+    store.record_attempt_outcome(outcome(init_message, at, 200, NextStep::Delivered)).await.unwrap();
+    store.insert_messages(vec![step(USER, run_id, at, "step", b"{\"stepId\":1}")]).await.unwrap();
+    let failing = store.claim_due(at, 1).await.remove(0);
+    let dlq_id = format!("dlq_{run_id}");
+    store
+        .record_attempt_outcome(outcome(Arc::clone(&failing), at, 500, NextStep::Failed { dlq_id: dlq_id.clone() }))
+        .await
+        .unwrap();
+    (failing, dlq_id)
+}
+
+async fn a_failed_run_is_taken_up_by_a_new_run(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    for (old, new, resume) in [("wfr_h", "wfr_h_resumed", true), ("wfr_i", "wfr_i_restarted", false)] {
+        let (failing, dlq_id) = failed_run(&store, old, 1_000).await;
+        let failed = store.failed_run(USER, &dlq_id, true).await.unwrap().unwrap();
+        assert_eq!((failed.run.run_id.as_str(), failed.initial.as_deref()), (old, Some(&b"initial"[..])));
+        assert!(store.failed_run(OTHER, &dlq_id, false).await.unwrap().is_none());
+        let mut again = init(USER, new, 2_000, b"");
+        again.body = if resume { failing.body.clone() } else { Bytes::from_static(b"initial") };
+        again.run.as_mut().unwrap().continues = Some(Continuation { dlq_id: dlq_id.clone(), resume });
+        let again_id = again.id;
+        assert_eq!(store.insert_messages(vec![again]).await.unwrap(), vec![InsertOutcome::Created]);
+        assert!(store.get_dlq(USER, &dlq_id).await.unwrap().is_none(), "the entry left the DLQ");
+        let (_, steps) = store.run_steps(USER, new, Some(again_id), false).await.unwrap().unwrap();
+        let bodies: Vec<&[u8]> = steps.iter().map(|step| step.body.as_ref()).collect();
+        if resume {
+            assert_eq!(
+                bodies,
+                vec![&b"initial"[..], b"{\"stepId\":1}"],
+                "the failed step again, after the initial payload"
+            );
+            assert_eq!(steps[1].message_id, again_id.to_string());
+        } else {
+            assert_eq!(bodies, vec![&b"initial"[..]], "the initial payload alone");
+        }
+        let mut twice = init(USER, &format!("{new}_twice"), 2_000, b"");
+        twice.run.as_mut().unwrap().continues = Some(Continuation { dlq_id: dlq_id.clone(), resume });
+        assert_eq!(store.insert_messages(vec![twice]).await.unwrap(), vec![InsertOutcome::DlqEntryGone]);
+    }
     store.shutdown().await.unwrap();
 }
