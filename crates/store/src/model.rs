@@ -237,6 +237,8 @@ pub struct PurgeStats {
     pub messages: u64,
     pub dlq_entries: u64,
     pub dedup_keys: u64,
+    /// Ended workflow runs, with their steps.
+    pub runs: u64,
     /// Retention stopped at a chunk limit: call again to continue.
     pub more: bool,
 }

@@ -264,6 +264,19 @@ pub fn purge(connection: &Connection, now: i64, retention: Retention) -> Result<
         "DELETE FROM dedup WHERE (user_id, key) IN (SELECT user_id, key FROM dedup WHERE expires_at <= ?1 LIMIT ?2)",
         params![now, chunk],
     )? as u64;
-    let more = [logs, messages, dlq_entries, dedup_keys].iter().any(|count| *count >= chunk as u64);
-    Ok(PurgeStats { logs, messages, dlq_entries, dedup_keys, more })
+    // Ended runs go with their logs, unless a DLQ entry still offers to resume them; their steps
+    // go with them.
+    let ended_runs = "SELECT run_key FROM workflow_runs r INDEXED BY workflow_runs_completed
+        WHERE r.completed_at < ?1 AND (r.dlq_id IS NULL OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.dlq_id = r.dlq_id))
+        LIMIT ?2";
+    connection.execute(
+        &format!("DELETE FROM workflow_steps WHERE run_key IN ({ended_runs})"),
+        params![log_cutoff, chunk],
+    )?;
+    let runs = connection.execute(
+        &format!("DELETE FROM workflow_runs WHERE run_key IN ({ended_runs})"),
+        params![log_cutoff, chunk],
+    )? as u64;
+    let more = [logs, messages, dlq_entries, dedup_keys, runs].iter().any(|count| *count >= chunk as u64);
+    Ok(PurgeStats { logs, messages, dlq_entries, dedup_keys, runs, more })
 }

@@ -38,6 +38,7 @@ pub async fn run_all(backend: &mut impl Backend) {
     runs_are_listed_with_their_steps(backend).await;
     an_invoked_run_replies_to_its_invoker(backend).await;
     a_failed_run_is_taken_up_by_a_new_run(backend).await;
+    ended_runs_go_with_their_logs(backend).await;
 }
 
 async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
@@ -292,5 +293,22 @@ async fn a_failed_run_is_taken_up_by_a_new_run(backend: &mut impl Backend) {
         twice.run.as_mut().unwrap().continues = Some(Continuation { dlq_id: dlq_id.clone(), resume });
         assert_eq!(store.insert_messages(vec![twice]).await.unwrap(), vec![InsertOutcome::DlqEntryGone]);
     }
+    store.shutdown().await.unwrap();
+}
+
+async fn ended_runs_go_with_their_logs(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    store.insert_messages(vec![init(USER, "wfr_done", 1_000, b"")]).await.unwrap();
+    let end = RunEnd::Success { response: Bytes::new() };
+    store.end_run(USER, "wfr_done", end, 1_000).await.unwrap();
+    store.insert_messages(vec![init(USER, "wfr_going", 1_000, b"")]).await.unwrap();
+    let (_, dlq_id) = failed_run(&store, "wfr_dead", 1_000).await;
+    let retention = Retention { logs: Duration::from_millis(1_000), dlq: Duration::from_millis(5_000) };
+    assert_eq!(store.purge(3_000, retention).await.unwrap().runs, 1);
+    assert!(store.get_run(USER, "wfr_done").await.unwrap().is_none());
+    assert!(store.get_run(USER, "wfr_going").await.unwrap().is_some(), "a started run stays, however old");
+    assert!(store.failed_run(USER, &dlq_id, true).await.unwrap().is_some(), "its DLQ entry may still resume it");
+    assert_eq!(store.purge(7_000, retention).await.unwrap().runs, 1, "once the entry expired, the failed run goes");
+    assert!(store.get_run(USER, "wfr_dead").await.unwrap().is_none());
     store.shutdown().await.unwrap();
 }
