@@ -25,6 +25,9 @@ pub struct EngineConfig {
     pub max_flow_control_keys: usize,
     /// Messages one batch may create, endpoints of URL groups counted (413 beyond).
     pub max_batch_messages: usize,
+    /// Messages a workflow run may record (412 beyond), and bytes of their bodies (413 beyond).
+    pub max_workflow_steps: usize,
+    pub max_workflow_run_bytes: usize,
     /// Bytes of message bodies the scheduler keeps for messages due soon.
     pub payload_cache_bytes: usize,
     /// How long a deduplication id (or content hash) suppresses duplicates.
@@ -56,6 +59,8 @@ impl Default for EngineConfig {
             max_schedules: 1000,
             max_flow_control_keys: 10_000,
             max_batch_messages: 10_000,
+            max_workflow_steps: 10_000,
+            max_workflow_run_bytes: 64 << 20,
             payload_cache_bytes: 64 << 20,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),

@@ -39,6 +39,15 @@ pub(crate) async fn join_run(
     if run_id.len() > 256 {
         return Err(Invalid::new("Upstash-Workflow-RunId is longer than 256 bytes").into());
     }
+    let config = &shared.config;
+    if let Some(retries) = options.retries.filter(|retries| *retries > config.limits.max_retries) {
+        // Lowered silently for a plain message; a workflow's SDK turns this refusal into a
+        // non-retryable failure of its step, which its logs show.
+        return Err(EngineError::LimitExceeded(format!(
+            "retries {retries} exceed the most a message may have ({})",
+            config.limits.max_retries
+        )));
+    }
     if headers.init && headers.call_type == CallType::Step {
         let config = RunConfig::from_trigger(options);
         let invoker = match headers.invoke {
@@ -64,12 +73,34 @@ pub(crate) async fn join_run(
         }));
     }
     if let Some(run) = shared.store.get_run(user_id, &run_id).await? {
+        if headers.call_type != CallType::FailureCall {
+            check_run_room(config, &run, request.body.len())?;
+        }
+        let options = &mut request.options;
         match headers.call_type {
             CallType::Step | CallType::FromCallback | CallType::FailureCall => run.config.apply(options),
             CallType::ToCallback => run.config.apply_to_callback(options),
         }
     }
     Ok(None)
+}
+
+/// Refuses a message that would take a run past its limits (checked before the message is
+/// stored: messages stored at the same moment may pass them by a few).
+fn check_run_room(config: &crate::config::EngineConfig, run: &tern_store::RunRecord, body: usize) -> Result<()> {
+    if run.step_count as usize >= config.max_workflow_steps {
+        return Err(EngineError::LimitExceeded(format!(
+            "workflow run {} has recorded the most messages a run may ({})",
+            run.run_id, config.max_workflow_steps
+        )));
+    }
+    if (run.step_bytes as usize).saturating_add(body) > config.max_workflow_run_bytes {
+        return Err(EngineError::TooLarge(format!(
+            "workflow run {} would hold more than {} bytes of step bodies",
+            run.run_id, config.max_workflow_run_bytes
+        )));
+    }
+    Ok(())
 }
 
 /// The error of a publish into a run that is unknown or has ended (the SDK treats it as the
@@ -114,7 +145,10 @@ pub(crate) async fn delivered(shared: &Shared, message: Arc<Message>) -> Arc<Mes
     delivered.spec.passthrough.push(tern_core::workflow::RUN_ID_HEADER, run.run_id.clone());
     delivered.spec.passthrough.push("Upstash-Workflow-CreatedAt", run.created_at.to_string());
     if is_step {
-        let lazy = WorkflowHeaders::parse(&message.spec.passthrough).has_feature("LazyFetch");
+        // The Python SDK (2.0.0) announces LazyFetch but refuses an empty body: only the SDK
+        // that also announces WF_TriggerOnConfig (JS v1) gets one.
+        let features = WorkflowHeaders::parse(&message.spec.passthrough);
+        let lazy = features.has_feature("LazyFetch") && features.has_feature("WF_TriggerOnConfig");
         delivered.body =
             if lazy && run.step_bytes > LAZY_FETCH_BYTES { Bytes::new() } else { steps_body(&steps).into() };
     }

@@ -124,6 +124,8 @@ pub struct LimitsSection {
     pub max_schedules: usize,
     pub max_flow_control_keys: usize,
     pub max_flow_control_key_bytes: usize,
+    pub max_workflow_steps: usize,
+    pub max_workflow_run_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +275,8 @@ impl Config {
             max_schedules: self.limits.max_schedules,
             max_flow_control_keys: self.limits.max_flow_control_keys,
             max_batch_messages: self.limits.max_batch_messages,
+            max_workflow_steps: self.limits.max_workflow_steps,
+            max_workflow_run_bytes: self.limits.max_workflow_run_bytes,
             payload_cache_bytes: 64 << 20,
             dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
             finished_message_visibility: duration(
