@@ -28,7 +28,7 @@ export async function startApp({ ternUrl, token, currentSigningKey, nextSigningK
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const base = `http://127.0.0.1:${server.address().port}`;
 
-  const calls = []; // { route, runId, method, time, status, error?, headers }
+  const calls = []; // { route, runId, messageId, method, time, end, status, error?, headers, bodyLength }
   const results = new Map(); // runId -> final value
   const resultsByRoute = new Map(); // route -> [{ runId, value }]
   const notes = new Map(); // `${runId}:${key}` -> value
@@ -109,15 +109,18 @@ export async function startApp({ ternUrl, token, currentSigningKey, nextSigningK
     const call = {
       route: name,
       runId: req.headers["upstash-workflow-runid"],
+      messageId: req.headers["upstash-message-id"],
       method: req.method,
       time: Date.now(),
       headers: req.headers,
+      bodyLength: body.length,
       status: undefined,
     };
     calls.push(call);
     const response = await handlers[name](toRequest(req, body));
     const text = await response.text();
     call.status = response.status;
+    call.end = Date.now(); // when the answer was ready (written right after)
     if (response.status >= 300) call.error = text.slice(0, 2000);
     const headers = {};
     response.headers.forEach((value, key) => {

@@ -117,3 +117,12 @@ test("failureUrl gets the failure JSON with the user headers; the route is calle
   await waitRun(env, runId, "RUN_FAILED", { route: "fail-url" });
   assertCalls(env, "fail-url", 1, runId);
 });
+
+test("retries beyond tern's cap are refused (412): the step fails as non-retryable, 489 in the logs", async () => {
+  const runId = await trigger(env, "quota");
+  const run = await waitRun(env, runId, "RUN_FAILED", { route: "quota" });
+  const next = run.steps.find((group) => group.type === "next");
+  assert.ok(next, JSON.stringify(run.steps));
+  assert.equal(next.steps[0].state, "STEP_FAILED");
+  assert.equal(next.steps[0].errors?.[0]?.status, 489, JSON.stringify(next.steps[0]));
+});

@@ -30,6 +30,16 @@ async function sequential(context, app) {
   return app.finish(context, { a, b, c, header: context.headers.get("x-test-header"), label: context.label ?? null });
 }
 
+/** One step of the durable route: folds the step number and the seed into the accumulator. */
+export const durableStep = (acc, seed, k) => (acc * 31 + seed * k + k * k) % 1_000_003;
+export const DURABLE_STEPS = 5;
+/** The result a run of the durable route must end with for `seed`. */
+export function durableExpected(seed) {
+  let acc = seed;
+  for (let k = 1; k <= DURABLE_STEPS; k++) acc = durableStep(acc, seed, k);
+  return { seed, acc };
+}
+
 async function park(context, app) {
   const { mode, eventId } = context.requestPayload;
   if (mode === "sleep") await context.sleep("park", "1h");
@@ -278,6 +288,49 @@ export const routes = {
       await context.run("fail", () => {
         throw new Error(`child failed on ${context.requestPayload}`);
       });
+    },
+  },
+
+  // five sequential steps folding the payload's seed into a number (durableExpected), with a
+  // sleep of `pause` seconds between them if set and `slowMs` of work inside each step; every
+  // execution of a step is counted (`durable:<runId>:<k>`, all of them: `durable:steps`)
+  // -> 1 + 5 requests (+ 4 with pauses), more if tern repeats deliveries
+  durable: {
+    route: async (context, app) => {
+      const { seed, pause, slowMs } = context.requestPayload;
+      let acc = seed;
+      for (let k = 1; k <= DURABLE_STEPS; k++) {
+        if (k > 1 && pause) await context.sleep(`pause ${k - 1}`, pause);
+        const prev = acc;
+        acc = await context.run(`step ${k}`, async () => {
+          app.bump(`durable:${context.workflowRunId}:${k}`);
+          app.bump("durable:steps");
+          if (slowMs) await new Promise((resolve) => setTimeout(resolve, slowMs));
+          return durableStep(prev, seed, k);
+        });
+      }
+      return app.finish(context, { seed, acc });
+    },
+  },
+
+  // a payload and step results past 1 MiB: tern then delivers the steps with an empty body
+  // and the SDK fetches them (GET /v2/workflows/runs/<id>) -> 4 requests
+  large: {
+    route: async (context, app) => {
+      const { size } = context.requestPayload;
+      const big = await context.run("big step", () => "x".repeat(size));
+      const length = await context.run("measure", () => big.length + context.requestPayload.filler.length);
+      await context.run("last", () => "done");
+      return app.finish(context, { length });
+    },
+  },
+
+  // a call asking for more retries than tern allows: the publish gets 412, which the SDK turns
+  // into a non-retryable failure of the step (489) -> 2 requests (the delivery, the failure
+  // callback)
+  quota: {
+    route: async (context) => {
+      await context.call("greedy call", { url: context.url, method: "GET", retries: 1_000_000 });
     },
   },
 
