@@ -6,18 +6,21 @@
 #             go.mod and go.sum and fetched through the Go module proxy)
 #   * Workflow JS: `@upstash/workflow` (tests/sdk/workflow-js, node --test, node_modules via npm
 #             ci; its tests import tests/sdk/js/harness.mjs, so the JS suite is installed too)
+#   * Workflow Python: `upstash-workflow` (tests/sdk/workflow-python, pytest, venv in
+#             tests/sdk/workflow-python/.venv; its tests import tests/sdk/python/tern_harness.py)
 #
-# Usage: scripts/sdk-tests.sh [--python-only | --js-only | --go-only | --workflow-js-only]
-#                             [--no-install] [--serial]
+# Usage: scripts/sdk-tests.sh [--python-only | --js-only | --go-only | --workflow-js-only |
+#                              --workflow-python-only] [--no-install] [--serial]
 #   TERN_BIN   tern binary (default: target/debug/tern, relative to the repo root).
 #              Build it with: cargo build -p tern-server --bin tern
-#   PYTHON     python interpreter used to create the venv (default: python3)
-#   PYTEST_ARGS / NODE_TEST_ARGS / GO_TEST_ARGS / WORKFLOW_TEST_ARGS   extra arguments for the
-#              runners (word-split; WORKFLOW_TEST_ARGS is node --test's for the workflow suite)
+#   PYTHON     python interpreter used to create the venvs (default: python3)
+#   PYTEST_ARGS / NODE_TEST_ARGS / GO_TEST_ARGS / WORKFLOW_TEST_ARGS / WORKFLOW_PYTEST_ARGS
+#              extra arguments for the runners (word-split; WORKFLOW_TEST_ARGS is node --test's
+#              for the workflow JS suite, WORKFLOW_PYTEST_ARGS pytest's for the workflow Python one)
 #
 # Each suite starts its own `tern dev --port <free port> --data-dir <fresh temp dir>`;
 # all network traffic stays on 127.0.0.1. Installs are idempotent: they rerun only when
-# requirements.txt / package-lock.json (or the interpreter version) change; Go's module
+# a requirements.txt / package-lock.json (or the interpreter version) changes; Go's module
 # cache makes `go mod download` a no-op once the pinned modules are there.
 # The suites run at the same time (most of their time is spent waiting for a cron tick and
 # for deliveries), each into a log printed when it ends; --serial runs one after another
@@ -29,21 +32,25 @@ PY_DIR="$ROOT/tests/sdk/python"
 JS_DIR="$ROOT/tests/sdk/js"
 GO_DIR="$ROOT/tests/sdk/go"
 WFJS_DIR="$ROOT/tests/sdk/workflow-js"
+WFPY_DIR="$ROOT/tests/sdk/workflow-python"
 VENV="$PY_DIR/.venv"
+WFPY_VENV="$WFPY_DIR/.venv"
 PYTHON="${PYTHON:-python3}"
 
 run_python=1
 run_js=1
 run_go=1
 run_wfjs=1
+run_wfpy=1
 do_install=1
 serial=0
 for arg in "$@"; do
   case "$arg" in
-    --python-only) run_js=0 run_go=0 run_wfjs=0 ;;
-    --js-only) run_python=0 run_go=0 run_wfjs=0 ;;
-    --go-only) run_python=0 run_js=0 run_wfjs=0 ;;
-    --workflow-js-only) run_python=0 run_js=0 run_go=0 ;;
+    --python-only) run_js=0 run_go=0 run_wfjs=0 run_wfpy=0 ;;
+    --js-only) run_python=0 run_go=0 run_wfjs=0 run_wfpy=0 ;;
+    --go-only) run_python=0 run_js=0 run_wfjs=0 run_wfpy=0 ;;
+    --workflow-js-only) run_python=0 run_js=0 run_go=0 run_wfpy=0 ;;
+    --workflow-python-only) run_python=0 run_js=0 run_go=0 run_wfjs=0 ;;
     --no-install) do_install=0 ;;
     --serial) serial=1 ;;
     -h | --help)
@@ -98,43 +105,51 @@ done
 unset QSTASH_DEV QSTASH_DEV_PORT QSTASH_REGION QSTASH_URL QSTASH_TOKEN \
   QSTASH_CURRENT_SIGNING_KEY QSTASH_NEXT_SIGNING_KEY 2>/dev/null || true
 
-# --- Python: venv + pip install -r requirements.txt ----------------------------
-setup_python() {
+# --- Python and workflow Python: venv + pip install -r requirements.txt ---------------
+# setup_venv DIR VENV NAME IMPORTS: the venv VENV with DIR/requirements.txt, unless it is
+# there for this requirements.txt and interpreter and can import IMPORTS (comma-separated)
+setup_venv() {
   command -v "$PYTHON" >/dev/null 2>&1 || die "$PYTHON not found"
-  local py_version stamp want
+  local dir="$1" venv="$2" name="$3" imports="$4" py_version stamp want
   py_version="$("$PYTHON" -c 'import sys; print(sys.version)')" || die "$PYTHON does not run"
 
   # a venv whose interpreter no longer runs (python upgraded/moved) is rebuilt
-  if [ -e "$VENV" ] && ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    log "removing broken venv $VENV"
-    rm -rf "$VENV"
+  if [ -e "$venv" ] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "removing broken venv $venv"
+    rm -rf "$venv"
   fi
-  if [ ! -x "$VENV/bin/python" ]; then
-    log "creating venv $VENV"
-    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+  if [ ! -x "$venv/bin/python" ]; then
+    log "creating venv $venv"
+    if ! "$PYTHON" -m venv "$venv" >/dev/null 2>&1; then
       # e.g. Debian without python3-venv (no ensurepip): venv without pip, then let the
       # host pip install into it.
-      rm -rf "$VENV"
-      "$PYTHON" -m venv --without-pip "$VENV" || die "cannot create a venv with $PYTHON"
+      rm -rf "$venv"
+      "$PYTHON" -m venv --without-pip "$venv" || die "cannot create a venv with $PYTHON"
     fi
   fi
 
-  stamp="$VENV/.sdk-tests-stamp"
-  want="$(hash_of "$PY_DIR/requirements.txt" "$py_version")"
+  stamp="$venv/.sdk-tests-stamp"
+  want="$(hash_of "$dir/requirements.txt" "$py_version")"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
-    "$VENV/bin/python" -c 'import qstash, pytest' >/dev/null 2>&1; then
-    echo "python deps up to date"
+    "$venv/bin/python" -c "import $imports" >/dev/null 2>&1; then
+    echo "$name deps up to date"
     return 0
   fi
-  log "pip install -r tests/sdk/python/requirements.txt"
-  if "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PY_DIR/requirements.txt" ||
+  log "pip install -r tests/sdk/$name/requirements.txt"
+  if "$venv/bin/python" -m pip --version >/dev/null 2>&1; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$dir/requirements.txt" ||
       die "pip install failed"
   else
-    "$PYTHON" -m pip --python "$VENV/bin/python" install --quiet --disable-pip-version-check \
-      -r "$PY_DIR/requirements.txt" || die "pip install (via host pip) failed"
+    "$PYTHON" -m pip --python "$venv/bin/python" install --quiet --disable-pip-version-check \
+      -r "$dir/requirements.txt" || die "pip install (via host pip) failed"
   fi
   printf '%s\n' "$want" >"$stamp"
+}
+setup_python() { setup_venv "$PY_DIR" "$VENV" python "qstash, pytest"; }
+# The workflow suite imports tests/sdk/python/tern_harness.py, which needs only the standard
+# library at import time: its own venv is enough.
+setup_workflow_python() {
+  setup_venv "$WFPY_DIR" "$WFPY_VENV" workflow-python "upstash_workflow, qstash, fastapi, uvicorn, pytest"
 }
 
 # --- JS and workflow JS: npm ci ------------------------------------------------------
@@ -177,6 +192,7 @@ if [ "$do_install" = 1 ]; then
   [ "$run_js" = 1 ] && setup_js
   [ "$run_go" = 1 ] && setup_go
   [ "$run_wfjs" = 1 ] && setup_workflow_js
+  [ "$run_wfpy" = 1 ] && setup_workflow_python
 fi
 
 # --- run ---------------------------------------------------------------------------
@@ -202,6 +218,11 @@ run_suite() { # run_suite NAME: runs one suite in the foreground
       # shellcheck disable=SC2086
       (cd "$WFJS_DIR" && guard node --test --test-concurrency=1 ${WORKFLOW_TEST_ARGS:-} ./*.test.mjs)
       ;;
+    workflow-python)
+      log "pytest tests/sdk/workflow-python (TERN_BIN=$TERN_BIN)"
+      # shellcheck disable=SC2086
+      (cd "$WFPY_DIR" && guard "$WFPY_VENV/bin/python" -m pytest ${WORKFLOW_PYTEST_ARGS:-})
+      ;;
   esac
 }
 
@@ -210,7 +231,8 @@ suites=()
 [ "$run_js" = 1 ] && suites+=(js)
 [ "$run_go" = 1 ] && suites+=(go)
 [ "$run_wfjs" = 1 ] && suites+=(workflow-js)
-declare -A rc=([python]=skipped [js]=skipped [go]=skipped [workflow-js]=skipped)
+[ "$run_wfpy" = 1 ] && suites+=(workflow-python)
+declare -A rc=([python]=skipped [js]=skipped [go]=skipped [workflow-js]=skipped [workflow-python]=skipped)
 
 if [ "$serial" = 1 ] || [ "${#suites[@]}" -le 1 ]; then
   for suite in "${suites[@]}"; do
@@ -235,8 +257,8 @@ else
   done
 fi
 
-log "sdk-tests: python=${rc[python]} js=${rc[js]} go=${rc[go]} workflow-js=${rc[workflow-js]}"
-for suite in python js go workflow-js; do
+log "sdk-tests: python=${rc[python]} js=${rc[js]} go=${rc[go]} workflow-js=${rc[workflow-js]} workflow-python=${rc[workflow-python]}"
+for suite in python js go workflow-js workflow-python; do
   if [ "${rc[$suite]}" != skipped ] && [ "${rc[$suite]}" != 0 ]; then
     exit 1
   fi

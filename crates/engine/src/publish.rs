@@ -41,6 +41,27 @@ pub struct PublishRequest {
     pub queue: Option<String>,
 }
 
+impl PublishRequest {
+    /// The publish of `headers` to `recipients`: the one way from a request's headers to its
+    /// configuration, for a client's publish, enqueue or batch item, a schedule's tick and the
+    /// messages the engine publishes itself (a waiter's result, an invoked run's reply). A URL
+    /// group's default headers apply under the publish's own (`Upstash-Header-Forward` may be
+    /// among them); `authorization_is_token` says whether an `Authorization` header carried
+    /// the QStash token, which is then never forwarded.
+    pub fn from_headers(
+        recipients: Recipients,
+        mut headers: HeaderList,
+        authorization_is_token: bool,
+        body: Bytes,
+        caller_ip: Option<String>,
+        queue: Option<String>,
+    ) -> Result<PublishRequest> {
+        recipients.add_defaults(&mut headers);
+        let options = PublishOptions::from_headers(headers.iter(), authorization_is_token)?;
+        Ok(PublishRequest { recipients, options, body, caller_ip, queue })
+    }
+}
+
 /// One message a publish created, or the earlier one it duplicated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -311,15 +332,15 @@ pub(crate) async fn message_spec(
     now: i64,
     created: &mut NewResources,
 ) -> Result<tern_core::MessageSpec> {
-    let options = PublishOptions::from_headers(headers.iter(), true)?;
     let destination = tern_core::destination::checked_url(url, "destination")?;
-    let request = PublishRequest {
-        recipients: Recipients::Url(destination),
-        options,
-        body: Bytes::new(),
+    let request = PublishRequest::from_headers(
+        Recipients::Url(destination),
+        headers.clone(),
+        true,
+        Bytes::new(),
         caller_ip,
-        queue: None,
-    };
+        None,
+    )?;
     let (_, mut messages) = prepare(shared, user_id, request, now, created).await?;
     Ok(messages.pop().expect("a publish to a URL makes one message").spec)
 }

@@ -59,11 +59,6 @@ pub struct ScheduleView {
     pub last_states: Vec<(MessageId, &'static str)>,
 }
 
-/// The deduplication headers: they deduplicate a schedule's creation, never its ticks. The
-/// stored headers are without them already; at a tick they can only come from URL-group
-/// defaults.
-const DEDUP_HEADERS: &[&str] = &["upstash-deduplication-id", "upstash-content-based-deduplication"];
-
 /// The deduplication key of a creation, apart from every message's key (those are bare hashes).
 /// Content-based, it covers what the schedule is: cron, id, queue, destination, body and the
 /// headers that configure or are forwarded (`Upstash-*`, `Content-Type`, and with
@@ -360,18 +355,12 @@ async fn produce(shared: &Shared, schedule: &ScheduleRecord, tick_at: i64) -> Re
     let recipients =
         crate::publish::recipients(shared, &schedule.user_id, target.destination, crate::publish::ReadFor::Engine)
             .await?;
-    let mut headers = schedule.headers.clone();
-    recipients.add_defaults(&mut headers);
-    for name in DEDUP_HEADERS {
-        headers.remove(name);
-    }
-    let request = PublishRequest {
-        recipients,
-        options: options(&headers)?,
-        body: schedule.body.clone(),
-        caller_ip: schedule.caller_ip.clone(),
-        queue: schedule.queue_name.clone(),
-    };
+    let (body, caller_ip, queue) = (schedule.body.clone(), schedule.caller_ip.clone(), schedule.queue_name.clone());
+    let mut request = PublishRequest::from_headers(recipients, schedule.headers.clone(), true, body, caller_ip, queue)?;
+    // Deduplication applies to a schedule's creation, never to its ticks: the stored headers are
+    // without it already, so at a tick it can only come from URL-group defaults.
+    request.options.deduplication_id = None;
+    request.options.content_based_deduplication = false;
     let (_, mut messages) = prepare(shared, &schedule.user_id, request, tick_at, &mut NewResources::default()).await?;
     for message in &mut messages {
         message.spec.schedule_id = Some(schedule.id.clone());

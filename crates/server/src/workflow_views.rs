@@ -91,6 +91,9 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
         .filter(|(_, record)| record.call_type == CallType::FromCallback)
         .filter_map(|(index, record)| Some((index, serde_json::from_slice(&record.body).ok()?)))
         .collect();
+    // A step published twice (a delivery repeated after a crash runs its step again; the SDK
+    // goes on with the first result) is shown once.
+    let mut seen: HashSet<(i64, i64)> = HashSet::new();
     let steps: Vec<(&StepRecord, StepView)> = records
         .iter()
         .enumerate()
@@ -101,6 +104,10 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
                 add_call(&mut view, &callbacks[..callbacks.partition_point(|(at, _)| *at < index)]);
             }
             (record, view)
+        })
+        .filter(|(_, view)| {
+            let target = view.fields.get("targetStep").and_then(Value::as_i64).unwrap_or_default();
+            view.step_id().is_none_or(|id| seen.insert((id, target)))
         })
         .collect();
     let is_plan = |view: &StepView| view.step_id() == Some(0) && view.fields.contains_key("targetStep");

@@ -8,13 +8,15 @@
 // this suite). It also clears QSTASH_* variables, so no SDK enters dev mode.
 
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
 
 import { Client } from "@upstash/workflow";
 
-import { USERS, poll, rawRequest, startTern, uid } from "../js/harness.mjs";
+import { USERS, freePort, poll, rawRequest, sleep, startTern, ternBinary, uid } from "../js/harness.mjs";
 import { startApp } from "./app.mjs";
 
-export { USERS, poll, rawRequest, uid };
+export { USERS, freePort, poll, rawRequest, uid };
 
 // Runs take several deliveries and some scenarios sleep for seconds: a generous but finite
 // deadline per wait (seconds, overridable).
@@ -248,4 +250,133 @@ export async function parkRun(env, route, mode, client = env.client) {
     throw error;
   }
   return { runId, eventId };
+}
+
+/**
+ * Start `tern dev --port <port> --data-dir <dataDir>` on a port and data dir the caller owns
+ * (startTern picks both itself and removes the dir on stop): for restarting tern on the same
+ * data, at the same URL. Waits for the `running` line and for GET /v2/keys to answer 200.
+ * Resolves to { url, port, dataDir, pid, output(), exited(), kill9(), stop() }; stop() (SIGTERM,
+ * then SIGKILL after 5 s) and kill9() (SIGKILL at once) signal the whole process group and wait
+ * for the exit; neither touches the data dir. A start that fails because the port is still
+ * taken (a killed predecessor's socket) is tried again until the startup deadline.
+ */
+export async function startTernAt({ port, dataDir, startupMs = Number(process.env.TERN_STARTUP_DEADLINE ?? "30") * 1000 }) {
+  const bin = ternBinary();
+  if (!existsSync(bin)) {
+    throw new Error(`tern binary not found at ${bin}; build it with \`cargo build -p tern-server --bin tern\` or set TERN_BIN`);
+  }
+  const deadline = Date.now() + startupMs;
+  for (;;) {
+    const proc = spawnTernProcess(bin, port, dataDir);
+    try {
+      await proc.ready(deadline);
+      return proc;
+    } catch (error) {
+      await proc.kill9();
+      const taken = /address (already )?in use|EADDRINUSE/i.test(proc.output());
+      if (!taken || Date.now() >= deadline) throw error;
+      await sleep(200);
+    }
+  }
+}
+
+function spawnTernProcess(bin, port, dataDir) {
+  const env = { ...process.env };
+  for (const key of ["NO_PROXY", "no_proxy"]) {
+    const parts = (env[key] ?? "").split(",").filter(Boolean);
+    for (const host of ["127.0.0.1", "localhost", "::1"]) if (!parts.includes(host)) parts.push(host);
+    env[key] = parts.join(",");
+  }
+  const url = `http://127.0.0.1:${port}`;
+  const child = spawn(bin, ["dev", "--port", String(port), "--data-dir", dataDir], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env,
+    detached: true, // own process group: kill9()/stop() signal all of it
+  });
+  let text = "";
+  let exited = null;
+  const exitPromise = new Promise((resolve) => {
+    child.on("exit", (code, signal) => {
+      exited = { code, signal };
+      resolve();
+    });
+    child.on("error", (error) => {
+      exited = { error: String(error) };
+      resolve();
+    });
+  });
+  child.stdout.on("data", (c) => (text += c.toString("utf8")));
+  child.stderr.on("data", (c) => (text += c.toString("utf8")));
+  const onExit = () => {
+    if (exited === null) {
+      try {
+        process.kill(-child.pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  };
+  process.once("exit", onExit); // a crashed test process must not leave tern running
+
+  const signal = async (sig) => {
+    if (exited === null) {
+      try {
+        process.kill(-child.pid, sig);
+      } catch {
+        child.kill(sig);
+      }
+    }
+  };
+  const finish = () => {
+    process.removeListener("exit", onExit);
+    child.stdout.destroy();
+    child.stderr.destroy();
+  };
+  const output = () => text;
+
+  return {
+    url,
+    port,
+    dataDir,
+    pid: child.pid,
+    output,
+    exited: () => exited,
+    async ready(deadline) {
+      while (!/running/i.test(text)) {
+        if (exited) throw new Error(`tern exited early (${JSON.stringify(exited)}):\n${output()}`);
+        if (Date.now() > deadline) throw new Error(`tern did not print 'running' in time:\n${output()}`);
+        await sleep(25);
+      }
+      let last;
+      for (;;) {
+        if (exited) throw new Error(`tern exited early (${JSON.stringify(exited)}):\n${output()}`);
+        try {
+          const res = await rawRequest(url, "GET", "/v2/keys", { token: USERS[1].token, timeoutMs: 2000 });
+          if (res.status === 200) return;
+          last = `status ${res.status}`;
+        } catch (error) {
+          last = String(error);
+        }
+        if (Date.now() > deadline) throw new Error(`GET /v2/keys never answered 200 (${last}):\n${output()}`);
+        await sleep(50);
+      }
+    },
+    /** SIGKILL the process group and wait until tern is gone */
+    async kill9() {
+      await signal("SIGKILL");
+      await exitPromise;
+      finish();
+    },
+    /** SIGTERM (SIGKILL after 5 s) and wait */
+    async stop() {
+      if (exited === null) {
+        await signal("SIGTERM");
+        const timer = setTimeout(() => signal("SIGKILL"), 5000);
+        await exitPromise;
+        clearTimeout(timer);
+      }
+      finish();
+    },
+  };
 }

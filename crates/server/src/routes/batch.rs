@@ -107,11 +107,11 @@ impl Expansion {
             None => HeaderList::new(),
         };
         pairs.add_defaults(&HeaderList(query_options));
-        recipients.add_defaults(&mut pairs);
-        let options = PublishOptions::from_headers(pairs.iter(), true).map_err(|e| item_error(e.into()))?;
-        self.count_bytes(message_bytes(&recipients, &options))?;
         let queue = item.queue.filter(|queue| !queue.is_empty());
-        Ok(PublishRequest { recipients, options, body: item.body, caller_ip, queue })
+        let request = PublishRequest::from_headers(recipients, pairs, true, item.body, caller_ip, queue)
+            .map_err(|e| item_error(e.into()))?;
+        self.count_bytes(message_bytes(&request.recipients, &request.options))?;
+        Ok(request)
     }
 
     /// Who `destination` reaches; a URL group is read at its first mention only (and counted

@@ -40,13 +40,13 @@ async fn publish(
 ) -> ApiResult<Response> {
     let raw = uri.path().strip_prefix("/v2/publish/").unwrap_or_default();
     let target = parse_target(raw, uri.query())?;
-    let (recipients, options) = destination_options(&state, &caller, &headers, target).await?;
-    if options.cron.is_some() {
+    let request = publish_request(&state, &caller, &headers, target, body, caller_ip, None).await?;
+    if request.options.cron.is_some() {
         // A publish with Upstash-Cron creates a schedule, as the older docs describe.
+        let PublishRequest { body, caller_ip, .. } = request;
         return super::schedules::create(&state, &caller, caller_ip, raw, uri.query(), &headers, body).await;
     }
-    let held = reserve_group_answer(&state, &caller, &recipients).await;
-    let request = PublishRequest { recipients, options, body, caller_ip, queue: None };
+    let held = reserve_group_answer(&state, &caller, &request.recipients).await;
     let result = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&result, held))
 }
@@ -62,10 +62,9 @@ async fn enqueue(
     let raw = uri.path().strip_prefix("/v2/enqueue/").unwrap_or_default();
     let (queue, destination) = raw.split_once('/').unwrap_or((raw, ""));
     let target = parse_target(destination, uri.query())?;
-    let (recipients, options) = destination_options(&state, &caller, &headers, target).await?;
-    let held = reserve_group_answer(&state, &caller, &recipients).await;
     let queue = Some(queue.to_string());
-    let request = PublishRequest { recipients, options, body, caller_ip, queue };
+    let request = publish_request(&state, &caller, &headers, target, body, caller_ip, queue).await?;
+    let held = reserve_group_answer(&state, &caller, &request.recipients).await;
     let result = state.engine.publish(&caller.user_id, request).await?;
     Ok(publish_response(&result, held))
 }
@@ -83,18 +82,20 @@ pub fn publish_options(
     )?)
 }
 
-/// Who a publish to `target` reaches, and its [`publish_options`]: a URL group's default
-/// headers (`PATCH /v2/topics/{name}`) apply under the request's own.
-async fn destination_options(
+/// The publish of a request to `target`: who it reaches, and its configuration from its
+/// headers and webhook-mode query options ([`PublishRequest::from_headers`]).
+async fn publish_request(
     state: &AppState,
     caller: &Caller,
     headers: &HeaderMap,
     target: Target,
-) -> ApiResult<(Recipients, PublishOptions)> {
-    let mut pairs = HeaderList(request_pairs(headers, &target.query_options)?);
+    body: bytes::Bytes,
+    caller_ip: Option<String>,
+    queue: Option<String>,
+) -> ApiResult<PublishRequest> {
+    let pairs = HeaderList(request_pairs(headers, &target.query_options)?);
     let recipients = state.engine.recipients(&caller.user_id, target.destination).await?;
-    recipients.add_defaults(&mut pairs);
-    Ok((recipients, PublishOptions::from_headers(pairs.iter(), caller.token_in_authorization)?))
+    Ok(PublishRequest::from_headers(recipients, pairs, caller.token_in_authorization, body, caller_ip, queue)?)
 }
 
 /// The request's headers as text, plus webhook-mode query options for names no header has.
