@@ -291,3 +291,144 @@ fn shown_text(body: &[u8], shown: ShownBodies) -> String {
     };
     String::from_utf8_lossy(shown).into_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use tern_core::workflow::{RunConfig, RunState};
+    use tern_core::{AttemptResponse, MessageId};
+    use tern_store::RunRecord;
+
+    fn record(id: &str, call_type: CallType, body: &str) -> StepRecord {
+        StepRecord { message_id: id.into(), call_type, body: Bytes::from(body.to_string()), created_at: 1 }
+    }
+
+    fn step(id: &str, body: serde_json::Value) -> StepRecord {
+        record(id, CallType::Step, &body.to_string())
+    }
+
+    fn run(steps: Vec<StepRecord>, pending: Vec<PendingStep>, state: RunState) -> RunWithSteps {
+        RunWithSteps {
+            run: RunRecord {
+                user_id: "u".into(),
+                run_id: "wfr_1".into(),
+                url: "http://127.0.0.1:1/wf".into(),
+                created_at: 1,
+                state,
+                completed_at: None,
+                response: None,
+                config: RunConfig::default(),
+                invoker: None,
+                dlq_id: None,
+                caller_ip: None,
+                step_count: steps.len() as u64,
+                step_bytes: 0,
+            },
+            steps,
+            pending,
+            failure_callback: None,
+        }
+    }
+
+    fn pending(id: MessageId, state: MessageState, errors: usize) -> PendingStep {
+        let error = AttemptResponse { status: 489, error: Some("boom".into()), ..AttemptResponse::default() };
+        PendingStep {
+            message_id: id,
+            state,
+            retried: errors as u32,
+            max_retries: 0,
+            retry_delay: None,
+            due_at: None,
+            created_at: 2,
+            errors: vec![(3, error); errors],
+        }
+    }
+
+    fn names(group: &Value) -> Vec<&str> {
+        group["steps"].as_array().unwrap().iter().map(|s| s["stepName"].as_str().unwrap_or_default()).collect()
+    }
+
+    #[test]
+    fn steps_come_once_each_and_a_finished_run_has_no_next_group() {
+        let steps = vec![
+            record("m0", CallType::Step, "payload"),
+            step("m1", json!({"stepId": 1, "stepName": "one", "stepType": "Run", "out": "1", "concurrent": 1})),
+            // The same step published again (a repeated delivery): shown once.
+            step("m1b", json!({"stepId": 1, "stepName": "one", "stepType": "Run", "out": "1", "concurrent": 1})),
+            record("m2", CallType::ToCallback, "call body"),
+            record(
+                "m3",
+                CallType::FromCallback,
+                &json!({"status": 201, "body": "b2s=", "url": "http://x/", "method": "POST", "sourceBody": "cQ=="})
+                    .to_string(),
+            ),
+            step(
+                "m4",
+                json!({"stepId": 2, "stepName": "call", "stepType": "Call", "out": "{\"status\":201,\"body\":\"ok\"}", "concurrent": 1}),
+            ),
+        ];
+        let view = super::run(&run(steps, Vec::new(), RunState::RunSuccess), ShownBodies::Whole);
+        let groups = view["steps"].as_array().unwrap();
+        assert_eq!(groups.len(), 3, "{groups:?}");
+        assert_eq!(
+            (names(&groups[0]), names(&groups[1]), names(&groups[2])),
+            (vec!["init"], vec!["one"], vec!["call"])
+        );
+        assert_eq!(groups[0]["steps"][0]["out"], "payload");
+        let call = &groups[2]["steps"][0];
+        assert_eq!((call["callUrl"].clone(), call["callMethod"].clone()), (json!("http://x/"), json!("POST")));
+        assert_eq!((call["callResponseStatus"].clone(), call["callBody"].clone()), (json!(201), json!("q")));
+        assert!(groups.iter().all(|group| group["type"] != "next"));
+    }
+
+    #[test]
+    fn a_parallel_group_merges_plans_with_results_and_keeps_a_failed_branch() {
+        let failed = MessageId::generate();
+        let plan = |id: &str, target: i64, name: &str| {
+            step(id, json!({"stepId": 0, "stepName": name, "stepType": "Run", "concurrent": 2, "targetStep": target}))
+        };
+        let steps = vec![
+            record("m0", CallType::Step, ""),
+            plan("p1", 1, "a"),
+            plan(&failed.to_string(), 2, "b"),
+            step("r1", json!({"stepId": 1, "stepName": "a", "stepType": "Run", "out": "A", "concurrent": 2})),
+        ];
+        let view = super::run(
+            &run(steps, vec![pending(failed, MessageState::Failed, 1)], RunState::RunFailed),
+            ShownBodies::Whole,
+        );
+        let groups = view["steps"].as_array().unwrap();
+        assert_eq!(groups.len(), 2, "the failure stays in its group, no next group: {groups:?}");
+        assert_eq!(groups[1]["type"], "parallel");
+        let branches = groups[1]["steps"].as_array().unwrap();
+        assert_eq!((branches[0]["state"].clone(), branches[0]["out"].clone()), (json!("STEP_SUCCESS"), json!("A")));
+        assert_eq!((branches[1]["stepName"].clone(), branches[1]["state"].clone()), (json!("b"), json!("STEP_FAILED")));
+        assert_eq!(branches[1]["errors"][0]["status"], 489);
+    }
+
+    #[test]
+    fn work_under_way_is_the_next_group_and_trim_applies_to_outs() {
+        let waiting = MessageId::generate();
+        let steps = vec![
+            record("m0", CallType::Step, "a long payload"),
+            step(
+                &waiting.to_string(),
+                json!({"stepId": 1, "stepName": "one", "stepType": "Run", "out": "result", "concurrent": 1}),
+            ),
+        ];
+        let view = super::run(
+            &run(steps, vec![pending(waiting, MessageState::Retry, 2)], RunState::RunStarted),
+            ShownBodies::Prefix(3),
+        );
+        let groups = view["steps"].as_array().unwrap();
+        assert_eq!(groups[0]["steps"][0]["out"], "a l");
+        let next = groups.last().unwrap();
+        assert_eq!(next["type"], "next");
+        assert_eq!(
+            (next["steps"][0]["state"].clone(), next["steps"][0]["retries"].clone()),
+            (json!("STEP_RETRY"), json!(2))
+        );
+        assert_eq!(next["steps"][0]["errors"].as_array().unwrap().len(), 2);
+    }
+}
