@@ -20,6 +20,9 @@ use tern_store::{NewRun, Page, PageRequest, RunEnd, RunEndOutcome, RunFilter, Ru
 /// budget, while a delivery's body is held for as long as its attempt runs.
 pub const LAZY_FETCH_BYTES: u64 = 1 << 20;
 
+/// How deep invoked runs may nest (`Upstash-Workflow-Invoke-Count`), as the Workflow docs say.
+pub const MAX_INVOKE_DEPTH: u32 = 100;
+
 /// Fits a publish into its run: an Init creates the run with the publish's configuration (the
 /// run's trigger configuration) — an invoked run's Init also carries the invoker's envelope,
 /// whose body becomes the run's payload — and any other message of a started run takes what it
@@ -52,6 +55,14 @@ pub(crate) async fn join_run(
         let config = RunConfig::from_trigger(options);
         let invoker = match headers.invoke {
             true => {
+                let depth =
+                    options.forward.get("Upstash-Workflow-Invoke-Count").and_then(|n| n.trim().parse::<u32>().ok());
+                if depth.is_some_and(|depth| depth > MAX_INVOKE_DEPTH) {
+                    return Err(Invalid::new(format!(
+                        "workflows may invoke each other at most {MAX_INVOKE_DEPTH} deep"
+                    ))
+                    .into());
+                }
                 let envelope = InvokeEnvelope::parse(&request.body)?;
                 request.body = Bytes::from(envelope.body.clone().unwrap_or_default());
                 let caller_ip = request.caller_ip.clone();

@@ -88,7 +88,8 @@ async fn run_records(
 
 async fn list_runs(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
-    let filter = run_filter(&query)?;
+    // The logs match a workflow URL exactly (the SDK's docs say so); a cancel by prefix.
+    let filter = RunFilter { url_exact: true, ..run_filter(&query)? };
     let (page, shown) = query.listing(state.api.logs_page_size, state.api.list_page_bytes)?;
     let (engine, user_id, filter) = (&state.engine, &caller.user_id, &filter);
     let read = &mut |page: PageRequest| async move { engine.runs(user_id, filter, &page).await };
