@@ -139,3 +139,41 @@ async fn the_caller_ip_is_the_last_forwarded_entry_only_behind_a_trusted_proxy()
         assert_eq!(request.header("upstash-caller-ip"), Some(expected), "trusted: {trusted}");
     }
 }
+
+/// A destination whose first connection is reset as soon as a request arrives on it (a
+/// kept-alive connection it closed just as tern reused it looks like that) and whose next one
+/// answers 200: the request is sent again at once, within the same attempt.
+#[tokio::test]
+async fn a_request_reset_under_it_is_sent_again_once_on_a_fresh_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let accepted = std::sync::Arc::clone(&connections);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let first = accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 << 10];
+                let mut read = 0;
+                while !buffer[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buffer[read..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read += n,
+                    }
+                }
+                if first {
+                    // Closing with unread data pending makes the kernel send a reset.
+                    socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                    return;
+                }
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
+                let _ = socket.write_all(answer).await;
+            });
+        }
+    });
+    let server = TestServer::start().await;
+    let id = server.publish_ok(&format!("http://{address}/reset"), &[("Upstash-Retries", "0")], "x").await;
+    assert_eq!(server.wait_for_state(&id, "DELIVERED").await, ["CREATED", "ACTIVE", "DELIVERED"]);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 2, "one reset, one answered");
+}
