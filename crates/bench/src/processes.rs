@@ -141,6 +141,34 @@ next_signing_key = "sig_benchNextKey000000000000000000"
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Stops tern as an operator would (SIGTERM): it finishes its work, its store makes a last
+    /// checkpoint, and its database file holds every committed page. Falls back to `kill -9`
+    /// when it has not exited within a minute; returns whether it exited by itself.
+    pub async fn shutdown(mut self) -> bool {
+        if let Some(pid) = self.child.id() {
+            let signalled = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .is_ok_and(|status| status.success());
+            if signalled && let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
+                return true;
+            }
+        }
+        let _ = self.child.kill().await;
+        false
+    }
+
+    /// Bytes the process caused to be written to storage so far (`write_bytes` of
+    /// `/proc/<pid>/io`: what reached the block layer, WAL and checkpoints alike).
+    pub fn storage_write_bytes(&self) -> u64 {
+        let Some(pid) = self.child.id() else { return 0 };
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+        io.lines()
+            .find_map(|line| line.strip_prefix("write_bytes:"))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0)
+    }
 }
 
 /// CPU time (user + system) a process used so far, in seconds.

@@ -158,19 +158,16 @@ impl Bench {
     /// One run of `round` (a fresh data directory each).
     pub async fn immediate(&self, messages: u64, concurrency: usize, round: usize) -> Figures {
         let tern = self.fresh_tern(&format!("immediate-{concurrency}-{round}")).await;
-        let (cpu, threads) = (tern.cpu_seconds(), tern.thread_cpu_seconds());
-        let mut figures = self.measure(&tern_target(&tern, &self.sink, &[]), messages, concurrency).await;
-        let per_message = |seconds: f64| seconds * 1e6 / figures.delivered.max(1) as f64;
-        figures.server_cpu_us = per_message(tern.cpu_seconds() - cpu);
-        let by_name = thread_cpu_between(&threads, &tern.thread_cpu_seconds());
-        let mut by_thread: Vec<(String, f64)> = by_name
-            .into_iter()
-            .map(|(name, seconds)| (name, per_message(seconds)))
-            .filter(|(_, us)| *us >= 0.5)
-            .collect();
-        by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
-        figures.server_thread_cpu_us = by_thread;
+        let figures = self.immediate_on(&tern, messages, concurrency).await;
         tern.stop().await;
+        figures
+    }
+
+    /// A run of immediate deliveries through a running `tern`, with its CPU per message.
+    pub async fn immediate_on(&self, tern: &Tern, messages: u64, concurrency: usize) -> Figures {
+        let (cpu, threads) = (tern.cpu_seconds(), tern.thread_cpu_seconds());
+        let mut figures = self.measure(&tern_target(tern, &self.sink, &[]), messages, concurrency).await;
+        (figures.server_cpu_us, figures.server_thread_cpu_us) = cpu_per(tern, cpu, &threads, figures.delivered);
         figures
     }
 
@@ -223,6 +220,22 @@ impl Bench {
         tern.stop().await;
         (figures, failed, dlq)
     }
+}
+
+/// tern's CPU time since `cpu` and `threads` were sampled, per one of `count` (µs): in all, and
+/// by thread name (largest first, those under 0.5 µs left out).
+pub fn cpu_per(
+    tern: &Tern,
+    cpu: f64,
+    threads: &std::collections::BTreeMap<u32, (String, f64)>,
+    count: u64,
+) -> (f64, Vec<(String, f64)>) {
+    let per_one = |seconds: f64| seconds * 1e6 / count.max(1) as f64;
+    let by_name = thread_cpu_between(threads, &tern.thread_cpu_seconds());
+    let mut by_thread: Vec<(String, f64)> =
+        by_name.into_iter().map(|(name, seconds)| (name, per_one(seconds))).filter(|(_, us)| *us >= 0.5).collect();
+    by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
+    (per_one(tern.cpu_seconds() - cpu), by_thread)
 }
 
 async fn dlq_size(tern: &Tern) -> u64 {

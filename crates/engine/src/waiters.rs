@@ -54,9 +54,13 @@ impl Engine {
         let Some(run_id) = on_event.workflow.as_ref().map(|link| link.run_id.clone()) else {
             return Err(Invalid::new("a wait needs the Upstash-Workflow-RunId header of its run").into());
         };
+        // The SDK sends the timeout's headers; without them the timeout goes as the event would.
+        let timeout_headers = match request.timeout_headers.is_empty() {
+            true => &request.headers,
+            false => &request.timeout_headers,
+        };
         let on_timeout =
-            result_spec(shared, user_id, &request.timeout_url, &request.timeout_headers, &request, now, &mut created)
-                .await?;
+            result_spec(shared, user_id, &request.timeout_url, timeout_headers, &request, now, &mut created).await?;
         let timeout_ms = i64::try_from(request.timeout.as_millis()).unwrap_or(i64::MAX);
         if request.timeout > shared.config.limits.max_delay {
             return Err(Invalid::new("a wait's timeout may be at most the longest delay (limits.max_delay)").into());

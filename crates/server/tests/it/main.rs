@@ -45,3 +45,4 @@ mod support;
 mod timeline;
 mod url_group_defaults;
 mod url_groups;
+mod workflows;

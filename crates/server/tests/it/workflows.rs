@@ -1,0 +1,132 @@
+//! Upstash Workflow at the protocol level, the test playing the SDK: a run's deliveries carry
+//! its records up to their own, a sleep waits for the clock, completion and cancel end the run,
+//! and every bad input or other user's request gets a QStash-shaped error.
+
+use crate::harness::*;
+use crate::support::expect_error;
+use axum::http::{Method, StatusCode};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+/// The headers an SDK publishes a message of run `run_id` at `url` with.
+fn run_headers(run_id: &str, url: &str, init: bool) -> Value {
+    json!({
+        "Upstash-Workflow-RunId": run_id,
+        "Upstash-Workflow-Init": init.to_string(),
+        "Upstash-Workflow-Url": url,
+        "Upstash-Feature-Set": "InitialBody",
+        "Upstash-Forward-Upstash-Workflow-Sdk-Version": "1",
+        "Upstash-Retries": "0",
+    })
+}
+
+async fn publish_in_run(server: &TestServer, run_id: &str, url: &str, init: bool, extra: &[(&str, &str)], body: &str) {
+    let mut headers = run_headers(run_id, url, init);
+    for (name, value) in extra {
+        headers[*name] = json!(value);
+    }
+    let item = json!([{ "destination": url, "headers": headers, "body": body }]);
+    let response = server.post("/v2/batch").json(&item).send().await.expect("batch");
+    assert_eq!(response.status(), StatusCode::OK, "{}", response.text().await.unwrap_or_default());
+}
+
+/// The record bodies a delivery carried, decoded.
+fn records(body: &[u8]) -> Vec<String> {
+    let records: Vec<Value> = serde_json::from_slice(body).expect("a step array");
+    records
+        .iter()
+        .map(|record| String::from_utf8(STANDARD.decode(record["body"].as_str().unwrap()).unwrap()).unwrap())
+        .collect()
+}
+
+async fn run_state(server: &TestServer, token: &str, run_id: &str) -> Option<Value> {
+    let path = format!("{}/v2/workflows/logs?workflowRunId={run_id}", server.url);
+    let logs: Value = server.http.get(path).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    logs["runs"].as_array().unwrap().first().cloned()
+}
+
+#[tokio::test]
+async fn a_run_delivers_its_records_sleeps_on_the_clock_and_completes() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start_with_clock(&server.clock).await;
+    let url = receiver.url("/wf");
+    publish_in_run(&server, "wfr_a", &url, true, &[], "payload").await;
+    let init = receiver.wait_for("/wf", 1).await.remove(0);
+    assert_eq!(records(&init.body), ["payload"]);
+    assert_eq!(init.header("upstash-workflow-runid"), Some("wfr_a"));
+    assert!(init.header("upstash-workflow-createdat").is_some_and(|at| at.parse::<i64>().is_ok()));
+    assert!(init.header("upstash-workflow-init").is_none(), "protocol headers are for the server");
+
+    // A step that sleeps an hour: nothing until the clock gets there.
+    publish_in_run(&server, "wfr_a", &url, false, &[("Upstash-Delay", "1h")], r#"{"stepId":1}"#).await;
+    receiver.assert_count_stays(&server, "/wf", 1).await;
+    server.advance(Duration::from_secs(3600));
+    let slept = receiver.wait_for("/wf", 2).await.remove(1);
+    assert_eq!(records(&slept.body), ["payload", r#"{"stepId":1}"#]);
+
+    let done = server.delete("/v2/workflows/runs/wfr_a?cancel=false").body("\"result\"").send().await.unwrap();
+    assert_eq!(done.status(), StatusCode::OK);
+    let again = server.delete("/v2/workflows/runs/wfr_a?cancel=false").send().await.unwrap();
+    assert_eq!(again.status(), StatusCode::OK, "completing again is not an error");
+    let run = run_state(&server, TOKEN, "wfr_a").await.expect("the run is listed");
+    assert_eq!(
+        (run["workflowState"].clone(), run["workflowRunResponse"].clone()),
+        (json!("RUN_SUCCESS"), json!("\"result\""))
+    );
+    expect_error(server.get("/v2/workflows/runs/wfr_a"), StatusCode::NOT_FOUND, "wfr_a").await;
+    let item = json!([{ "destination": url, "headers": run_headers("wfr_a", &url, false), "body": "late" }]);
+    expect_error(server.post("/v2/batch").json(&item), StatusCode::BAD_REQUEST, "already ended").await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error() {
+    let server = TestServer::start().await;
+    expect_error(server.delete("/v2/workflows/runs/wfr_none?cancel=true"), StatusCode::NOT_FOUND, "wfr_none").await;
+    expect_error(server.delete("/v2/workflows/runs/wfr_x?cancel=maybe"), StatusCode::BAD_REQUEST, "cancel").await;
+    expect_error(server.get("/v2/workflows/runs/wfr_none"), StatusCode::NOT_FOUND, "wfr_none").await;
+    expect_error(server.delete("/v2/workflows/runs?workflowRunIdz=x"), StatusCode::BAD_REQUEST, "workflowRunIdz").await;
+    expect_error(server.get("/v2/workflows/logs?state=DONE"), StatusCode::BAD_REQUEST, "state").await;
+    expect_error(server.get("/v2/workflows/logs?cursor=garbage"), StatusCode::BAD_REQUEST, "cursor").await;
+    expect_error(server.post("/v2/wait/evt").body("{"), StatusCode::BAD_REQUEST, "JSON").await;
+    let no_url = json!({ "step": {}, "timeout": "1s" });
+    expect_error(server.post("/v2/wait/evt").json(&no_url), StatusCode::BAD_REQUEST, "url").await;
+    let bad_timeout = json!({ "url": "http://127.0.0.1:1/wf", "step": {"stepId": 1}, "timeout": "soon" });
+    expect_error(server.post("/v2/wait/evt").json(&bad_timeout), StatusCode::BAD_REQUEST, "timeout").await;
+    let wait = json!({ "url": "http://127.0.0.1:1/wf", "step": {"stepId": 1}, "timeout": "1s" });
+    let unknown_run = server.post("/v2/wait/evt").header("Upstash-Workflow-RunId", "wfr_none").json(&wait);
+    expect_error(unknown_run, StatusCode::BAD_REQUEST, "wfr_none").await;
+    expect_error(server.post("/v2/notify/wfr_none/evt").body("x"), StatusCode::NOT_FOUND, "wfr_none").await;
+    expect_error(server.post("/v2/trigger/not-a-url"), StatusCode::BAD_REQUEST, "url").await;
+    let hook = server.http.post(format!("{}/v2/workflows/hooks/nobody/wfr_x/evt", server.url));
+    expect_error(hook, StatusCode::NOT_FOUND, "webhook").await;
+    let url = "http://127.0.0.1:1/wf";
+    let mut headers = run_headers("wfr_invoked", url, true);
+    headers["Upstash-Workflow-Invoke"] = json!("true");
+    let item = json!([{ "destination": url, "headers": headers, "body": "not an envelope" }]);
+    expect_error(server.post("/v2/batch").json(&item), StatusCode::BAD_REQUEST, "invoke").await;
+}
+
+#[tokio::test]
+async fn another_user_sees_and_changes_nothing_of_a_run() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url("/wf");
+    publish_in_run(&server, "wfr_mine", &url, true, &[], "secret payload").await;
+    receiver.wait_for("/wf", 1).await;
+    let other = |method: Method, path: &str| {
+        server.http.request(method, format!("{}{path}", server.url)).bearer_auth(OTHER_TOKEN)
+    };
+    assert!(run_state(&server, OTHER_TOKEN, "wfr_mine").await.is_none());
+    expect_error(other(Method::GET, "/v2/workflows/runs/wfr_mine"), StatusCode::NOT_FOUND, "wfr_mine").await;
+    expect_error(other(Method::DELETE, "/v2/workflows/runs/wfr_mine?cancel=true"), StatusCode::NOT_FOUND, "wfr_mine")
+        .await;
+    let cancelled: Value = other(Method::DELETE, "/v2/workflows/runs").send().await.unwrap().json().await.unwrap();
+    assert_eq!(cancelled["cancelled"], 0, "cancelling all of one's own runs reaches no other user's");
+    expect_error(other(Method::POST, "/v2/notify/wfr_mine/evt").body("x"), StatusCode::NOT_FOUND, "wfr_mine").await;
+    let item = json!([{ "destination": url, "headers": run_headers("wfr_mine", &url, false), "body": "x" }]);
+    expect_error(other(Method::POST, "/v2/batch").json(&item), StatusCode::BAD_REQUEST, "wfr_mine").await;
+    let run = run_state(&server, TOKEN, "wfr_mine").await.expect("still there");
+    assert_eq!(run["workflowState"], "RUN_STARTED");
+}
