@@ -4,6 +4,7 @@
 //!
 //!     scripts/bench                 # the full run (20,000 messages, C = 32 and 128, 1M backlog)
 //!     scripts/bench --quick         # a few hundred messages: checks the command works
+//!     scripts/bench --scenarios workflow --concurrency 1,32,128 --workflow-runs 5000
 
 mod crash;
 mod forwarder;
@@ -13,6 +14,7 @@ mod processes;
 mod scenarios;
 mod schedules;
 mod sink;
+mod workflow;
 
 use clap::{Parser, Subcommand};
 use scenarios::{Baseline, Bench, Figures};
@@ -57,7 +59,7 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "crash".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "crash".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into(), "workflow".into()])]
     scenarios: Vec<String>,
     /// Queues and flow-control keys in the keys scenario.
     #[arg(long, default_value_t = 10_000)]
@@ -78,6 +80,13 @@ struct Cli {
     /// Clients asking for the first logs page at once in the listing scenario.
     #[arg(long, default_value_t = 32)]
     list_readers: usize,
+    /// Workflow runs (of five steps each) per concurrency in the workflow scenario; its plain
+    /// baseline publishes `--messages`. C (`--concurrency`) is the number of runs at once.
+    #[arg(long, default_value_t = 5_000)]
+    workflow_runs: u64,
+    /// Start workflow runs for this many seconds instead of a fixed number (0: `--workflow-runs`).
+    #[arg(long, default_value_t = 0.0)]
+    workflow_seconds: f64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +124,8 @@ async fn main() {
         cli.schedules = cli.schedules.min(300);
         cli.list_messages = cli.list_messages.min(10);
         cli.list_body_bytes = cli.list_body_bytes.min(256 << 10);
+        cli.workflow_runs = cli.workflow_runs.min(40);
+        cli.workflow_seconds = 0.0;
     }
     let start = Instant::now();
     let bench = Bench {
@@ -330,6 +341,10 @@ async fn main() {
         }
     }
 
+    if run("workflow") {
+        run_workflow(&bench, &cli, &mut failures).await;
+    }
+
     if failures.is_empty() {
         println!("\nno message lost");
     } else {
@@ -338,6 +353,95 @@ async fn main() {
             println!("  {failure}");
         }
         std::process::exit(1);
+    }
+}
+
+/// The workflow scenario at each concurrency: plain messages and workflow runs, each through a
+/// fresh tern, alternated `--rounds` times.
+async fn run_workflow(bench: &Bench, cli: &Cli, failures: &mut Vec<String>) {
+    use workflow::STEPS;
+    let empty = bench.empty_store().await;
+    let duration = (cli.workflow_seconds > 0.0).then(|| Duration::from_secs_f64(cli.workflow_seconds));
+    let amount = match duration {
+        Some(duration) => format!("runs started for {:.0} s", duration.as_secs_f64()),
+        None => format!("{} runs", cli.workflow_runs),
+    };
+    for &concurrency in &cli.concurrency {
+        println!(
+            "\n== workflow: {amount} of {STEPS} steps, C = {concurrency} runs at once; plain: {} messages, C = {concurrency} ==",
+            cli.messages
+        );
+        let (mut rate_ratios, mut cpu_ratios) = (Vec::new(), Vec::new());
+        for round in 1..=cli.rounds.max(1) {
+            if cli.rounds > 1 {
+                println!("  round {round} of {}", cli.rounds);
+            }
+            let plain = bench.plain_stored(cli.messages, concurrency, round).await;
+            print_row("tern, plain publish→delivery (the immediate scenario)", &plain.figures, None);
+            let (used, files) = plain.stored.per(&empty, plain.figures.delivered);
+            println!(
+                "    stored per message: {used:.0} bytes of database pages ({files:.0} bytes of files); written to storage: {:.0} bytes; the bench process (load + sink) {:.0} µs of CPU",
+                plain.written_per_message, plain.bench_cpu_us
+            );
+            check(failures, &format!("workflow C={concurrency}, plain"), &plain.figures);
+
+            let flow = bench.workflow(cli.workflow_runs, duration, concurrency, round).await;
+            let [p50, p99, max] = flow.run_latency_ms;
+            println!("  tern, workflow runs (an endpoint in this process plays the SDK)");
+            println!(
+                "    {:>8.0} steps/s ({:.0} runs/s, {:.0} deliveries/s)   run latency, trigger→completing DELETE: p50 {p50:.2} ms  p99 {p99:.2} ms  max {max:.2} ms",
+                flow.steps_per_s, flow.runs_per_s, flow.deliveries_per_s
+            );
+            println!(
+                "    {} runs finished, {} unfinished, {} triggers refused; {} deliveries ({} expected), {} problems",
+                flow.finished,
+                flow.unfinished,
+                flow.trigger_errors,
+                flow.deliveries,
+                flow.finished * (STEPS + 1),
+                flow.problem_count
+            );
+            println!(
+                "    tern's CPU per step: {:.0} µs; the bench process (driver + endpoint) {:.0} µs; the machine was {:.0} % idle",
+                flow.tern_cpu_us,
+                flow.bench_cpu_us,
+                flow.machine_idle * 100.0
+            );
+            if !flow.tern_thread_cpu_us.is_empty() {
+                let threads: Vec<String> =
+                    flow.tern_thread_cpu_us.iter().map(|(name, us)| format!("{name} {us:.0}")).collect();
+                println!("      by thread (µs): {}", threads.join(", "));
+            }
+            let (used, files) = flow.stored.per(&empty, flow.finished);
+            println!(
+                "    stored per finished run: {used:.0} bytes of database pages ({files:.0} bytes of files); written to storage per step: {:.0} bytes",
+                flow.written_per_step
+            );
+            let rate_ratio = plain.figures.delivered_per_s / flow.steps_per_s.max(f64::MIN_POSITIVE);
+            let cpu_ratio = flow.tern_cpu_us / plain.figures.server_cpu_us.max(f64::MIN_POSITIVE);
+            println!(
+                "    a step costs {rate_ratio:.2} plain messages by throughput (plain delivered/s ÷ steps/s) and {cpu_ratio:.2} by tern's CPU (per step ÷ per plain message)"
+            );
+            match &flow.log_check {
+                Ok(summary) => println!("    log of {summary}"),
+                Err(problem) => failures.push(format!("workflow C={concurrency}: {problem}")),
+            }
+            for problem in &flow.problems {
+                eprintln!("    ! {problem}");
+            }
+            if flow.unfinished > 0 || flow.trigger_errors > 0 || flow.problem_count > 0 || flow.finished == 0 {
+                failures.push(format!(
+                    "workflow C={concurrency}: {} finished, {} unfinished, {} triggers refused, {} problems",
+                    flow.finished, flow.unfinished, flow.trigger_errors, flow.problem_count
+                ));
+            }
+            rate_ratios.push(rate_ratio);
+            cpu_ratios.push(cpu_ratio);
+        }
+        if cli.rounds > 1 {
+            print_ratios("plain messages per step, by throughput", rate_ratios);
+            print_ratios("plain messages per step, by tern's CPU", cpu_ratios);
+        }
     }
 }
 

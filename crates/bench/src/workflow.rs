@@ -40,7 +40,7 @@ pub const STEPS: u64 = 5;
 const FEATURE_SET: &str = "LazyFetch,InitialBody,WF_DetectTrigger,WF_TriggerOnConfig";
 
 /// One workflow run of the scenario: C runs at a time, through a fresh tern.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Workflow {
     /// Runs that reached their completing DELETE.
     pub finished: u64,
@@ -145,37 +145,40 @@ impl Bench {
         let prefix = format!("wfr_bench-{concurrency}-{round}-");
         let driven = drive(&endpoint, &tern.url, &prefix, runs, duration, concurrency, self.start).await;
 
-        let mut figures = Workflow {
-            machine_idle: crate::processes::idle_between(machine_before, crate::processes::machine_ticks()),
-            ..Workflow::default()
-        };
-        let steps = driven.latencies_us.len() as u64 * STEPS;
-        (figures.tern_cpu_us, figures.tern_thread_cpu_us) = cpu_per(&tern, cpu, &threads, steps);
-        figures.bench_cpu_us = (own_cpu_seconds() - bench_cpu) * 1e6 / steps.max(1) as f64;
-        figures.written_per_step = tern.storage_write_bytes().saturating_sub(written) as f64 / steps.max(1) as f64;
-        figures.log_check = check_log(&tern, &format!("{prefix}0")).await;
+        let machine_idle = crate::processes::idle_between(machine_before, crate::processes::machine_ticks());
+        let mut latencies = driven.latencies_us;
+        let finished = latencies.len() as u64;
+        let steps = finished * STEPS;
+        let (tern_cpu_us, tern_thread_cpu_us) = cpu_per(&tern, cpu, &threads, steps);
+        let bench_cpu_us = (own_cpu_seconds() - bench_cpu) * 1e6 / steps.max(1) as f64;
+        let written_per_step = tern.storage_write_bytes().saturating_sub(written) as f64 / steps.max(1) as f64;
+        let log_check = check_log(&tern, &format!("{prefix}0")).await;
         // Deliveries that come after the last run ended (a repeat) count as well.
         tokio::time::sleep(Duration::from_millis(200)).await;
         if !tern.shutdown().await {
             eprintln!("  ! tern did not stop on SIGTERM; its database file may miss pages");
         }
-        figures.stored = stored(&dir);
-
-        let mut latencies = driven.latencies_us;
-        let finished = latencies.len() as u64;
         let seconds = driven.elapsed.as_secs_f64().max(1e-6);
-        figures.finished = finished;
-        figures.unfinished = driven.unfinished;
-        figures.trigger_errors = driven.trigger_errors;
-        figures.steps_per_s = (finished * STEPS) as f64 / seconds;
-        figures.runs_per_s = finished as f64 / seconds;
-        figures.deliveries_per_s = (finished * (STEPS + 1)) as f64 / seconds;
-        figures.run_latency_ms = [0.5, 0.99, 1.0].map(|q| quantile(&mut latencies, q) as f64 / 1000.0);
         let state = &endpoint.state;
-        figures.deliveries = state.deliveries.load(Ordering::Relaxed);
-        figures.problem_count = state.problem_count.load(Ordering::Relaxed);
-        figures.problems = state.problems.lock().unwrap().clone();
-        figures
+        Workflow {
+            finished,
+            unfinished: driven.unfinished,
+            trigger_errors: driven.trigger_errors,
+            steps_per_s: steps as f64 / seconds,
+            runs_per_s: finished as f64 / seconds,
+            deliveries_per_s: (finished * (STEPS + 1)) as f64 / seconds,
+            run_latency_ms: [0.5, 0.99, 1.0].map(|q| quantile(&mut latencies, q) as f64 / 1000.0),
+            deliveries: state.deliveries.load(Ordering::Relaxed),
+            problems: state.problems.lock().unwrap().clone(),
+            problem_count: state.problem_count.load(Ordering::Relaxed),
+            tern_cpu_us,
+            tern_thread_cpu_us,
+            bench_cpu_us,
+            machine_idle,
+            written_per_step,
+            stored: stored(&dir),
+            log_check,
+        }
     }
 }
 
@@ -340,11 +343,7 @@ impl EndpointState {
             serde_json::from_slice::<Vec<Value>>(&body).map_err(|e| format!("run {run_id}: records: {e}"))?
         };
         let done = steps_done(&records).map_err(|e| format!("run {run_id}: {e}"))?;
-        if done < STEPS {
-            self.publish_step(run_id, done + 1).await
-        } else {
-            self.end(run_id).await
-        }
+        if done < STEPS { self.publish_step(run_id, done + 1).await } else { self.end(run_id).await }
     }
 
     /// `GET /v2/workflows/runs/<id>`, up to and including `message_id`'s record.
@@ -523,7 +522,11 @@ async fn check_log(tern: &Tern, run_id: &str) -> Result<String, String> {
     {
         return Err(format!("run {run_id}'s log: {}", serde_json::to_string(run).unwrap_or_default()));
     }
-    Ok(format!("{run_id}: {}, steps {}, response {response}", run["workflowState"], kinds.join(" ")))
+    Ok(format!(
+        "{run_id}: {}, steps {}, response {response}",
+        run["workflowState"].as_str().unwrap_or("?"),
+        kinds.join(" ")
+    ))
 }
 
 /// What `data_dir` holds (tern stopped): the pages in use from the database file's header,

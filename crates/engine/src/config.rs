@@ -28,6 +28,11 @@ pub struct EngineConfig {
     /// Messages a workflow run may record (412 beyond), and bytes of their bodies (413 beyond).
     pub max_workflow_steps: usize,
     pub max_workflow_run_bytes: usize,
+    /// Waiters (waits for events) a user may have at once (412 beyond).
+    pub max_workflow_waiters: usize,
+    /// Bytes the step bodies of running attempts may take at once (a run's records, built for
+    /// each delivery of its steps): attempts wait for room.
+    pub workflow_body_budget: usize,
     /// Bytes of message bodies the scheduler keeps for messages due soon.
     pub payload_cache_bytes: usize,
     /// How long a deduplication id (or content hash) suppresses duplicates.
@@ -61,6 +66,8 @@ impl Default for EngineConfig {
             max_batch_messages: 10_000,
             max_workflow_steps: 10_000,
             max_workflow_run_bytes: 64 << 20,
+            max_workflow_waiters: 10_000,
+            workflow_body_budget: 256 << 20,
             payload_cache_bytes: 64 << 20,
             dedup_window: Duration::from_secs(600),
             finished_message_visibility: Duration::from_secs(3600),

@@ -151,7 +151,8 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
     shared.scheduler.lock().exchange_started(message.id, deadline);
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
     // write instead of two. A longer one gets it logged on its own, while it is in flight.
-    let delivered = crate::workflows::delivered(shared, Arc::clone(&message)).await;
+    // A step's body holds its share of the budget until the attempt ends.
+    let (delivered, _body_held) = crate::workflow_delivery::delivered(shared, Arc::clone(&message)).await;
     let (response, active_at) = {
         let client = shared.http.get();
         let exchange = attempt(&client, &*shared.clock, &shared.config, &keys, &delivered, started);
@@ -196,7 +197,7 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
     let failure_callback = match (&next, &spec.failure_callback) {
         (NextStep::Failed { dlq_id }, Some(target)) => {
             let mut failure = callback_new_message(shared, &message, target, &response, Some(dlq_id), finished);
-            crate::workflows::describe_failed_run(shared, &message, &mut failure).await;
+            crate::workflow_delivery::describe_failed_run(shared, &message, &mut failure).await;
             Some(failure)
         }
         _ => None,
@@ -226,6 +227,7 @@ fn callback_new_message(
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     }
 }
 

@@ -20,6 +20,7 @@ mod schedules;
 mod scheduling;
 mod trigger;
 mod waiters;
+mod workflow_delivery;
 mod workflow_dlq;
 mod workflows;
 
@@ -66,6 +67,8 @@ struct Shared {
     settings_changes: tokio::sync::Mutex<()>,
     /// Wakes the waiter-timeout ticker when a waiter was added.
     waiter_wake: tokio::sync::Notify,
+    /// What the step bodies of running attempts may hold at once.
+    delivery_bodies: workflow_delivery::BodyBudget,
 }
 
 impl Shared {
@@ -117,6 +120,7 @@ impl Engine {
         let schedule_wake = tokio::sync::Notify::new();
         let settings_changes = tokio::sync::Mutex::new(());
         let write_health = recording::WriteHealth::default();
+        let delivery_bodies = workflow_delivery::BodyBudget::new(config.workflow_body_budget);
         let shared = Arc::new(Shared {
             store,
             clock,
@@ -129,6 +133,7 @@ impl Engine {
             ticker: activity::TickerActivity::default(),
             settings_changes,
             waiter_wake: tokio::sync::Notify::new(),
+            delivery_bodies,
         });
         let engine = Engine {
             shared: Arc::clone(&shared),

@@ -118,6 +118,7 @@ impl Engine {
                 dedup: None,
                 consumes_dlq_entry: entry.dlq_id,
                 run: None,
+                run_limits: None,
             });
         }
         let ids: Vec<MessageId> = messages.iter().map(|message| message.id).collect();

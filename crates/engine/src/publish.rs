@@ -142,9 +142,10 @@ impl Engine {
         let runs: Vec<Option<String>> =
             messages.iter().map(|m| m.spec.workflow.as_ref().map(|link| link.run_id.clone())).collect();
         let outcomes = self.shared.store.insert_messages(messages).await.map_err(|error| (None, error.into()))?;
-        if let Some(index) = outcomes.iter().position(|outcome| *outcome == InsertOutcome::RunNotActive) {
+        // A message its run refuses refuses the whole publish or batch: the store stored none.
+        if let Some(index) = outcomes.iter().position(|outcome| outcome.refuses_insert()) {
             let run_id = runs[index].as_deref().unwrap_or_default();
-            return Err((None, crate::workflows::run_not_active(run_id)));
+            return Err((None, crate::workflows::refusal(outcomes[index], run_id, &self.shared.config)));
         }
         let mut outcomes = outcomes.into_iter();
         create_flow_keys(&self.shared, user_id, &created);
@@ -305,6 +306,7 @@ pub(crate) async fn prepare(
             (None, true) => Some(content_key(destination, url, &spec.headers, &request.body)),
             (None, false) => None,
         };
+        let run_limits = spec_run_limits(&spec, config);
         messages.push(NewMessage {
             id: MessageId::generate(),
             user_id: user_id.to_string(),
@@ -315,9 +317,24 @@ pub(crate) async fn prepare(
             dedup: dedup_key.map(|key| DedupClaim { key, expires_at: dedup_expiry }),
             consumes_dlq_entry: None,
             run: run.clone(),
+            run_limits,
         });
     }
     Ok((fan_out, messages))
+}
+
+/// The limits of the run a client's message continues, checked when it is appended (an Init
+/// starts its run, a failure callback reports on an ended one).
+fn spec_run_limits(
+    spec: &tern_core::MessageSpec,
+    config: &crate::config::EngineConfig,
+) -> Option<tern_store::RunLimits> {
+    let link = spec.workflow.as_ref()?;
+    let appended = !link.init && link.call_type != tern_core::workflow::CallType::FailureCall;
+    appended.then_some(tern_store::RunLimits {
+        max_steps: config.max_workflow_steps,
+        max_bytes: config.max_workflow_run_bytes,
+    })
 }
 
 /// The spec of the message a publish of `headers` to `url` would store, its body aside: how the

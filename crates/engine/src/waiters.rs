@@ -85,11 +85,18 @@ impl Engine {
                 timeout_body: request.timeout_body.clone(),
                 timeout_headers: request.timeout_headers.clone(),
             },
+            max_waiters: shared.config.max_workflow_waiters,
         };
         match shared.store.add_waiter(waiter).await? {
             WaitOutcome::RunNotActive => return Err(crate::workflows::run_not_active(&run_id)),
             WaitOutcome::Waiting => shared.waiter_wake.notify_one(),
             WaitOutcome::Resolved(_) => {}
+            WaitOutcome::TooManyWaiters => {
+                return Err(EngineError::LimitExceeded(format!(
+                    "waiter limit reached: at most {} waits at once",
+                    shared.config.max_workflow_waiters
+                )));
+            }
         }
         create_flow_keys(shared, user_id, &created);
         Ok(())

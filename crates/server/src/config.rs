@@ -126,6 +126,7 @@ pub struct LimitsSection {
     pub max_flow_control_key_bytes: usize,
     pub max_workflow_steps: usize,
     pub max_workflow_run_bytes: usize,
+    pub max_workflow_waiters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,6 +136,7 @@ pub struct DeliverySection {
     pub user_parallelism: u32,
     pub allow_private_destinations: bool,
     pub jwt_nbf: String,
+    pub workflow_body_budget: usize,
     pub shutdown_grace: String,
 }
 
@@ -277,6 +279,8 @@ impl Config {
             max_batch_messages: self.limits.max_batch_messages,
             max_workflow_steps: self.limits.max_workflow_steps,
             max_workflow_run_bytes: self.limits.max_workflow_run_bytes,
+            max_workflow_waiters: self.limits.max_workflow_waiters,
+            workflow_body_budget: self.delivery.workflow_body_budget,
             payload_cache_bytes: 64 << 20,
             dedup_window: duration("retention.dedup_window", &self.retention.dedup_window)?,
             finished_message_visibility: duration(

@@ -22,6 +22,7 @@ fn message(i: usize) -> NewMessage {
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     }
 }
 

@@ -22,6 +22,9 @@ pub struct NewMessage {
     pub consumes_dlq_entry: Option<String>,
     /// The workflow run this message starts (an Init message): created in the same commit.
     pub run: Option<crate::workflows::NewRun>,
+    /// The limits of the run this message is appended to (a client's publish), checked in the
+    /// commit that appends it.
+    pub run_limits: Option<crate::workflows::RunLimits>,
 }
 
 /// A deduplication key that stays claimed until `expires_at`.
@@ -43,6 +46,18 @@ pub enum InsertOutcome {
     RunExists,
     /// The message continues a run that is unknown or has ended; nothing was stored.
     RunNotActive,
+    /// The run holds the most messages it may; nothing was stored.
+    RunStepLimit,
+    /// The run's records would take more bytes than it may; nothing was stored.
+    RunByteLimit,
+}
+
+impl InsertOutcome {
+    /// Whether the outcome refuses the whole insert (a publish or a batch stores all of its
+    /// messages or none): a message into a run that may not take it.
+    pub fn refuses_insert(self) -> bool {
+        matches!(self, Self::RunNotActive | Self::RunStepLimit | Self::RunByteLimit)
+    }
 }
 
 /// What an attempt leads to.

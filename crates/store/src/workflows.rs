@@ -39,8 +39,10 @@ pub struct Continuation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FailedRun {
     pub run: RunRecord,
-    /// The run's initial payload, when asked for.
-    pub initial: Option<Bytes>,
+    /// The configuration of the message that failed (its body aside), while it is stored.
+    pub failed_spec: Option<MessageSpec>,
+    /// Whether the DLQ entry is still there (a resume or restart takes it out).
+    pub in_dlq: bool,
     pub failure_callback: Option<FailureCallbackState>,
 }
 
@@ -57,10 +59,19 @@ pub struct FailureCallbackState {
 /// How much of a failure function's answer the DLQ shows with its entry.
 pub const FAILURE_RESPONSE_SHOWN: usize = 64 << 10;
 
+/// What one run may hold: messages recorded, and bytes of their bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    pub max_steps: usize,
+    pub max_bytes: usize,
+}
+
 /// The run that invoked a run, and the reply its end gives it.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RunInvoker {
+    /// The invoking run's id (its running run is the one replied to).
+    pub run_id: String,
     /// Who invoked (`{workflowRunId, workflowUrl, workflowRunCreatedAt}`), for the logs.
     pub view: String,
     /// The invoker's invoke step (JSON), which the reply completes.
@@ -93,6 +104,17 @@ pub struct RunRecord {
     /// Recorded messages and the bytes of their bodies.
     pub step_count: u64,
     pub step_bytes: u64,
+}
+
+/// Which of a run's records a read wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WantedRecords {
+    None,
+    /// The initial payload.
+    Initial,
+    /// From the first through the message's own record (a message without one — an Init
+    /// delivered with the initial payload alone — gets the first).
+    ThroughOwn,
 }
 
 /// How a run ends on request.
@@ -172,6 +194,8 @@ pub struct NewWaiter {
     pub on_timeout: MessageSpec,
     /// What `GET /v2/waiters/{eventId}` shows of it.
     pub view: WaiterView,
+    /// The most waiters the user may have at once (this one refused at that many).
+    pub max_waiters: usize,
 }
 
 /// A waiter as the API shows it.
@@ -196,6 +220,8 @@ pub enum WaitOutcome {
     Resolved(MessageId),
     /// The run is unknown or has ended; nothing was stored.
     RunNotActive,
+    /// The user has the most waiters it may; nothing was stored.
+    TooManyWaiters,
 }
 
 /// What a notify did.
@@ -225,19 +251,16 @@ pub trait WorkflowStore: Send + Sync {
     /// once the last one ended.
     async fn get_run(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>>;
 
-    /// [`WorkflowStore::get_run`] for the engine itself (building a delivery), on connections
-    /// client reads cannot take.
-    async fn get_run_for_engine(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>>;
+    /// Every record of the latest run with this id, with the run.
+    async fn run_records(&self, user_id: &str, run_id: &str) -> Result<Option<(RunRecord, Vec<StepRecord>)>>;
 
-    /// The latest run's recorded messages from the first through the one recorded for `through`
-    /// (all of them when `None`; only the first when `through` has no record), with the run.
-    /// `for_engine` reads on the engine's connections.
-    async fn run_steps(
+    /// The run message `message_id` belongs to, with the records `wanted` (read on the engine's
+    /// connections, which client reads cannot take: it builds deliveries).
+    async fn message_run(
         &self,
         user_id: &str,
-        run_id: &str,
-        through: Option<MessageId>,
-        for_engine: bool,
+        message_id: MessageId,
+        wanted: WantedRecords,
     ) -> Result<Option<(RunRecord, Vec<StepRecord>)>>;
 
     /// Ends a started run: records its state (and response), cancels its unfinished messages
@@ -276,8 +299,8 @@ pub trait WorkflowStore: Send + Sync {
     /// and removes them; returns how many. Durable on return.
     async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64>;
 
-    /// The run that failed with the DLQ entry `dlq_id`, with its initial payload if asked.
-    async fn failed_run(&self, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>>;
+    /// The run that failed with the DLQ entry `dlq_id`.
+    async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>>;
 
     /// The earliest deadline of any waiter.
     async fn next_waiter_deadline(&self) -> Result<Option<i64>>;

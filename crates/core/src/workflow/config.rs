@@ -101,13 +101,22 @@ impl RunConfig {
         }
     }
 
-    /// Fills in the configuration of the callback a `context.call` message will produce (its
-    /// `Upstash-Callback-*` options): the callback goes back to the workflow URL and continues
-    /// the run, so it inherits like a step.
-    pub fn apply_to_callback(&self, options: &mut PublishOptions) {
-        if options.callback.is_none() {
-            return;
+    /// The configuration for run `run_id` taken up from this one's (a DLQ resume or restart):
+    /// its failure callback names the new run.
+    pub fn for_run(&self, run_id: &str) -> RunConfig {
+        let mut config = self.clone();
+        if let Some(target) = config.failure_callback.as_mut() {
+            for (name, value) in target.options.0.iter_mut() {
+                if name.eq_ignore_ascii_case(super::RUN_ID_HEADER) {
+                    *value = run_id.to_string();
+                }
+            }
         }
+        config
+    }
+
+    /// The publish headers that give this configuration.
+    pub fn header_lines(&self) -> HeaderList {
         let mut lines = HeaderList::new();
         if let Some(retries) = self.retries {
             lines.push("Upstash-Retries", retries.to_string());
@@ -132,6 +141,17 @@ impl RunConfig {
         if !self.labels.is_empty() {
             lines.push("Upstash-Label", self.labels.join(","));
         }
+        lines
+    }
+
+    /// Fills in the configuration of the callback a `context.call` message will produce (its
+    /// `Upstash-Callback-*` options): the callback goes back to the workflow URL and continues
+    /// the run, so it inherits like a step.
+    pub fn apply_to_callback(&self, options: &mut PublishOptions) {
+        if options.callback.is_none() {
+            return;
+        }
+        let mut lines = self.header_lines();
         // A nested failure callback counts as given when its URL is: its options go with it.
         if options.callback_options.get("Upstash-Failure-Callback").is_some() {
             lines.0.retain(|(name, _)| strip_prefix_ignore_case(name, "Upstash-Failure-Callback").is_none());
@@ -192,6 +212,22 @@ mod tests {
         assert_eq!(step.failure_callback_options.get("Upstash-Forward-Upstash-Workflow-Is-Failure"), Some("true"));
         assert_eq!((step.forward.get("x-own"), step.forward.get("x-user")), (Some("o"), Some("u")));
         assert_eq!(step.labels, Some(vec!["nightly".to_string()]));
+    }
+
+    #[test]
+    fn a_run_taken_up_names_itself_in_its_failure_callback() {
+        let config = RunConfig::from_trigger(&options(&[
+            ("Upstash-Retries", "2"),
+            ("Upstash-Failure-Callback", "http://127.0.0.1:1/wf"),
+            ("Upstash-Failure-Callback-Workflow-Runid", "wfr_old"),
+            ("Upstash-Forward-X-User", "u"),
+        ]))
+        .for_run("wfr_new");
+        let again = PublishOptions::from_headers(config.header_lines().iter(), true).unwrap();
+        assert_eq!(again.retries, Some(2));
+        assert_eq!(again.failure_callback_options.get("Upstash-Workflow-Runid"), Some("wfr_new"));
+        assert_eq!(again.forward.get("x-user"), Some("u"));
+        assert_eq!(RunConfig::from_trigger(&again), config, "the lines give the configuration back");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod query;
 mod recovery;
 mod resources;
 mod rows;
+mod run_records;
 mod schedules;
 mod schema;
 mod syncer;
@@ -550,6 +551,7 @@ mod tests {
             dedup: None,
             consumes_dlq_entry: None,
             run: None,
+            run_limits: None,
         };
         let fire = ScheduleFire {
             user_id: "u".into(),

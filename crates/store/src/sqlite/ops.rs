@@ -3,6 +3,7 @@
 
 use super::query::{SqlFilter, message_filter};
 use super::rows::{LogRow, LoggedResponse, callback_source, headers_json, insert_logs, insert_message};
+use super::run_records::{self, Admission};
 use super::schema::FIRST_TERMINAL_STATE;
 use super::workflow_ops;
 use super::writer::{Context, Effects};
@@ -46,13 +47,27 @@ pub fn insert_messages(
     messages: Vec<NewMessage>,
     effects: &mut Effects,
 ) -> Result<Vec<InsertOutcome>> {
+    insert_into_run(context, messages, None, effects)
+}
+
+/// [`insert_messages`] for messages the store makes itself for run `own_run` (a wait's result,
+/// an invoke's reply): they go to that run, not to the latest with their run id.
+pub fn insert_into_run(
+    context: Context<'_>,
+    messages: Vec<NewMessage>,
+    own_run: Option<i64>,
+    effects: &mut Effects,
+) -> Result<Vec<InsertOutcome>> {
     let connection = context.connection;
     let mut outcomes = Vec::with_capacity(messages.len());
     for message in messages {
-        if let Some(refused) = workflow_ops::admit(connection, &message)? {
-            outcomes.push(refused);
-            continue;
-        }
+        let run_key = match run_records::admit(connection, &message, own_run)? {
+            Admission::Admitted(key) => key,
+            Admission::Refused(refused) => {
+                outcomes.push(refused);
+                continue;
+            }
+        };
         if let Some(dedup) = &message.dedup {
             let existing = claimed_dedup(connection, &message.user_id, &dedup.key, message.created_at)?;
             if let Some(id) = existing.and_then(|id| id.parse().ok()) {
@@ -77,28 +92,32 @@ pub fn insert_messages(
         if let Some(dedup) = &message.dedup {
             claim_dedup(connection, &message.user_id, dedup, &message.id.to_string())?;
         }
-        store_new_message(connection, context.next_seq, message, body_from, effects)?;
+        store_new_message(connection, context.next_seq, message, body_from, run_key, effects)?;
         outcomes.push(InsertOutcome::Created);
     }
     Ok(outcomes)
 }
 
-/// Inserts the row (creating its queue and flow-control key on first use), logs `CREATED`
-/// and schedules the message once committed. With `body_from`, the body is that row's, copied
-/// within SQLite (a DLQ retry): the scheduler then gets no payload, the body being read from
-/// the store when the message is due.
+/// Inserts the row (creating its queue and flow-control key on first use, recording it in its
+/// workflow run `run_key` as admitted), logs `CREATED` and schedules the message once committed.
+/// With `body_from`, the body is that row's, copied within SQLite (a DLQ retry): the scheduler
+/// then gets no payload, the body being read from the store when the message is due; so too
+/// for a run's Init that takes up a failed run, whose body the store copies from its records.
 fn store_new_message(
     connection: &Connection,
     next_seq: &mut u64,
     message: NewMessage,
     body_from: Option<i64>,
+    run_key: Option<i64>,
     effects: &mut Effects,
 ) -> Result<()> {
     let seq = *next_seq;
     *next_seq += 1;
     let id = message.id.to_string();
-    insert_message(connection, &message, &id, seq)?;
-    workflow_ops::record(connection, &message, &id)?;
+    let run_key = run_records::start_run(connection, &message, run_key)?;
+    insert_message(connection, &message, &id, seq, run_key)?;
+    run_records::record(connection, &message, &id, run_key)?;
+    let body_copied = body_from.is_some() || message.run.as_ref().is_some_and(|run| run.continues.is_some());
     if let Some(rowid) = body_from {
         connection
             .prepare_cached("UPDATE messages SET body = (SELECT body FROM messages WHERE rowid = ?1) WHERE id = ?2")?
@@ -131,7 +150,7 @@ fn store_new_message(
             )?
             .execute(params![message.user_id, flow.key, flow.parallelism, flow.rate, flow.period_secs as i64])?;
     }
-    let payload = (body_from.is_none() && message.due_at <= message.created_at + PAYLOAD_HORIZON_MS).then(|| {
+    let payload = (!body_copied && message.due_at <= message.created_at + PAYLOAD_HORIZON_MS).then(|| {
         Arc::new(Message {
             id: message.id,
             user_id: message.user_id.clone(),
@@ -261,12 +280,17 @@ pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &
         }
     }
     insert_logs(connection, &logs)?;
-    if let (NextStep::Failed { dlq_id }, Some(link)) = (&outcome.next, &message.spec.workflow)
+    // What the message does to its run, and its callbacks, reach its own run.
+    let run_key = match &message.spec.workflow {
+        Some(_) => run_records::run_of_message(connection, &id)?,
+        None => None,
+    };
+    if let (NextStep::Failed { dlq_id }, Some(link), Some(key)) = (&outcome.next, &message.spec.workflow, run_key)
         && link.call_type.continues_run()
     {
         let finished = effects.changes.pop();
         let context = Context { connection, scheduling: context.scheduling, next_seq: &mut *context.next_seq };
-        workflow_ops::fail_run(context, user_id, &link.run_id, dlq_id, at, effects)?;
+        workflow_ops::fail_run(context, key, &id, dlq_id, at, effects)?;
         effects.changes.extend(finished);
     }
     // The scheduler must learn of the callbacks before the source's final change, so that a
@@ -277,8 +301,8 @@ pub fn finish_attempt(context: Context<'_>, outcome: &AttemptOutcome, effects: &
         let finished = effects.changes.pop();
         for callback in callbacks {
             // A callback continuing a run that has ended meanwhile has nothing left to do.
-            if workflow_ops::admit(connection, &callback)?.is_none() {
-                store_new_message(connection, context.next_seq, callback, None, effects)?;
+            if let Admission::Admitted(key) = run_records::admit(connection, &callback, run_key)? {
+                store_new_message(connection, context.next_seq, callback, None, key, effects)?;
             }
         }
         effects.changes.extend(finished);

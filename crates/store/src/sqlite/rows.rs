@@ -173,14 +173,21 @@ pub fn callback_source(spec: &tern_core::MessageSpec) -> Option<MessageId> {
 }
 
 /// Stores a new message under `id` (its id as text, which the caller also logs with).
-pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, seq: u64) -> Result<()> {
+/// Inserts a message's row; `run_key` is the workflow run it belongs to.
+pub fn insert_message(
+    connection: &Connection,
+    message: &NewMessage,
+    id: &str,
+    seq: u64,
+    run_key: Option<i64>,
+) -> Result<()> {
     let spec = &message.spec;
     let (host, path) = url_host_and_path(&spec.url);
     let mut statement = connection.prepare_cached(
         "INSERT INTO messages (id, user_id, seq, state, due_at, retried, created_at, not_before, url, host, path,
             topic_name, queue_name, schedule_id, flow_control_key, labels, caller_ip, source_id, spec, body,
-            workflow_run_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+            workflow_run_id, workflow_run_key)
+         VALUES (?1, ?2, ?3, ?4, ?5, 0, ?6, ?5, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     statement.execute(params![
         id,
@@ -202,6 +209,7 @@ pub fn insert_message(connection: &Connection, message: &NewMessage, id: &str, s
         serde_json::to_string(spec)?,
         message.body.as_ref(),
         spec.workflow.as_ref().map(|link| &link.run_id),
+        run_key,
     ])?;
     Ok(())
 }

@@ -196,8 +196,9 @@ CREATE INDEX schedules_by_creation ON schedules(user_id, created_at, id);
 -- run sleeps for longer than log retention). A message names its run, so that ending a run
 -- finds the run's unfinished messages in an index range.
 ALTER TABLE messages ADD COLUMN workflow_run_id TEXT;
-CREATE INDEX messages_workflow_run ON messages(user_id, workflow_run_id, seq)
-    WHERE workflow_run_id IS NOT NULL AND state < 3;
+ALTER TABLE messages ADD COLUMN workflow_run_key INTEGER;
+CREATE INDEX messages_workflow_run ON messages(workflow_run_key, seq)
+    WHERE workflow_run_key IS NOT NULL AND state < 3;
 
 -- A run id names one started run at a time: once a run ended, a trigger with its id starts
 -- another run (the SDKs' "same run id" case), so runs have a key of their own.
@@ -220,8 +221,12 @@ CREATE TABLE workflow_runs (
     step_bytes INTEGER NOT NULL DEFAULT 0,
     -- The failure callback of a failed run (the message carrying the failure function's call).
     failure_message_id TEXT,
-    -- What the end of an invoked run publishes to its invoker (`RunInvoker`, JSON).
-    invoker_reply TEXT
+    -- What the end of an invoked run publishes to its invoker (`RunInvoker`, JSON), and the
+    -- invoker's run.
+    invoker_reply TEXT,
+    invoker_run_key INTEGER,
+    -- The message whose failure failed the run (its DLQ entry may be resumed and gone).
+    failed_message_id TEXT
 );
 CREATE INDEX workflow_runs_by_id ON workflow_runs(user_id, run_id, run_key);
 CREATE UNIQUE INDEX workflow_runs_started ON workflow_runs(user_id, run_id) WHERE state = 0;
@@ -246,6 +251,7 @@ CREATE TABLE workflow_waiters (
     user_id TEXT NOT NULL,
     event_id TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     deadline INTEGER NOT NULL,
     step TEXT NOT NULL,
@@ -254,19 +260,18 @@ CREATE TABLE workflow_waiters (
     view TEXT NOT NULL
 );
 CREATE INDEX workflow_waiters_event ON workflow_waiters(user_id, event_id, waiter_key);
-CREATE INDEX workflow_waiters_run ON workflow_waiters(user_id, run_id);
+CREATE INDEX workflow_waiters_run ON workflow_waiters(run_key);
 CREATE INDEX workflow_waiters_deadline ON workflow_waiters(deadline);
 
 -- Run-scoped events that came before their wait, each for one wait.
 CREATE TABLE workflow_events (
     event_key INTEGER PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL,
     event_id TEXT NOT NULL,
     created_at INTEGER NOT NULL,
     data BLOB NOT NULL
 );
-CREATE INDEX workflow_events_run ON workflow_events(user_id, run_id, event_id, event_key);
+CREATE INDEX workflow_events_run ON workflow_events(run_key, event_id, event_key);
 "#,
 ];
 

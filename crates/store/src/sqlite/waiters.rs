@@ -2,10 +2,10 @@
 //! first), notifying, expiring deadlines — each resolution publishing the wait step's result
 //! to its run in the same commit — and the reads behind `GET /v2/waiters`.
 
-use super::ops;
 use super::writer::{Context, Effects};
+use super::{ops, run_records};
 use crate::error::{Result, StoreError};
-use crate::model::{InsertOutcome, NewMessage};
+use crate::model::{Change, InsertOutcome, NewMessage};
 use crate::workflows::{NewWaiter, Notified, NotifyOutcome, WaitOutcome, WaiterView};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -15,6 +15,7 @@ use tern_core::{MessageId, MessageSpec};
 /// A waiter read back for its resolution.
 struct Stored {
     key: i64,
+    run_key: i64,
     user_id: String,
     event_id: String,
     step: String,
@@ -23,23 +24,25 @@ struct Stored {
     view: String,
 }
 
-const STORED_COLUMNS: &str = "waiter_key, user_id, event_id, step, on_event, on_timeout, view";
+const STORED_COLUMNS: &str = "waiter_key, run_key, user_id, event_id, step, on_event, on_timeout, view";
 
 fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     Ok(Stored {
         key: row.get(0)?,
-        user_id: row.get(1)?,
-        event_id: row.get(2)?,
-        step: row.get(3)?,
-        on_event: row.get(4)?,
-        on_timeout: row.get(5)?,
-        view: row.get(6)?,
+        run_key: row.get(1)?,
+        user_id: row.get(2)?,
+        event_id: row.get(3)?,
+        step: row.get(4)?,
+        on_event: row.get(5)?,
+        on_timeout: row.get(6)?,
+        view: row.get(7)?,
     })
 }
 
-/// The wait a resolution ends: whose, on which event, and the step waiting.
+/// The wait a resolution ends: whose, in which run, on which event, and the step waiting.
 struct Wait<'a> {
     user_id: &'a str,
+    run_key: i64,
     event_id: &'a str,
     step: &'a str,
 }
@@ -54,7 +57,7 @@ fn resolve(
     now: i64,
     effects: &mut Effects,
 ) -> Result<(MessageId, Option<String>)> {
-    let Wait { user_id, event_id, step } = wait;
+    let Wait { user_id, run_key, event_id, step } = wait;
     let step: serde_json::Value = serde_json::from_str(step)?;
     let spec: MessageSpec = serde_json::from_str(spec)?;
     let run_id = spec.workflow.as_ref().map(|link| link.run_id.clone()).unwrap_or_default();
@@ -68,9 +71,17 @@ fn resolve(
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     };
     let id = message.id;
-    let outcome = ops::insert_messages(context, vec![message], effects)?;
+    let outcome = ops::insert_into_run(context, vec![message], Some(run_key), effects)?;
+    // The result is read from the store when it is due: a notify waking many waiters holds one
+    // event body at a time, not one per waiter until the commit.
+    if let Some(Change::Scheduled(scheduled)) = effects.changes.last_mut()
+        && scheduled.id == id
+    {
+        scheduled.message = None;
+    }
     let error = match outcome.first() {
         Some(InsertOutcome::Created) => None,
         _ => Some(format!("workflow run {run_id} has ended")),
@@ -80,35 +91,41 @@ fn resolve(
 
 pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effects) -> Result<WaitOutcome> {
     let Context { connection, scheduling, next_seq } = context;
-    let started = super::workflow_ops::latest_run(connection, &waiter.user_id, &waiter.run_id)?
-        .is_some_and(|(_, state)| state == RunState::RunStarted);
-    if !started {
+    let run = run_records::latest_run(connection, &waiter.user_id, &waiter.run_id)?;
+    let Some((run_key, RunState::RunStarted)) = run else {
         return Ok(WaitOutcome::RunNotActive);
+    };
+    let waiting: i64 = connection
+        .prepare_cached("SELECT count(*) FROM workflow_waiters WHERE user_id = ?1")?
+        .query_row([&waiter.user_id], |row| row.get(0))?;
+    if waiting as usize >= waiter.max_waiters {
+        return Ok(WaitOutcome::TooManyWaiters);
     }
     let on_event = serde_json::to_string(&waiter.on_event)?;
     let event: Option<(i64, Vec<u8>)> = connection
         .prepare_cached(
-            "SELECT event_key, data FROM workflow_events WHERE user_id = ?1 AND run_id = ?2 AND event_id = ?3
-             ORDER BY event_key LIMIT 1",
+            "SELECT event_key, data FROM workflow_events WHERE run_key = ?1 AND event_id = ?2 ORDER BY event_key LIMIT 1",
         )?
-        .query_row(params![waiter.user_id, waiter.run_id, waiter.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![run_key, waiter.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     if let Some((key, data)) = event {
         connection.prepare_cached("DELETE FROM workflow_events WHERE event_key = ?1")?.execute([key])?;
         let context = Context { connection, scheduling, next_seq };
-        let wait = Wait { user_id: &waiter.user_id, event_id: &waiter.event_id, step: &waiter.step };
+        let wait = Wait { user_id: &waiter.user_id, run_key, event_id: &waiter.event_id, step: &waiter.step };
         let (id, _) = resolve(context, wait, &on_event, Some(&data), waiter.created_at, effects)?;
         return Ok(WaitOutcome::Resolved(id));
     }
     connection
         .prepare_cached(
-            "INSERT INTO workflow_waiters (user_id, event_id, run_id, created_at, deadline, step, on_event, on_timeout, view)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO workflow_waiters (user_id, event_id, run_id, run_key, created_at, deadline, step, on_event,
+                on_timeout, view)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             waiter.user_id,
             waiter.event_id,
             waiter.run_id,
+            run_key,
             waiter.created_at,
             waiter.deadline,
             waiter.step,
@@ -137,46 +154,41 @@ pub fn notify(
 ) -> Result<NotifyOutcome> {
     let Context { connection, scheduling, next_seq } = context;
     let Event { user_id, event_id, run_id, data } = event;
-    let waiters: Vec<Stored> = match run_id {
-        Some(run_id) => connection
-            .prepare_cached(&format!(
-                "SELECT {STORED_COLUMNS} FROM workflow_waiters INDEXED BY workflow_waiters_event
-                 WHERE user_id = ?1 AND event_id = ?2 AND run_id = ?3 ORDER BY waiter_key"
-            ))?
-            .query_map(params![user_id, event_id, run_id], stored_from_row)?
-            .collect::<rusqlite::Result<_>>()?,
-        None => connection
-            .prepare_cached(&format!(
-                "SELECT {STORED_COLUMNS} FROM workflow_waiters WHERE user_id = ?1 AND event_id = ?2 ORDER BY waiter_key"
-            ))?
-            .query_map(params![user_id, event_id], stored_from_row)?
-            .collect::<rusqlite::Result<_>>()?,
+    // A run-scoped event is for the running run with that id.
+    let run_key = match run_id {
+        Some(run_id) => match run_records::latest_run(connection, user_id, run_id)? {
+            Some((key, RunState::RunStarted)) => Some(key),
+            _ => return Ok(NotifyOutcome::RunNotActive),
+        },
+        None => None,
     };
+    let waiters: Vec<Stored> = connection
+        .prepare_cached(&format!(
+            "SELECT {STORED_COLUMNS} FROM workflow_waiters INDEXED BY workflow_waiters_event
+             WHERE user_id = ?1 AND event_id = ?2 AND (?3 IS NULL OR run_key = ?3) ORDER BY waiter_key"
+        ))?
+        .query_map(params![user_id, event_id, run_key], stored_from_row)?
+        .collect::<rusqlite::Result<_>>()?;
     if waiters.is_empty() {
-        let Some(run_id) = run_id else { return Ok(NotifyOutcome::Woke(Vec::new())) };
-        let started = super::workflow_ops::latest_run(connection, user_id, run_id)?
-            .is_some_and(|(_, state)| state == RunState::RunStarted);
-        if !started {
-            return Ok(NotifyOutcome::RunNotActive);
-        }
+        let Some(run_key) = run_key else { return Ok(NotifyOutcome::Woke(Vec::new())) };
         let stored: i64 = connection
-            .prepare_cached("SELECT count(*) FROM workflow_events WHERE user_id = ?1 AND run_id = ?2")?
-            .query_row(params![user_id, run_id], |row| row.get(0))?;
+            .prepare_cached("SELECT count(*) FROM workflow_events WHERE run_key = ?1")?
+            .query_row([run_key], |row| row.get(0))?;
         if stored as usize >= max_stored {
             return Ok(NotifyOutcome::TooManyStored);
         }
         connection
             .prepare_cached(
-                "INSERT INTO workflow_events (user_id, run_id, event_id, created_at, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO workflow_events (run_key, event_id, created_at, data) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![user_id, run_id, event_id, now, data])?;
+            .execute(params![run_key, event_id, now, data])?;
         return Ok(NotifyOutcome::Stored);
     }
     let mut woke = Vec::with_capacity(waiters.len());
     for waiter in waiters {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        let wait = Wait { user_id, event_id, step: &waiter.step };
+        let wait = Wait { user_id, run_key: waiter.run_key, event_id, step: &waiter.step };
         let (message_id, error) = resolve(context, wait, &waiter.on_event, Some(data), now, effects)?;
         woke.push(Notified { waiter: serde_json::from_str(&waiter.view)?, message_id, error });
     }
@@ -195,20 +207,17 @@ pub fn expire(context: Context<'_>, now: i64, limit: usize, effects: &mut Effect
     for waiter in &due {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        let wait = Wait { user_id: &waiter.user_id, event_id: &waiter.event_id, step: &waiter.step };
+        let wait =
+            Wait { user_id: &waiter.user_id, run_key: waiter.run_key, event_id: &waiter.event_id, step: &waiter.step };
         resolve(context, wait, &waiter.on_timeout, None, now, effects)?;
     }
     Ok(due.len() as u64)
 }
 
 /// Forgets what an ended run waited for and the events it did not take.
-pub fn forget_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<()> {
-    connection
-        .prepare_cached("DELETE FROM workflow_waiters WHERE user_id = ?1 AND run_id = ?2")?
-        .execute(params![user_id, run_id])?;
-    connection
-        .prepare_cached("DELETE FROM workflow_events WHERE user_id = ?1 AND run_id = ?2")?
-        .execute(params![user_id, run_id])?;
+pub fn forget_run(connection: &Connection, run_key: i64) -> Result<()> {
+    connection.prepare_cached("DELETE FROM workflow_waiters WHERE run_key = ?1")?.execute([run_key])?;
+    connection.prepare_cached("DELETE FROM workflow_events WHERE run_key = ?1")?.execute([run_key])?;
     Ok(())
 }
 

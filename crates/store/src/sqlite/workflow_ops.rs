@@ -1,208 +1,46 @@
-//! The writer's workflow operations: admitting and recording the messages of runs (an Init
-//! creates its run, a step is appended to it), failing a run with its message, and ending or
-//! cancelling runs with their unfinished messages.
+//! The writer's operations that end workflow runs: failing a run with its message, ending or
+//! cancelling runs — each with their unfinished messages, their waits, and the reply to the run
+//! that invoked them. (Admitting and recording a run's messages is `run_records`.)
 
 use super::ops;
 use super::query::SqlFilter;
-use super::rows::labels_column;
+use super::run_records;
 use super::schema::FIRST_TERMINAL_STATE;
 use super::writer::{Context, Effects};
 use crate::error::{Result, StoreError};
 use crate::model::*;
-use crate::workflows::{Continuation, RunEnd, RunEndOutcome, RunFilter, RunInvoker};
+use crate::workflows::{RunEnd, RunEndOutcome, RunFilter, RunInvoker};
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use tern_core::workflow::{CallType, InvokedEnd, RunState, invoke_result_body};
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use tern_core::workflow::{InvokedEnd, RunState, invoke_result_body};
 use tern_core::{MessageId, MessageState};
 
-/// The latest run with this id (its key and state), if there is one: a run id names one
-/// started run at a time, and a new run once the last one ended.
-pub fn latest_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Option<(i64, RunState)>> {
-    let row: Option<(i64, i64)> = connection
-        .prepare_cached(
-            "SELECT run_key, state FROM workflow_runs WHERE user_id = ?1 AND run_id = ?2 ORDER BY run_key DESC LIMIT 1",
-        )?
-        .query_row(params![user_id, run_id], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
-    row.map(|(key, code)| {
-        let state = RunState::from_code(code).ok_or_else(|| StoreError::Corrupt(format!("run state {code}")))?;
-        Ok((key, state))
-    })
-    .transpose()
-}
-
-/// Whether `message` may be stored as far as its run is concerned: an Init names a new run
-/// (or replaces the configuration of one), any other message of a run continues a started
-/// one — except a failure callback, which reports on a run that has just failed. `Some` is
-/// the refusal.
-pub fn admit(connection: &Connection, message: &NewMessage) -> Result<Option<InsertOutcome>> {
-    let Some(link) = &message.spec.workflow else {
-        return Ok(None);
-    };
-    let state = latest_run(connection, &message.user_id, &link.run_id)?.map(|(_, state)| state);
-    if let Some(run) = &message.run {
-        let started = state == Some(RunState::RunStarted);
-        if started && !run.replace {
-            return Ok(Some(InsertOutcome::RunExists));
-        }
-        if let Some(continuation) = &run.continues
-            && failed_run_key(connection, &message.user_id, &continuation.dlq_id)?.is_none()
-        {
-            return Ok(Some(InsertOutcome::DlqEntryGone));
-        }
-        return Ok(None);
-    }
-    if link.call_type == CallType::FailureCall {
-        return Ok(None);
-    }
-    Ok((state != Some(RunState::RunStarted)).then_some(InsertOutcome::RunNotActive))
-}
-
-/// Records an admitted message of a run: an Init starts its run (or replaces the configuration
-/// of the started one), a message continuing the run is appended to its steps.
-pub fn record(connection: &Connection, message: &NewMessage, id: &str) -> Result<()> {
-    let Some(link) = &message.spec.workflow else {
-        return Ok(());
-    };
-    let latest = latest_run(connection, &message.user_id, &link.run_id)?;
-    if link.call_type == CallType::FailureCall && message.run.is_none() {
-        // Not a step: the run's failure callback, shown with the run.
-        if let Some((key, _)) = latest {
-            connection
-                .prepare_cached("UPDATE workflow_runs SET failure_message_id = ?2 WHERE run_key = ?1")?
-                .execute(params![key, id])?;
-        }
-        return Ok(());
-    }
-    let run_key = match (&message.run, latest) {
-        (Some(run), Some((key, RunState::RunStarted))) if run.replace => {
-            // The run keeps its initial payload; only its configuration changes.
-            connection
-                .prepare_cached("UPDATE workflow_runs SET config = ?2, labels = ?3 WHERE run_key = ?1")?
-                .execute(params![key, serde_json::to_string(&run.config)?, labels_column(&run.config.labels)])?;
-            return Ok(());
-        }
-        (Some(run), _) => {
-            connection
-                .prepare_cached(
-                    "INSERT INTO workflow_runs (user_id, run_id, url, created_at, state, config, labels, invoker,
-                        caller_ip, flow_control_key, invoker_reply)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                )?
-                .execute(params![
-                    message.user_id,
-                    run.run_id,
-                    run.url,
-                    message.created_at,
-                    RunState::RunStarted.code(),
-                    serde_json::to_string(&run.config)?,
-                    labels_column(&run.config.labels),
-                    run.invoker.as_ref().map(|invoker| &invoker.view),
-                    message.spec.caller_ip,
-                    run.config.flow_control.as_ref().map(|flow| &flow.key),
-                    run.invoker.as_ref().map(serde_json::to_string).transpose()?,
-                ])?;
-            let key = connection.last_insert_rowid();
-            if let Some(continuation) = &run.continues
-                && !take_up(connection, &message.user_id, continuation, key)?
-            {
-                // The Init carries the failed message again, with the steps before it copied.
-                return Ok(());
-            }
-            key
-        }
-        (None, Some((key, RunState::RunStarted))) => key,
-        // Not admitted (see `admit`): nothing to record.
-        (None, _) => return Ok(()),
-    };
-    let position: i64 = connection
-        .prepare_cached(
-            "UPDATE workflow_runs SET step_count = step_count + 1, step_bytes = step_bytes + ?2
-             WHERE run_key = ?1 RETURNING step_count - 1",
-        )?
-        .query_row(params![run_key, message.body.len() as i64], |row| row.get(0))?;
-    connection
-        .prepare_cached(
-            "INSERT INTO workflow_steps (run_key, position, message_id, call_type, created_at, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![run_key, position, id, link.call_type.code(), message.created_at, message.body.as_ref()])?;
-    Ok(())
-}
-
-/// The run that failed with the DLQ entry `dlq_id`, while the entry exists.
-fn failed_run_key(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<i64>> {
-    Ok(connection
-        .prepare_cached(
-            "SELECT r.run_key FROM workflow_runs r INDEXED BY workflow_runs_dlq
-             WHERE r.dlq_id = ?1 AND r.user_id = ?2
-               AND EXISTS (SELECT 1 FROM messages m WHERE m.dlq_id = ?1 AND m.user_id = ?2)",
-        )?
-        .query_row(params![dlq_id, user_id], |row| row.get(0))
-        .optional()?)
-}
-
-/// Starts run `key` where the failed run of `continuation` was: with its initial payload
-/// (restart), or with every step it recorded before the message that failed (resume), and
-/// removes the DLQ entry. Returns whether the new run's Init must still be recorded: it is the
-/// failed message again, recorded where that one was; a restarted run's Init is delivered with
-/// the initial payload alone, the one record it sees.
-fn take_up(connection: &Connection, user_id: &str, continuation: &Continuation, key: i64) -> Result<bool> {
-    let failed = failed_run_key(connection, user_id, &continuation.dlq_id)?
-        .ok_or_else(|| StoreError::Corrupt("a DLQ entry admitted for a resume is gone".into()))?;
-    let failed_position: Option<i64> = connection
-        .prepare_cached(
-            "SELECT s.position FROM workflow_steps s JOIN messages m ON m.id = s.message_id
-             WHERE s.run_key = ?1 AND m.dlq_id = ?2",
-        )?
-        .query_row(params![failed, continuation.dlq_id], |row| row.get(0))
-        .optional()?;
-    let (copied, record) = match failed_position {
-        Some(position) if continuation.resume && position > 0 => (position, true),
-        _ => (1, false),
-    };
-    connection
-        .prepare_cached(
-            "INSERT INTO workflow_steps (run_key, position, message_id, call_type, created_at, body)
-             SELECT ?1, position, message_id, call_type, created_at, body FROM workflow_steps
-             WHERE run_key = ?2 AND position < ?3",
-        )?
-        .execute(params![key, failed, copied])?;
-    connection
-        .prepare_cached(
-            "UPDATE workflow_runs SET (step_count, step_bytes) =
-                (SELECT count(*), coalesce(sum(length(body)), 0) FROM workflow_steps WHERE run_key = ?1)
-             WHERE run_key = ?1",
-        )?
-        .execute([key])?;
-    connection
-        .prepare_cached("UPDATE messages SET dlq_id = NULL, dlq_at = NULL WHERE user_id = ?1 AND dlq_id = ?2")?
-        .execute(params![user_id, continuation.dlq_id])?;
-    Ok(record)
-}
-
-/// The run of a message that failed for good (the started run with its id) fails with it,
-/// unless it ended already; its other unfinished messages are cancelled.
+/// Run `key` fails with its message `failed` that failed for good (unless it ended already):
+/// its other unfinished messages are cancelled, its waits forgotten and its invoker told.
 pub fn fail_run(
     context: Context<'_>,
-    user_id: &str,
-    run_id: &str,
+    key: i64,
+    failed: &str,
     dlq_id: &str,
     at: i64,
     effects: &mut Effects,
 ) -> Result<()> {
     let Context { connection, scheduling, next_seq } = context;
-    let Some((key, RunState::RunStarted)) = latest_run(connection, user_id, run_id)? else {
-        return Ok(());
-    };
-    connection
-        .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, dlq_id = ?4 WHERE run_key = ?1")?
-        .execute(params![key, RunState::RunFailed.code(), at, dlq_id])?;
-    super::waiters::forget_run(connection, user_id, run_id)?;
+    let user_id: Option<String> = connection
+        .prepare_cached(
+            "UPDATE workflow_runs SET state = ?2, completed_at = ?3, dlq_id = ?4, failed_message_id = ?5
+             WHERE run_key = ?1 AND state = ?6 RETURNING user_id",
+        )?
+        .query_row(params![key, RunState::RunFailed.code(), at, dlq_id, failed, RunState::RunStarted.code()], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let Some(user_id) = user_id else { return Ok(()) };
+    super::waiters::forget_run(connection, key)?;
     cancel_run_messages(
         Context { connection, scheduling, next_seq: &mut *next_seq },
-        user_id,
-        run_id,
+        &user_id,
+        key,
         at,
         false,
         effects,
@@ -219,11 +57,11 @@ fn reply_to_invoker(
     now: i64,
     effects: &mut Effects,
 ) -> Result<()> {
-    let (user_id, reply): (String, Option<String>) = context
+    let (user_id, reply, invoker_key): (String, Option<String>, Option<i64>) = context
         .connection
-        .prepare_cached("SELECT user_id, invoker_reply FROM workflow_runs WHERE run_key = ?1")?
-        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?)))?;
-    let Some(reply) = reply else { return Ok(()) };
+        .prepare_cached("SELECT user_id, invoker_reply, invoker_run_key FROM workflow_runs WHERE run_key = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let (Some(reply), Some(invoker_key)) = (reply, invoker_key) else { return Ok(()) };
     let invoker: RunInvoker = serde_json::from_str(&reply)?;
     let invoked: serde_json::Value = serde_json::from_str(&invoker.invoked)?;
     let message = NewMessage {
@@ -236,8 +74,10 @@ fn reply_to_invoker(
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     };
-    ops::insert_messages(context, vec![message], effects)?;
+    // Dropped when the invoker's run has ended too.
+    ops::insert_into_run(context, vec![message], Some(invoker_key), effects)?;
     Ok(())
 }
 
@@ -251,7 +91,7 @@ pub fn end_run(
     effects: &mut Effects,
 ) -> Result<RunEndOutcome> {
     let Context { connection, scheduling, next_seq } = context;
-    let key = match latest_run(connection, user_id, run_id)? {
+    let key = match run_records::latest_run(connection, user_id, run_id)? {
         None => return Ok(RunEndOutcome::NotFound),
         Some((key, RunState::RunStarted)) => key,
         Some((_, state)) => return Ok(RunEndOutcome::AlreadyEnded(state)),
@@ -265,9 +105,9 @@ pub fn end_run(
     connection
         .prepare_cached("UPDATE workflow_runs SET state = ?2, completed_at = ?3, response = ?4 WHERE run_key = ?1")?
         .execute(params![key, state.code(), now, response])?;
-    super::waiters::forget_run(connection, user_id, run_id)?;
+    super::waiters::forget_run(connection, key)?;
     let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-    cancel_run_messages(context, user_id, run_id, now, spare_running, effects)?;
+    cancel_run_messages(context, user_id, key, now, spare_running, effects)?;
     reply_to_invoker(Context { connection, scheduling, next_seq }, key, invoked_end, now, effects)?;
     Ok(RunEndOutcome::Ended)
 }
@@ -346,7 +186,7 @@ pub fn run_filter(sql: &mut SqlFilter, filter: &RunFilter, alias: &str) {
 fn cancel_run_messages(
     context: Context<'_>,
     user_id: &str,
-    run_id: &str,
+    key: i64,
     now: i64,
     spare_running: bool,
     effects: &mut Effects,
@@ -355,9 +195,9 @@ fn cancel_run_messages(
         .connection
         .prepare_cached(&format!(
             "SELECT id FROM messages INDEXED BY messages_workflow_run
-             WHERE user_id = ?1 AND workflow_run_id = ?2 AND state < {FIRST_TERMINAL_STATE} AND state <> ?3 ORDER BY seq"
+             WHERE workflow_run_key = ?1 AND state < {FIRST_TERMINAL_STATE} AND state <> ?2 ORDER BY seq"
         ))?
-        .query_map(params![user_id, run_id, MessageState::CancelRequested.code()], |row| row.get(0))?
+        .query_map(params![key, MessageState::CancelRequested.code()], |row| row.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     let mut selected = Vec::with_capacity(ids.len());
     for id in ids {

@@ -19,7 +19,7 @@ use tern_core::{LogState, MessageId, MessageSpec, MessageState};
 
 const RUN_COLUMNS: &str =
     "r.run_key, r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,
-    r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes, r.failure_message_id";
+    r.invoker, r.dlq_id, r.caller_ip, r.step_count, r.step_bytes, r.failure_message_id, r.failed_message_id";
 
 /// A run and its key.
 fn run_from_row(row: &Row<'_>) -> Result<(i64, RunRecord)> {
@@ -59,16 +59,8 @@ fn get_run(connection: &Connection, user_id: &str, run_id: &str) -> Result<Optio
     Ok(latest_run(connection, user_id, run_id)?.map(|(_, run)| run))
 }
 
-/// The run's steps through the one recorded for `through` (see `WorkflowStore::run_steps`).
-fn steps(connection: &Connection, run_key: i64, through: Option<MessageId>) -> Result<Vec<StepRecord>> {
-    let last = match through {
-        None => i64::MAX,
-        Some(id) => connection
-            .prepare_cached("SELECT position FROM workflow_steps WHERE message_id = ?1 AND run_key = ?2")?
-            .query_row(params![id.to_string(), run_key], |row| row.get(0))
-            .optional()?
-            .unwrap_or(0),
-    };
+/// The records of run `key` from the first through position `last`.
+fn steps(connection: &Connection, run_key: i64, last: i64) -> Result<Vec<StepRecord>> {
     let mut statement = connection.prepare_cached(
         "SELECT message_id, call_type, created_at, body FROM workflow_steps
          WHERE run_key = ?1 AND position <= ?2 ORDER BY position",
@@ -84,18 +76,16 @@ fn steps(connection: &Connection, run_key: i64, through: Option<MessageId>) -> R
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// The messages of a run that have not continued it: unfinished ones (only a started run has
-/// any: ending a run ends them, and later ones with its id are another run's), and the one
-/// whose failure failed the run.
-fn pending(connection: &Connection, run: &RunRecord) -> Result<Vec<PendingStep>> {
+/// The messages of run `key` that have not continued it: its unfinished ones, and `failed`,
+/// the one whose failure failed it.
+fn pending(connection: &Connection, key: i64, failed: Option<&str>) -> Result<Vec<PendingStep>> {
     let mut statement = connection.prepare_cached(
         "SELECT id, state, retried, due_at, created_at, spec FROM messages INDEXED BY messages_workflow_run
-         WHERE user_id = ?1 AND workflow_run_id = ?2 AND state < 3 AND ?4
+         WHERE workflow_run_key = ?1 AND state < 3
          UNION ALL
-         SELECT id, state, retried, due_at, created_at, spec FROM messages WHERE dlq_id = ?3 AND user_id = ?1",
+         SELECT id, state, retried, due_at, created_at, spec FROM messages WHERE id = ?2",
     )?;
-    let started = run.state == RunState::RunStarted;
-    let rows = statement.query_map(params![run.user_id, run.run_id, run.dlq_id, started], |row| {
+    let rows = statement.query_map(params![key, failed], |row| {
         Ok((
             row.get::<_, String>(0)?,
             row.get::<_, i64>(1)?,
@@ -127,13 +117,17 @@ fn pending(connection: &Connection, run: &RunRecord) -> Result<Vec<PendingStep>>
     Ok(pending)
 }
 
-/// The failed attempts of a message, oldest first.
+/// How much of each failed attempt's answer the run logs show.
+pub const ERROR_BODY_SHOWN: usize = 4 << 10;
+
+/// The failed attempts of a message, oldest first, each answer's body cut at
+/// [`ERROR_BODY_SHOWN`] bytes.
 fn errors(connection: &Connection, message_id: &str) -> Result<Vec<(i64, tern_core::AttemptResponse)>> {
     let mut statement = connection.prepare_cached(
-        "SELECT time, response_status, response_headers, response_body, error FROM logs
+        "SELECT time, response_status, response_headers, substr(response_body, 1, ?3), error FROM logs
          WHERE message_id = ?1 AND state = ?2 ORDER BY seq",
     )?;
-    let rows = statement.query_map(params![message_id, LogState::Error.code()], |row| {
+    let rows = statement.query_map(params![message_id, LogState::Error.code(), ERROR_BODY_SHOWN as i64], |row| {
         Ok((row.get::<_, i64>(0)?, response_from_row(row, 1, Some(4))))
     })?;
     let mut errors = Vec::new();
@@ -144,24 +138,41 @@ fn errors(connection: &Connection, message_id: &str) -> Result<Vec<(i64, tern_co
     Ok(errors)
 }
 
-fn failed_run(connection: &Connection, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>> {
+/// About how many bytes the view of `pending` takes.
+fn pending_bytes(pending: &[PendingStep]) -> usize {
+    pending
+        .iter()
+        .map(|step| {
+            256 + step
+                .errors
+                .iter()
+                .map(|(_, error)| 128 + error.body.len() + error.error.as_ref().map_or(0, String::len))
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn failed_run(connection: &Connection, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {
     let found = connection
         .prepare_cached(&format!(
             "SELECT {RUN_COLUMNS} FROM workflow_runs r INDEXED BY workflow_runs_dlq WHERE r.dlq_id = ?1 AND r.user_id = ?2"
         ))?
-        .query_row(params![dlq_id, user_id], |row| Ok(run_from_row(row).map(|run| (run, row.get(14)))))
+        .query_row(params![dlq_id, user_id], |row| {
+            Ok(run_from_row(row).map(|run| (run, row.get::<_, Option<String>>(14), row.get::<_, Option<String>>(15))))
+        })
         .optional()?;
     let Some(found) = found else { return Ok(None) };
-    let ((key, run), failure_id) = found?;
-    let failure_id: Option<String> = failure_id?;
-    let initial = match with_initial {
-        true => connection
-            .prepare_cached("SELECT body FROM workflow_steps WHERE run_key = ?1 AND position = 0")?
-            .query_row([key], |row| row.get::<_, Vec<u8>>(0))
-            .optional()?
-            .map(Bytes::from),
-        false => None,
+    let ((_, run), failure_id, failed_id) = found?;
+    let (failure_id, failed_id) = (failure_id?, failed_id?);
+    let failed: Option<(String, Option<String>)> = match &failed_id {
+        Some(id) => connection
+            .prepare_cached("SELECT spec, dlq_id FROM messages WHERE id = ?1 AND user_id = ?2")?
+            .query_row(params![id, user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+        None => None,
     };
+    let in_dlq = failed.as_ref().is_some_and(|(_, entry)| entry.as_deref() == Some(dlq_id));
+    let failed_spec = failed.map(|(spec, _)| serde_json::from_str(&spec)).transpose()?;
     let failure_callback = match failure_id {
         Some(id) => connection
             .prepare_cached(
@@ -189,7 +200,7 @@ fn failed_run(connection: &Connection, user_id: &str, dlq_id: &str, with_initial
             .transpose()?,
         None => None,
     };
-    Ok(Some(FailedRun { run, initial, failure_callback }))
+    Ok(Some(FailedRun { run, failed_spec, in_dlq, failure_callback }))
 }
 
 fn list_runs(
@@ -215,17 +226,26 @@ fn list_runs(
             Some(id) => message_bytes(connection, user_id, id)?.unwrap_or(0),
             None => 0,
         };
+        // What the run has under way is read first: its errors are cut short, but a run may have
+        // many branches under way.
+        let failed: Option<String> = row.get(15)?;
+        // A run that succeeded has nothing under way (the delivery that completed it may still
+        // be recording its answer).
+        let pending = match run.state {
+            RunState::RunSuccess => Vec::new(),
+            _ => pending(connection, key, failed.as_deref())?,
+        };
         let bytes = run.step_bytes as usize
             + run.response.as_ref().map_or(0, Bytes::len)
             + 256 * run.step_count as usize
-            + failure_bytes;
+            + failure_bytes
+            + pending_bytes(&pending);
         if !fill.take(bytes) {
             cursor = last_key;
             break;
         }
         last_key = Some(format!("{}-{}", run.created_at, run.run_id));
-        let steps = steps(connection, key, None)?;
-        let pending = pending(connection, &run)?;
+        let steps = steps(connection, key, i64::MAX)?;
         let failure_callback = match failure_id {
             Some(id) => get_message(connection, user_id, id)?,
             None => None,
@@ -242,25 +262,45 @@ impl WorkflowStore for SqliteStore {
         self.readers.read(move |c| get_run(c, &user_id, &run_id)).await
     }
 
-    async fn get_run_for_engine(&self, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
-        let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
-        self.readers.read_for_engine(move |c| get_run(c, &user_id, &run_id)).await
-    }
-
-    async fn run_steps(
-        &self,
-        user_id: &str,
-        run_id: &str,
-        through: Option<MessageId>,
-        for_engine: bool,
-    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+    async fn run_records(&self, user_id: &str, run_id: &str) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
         let (user_id, run_id) = (user_id.to_string(), run_id.to_string());
         let query = move |c: &Connection| -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
             let Some((key, run)) = latest_run(c, &user_id, &run_id)? else { return Ok(None) };
-            let steps = steps(c, key, through)?;
-            Ok(Some((run, steps)))
+            Ok(Some((run, steps(c, key, i64::MAX)?)))
         };
-        if for_engine { self.readers.read_for_engine(query).await } else { self.readers.read(query).await }
+        self.readers.read(query).await
+    }
+
+    async fn message_run(
+        &self,
+        user_id: &str,
+        message_id: MessageId,
+        wanted: WantedRecords,
+    ) -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+        let user_id = user_id.to_string();
+        let query = move |c: &Connection| -> Result<Option<(RunRecord, Vec<StepRecord>)>> {
+            let id = message_id.to_string();
+            let Some(key) = super::run_records::run_of_message(c, &id)? else { return Ok(None) };
+            let found = c
+                .prepare_cached(&format!(
+                    "SELECT {RUN_COLUMNS} FROM workflow_runs r WHERE r.run_key = ?1 AND r.user_id = ?2"
+                ))?
+                .query_row(params![key, user_id], |row| Ok(run_from_row(row)))
+                .optional()?
+                .transpose()?;
+            let Some((_, run)) = found else { return Ok(None) };
+            let last = match wanted {
+                WantedRecords::None => return Ok(Some((run, Vec::new()))),
+                WantedRecords::Initial => 0,
+                WantedRecords::ThroughOwn => c
+                    .prepare_cached("SELECT position FROM workflow_steps WHERE message_id = ?1 AND run_key = ?2")?
+                    .query_row(params![id, key], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(0),
+            };
+            Ok(Some((run, steps(c, key, last)?)))
+        };
+        self.readers.read_for_engine(query).await
     }
 
     async fn end_run(&self, user_id: &str, run_id: &str, end: RunEnd, now: i64) -> Result<RunEndOutcome> {
@@ -299,9 +339,9 @@ impl WorkflowStore for SqliteStore {
         self.request(|reply| WriteOp::ExpireWaiters { now, limit, reply }).await
     }
 
-    async fn failed_run(&self, user_id: &str, dlq_id: &str, with_initial: bool) -> Result<Option<FailedRun>> {
+    async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {
         let (user_id, dlq_id) = (user_id.to_string(), dlq_id.to_string());
-        self.readers.read(move |c| failed_run(c, &user_id, &dlq_id, with_initial)).await
+        self.readers.read(move |c| failed_run(c, &user_id, &dlq_id)).await
     }
 
     async fn next_waiter_deadline(&self) -> Result<Option<i64>> {

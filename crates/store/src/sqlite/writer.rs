@@ -182,6 +182,38 @@ pub enum WriteOp {
     },
 }
 
+impl WriteOp {
+    /// Whether the op may cancel messages: it asks the scheduler which attempts run, so the
+    /// scheduler must have heard of every earlier batch. A workflow message failing for good
+    /// cancels the rest of its run.
+    fn cancels(&self) -> bool {
+        match self {
+            WriteOp::Cancel { .. }
+            | WriteOp::DeleteQueue { .. }
+            | WriteOp::EndRun { .. }
+            | WriteOp::CancelRuns { .. } => true,
+            WriteOp::AttemptFinished { outcome, .. } => {
+                outcome.message.spec.workflow.is_some() && matches!(outcome.next, NextStep::Failed { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the op runs in a savepoint of its own, so that its failure fails only itself:
+    /// statements a client shapes (filters), and inserts of workflow messages, which store all
+    /// or nothing when a run refuses one of them.
+    fn needs_savepoint(&self) -> bool {
+        match self {
+            WriteOp::Cancel { .. }
+            | WriteOp::DeleteQueue { .. }
+            | WriteOp::EndRun { .. }
+            | WriteOp::CancelRuns { .. } => true,
+            WriteOp::Insert { messages, .. } => messages.iter().any(|message| message.spec.workflow.is_some()),
+            _ => false,
+        }
+    }
+}
+
 /// What an op changed for scheduling, made visible once its commit is durable.
 #[derive(Default)]
 pub struct Effects {
@@ -322,15 +354,7 @@ impl Writer {
             return;
         }
         let seq_before = self.next_seq;
-        if batch.iter().any(|op| {
-            matches!(
-                op,
-                WriteOp::Cancel { .. }
-                    | WriteOp::DeleteQueue { .. }
-                    | WriteOp::EndRun { .. }
-                    | WriteOp::CancelRuns { .. }
-            )
-        }) {
+        if batch.iter().any(WriteOp::cancels) {
             // A cancel asks the scheduler which attempts run; it must know every earlier batch.
             self.syncer.wait_landed();
         }
@@ -349,13 +373,7 @@ impl Writer {
                     // The recovery scan reads everything committed so far, earlier ops included.
                     effects.changes.clear();
                 }
-                if matches!(
-                    op,
-                    WriteOp::Cancel { .. }
-                        | WriteOp::DeleteQueue { .. }
-                        | WriteOp::EndRun { .. }
-                        | WriteOp::CancelRuns { .. }
-                ) {
+                if op.needs_savepoint() {
                     // Client-shaped statements (filters) get a savepoint, so that one of them
                     // failing fails only itself, never the publishes sharing its commit.
                     let before = (effects.changes.len(), effects.held.len(), self.next_seq);
@@ -458,7 +476,16 @@ fn apply(
             settle(result, |r| Pending::Unit(reply, r))
         }
         WriteOp::Insert { messages, reply } => {
-            settle(ops::insert_messages(context, messages, effects), |r| Pending::Insert(reply, r))
+            let result = ops::insert_messages(context, messages, effects);
+            if let Ok(outcomes) = &result
+                && outcomes.iter().any(|outcome| outcome.refuses_insert())
+            {
+                // Rolls back the op's savepoint (`needs_savepoint`): nothing of it is stored, and
+                // the caller reads why from the outcomes.
+                let refused = StoreError::InvalidInput("a workflow run refused a message of the insert".into());
+                return (Pending::Insert(reply, result), Some(refused));
+            }
+            settle(result, |r| Pending::Insert(reply, r))
         }
         WriteOp::AttemptStarted { user_id, id, at } => {
             settle(ops::log_attempt_started(connection, &user_id, id, at), |_| Pending::Nothing)

@@ -69,6 +69,7 @@ fn new_message() -> NewMessage {
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     }
 }
 

@@ -140,6 +140,7 @@ pub fn new_message(user: &str, url: &str, created_at: i64, due_at: i64, headers:
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
+        run_limits: None,
     }
 }
 

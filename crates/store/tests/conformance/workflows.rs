@@ -4,6 +4,7 @@
 
 use super::*;
 use tern_core::workflow::{CallType, RunConfig, RunState};
+use tern_store::WantedRecords;
 
 const WF_URL: &str = "http://127.0.0.1:1/workflow";
 
@@ -39,6 +40,8 @@ pub async fn run_all(backend: &mut impl Backend) {
     an_invoked_run_replies_to_its_invoker(backend).await;
     a_failed_run_is_taken_up_by_a_new_run(backend).await;
     ended_runs_go_with_their_logs(backend).await;
+    a_run_id_used_again_starts_a_run_apart(backend).await;
+    a_run_refuses_what_it_cannot_take_and_so_does_its_insert(backend).await;
 }
 
 async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
@@ -65,7 +68,7 @@ async fn an_init_creates_its_run_once(backend: &mut impl Backend) {
     run.config.retries = Some(0);
     assert_eq!(store.insert_messages(vec![replace]).await.unwrap(), vec![InsertOutcome::Created]);
     let store = reopen(backend, store, 2_000).await;
-    let (run, steps) = store.run_steps(USER, "wfr_a", None, false).await.unwrap().unwrap();
+    let (run, steps) = store.run_records(USER, "wfr_a").await.unwrap().unwrap();
     assert_eq!(run.config.retries, Some(0));
     assert_eq!(steps.len(), 1, "the run keeps its one initial record");
     assert_eq!((steps[0].message_id.clone(), steps[0].body.as_ref()), (first_id.to_string(), &b"payload"[..]));
@@ -81,20 +84,21 @@ async fn steps_are_appended_in_order_and_sliced(backend: &mut impl Backend) {
     // The Init and the steps of one batch land in order.
     let outcomes = store.insert_messages(vec![start, plan, call]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::Created; 3]);
-    let (_, through_plan) = store.run_steps(USER, "wfr_b", Some(plan_id), true).await.unwrap().unwrap();
+    let (_, through_plan) = store.message_run(USER, plan_id, WantedRecords::ThroughOwn).await.unwrap().unwrap();
     let bodies: Vec<&[u8]> = through_plan.iter().map(|step| step.body.as_ref()).collect();
     assert_eq!(bodies, vec![&b"in"[..], b"one"], "a delivery sees nothing recorded after its own step");
-    let (_, all) = store.run_steps(USER, "wfr_b", None, false).await.unwrap().unwrap();
+    let (_, all) = store.run_records(USER, "wfr_b").await.unwrap().unwrap();
     let types: Vec<CallType> = all.iter().map(|step| step.call_type).collect();
     assert_eq!(types, vec![CallType::Step, CallType::Step, CallType::ToCallback]);
-    let (_, unrecorded) = store.run_steps(USER, "wfr_b", Some(MessageId::generate()), false).await.unwrap().unwrap();
-    assert_eq!(unrecorded.len(), 1, "a message without a record sees the initial payload");
+    let (_, initial) = store.message_run(USER, plan_id, WantedRecords::Initial).await.unwrap().unwrap();
+    assert_eq!(initial.len(), 1, "the initial payload alone");
+    assert!(store.message_run(OTHER, plan_id, WantedRecords::None).await.unwrap().is_none());
 
     let unknown = step(USER, "wfr_none", 1_002, "step", b"x");
     let foreign = step(OTHER, "wfr_b", 1_002, "step", b"x");
     let outcomes = store.insert_messages(vec![unknown, foreign]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::RunNotActive; 2]);
-    assert!(store.run_steps(OTHER, "wfr_b", None, false).await.unwrap().is_none());
+    assert!(store.run_records(OTHER, "wfr_b").await.unwrap().is_none());
     store.shutdown().await.unwrap();
 }
 
@@ -125,7 +129,7 @@ async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     // Its id may start another run, listed beside the first.
     let outcomes = store.insert_messages(vec![init(USER, "wfr_c", 1_800, b"again")]).await.unwrap();
     assert_eq!(outcomes, vec![InsertOutcome::Created]);
-    let (run, steps) = store.run_steps(USER, "wfr_c", None, false).await.unwrap().unwrap();
+    let (run, steps) = store.run_records(USER, "wfr_c").await.unwrap().unwrap();
     assert_eq!((run.state, run.created_at, steps.len()), (RunState::RunStarted, 1_800, 1));
     let same_id = RunFilter { run_ids: vec!["wfr_c".into()], ..RunFilter::default() };
     let listed = store.list_runs(USER, &same_id, &page(10)).await.unwrap();
@@ -164,7 +168,7 @@ async fn a_failed_step_fails_its_run(backend: &mut impl Backend) {
     let run = store.get_run(USER, "wfr_f").await.unwrap().unwrap();
     assert_eq!((run.state, run.dlq_id.as_deref()), (RunState::RunFailed, Some("dlq_f")));
     assert_eq!(store.get_message(USER, parallel_id).await.unwrap().unwrap().state, MessageState::Canceled);
-    let (_, steps) = store.run_steps(USER, "wfr_f", None, false).await.unwrap().unwrap();
+    let (_, steps) = store.run_records(USER, "wfr_f").await.unwrap().unwrap();
     assert_eq!(steps.len(), 2, "the failure callback is stored, not recorded as a step");
     let listed = store.list_runs(USER, &RunFilter::default(), &page(10)).await.unwrap();
     let pending = &listed.items[0].pending;
@@ -210,6 +214,7 @@ async fn an_invoked_run_replies_to_its_invoker(backend: &mut impl Backend) {
     store.insert_messages(vec![init(USER, "wfr_parent", 1_000, b"")]).await.unwrap();
     let reply = step(USER, "wfr_parent", 1_000, "step", b"").spec;
     let invoker = |step_id: u32| RunInvoker {
+        run_id: "wfr_parent".into(),
         view: r#"{"workflowRunId":"wfr_parent"}"#.into(),
         step: format!(r#"{{"stepId":{step_id},"stepName":"invoke","stepType":"Invoke","concurrent":1}}"#),
         invoked: r#"{"invokedWorkflowRunId":"wfr_child"}"#.into(),
@@ -230,7 +235,7 @@ async fn an_invoked_run_replies_to_its_invoker(backend: &mut impl Backend) {
         .await
         .unwrap();
 
-    let (_, steps) = store.run_steps(USER, "wfr_parent", None, false).await.unwrap().unwrap();
+    let (_, steps) = store.run_records(USER, "wfr_parent").await.unwrap().unwrap();
     let replies: Vec<serde_json::Value> = steps[1..].iter().map(|s| serde_json::from_slice(&s.body).unwrap()).collect();
     assert_eq!(replies.len(), 2, "each child's end publishes one step to its invoker: {replies:?}");
     let out =
@@ -267,17 +272,19 @@ async fn failed_run(store: &TestStore, run_id: &str, at: i64) -> (Arc<Message>, 
 async fn a_failed_run_is_taken_up_by_a_new_run(backend: &mut impl Backend) {
     let store = open(backend, 1_000).await;
     for (old, new, resume) in [("wfr_h", "wfr_h_resumed", true), ("wfr_i", "wfr_i_restarted", false)] {
-        let (failing, dlq_id) = failed_run(&store, old, 1_000).await;
-        let failed = store.failed_run(USER, &dlq_id, true).await.unwrap().unwrap();
-        assert_eq!((failed.run.run_id.as_str(), failed.initial.as_deref()), (old, Some(&b"initial"[..])));
-        assert!(store.failed_run(OTHER, &dlq_id, false).await.unwrap().is_none());
+        let (_, dlq_id) = failed_run(&store, old, 1_000).await;
+        let failed = store.failed_run(USER, &dlq_id).await.unwrap().unwrap();
+        assert_eq!(failed.run.run_id, old);
+        assert!(failed.in_dlq);
+        assert_eq!(failed.failed_spec.as_ref().map(|spec| spec.url.as_str()), Some(WF_URL));
+        assert!(store.failed_run(OTHER, &dlq_id).await.unwrap().is_none());
+        // The Init's body is the store's to copy: none is given.
         let mut again = init(USER, new, 2_000, b"");
-        again.body = if resume { failing.body.clone() } else { Bytes::from_static(b"initial") };
         again.run.as_mut().unwrap().continues = Some(Continuation { dlq_id: dlq_id.clone(), resume });
         let again_id = again.id;
         assert_eq!(store.insert_messages(vec![again]).await.unwrap(), vec![InsertOutcome::Created]);
         assert!(store.get_dlq(USER, &dlq_id).await.unwrap().is_none(), "the entry left the DLQ");
-        let (_, steps) = store.run_steps(USER, new, Some(again_id), false).await.unwrap().unwrap();
+        let (_, steps) = store.message_run(USER, again_id, WantedRecords::ThroughOwn).await.unwrap().unwrap();
         let bodies: Vec<&[u8]> = steps.iter().map(|step| step.body.as_ref()).collect();
         if resume {
             assert_eq!(
@@ -307,8 +314,54 @@ async fn ended_runs_go_with_their_logs(backend: &mut impl Backend) {
     assert_eq!(store.purge(3_000, retention).await.unwrap().runs, 1);
     assert!(store.get_run(USER, "wfr_done").await.unwrap().is_none());
     assert!(store.get_run(USER, "wfr_going").await.unwrap().is_some(), "a started run stays, however old");
-    assert!(store.failed_run(USER, &dlq_id, true).await.unwrap().is_some(), "its DLQ entry may still resume it");
+    assert!(store.failed_run(USER, &dlq_id).await.unwrap().is_some(), "its DLQ entry may still resume it");
     assert_eq!(store.purge(7_000, retention).await.unwrap().runs, 1, "once the entry expired, the failed run goes");
     assert!(store.get_run(USER, "wfr_dead").await.unwrap().is_none());
+    store.shutdown().await.unwrap();
+}
+
+async fn a_run_id_used_again_starts_a_run_apart(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    store.insert_messages(vec![init(USER, "wfr_same", 1_000, b"first")]).await.unwrap();
+    let first = store.claim_due(1_000, 1).await.remove(0);
+    // The first run completes while its last delivery is still waiting for its answer.
+    let end = RunEnd::Success { response: Bytes::new() };
+    assert_eq!(store.end_run(USER, "wfr_same", end, 1_100).await.unwrap(), RunEndOutcome::Ended);
+    store.insert_messages(vec![init(USER, "wfr_same", 1_200, b"second")]).await.unwrap();
+    // That delivery then fails for good, and would call back into its run.
+    let mut callback = step(USER, "wfr_same", 1_300, "fromCallback", b"{}");
+    callback.spec.origin = tern_core::Origin::Callback { source: first.id };
+    let mut failed = outcome(Arc::clone(&first), 1_300, 500, NextStep::Failed { dlq_id: "dlq_same".into() });
+    failed.callback = Some(callback);
+    store.record_attempt_outcome(failed).await.unwrap();
+    let (run, steps) = store.run_records(USER, "wfr_same").await.unwrap().unwrap();
+    assert_eq!(run.state, RunState::RunStarted, "the second run is not failed by the first's message");
+    assert_eq!(steps.len(), 1, "nor does it take the first's callback");
+    assert_eq!(steps[0].body.as_ref(), b"second");
+    let (first_run, first_steps) = store.message_run(USER, first.id, WantedRecords::ThroughOwn).await.unwrap().unwrap();
+    assert_eq!((first_run.state, first_steps[0].body.as_ref()), (RunState::RunSuccess, &b"first"[..]));
+    store.shutdown().await.unwrap();
+}
+
+async fn a_run_refuses_what_it_cannot_take_and_so_does_its_insert(backend: &mut impl Backend) {
+    let store = open(backend, 1_000).await;
+    store.insert_messages(vec![init(USER, "wfr_small", 1_000, b"12345")]).await.unwrap();
+    let limited = |body: &'static [u8], max_steps: usize, max_bytes: usize| {
+        let mut message = step(USER, "wfr_small", 1_000, "step", body);
+        message.run_limits = Some(RunLimits { max_steps, max_bytes });
+        message
+    };
+    assert_eq!(store.insert_messages(vec![limited(b"123", 2, 8)]).await.unwrap(), vec![InsertOutcome::Created]);
+    assert_eq!(store.insert_messages(vec![limited(b"1", 2, 100)]).await.unwrap(), vec![InsertOutcome::RunStepLimit]);
+    assert_eq!(store.insert_messages(vec![limited(b"1", 10, 8)]).await.unwrap(), vec![InsertOutcome::RunByteLimit]);
+
+    // A publish or batch stores all of its messages or none.
+    let plain = new_message(USER, "http://127.0.0.1:1/plain", 1_000, 1_000, &[]);
+    let plain_id = plain.id;
+    let outcomes = store.insert_messages(vec![plain, step(USER, "wfr_unknown", 1_000, "step", b"x")]).await.unwrap();
+    assert!(outcomes[1].refuses_insert(), "{outcomes:?}");
+    assert!(store.get_message(USER, plain_id).await.unwrap().is_none(), "the plain message was not stored either");
+    let (_, steps) = store.run_records(USER, "wfr_small").await.unwrap().unwrap();
+    assert_eq!(steps.len(), 2);
     store.shutdown().await.unwrap();
 }
