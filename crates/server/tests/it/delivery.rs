@@ -164,7 +164,7 @@ async fn a_request_reset_under_it_is_sent_again_once_on_a_fresh_connection() {
                 }
                 if first {
                     // Closing with unread data pending makes the kernel send a reset.
-                    socket.set_linger(Some(Duration::ZERO)).expect("linger");
+                    socket.set_zero_linger().expect("linger");
                     return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok";
