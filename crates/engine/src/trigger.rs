@@ -57,7 +57,16 @@ impl Engine {
                 .unwrap_or_else(tern_core::ids::new_run_id);
             let unknown_sdk =
                 headers.get("Upstash-Workflow-Unknown-Sdk").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-            for name in [RUN_ID_HEADER, "Upstash-Workflow-Init", "Upstash-Workflow-Url", "Upstash-Feature-Set"] {
+            // A run is deduplicated by its id, never by a message's deduplication key (which would
+            // answer the id of a run that was never started).
+            for name in [
+                RUN_ID_HEADER,
+                "Upstash-Workflow-Init",
+                "Upstash-Workflow-Url",
+                "Upstash-Feature-Set",
+                "Upstash-Deduplication-Id",
+                "Upstash-Content-Based-Deduplication",
+            ] {
                 headers.remove(name);
             }
             headers.push(RUN_ID_HEADER, run_id.clone());
@@ -81,7 +90,10 @@ impl Engine {
             });
             run_ids.push(run_id);
         }
-        let results = self.publish_batch(user_id, publishes).await?;
+        let results = match publishes.len() {
+            1 => vec![self.publish(user_id, publishes.remove(0)).await?],
+            _ => self.publish_batch(user_id, publishes).await?,
+        };
         let mut triggered = Vec::with_capacity(results.len());
         for (result, run_id) in results.into_iter().zip(run_ids) {
             let deduplicated = result.messages.iter().all(|message| message.deduplicated);

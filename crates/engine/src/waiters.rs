@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
 use tern_core::{HeaderList, Invalid, MessageSpec};
-use tern_store::{NewWaiter, Notified, NotifyOutcome, WaitOutcome, WaiterView};
+use tern_store::{Event, NewWaiter, Notified, NotifyOutcome, RunLimits, WaitOutcome, WaiterView};
 use tokio_util::sync::CancellationToken;
 
 /// The most run-scoped events a run keeps for waits to come (each is a notify body).
@@ -34,6 +34,8 @@ pub struct WaitRequest {
     pub timeout_body: Option<String>,
     pub timeout_headers: HeaderList,
     pub caller_ip: Option<String>,
+    /// A wait for a webhook's call (`waitForWebhook`).
+    pub webhook: bool,
 }
 
 /// What a notify did: the waiters it woke (empty when none waited), or that the run-scoped
@@ -86,6 +88,8 @@ impl Engine {
                 timeout_headers: request.timeout_headers.clone(),
             },
             max_waiters: shared.config.max_workflow_waiters,
+            webhook: request.webhook,
+            run_limits: run_limits(&shared.config),
         };
         match shared.store.add_waiter(waiter).await? {
             WaitOutcome::RunNotActive => return Err(crate::workflows::run_not_active(&run_id)),
@@ -102,16 +106,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Wakes the waiters of `event_id` (of `run_id` only, when given) with `data`.
+    /// Wakes the waiters of `event_id` (of `run_id` only, when given) with `data`; a webhook's
+    /// call (`from_webhook`, which came without a token) wakes only waits for a webhook.
     pub async fn notify(
         &self,
         user_id: &str,
         event_id: &str,
         run_id: Option<&str>,
         data: Bytes,
+        from_webhook: bool,
     ) -> Result<NotifyResult> {
         let now = self.shared.clock.now_ms();
-        let outcome = self.shared.store.notify(user_id, event_id, run_id, data, now, MAX_STORED_EVENTS_PER_RUN).await?;
+        let event = Event {
+            user_id: user_id.to_string(),
+            event_id: event_id.to_string(),
+            run_id: run_id.map(str::to_string),
+            data,
+            from_webhook,
+        };
+        let limits = run_limits(&self.shared.config);
+        let outcome = self.shared.store.notify(event, now, MAX_STORED_EVENTS_PER_RUN, limits).await?;
         match outcome {
             NotifyOutcome::Woke(woke) => Ok(NotifyResult::Woke(woke)),
             NotifyOutcome::Stored => Ok(NotifyResult::Stored),
@@ -126,10 +140,21 @@ impl Engine {
         }
     }
 
-    /// The waiters of `event_id`, at most `limit`.
-    pub async fn waiters(&self, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>> {
-        Ok(self.shared.store.waiters(user_id, event_id, limit).await?)
+    /// The waiters of `event_id`, at most `limit`, their views taking about `max_bytes`.
+    pub async fn waiters(
+        &self,
+        user_id: &str,
+        event_id: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<WaiterView>> {
+        Ok(self.shared.store.waiters(user_id, event_id, limit, max_bytes).await?)
     }
+}
+
+/// The limits a wait's result is appended to its run within.
+fn run_limits(config: &crate::config::EngineConfig) -> RunLimits {
+    RunLimits { max_steps: config.max_workflow_steps, max_bytes: config.max_workflow_run_bytes }
 }
 
 /// The message a wait's end publishes to `url` with `headers`, built (body aside) exactly as a
@@ -155,7 +180,7 @@ async fn result_spec(
 pub async fn run_timeouts(shared: Arc<Shared>, stop: CancellationToken) {
     loop {
         let now = shared.clock.now_ms();
-        match shared.store.expire_waiters(now, EXPIRE_BATCH).await {
+        match shared.store.expire_waiters(now, EXPIRE_BATCH, run_limits(&shared.config)).await {
             Ok(count) if count as usize == EXPIRE_BATCH => continue,
             Ok(_) => {}
             Err(error) => {

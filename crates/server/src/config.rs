@@ -235,6 +235,18 @@ impl Config {
                 return Err(invalid(&origin, "current_signing_key and next_signing_key are required"));
             }
         }
+        // A workflow webhook URL names its user by the `UserID` in its token or by its id: two
+        // users must never answer to one name.
+        let mut names = std::collections::HashMap::new();
+        for user in &self.users {
+            for name in std::iter::once(user.id.clone()).chain(crate::extract::token_user_id(&user.token)) {
+                if names.insert(name.clone(), user.id.as_str()).is_some_and(|other| other != user.id) {
+                    let why =
+                        format!("{name:?} names two users (an id, or the UserID in a token), as webhooks name them");
+                    return Err(invalid(&format!("users.{}", user.id), why));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -489,5 +501,10 @@ mod tests {
         let duplicate = r#"[{id = "a", token = "t", current_signing_key = "s", next_signing_key = "n"},
                             {id = "b", token = "t", current_signing_key = "s", next_signing_key = "n"}]"#;
         assert!(Config::load(None, env(&[("TERN_USERS", duplicate)])).is_err());
+        // base64 of {"UserID":"a"}: the second user's token names the first in webhook URLs.
+        let named_twice = r#"[{id = "a", token = "t1", current_signing_key = "s", next_signing_key = "n"},
+            {id = "b", token = "eyJVc2VySUQiOiJhIn0=", current_signing_key = "s", next_signing_key = "n"}]"#;
+        let error = Config::load(None, env(&[("TERN_USERS", named_twice)])).unwrap_err();
+        assert!(error.to_string().contains("names two users"), "{error}");
     }
 }

@@ -57,7 +57,7 @@ impl Users {
 
 /// The `UserID` of a token shaped like QStash's (base64 of `{"UserID": …, "Password": …}`),
 /// which the Workflow SDK puts in the webhook URLs it makes.
-fn token_user_id(token: &str) -> Option<String> {
+pub fn token_user_id(token: &str) -> Option<String> {
     use base64::Engine as _;
     let decoded = base64::engine::general_purpose::STANDARD.decode(token.trim()).ok()?;
     let value: serde_json::Value = serde_json::from_slice(&decoded).ok()?;
@@ -308,6 +308,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
         axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| PathParam(value))
+            .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
+    }
+}
+
+/// Several path parameters, with a QStash-shaped rejection (see [`PathParam`]).
+pub struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParams(value))
             .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
     }
 }

@@ -78,7 +78,7 @@ impl Query {
     /// Every value of `key`: repeated keys and comma-separated values (except for URLs, which
     /// may contain commas themselves).
     pub fn values(&self, key: &str) -> Vec<String> {
-        let split = key != "url";
+        let split = key != "url" && key != "workflowUrl";
         self.0
             .iter()
             .filter(|(k, _)| k == key)

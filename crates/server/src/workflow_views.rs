@@ -50,12 +50,7 @@ pub fn run(run: &RunWithSteps, shown: ShownBodies) -> Value {
 /// The failure callback of a failed run: where it went, how it is doing, and the failure it
 /// reported (taken from the body it carries).
 fn failure_function(message: &Message, dlq_id: Option<&str>, shown: ShownBodies) -> Value {
-    let state = match message.state {
-        MessageState::Delivered => "CALLBACK_SUCCESS",
-        MessageState::Failed => "CALLBACK_FAIL",
-        MessageState::Canceled => "CALLBACK_CANCELED",
-        MessageState::Pending | MessageState::Retry | MessageState::CancelRequested => "CALLBACK_INPROGRESS",
-    };
+    let state = tern_core::workflow::callback_state(message.state);
     let reported: Value = serde_json::from_slice(&message.body).unwrap_or_default();
     let fail_response =
         reported.get("body").and_then(Value::as_str).and_then(|body| STANDARD.decode(body).ok()).unwrap_or_default();
@@ -169,15 +164,22 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
         .collect();
     next.sort_by_key(|p| (p.created_at, p.message_id));
     if !next.is_empty() {
-        groups.push(json!({ "type": "next", "steps": next.into_iter().map(next_step).collect::<Vec<_>>() }));
+        groups.push(
+            json!({ "type": "next", "steps": next.into_iter().map(|step| next_step(step, shown)).collect::<Vec<_>>() }),
+        );
     }
     groups
 }
 
+/// How many of the callbacks before a call's result are looked at to find its own: parallel
+/// calls and retried ones interleave only a few.
+const CALL_CALLBACKS_SEEN: usize = 16;
+
 /// Adds to a call's result step what its callback reported: the request (`callUrl`,
 /// `callMethod`, `callHeaders`, `callBody`) and the response (`callResponse*`). The callback is
-/// the latest before the result whose response is the one the result carries.
+/// the latest of the few before the result whose response is the one the result carries.
 fn add_call(view: &mut StepView, callbacks: &[(usize, Value)]) {
+    let callbacks = &callbacks[callbacks.len().saturating_sub(CALL_CALLBACKS_SEEN)..];
     let out: Value = view
         .fields
         .get("out")
@@ -247,24 +249,24 @@ fn entry(
     if let Some(waiting) = waiting
         && !waiting.errors.is_empty()
     {
-        fields.insert("errors".into(), errors(waiting));
+        fields.insert("errors".into(), errors(waiting, shown));
     }
     Value::Object(fields)
 }
 
-fn next_step(pending: &PendingStep) -> Value {
+fn next_step(pending: &PendingStep, shown: ShownBodies) -> Value {
     let mut object = Object::new();
     object.set("messageId", pending.message_id.to_string());
     object.set("state", step_state(pending.state));
     object.set("retries", pending.retried);
     object.set_opt("retryDelay", pending.retry_delay.clone());
     if !pending.errors.is_empty() {
-        object.set("errors", errors(pending));
+        object.set("errors", errors(pending, shown));
     }
     object.into_value()
 }
 
-fn errors(pending: &PendingStep) -> Value {
+fn errors(pending: &PendingStep, shown: ShownBodies) -> Value {
     Value::Array(
         pending
             .errors
@@ -272,7 +274,7 @@ fn errors(pending: &PendingStep) -> Value {
             .map(|(time, response)| {
                 json!({
                     "error": response.error.clone().unwrap_or_default(),
-                    "body": String::from_utf8_lossy(&response.body),
+                    "body": shown_text(&response.body, shown),
                     "headers": response.headers.to_canonical_map(),
                     "status": response.status,
                     "time": time,

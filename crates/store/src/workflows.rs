@@ -140,9 +140,11 @@ pub enum RunEndOutcome {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunFilter {
     pub run_ids: Vec<String>,
-    /// Runs whose URL starts with this (or equals it, with `url_exact`).
-    pub url: Option<String>,
+    /// Runs whose URL starts with one of these (or equals it, with `url_exact`).
+    pub urls: Vec<String>,
     pub url_exact: bool,
+    /// Runs that recorded one of these messages.
+    pub message_ids: Vec<String>,
     pub states: Vec<RunState>,
     pub labels: Vec<String>,
     /// The run's exact creation time (Unix ms), as the SDK names a run (`workflowCreatedAt`).
@@ -196,6 +198,11 @@ pub struct NewWaiter {
     pub view: WaiterView,
     /// The most waiters the user may have at once (this one refused at that many).
     pub max_waiters: usize,
+    /// A wait for a webhook's call (`waitForWebhook`): webhook calls, which come without a
+    /// token, may wake only such waits.
+    pub webhook: bool,
+    /// The limits of the run its result is appended to.
+    pub run_limits: RunLimits,
 }
 
 /// A waiter as the API shows it.
@@ -222,6 +229,17 @@ pub enum WaitOutcome {
     RunNotActive,
     /// The user has the most waiters it may; nothing was stored.
     TooManyWaiters,
+}
+
+/// An event for waiters: whose, which, for which run (every run waiting on it, without one),
+/// its data, and whether it is a webhook's call (which came without a token).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub user_id: String,
+    pub event_id: String,
+    pub run_id: Option<String>,
+    pub data: Bytes,
+    pub from_webhook: bool,
 }
 
 /// What a notify did.
@@ -278,26 +296,19 @@ pub trait WorkflowStore: Send + Sync {
     /// on return.
     async fn add_waiter(&self, waiter: NewWaiter) -> Result<WaitOutcome>;
 
-    /// Wakes the waiters of `event_id` (those of `run_id` only, when given): each is removed and
-    /// its result published, with `data` as the event. A run-scoped event no waiter took is
-    /// stored for the run's next wait on it (up to `max_stored` such events per run). Durable on
-    /// return.
-    async fn notify(
-        &self,
-        user_id: &str,
-        event_id: &str,
-        run_id: Option<&str>,
-        data: Bytes,
-        now: i64,
-        max_stored: usize,
-    ) -> Result<NotifyOutcome>;
+    /// Wakes the waiters of the event (those of its run only, when it names one; only waits
+    /// for a webhook, when it is a webhook's call): each is removed and its result published to
+    /// its run, within `run_limits`. A run-scoped event no waiter took is stored for the run's
+    /// next wait on it (up to `max_stored` such events per run and kind). Durable on return.
+    async fn notify(&self, event: Event, now: i64, max_stored: usize, run_limits: RunLimits) -> Result<NotifyOutcome>;
 
-    /// The waiters of `event_id`, oldest first, at most `limit`.
-    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>>;
+    /// The waiters of `event_id`, oldest first, at most `limit`, ending once their views take
+    /// `max_bytes` (after at least one).
+    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize, max_bytes: usize) -> Result<Vec<WaiterView>>;
 
     /// Publishes the timeouts of waiters whose deadline is at or before `now` (at most `limit`)
     /// and removes them; returns how many. Durable on return.
-    async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64>;
+    async fn expire_waiters(&self, now: i64, limit: usize, run_limits: RunLimits) -> Result<u64>;
 
     /// The run that failed with the DLQ entry `dlq_id`.
     async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>>;

@@ -123,6 +123,33 @@ impl RunState {
     }
 }
 
+/// The state of a run's failure callback (`failureFunction.state`, `failureFunctionState`) for
+/// the state of its message.
+pub fn callback_state(state: crate::MessageState) -> &'static str {
+    use crate::MessageState::*;
+    match state {
+        Delivered => "CALLBACK_SUCCESS",
+        Failed => "CALLBACK_FAIL",
+        Canceled => "CALLBACK_CANCELED",
+        Pending | Retry | CancelRequested => "CALLBACK_INPROGRESS",
+    }
+}
+
+/// The message states a `failureFunctionState` filter stands for (`CALLBACK_CANCELLED` too).
+pub fn callback_states(name: &str) -> Option<Vec<crate::MessageState>> {
+    let wanted = name.trim().to_ascii_uppercase().replace("CANCELLED", "CANCELED");
+    let all = [
+        crate::MessageState::Pending,
+        crate::MessageState::Retry,
+        crate::MessageState::CancelRequested,
+        crate::MessageState::Delivered,
+        crate::MessageState::Failed,
+        crate::MessageState::Canceled,
+    ];
+    let states: Vec<_> = all.into_iter().filter(|state| callback_state(*state) == wanted).collect();
+    (!states.is_empty()).then_some(states)
+}
+
 /// A message's place in a run, kept in its spec.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,6 +235,11 @@ mod tests {
             assert_eq!(RunState::parse(state.as_str()), Some(state));
         }
         assert_eq!(RunState::parse("run_cancelled"), Some(RunState::RunCanceled));
+        use crate::MessageState;
+        assert_eq!(callback_states("callback_inprogress").unwrap().len(), 3);
+        assert_eq!(callback_states("CALLBACK_CANCELLED"), Some(vec![MessageState::Canceled]));
+        assert_eq!(callback_states("DONE"), None);
+        assert_eq!(callback_state(MessageState::Failed), "CALLBACK_FAIL");
         assert_eq!(RunState::parse("DONE"), None);
     }
 }

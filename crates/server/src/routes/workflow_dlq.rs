@@ -17,7 +17,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use tern_core::{Message, MessageState, PublishOptions};
+use tern_core::workflow::{callback_state, callback_states};
+use tern_core::{Message, PublishOptions};
 use tern_engine::{DlqSelection, Triggered};
 use tern_store::{FailedRun, MessageFilter, PageRequest};
 
@@ -54,14 +55,9 @@ pub fn workflow_filter(query: &Query, workflow_only: bool) -> ApiResult<MessageF
     filter.urls.extend(query.values("workflowUrl"));
     filter.workflow_only = workflow_only || query.single("source").is_some_and(|s| s.eq_ignore_ascii_case("workflow"));
     for value in query.values("failureFunctionState") {
-        let states: &[MessageState] = match value.to_ascii_uppercase().as_str() {
-            "CALLBACK_SUCCESS" => &[MessageState::Delivered],
-            "CALLBACK_FAIL" => &[MessageState::Failed],
-            "CALLBACK_CANCELED" | "CALLBACK_CANCELLED" => &[MessageState::Canceled],
-            "CALLBACK_INPROGRESS" => &[MessageState::Pending, MessageState::Retry, MessageState::CancelRequested],
-            _ => return Err(ApiError::bad_request(format!("unknown failureFunctionState {value:?}"))),
-        };
-        filter.failure_callback_states.extend_from_slice(states);
+        let states = callback_states(&value)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown failureFunctionState {value:?}")))?;
+        filter.failure_callback_states.extend(states);
     }
     Ok(filter)
 }
@@ -93,12 +89,7 @@ fn add_run_fields(entry: &mut Value, failed: &FailedRun) {
     entry["workflowUrl"] = json!(failed.run.url);
     if let Some(callback) = &failed.failure_callback {
         entry["failureCallback"] = json!(callback.url);
-        let state = match callback.state {
-            MessageState::Delivered => "CALLBACK_SUCCESS",
-            MessageState::Failed => "CALLBACK_FAIL",
-            MessageState::Canceled => "CALLBACK_CANCELED",
-            _ => "CALLBACK_INPROGRESS",
-        };
+        let state = callback_state(callback.state);
         let mut info = json!({ "state": state });
         if let Some(response) = &callback.response {
             info["responseStatus"] = json!(response.status);

@@ -5,10 +5,12 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Body, Caller, CallerIp, HookCaller, JsonBody, PathParam, Writer};
+use crate::extract::{Body, Caller, CallerIp, HookCaller, JsonBody, PathParam, PathParams, Writer};
 use crate::routes::{RequestedPath, publish::request_pairs};
-use axum::extract::{Path, State};
+use crate::{paging, views};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method};
+use axum::response::Response;
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -50,6 +52,9 @@ struct WaitBody {
     timeout_headers: Option<BTreeMap<String, Vec<String>>>,
 }
 
+/// The longest `timeoutBody` a wait may have: it is kept with the waiter and shown with it.
+const MAX_TIMEOUT_BODY: usize = 64 << 10;
+
 /// How long a wait lasts when it does not say (the SDK's default).
 const DEFAULT_WAIT: Duration = Duration::from_secs(7 * 86_400);
 
@@ -69,12 +74,21 @@ async fn wait(
     }
     let timeout = match &body.timeout {
         None | Some(Value::Null) => DEFAULT_WAIT,
-        Some(Value::Number(seconds)) => Duration::from_secs_f64(seconds.as_f64().unwrap_or_default().max(0.0)),
+        Some(Value::Number(seconds)) => Duration::try_from_secs_f64(seconds.as_f64().unwrap_or_default().max(0.0))
+            .map_err(|_| ApiError::bad_request(format!("invalid timeout {seconds}")))?,
         Some(Value::String(text)) => {
             parse_duration(text).map_err(|e| ApiError::bad_request(format!("invalid timeout: {}", e.0)))?
         }
         Some(other) => return Err(ApiError::bad_request(format!("invalid timeout {other}"))),
     };
+    let timeout_body = body.timeout_body.map(|value| match value {
+        Value::String(text) => text,
+        other => other.to_string(),
+    });
+    if timeout_body.as_ref().is_some_and(|text| text.len() > MAX_TIMEOUT_BODY) {
+        return Err(ApiError::bad_request(format!("a wait's timeoutBody may take at most {MAX_TIMEOUT_BODY} bytes")));
+    }
+    let webhook = body.step.get("stepType").and_then(Value::as_str) == Some("WaitForWebhook");
     let mut timeout_headers = HeaderList::new();
     for (name, values) in body.timeout_headers.unwrap_or_default() {
         for value in values {
@@ -88,12 +102,10 @@ async fn wait(
         timeout,
         timeout_url: body.timeout_url.unwrap_or_else(|| body.url.clone()),
         url: body.url,
-        timeout_body: body.timeout_body.map(|value| match value {
-            Value::String(text) => text,
-            other => other.to_string(),
-        }),
+        timeout_body,
         timeout_headers,
         caller_ip,
+        webhook,
     };
     state.engine.wait(&caller.user_id, request).await?;
     Ok(Json(json!({})))
@@ -105,22 +117,23 @@ async fn notify(
     PathParam(event_id): PathParam,
     Body(data, _held): Body,
 ) -> ApiResult<Json<Value>> {
-    let result = state.engine.notify(&caller.user_id, &event_id, None, data).await?;
+    let result = state.engine.notify(&caller.user_id, &event_id, None, data, false).await?;
     Ok(Json(notify_json(result)))
 }
 
 async fn notify_run(
     State(state): State<AppState>,
     Writer(caller): Writer,
-    Path((run_id, event_id)): Path<(String, String)>,
+    PathParams((run_id, event_id)): PathParams<(String, String)>,
     Body(data, _held): Body,
 ) -> ApiResult<Json<Value>> {
-    let result = state.engine.notify(&caller.user_id, &event_id, Some(&run_id), data).await?;
+    let result = state.engine.notify(&caller.user_id, &event_id, Some(&run_id), data, false).await?;
     Ok(Json(notify_json(result)))
 }
 
 /// `[{waiter, messageId, error}]`, one per waiter woken; empty when none was (a run-scoped
-/// event is then kept for the run's next wait on it).
+/// event is then kept for the run's next wait on it). A waiter is shown without its timeout's
+/// body and headers: a notify may wake thousands.
 fn notify_json(result: NotifyResult) -> Value {
     let woke = match result {
         NotifyResult::Woke(woke) => woke,
@@ -129,19 +142,25 @@ fn notify_json(result: NotifyResult) -> Value {
     Value::Array(
         woke.into_iter()
             .map(|Notified { waiter, message_id, error }| {
-                json!({ "waiter": waiter_json(&waiter), "messageId": message_id.to_string(), "error": error.unwrap_or_default() })
+                let waiter = json!({
+                    "url": waiter.url,
+                    "deadline": waiter.deadline,
+                    "headers": waiter.headers.to_canonical_map(),
+                    "timeoutUrl": waiter.timeout_url,
+                });
+                json!({ "waiter": waiter, "messageId": message_id.to_string(), "error": error.unwrap_or_default() })
             })
             .collect(),
     )
 }
 
-async fn waiters(
-    State(state): State<AppState>,
-    caller: Caller,
-    PathParam(event_id): PathParam,
-) -> ApiResult<Json<Value>> {
-    let waiters = state.engine.waiters(&caller.user_id, &event_id, MAX_LISTED_WAITERS).await?;
-    Ok(Json(Value::Array(waiters.iter().map(waiter_json).collect())))
+/// Read within the listing budget, like a page of a listing.
+async fn waiters(State(state): State<AppState>, caller: Caller, PathParam(event_id): PathParam) -> ApiResult<Response> {
+    let page_bytes = state.api.list_page_bytes;
+    let held =
+        caller.budget(&state.api.listings).reserve(page_bytes.saturating_mul(paging::RESERVED_PER_BYTE_READ)).await;
+    let waiters = state.engine.waiters(&caller.user_id, &event_id, MAX_LISTED_WAITERS, page_bytes).await?;
+    Ok(views::json_pieces(vec![views::json_array(waiters.iter().map(waiter_json))], held))
 }
 
 fn waiter_json(waiter: &WaiterView) -> Value {
@@ -164,7 +183,7 @@ fn waiter_json(waiter: &WaiterView) -> Value {
 async fn hook(
     State(state): State<AppState>,
     HookCaller(caller): HookCaller,
-    Path((_user, run_id, event_id)): Path<(String, String, String)>,
+    PathParams((_user, run_id, event_id)): PathParams<(String, String, String)>,
     method: Method,
     RequestedUrl(url): RequestedUrl,
     headers: HeaderMap,
@@ -181,8 +200,9 @@ async fn hook(
         "url": url,
     });
     let data = serde_json::to_vec(&event).expect("a JSON value serialises");
-    let result = state.engine.notify(&caller.user_id, &event_id, Some(&run_id), data.into()).await?;
-    Ok(Json(notify_json(result)))
+    // The caller holds only the URL: it learns nothing of the waits.
+    state.engine.notify(&caller.user_id, &event_id, Some(&run_id), data.into(), true).await?;
+    Ok(Json(json!({})))
 }
 
 /// The path and query of the request as the client sent them (before the path prefix was

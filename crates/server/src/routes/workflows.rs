@@ -44,6 +44,28 @@ async fn end_run(
     Ok(axum::Json(json!({})))
 }
 
+/// Keys the run logs understand.
+const LOG_KEYS: &[&str] = &[
+    "groupBy",
+    "cursor",
+    "count",
+    "trimBody",
+    "workflowRunId",
+    "workflowUrl",
+    "workflowCreatedAt",
+    "state",
+    "label",
+    "fromDate",
+    "toDate",
+    "callerIp",
+    "callerIP",
+    "flowControlKey",
+    "messageId",
+];
+
+/// The most runs one bulk cancel cancels (call again for more).
+const MAX_CANCELLED_RUNS: usize = 1000;
+
 /// Keys `DELETE /v2/workflows/runs` understands.
 const CANCEL_KEYS: &[&str] = &[
     "workflowRunIds",
@@ -67,9 +89,10 @@ async fn cancel_runs(State(state): State<AppState>, Writer(caller): Writer, uri:
     query.only(&[CANCEL_KEYS])?;
     let filter = run_filter(&query)?;
     query::check_ids(&filter.run_ids, "workflow run")?;
-    // `count` bounds how many one call cancels (the SDK sends 100 unless told otherwise).
-    let limit = query.count(usize::MAX)?;
-    let cancelled = state.engine.cancel_runs(&caller.user_id, filter, limit).await?;
+    // `count` bounds how many one call cancels (the SDK sends 100 unless told otherwise); one
+    // call cancels at most MAX_CANCELLED_RUNS, one commit that every other write waits for.
+    let limit = query.count(MAX_CANCELLED_RUNS)?.unwrap_or(MAX_CANCELLED_RUNS);
+    let cancelled = state.engine.cancel_runs(&caller.user_id, filter, Some(limit)).await?;
     Ok(axum::Json(json!({ "cancelled": cancelled })))
 }
 
@@ -88,6 +111,7 @@ async fn run_records(
 
 async fn list_runs(State(state): State<AppState>, caller: Caller, uri: Uri) -> ApiResult<Response> {
     let query = Query::parse(uri.query());
+    query.only(&[LOG_KEYS])?;
     // The logs match a workflow URL exactly (the SDK's docs say so); a cancel by prefix.
     let filter = RunFilter { url_exact: true, ..run_filter(&query)? };
     let (page, shown) = query.listing(state.api.logs_page_size, state.api.list_page_bytes)?;
@@ -121,8 +145,9 @@ fn run_filter(query: &Query) -> ApiResult<RunFilter> {
     };
     Ok(RunFilter {
         run_ids,
-        url: query.single("workflowUrl").map(str::trim).filter(|url| !url.is_empty()).map(str::to_string),
+        urls: query.values("workflowUrl"),
         url_exact,
+        message_ids: query.values("messageId"),
         states,
         labels: query.values("label"),
         created_at: integer(query, "workflowCreatedAt")?,

@@ -130,3 +130,39 @@ async fn another_user_sees_and_changes_nothing_of_a_run() {
     let run = run_state(&server, TOKEN, "wfr_mine").await.expect("still there");
     assert_eq!(run["workflowState"], "RUN_STARTED");
 }
+
+#[tokio::test]
+async fn a_webhook_call_wakes_only_a_wait_for_a_webhook_and_learns_nothing() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    let url = receiver.url("/wf");
+    publish_in_run(&server, "wfr_hooked", &url, true, &[], "payload").await;
+    receiver.wait_for("/wf", 1).await;
+    let wait = |step_type: &str| {
+        let step = json!({ "stepId": 1, "stepName": "wait", "stepType": step_type, "concurrent": 1 });
+        json!({ "url": url, "step": step, "timeout": "1h" })
+    };
+    let headers = run_headers("wfr_hooked", &url, false);
+    let mut event_wait = server.post("/v2/wait/paid").json(&wait("Wait"));
+    for (name, value) in headers.as_object().unwrap() {
+        event_wait = event_wait.header(name.as_str(), value.as_str().unwrap());
+    }
+    assert_eq!(event_wait.send().await.unwrap().status(), StatusCode::OK);
+
+    // Anyone holding a webhook URL of the run may call it, but not to stand in for an event.
+    let hook = format!("{}/v2/workflows/hooks/defaultUser/wfr_hooked/paid", server.url);
+    let answer: Value = server.http.get(&hook).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer, json!({}), "the caller learns nothing of the waits");
+    let waiting: Value = server.get("/v2/waiters/paid").send().await.unwrap().json().await.unwrap();
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "the wait for an event still waits");
+    receiver.assert_count_stays(&server, "/wf", 1).await;
+
+    // The run's own notify wakes it, not the stored webhook call.
+    let woke: Value =
+        server.post("/v2/notify/wfr_hooked/paid").body("real").send().await.unwrap().json().await.unwrap();
+    assert_eq!(woke.as_array().unwrap().len(), 1, "{woke}");
+    let result = receiver.wait_for("/wf", 2).await.remove(1);
+    let records = records(&result.body);
+    let step: Value = serde_json::from_str(records.last().unwrap()).unwrap();
+    assert_eq!(step["out"], STANDARD.encode("real"));
+}

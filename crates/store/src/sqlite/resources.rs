@@ -269,11 +269,17 @@ pub fn purge(connection: &Connection, now: i64, retention: Retention) -> Result<
     let ended_runs = "SELECT run_key FROM workflow_runs r INDEXED BY workflow_runs_completed
         WHERE r.completed_at < ?1 AND (r.dlq_id IS NULL OR NOT EXISTS (SELECT 1 FROM messages m WHERE m.dlq_id = r.dlq_id))
         LIMIT ?2";
-    connection
-        .execute(&format!("DELETE FROM workflow_steps WHERE run_key IN ({ended_runs})"), params![log_cutoff, chunk])?;
-    let runs = connection
-        .execute(&format!("DELETE FROM workflow_runs WHERE run_key IN ({ended_runs})"), params![log_cutoff, chunk])?
-        as u64;
-    let more = [logs, messages, dlq_entries, dedup_keys, runs].iter().any(|count| *count >= chunk as u64);
+    // A run may hold thousands of records: fewer runs per chunk.
+    let run_chunk = (PURGE_CHUNK / 50).max(1) as i64;
+    connection.execute(
+        &format!("DELETE FROM workflow_steps WHERE run_key IN ({ended_runs})"),
+        params![log_cutoff, run_chunk],
+    )?;
+    let runs = connection.execute(
+        &format!("DELETE FROM workflow_runs WHERE run_key IN ({ended_runs})"),
+        params![log_cutoff, run_chunk],
+    )? as u64;
+    let more = [logs, messages, dlq_entries, dedup_keys].iter().any(|count| *count >= chunk as u64)
+        || runs >= run_chunk as u64;
     Ok(PurgeStats { logs, messages, dlq_entries, dedup_keys, runs, more })
 }

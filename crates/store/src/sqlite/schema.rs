@@ -257,7 +257,9 @@ CREATE TABLE workflow_waiters (
     step TEXT NOT NULL,
     on_event TEXT NOT NULL,
     on_timeout TEXT NOT NULL,
-    view TEXT NOT NULL
+    view TEXT NOT NULL,
+    -- A wait for a webhook's call (`waitForWebhook`), which webhook calls may wake.
+    webhook INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX workflow_waiters_event ON workflow_waiters(user_id, event_id, waiter_key);
 CREATE INDEX workflow_waiters_run ON workflow_waiters(run_key);
@@ -269,7 +271,9 @@ CREATE TABLE workflow_events (
     run_key INTEGER NOT NULL,
     event_id TEXT NOT NULL,
     created_at INTEGER NOT NULL,
-    data BLOB NOT NULL
+    data BLOB NOT NULL,
+    -- A webhook's call (no token), which only a wait for a webhook takes.
+    webhook INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX workflow_events_run ON workflow_events(run_key, event_id, event_key);
 "#,

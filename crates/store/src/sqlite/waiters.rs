@@ -4,9 +4,9 @@
 
 use super::writer::{Context, Effects};
 use super::{ops, run_records};
-use crate::error::{Result, StoreError};
+use crate::error::Result;
 use crate::model::{Change, InsertOutcome, NewMessage};
-use crate::workflows::{NewWaiter, Notified, NotifyOutcome, WaitOutcome, WaiterView};
+use crate::workflows::{Event, NewWaiter, Notified, NotifyOutcome, RunLimits, WaitOutcome, WaiterView};
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 use tern_core::workflow::{RunState, wait_step_body};
@@ -39,10 +39,12 @@ fn stored_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Stored> {
     })
 }
 
-/// The wait a resolution ends: whose, in which run, on which event, and the step waiting.
+/// The wait a resolution ends: whose, in which run (and its limits), on which event, and the
+/// step waiting.
 struct Wait<'a> {
     user_id: &'a str,
     run_key: i64,
+    run_limits: RunLimits,
     event_id: &'a str,
     step: &'a str,
 }
@@ -57,7 +59,7 @@ fn resolve(
     now: i64,
     effects: &mut Effects,
 ) -> Result<(MessageId, Option<String>)> {
-    let Wait { user_id, run_key, event_id, step } = wait;
+    let Wait { user_id, run_key, run_limits, event_id, step } = wait;
     let step: serde_json::Value = serde_json::from_str(step)?;
     let spec: MessageSpec = serde_json::from_str(spec)?;
     let run_id = spec.workflow.as_ref().map(|link| link.run_id.clone()).unwrap_or_default();
@@ -71,7 +73,7 @@ fn resolve(
         dedup: None,
         consumes_dlq_entry: None,
         run: None,
-        run_limits: None,
+        run_limits: Some(run_limits),
     };
     let id = message.id;
     let outcome = ops::insert_into_run(context, vec![message], Some(run_key), effects)?;
@@ -84,6 +86,9 @@ fn resolve(
     }
     let error = match outcome.first() {
         Some(InsertOutcome::Created) => None,
+        Some(InsertOutcome::RunStepLimit | InsertOutcome::RunByteLimit) => {
+            Some(format!("workflow run {run_id} cannot take more records"))
+        }
         _ => Some(format!("workflow run {run_id} has ended")),
     };
     Ok((id, error))
@@ -102,24 +107,32 @@ pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effect
         return Ok(WaitOutcome::TooManyWaiters);
     }
     let on_event = serde_json::to_string(&waiter.on_event)?;
+    // A webhook's call, which came without a token, is only for a wait for a webhook.
     let event: Option<(i64, Vec<u8>)> = connection
         .prepare_cached(
-            "SELECT event_key, data FROM workflow_events WHERE run_key = ?1 AND event_id = ?2 ORDER BY event_key LIMIT 1",
+            "SELECT event_key, data FROM workflow_events WHERE run_key = ?1 AND event_id = ?2 AND webhook <= ?3
+             ORDER BY event_key LIMIT 1",
         )?
-        .query_row(params![run_key, waiter.event_id], |row| Ok((row.get(0)?, row.get(1)?)))
+        .query_row(params![run_key, waiter.event_id, waiter.webhook], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()?;
     if let Some((key, data)) = event {
         connection.prepare_cached("DELETE FROM workflow_events WHERE event_key = ?1")?.execute([key])?;
         let context = Context { connection, scheduling, next_seq };
-        let wait = Wait { user_id: &waiter.user_id, run_key, event_id: &waiter.event_id, step: &waiter.step };
+        let wait = Wait {
+            user_id: &waiter.user_id,
+            run_key,
+            run_limits: waiter.run_limits,
+            event_id: &waiter.event_id,
+            step: &waiter.step,
+        };
         let (id, _) = resolve(context, wait, &on_event, Some(&data), waiter.created_at, effects)?;
         return Ok(WaitOutcome::Resolved(id));
     }
     connection
         .prepare_cached(
             "INSERT INTO workflow_waiters (user_id, event_id, run_id, run_key, created_at, deadline, step, on_event,
-                on_timeout, view)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                on_timeout, view, webhook)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             waiter.user_id,
@@ -132,28 +145,22 @@ pub fn add_waiter(context: Context<'_>, waiter: &NewWaiter, effects: &mut Effect
             on_event,
             serde_json::to_string(&waiter.on_timeout)?,
             serde_json::to_string(&waiter.view)?,
+            waiter.webhook,
         ])?;
     Ok(WaitOutcome::Waiting)
 }
 
-/// An event to deliver: whose, which, for which run (all runs waiting on it, without one), and
-/// its data.
-pub struct Event<'a> {
-    pub user_id: &'a str,
-    pub event_id: &'a str,
-    pub run_id: Option<&'a str>,
-    pub data: &'a [u8],
-}
-
 pub fn notify(
     context: Context<'_>,
-    event: Event<'_>,
+    event: &Event,
     now: i64,
     max_stored: usize,
+    run_limits: RunLimits,
     effects: &mut Effects,
 ) -> Result<NotifyOutcome> {
     let Context { connection, scheduling, next_seq } = context;
-    let Event { user_id, event_id, run_id, data } = event;
+    let (user_id, event_id, run_id) = (event.user_id.as_str(), event.event_id.as_str(), event.run_id.as_deref());
+    let (data, webhook) = (&event.data[..], event.from_webhook);
     // A run-scoped event is for the running run with that id.
     let run_key = match run_id {
         Some(run_id) => match run_records::latest_run(connection, user_id, run_id)? {
@@ -165,37 +172,45 @@ pub fn notify(
     let waiters: Vec<Stored> = connection
         .prepare_cached(&format!(
             "SELECT {STORED_COLUMNS} FROM workflow_waiters INDEXED BY workflow_waiters_event
-             WHERE user_id = ?1 AND event_id = ?2 AND (?3 IS NULL OR run_key = ?3) ORDER BY waiter_key"
+             WHERE user_id = ?1 AND event_id = ?2 AND (?3 IS NULL OR run_key = ?3) AND webhook >= ?4
+             ORDER BY waiter_key"
         ))?
-        .query_map(params![user_id, event_id, run_key], stored_from_row)?
+        .query_map(params![user_id, event_id, run_key, webhook], stored_from_row)?
         .collect::<rusqlite::Result<_>>()?;
     if waiters.is_empty() {
         let Some(run_key) = run_key else { return Ok(NotifyOutcome::Woke(Vec::new())) };
+        // Counted by kind: webhook calls cannot crowd out the run's own notifies.
         let stored: i64 = connection
-            .prepare_cached("SELECT count(*) FROM workflow_events WHERE run_key = ?1")?
-            .query_row([run_key], |row| row.get(0))?;
+            .prepare_cached("SELECT count(*) FROM workflow_events WHERE run_key = ?1 AND webhook = ?2")?
+            .query_row(params![run_key, webhook], |row| row.get(0))?;
         if stored as usize >= max_stored {
             return Ok(NotifyOutcome::TooManyStored);
         }
         connection
             .prepare_cached(
-                "INSERT INTO workflow_events (run_key, event_id, created_at, data) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO workflow_events (run_key, event_id, created_at, data, webhook) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![run_key, event_id, now, data])?;
+            .execute(params![run_key, event_id, now, data, webhook])?;
         return Ok(NotifyOutcome::Stored);
     }
     let mut woke = Vec::with_capacity(waiters.len());
     for waiter in waiters {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        let wait = Wait { user_id, run_key: waiter.run_key, event_id, step: &waiter.step };
+        let wait = Wait { user_id, run_key: waiter.run_key, run_limits, event_id, step: &waiter.step };
         let (message_id, error) = resolve(context, wait, &waiter.on_event, Some(data), now, effects)?;
         woke.push(Notified { waiter: serde_json::from_str(&waiter.view)?, message_id, error });
     }
     Ok(NotifyOutcome::Woke(woke))
 }
 
-pub fn expire(context: Context<'_>, now: i64, limit: usize, effects: &mut Effects) -> Result<u64> {
+pub fn expire(
+    context: Context<'_>,
+    now: i64,
+    limit: usize,
+    run_limits: RunLimits,
+    effects: &mut Effects,
+) -> Result<u64> {
     let Context { connection, scheduling, next_seq } = context;
     let due: Vec<Stored> = connection
         .prepare_cached(&format!(
@@ -207,8 +222,13 @@ pub fn expire(context: Context<'_>, now: i64, limit: usize, effects: &mut Effect
     for waiter in &due {
         connection.prepare_cached("DELETE FROM workflow_waiters WHERE waiter_key = ?1")?.execute([waiter.key])?;
         let context = Context { connection, scheduling, next_seq: &mut *next_seq };
-        let wait =
-            Wait { user_id: &waiter.user_id, run_key: waiter.run_key, event_id: &waiter.event_id, step: &waiter.step };
+        let wait = Wait {
+            user_id: &waiter.user_id,
+            run_key: waiter.run_key,
+            run_limits,
+            event_id: &waiter.event_id,
+            step: &waiter.step,
+        };
         resolve(context, wait, &waiter.on_timeout, None, now, effects)?;
     }
     Ok(due.len() as u64)
@@ -221,14 +241,27 @@ pub fn forget_run(connection: &Connection, run_key: i64) -> Result<()> {
     Ok(())
 }
 
-pub fn waiters(connection: &Connection, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>> {
-    let views: Vec<String> = connection
-        .prepare_cached(
-            "SELECT view FROM workflow_waiters WHERE user_id = ?1 AND event_id = ?2 ORDER BY waiter_key LIMIT ?3",
-        )?
-        .query_map(params![user_id, event_id, limit as i64], |row| row.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    views.iter().map(|view| serde_json::from_str(view).map_err(StoreError::from)).collect()
+pub fn waiters(
+    connection: &Connection,
+    user_id: &str,
+    event_id: &str,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<WaiterView>> {
+    let mut statement = connection.prepare_cached(
+        "SELECT view FROM workflow_waiters WHERE user_id = ?1 AND event_id = ?2 ORDER BY waiter_key LIMIT ?3",
+    )?;
+    let mut rows = statement.query(params![user_id, event_id, limit as i64])?;
+    let (mut views, mut bytes) = (Vec::new(), 0usize);
+    while let Some(row) = rows.next()? {
+        let view: String = row.get(0)?;
+        if !views.is_empty() && bytes.saturating_add(view.len()) > max_bytes {
+            break;
+        }
+        bytes += view.len();
+        views.push(serde_json::from_str(&view)?);
+    }
+    Ok(views)
 }
 
 pub fn next_deadline(connection: &Connection) -> Result<Option<i64>> {

@@ -147,15 +147,27 @@ pub fn cancel_runs(
 /// The conditions of `filter` on the runs table (aliased `alias`).
 pub fn run_filter(sql: &mut SqlFilter, filter: &RunFilter, alias: &str) {
     sql.push_in(&format!("{alias}.run_id"), &filter.run_ids);
-    if let Some(url) = &filter.url {
-        if filter.url_exact {
-            sql.push(&format!("{alias}.url = ?"), [Value::Text(url.clone())]);
-        } else {
-            sql.push(
-                &format!("substr({alias}.url, 1, length(?)) = ?"),
-                [Value::Text(url.clone()), Value::Text(url.clone())],
-            );
-        }
+    if !filter.urls.is_empty() {
+        let test = match filter.url_exact {
+            true => format!("{alias}.url = ?"),
+            false => format!("substr({alias}.url, 1, length(?)) = ?"),
+        };
+        let tests = vec![format!("({test})"); filter.urls.len()].join(" OR ");
+        let values = filter.urls.iter().flat_map(|url| {
+            let twice = if filter.url_exact { 1 } else { 2 };
+            std::iter::repeat_n(Value::Text(url.clone()), twice)
+        });
+        sql.push(&format!("({tests})"), values.collect::<Vec<_>>());
+    }
+    if !filter.message_ids.is_empty() {
+        let marks = vec!["?"; filter.message_ids.len()].join(", ");
+        sql.push(
+            &format!(
+                "EXISTS (SELECT 1 FROM workflow_steps s INDEXED BY workflow_steps_message
+                 WHERE s.message_id IN ({marks}) AND s.run_key = {alias}.run_key)"
+            ),
+            filter.message_ids.iter().cloned().map(Value::Text),
+        );
     }
     let states: Vec<i64> = filter.states.iter().map(|state| state.code()).collect();
     sql.push_in(&format!("{alias}.state"), &states);

@@ -317,26 +317,18 @@ impl WorkflowStore for SqliteStore {
         self.request(|reply| WriteOp::AddWaiter { waiter: Box::new(waiter), reply }).await
     }
 
-    async fn notify(
-        &self,
-        user_id: &str,
-        event_id: &str,
-        run_id: Option<&str>,
-        data: Bytes,
-        now: i64,
-        max_stored: usize,
-    ) -> Result<NotifyOutcome> {
-        let (user_id, event_id, run_id) = (user_id.to_string(), event_id.to_string(), run_id.map(str::to_string));
-        self.request(|reply| WriteOp::Notify { user_id, event_id, run_id, data, now, max_stored, reply }).await
+    async fn notify(&self, event: Event, now: i64, max_stored: usize, run_limits: RunLimits) -> Result<NotifyOutcome> {
+        let event = Box::new(event);
+        self.request(|reply| WriteOp::Notify { event, now, max_stored, run_limits, reply }).await
     }
 
-    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize) -> Result<Vec<WaiterView>> {
+    async fn waiters(&self, user_id: &str, event_id: &str, limit: usize, max_bytes: usize) -> Result<Vec<WaiterView>> {
         let (user_id, event_id) = (user_id.to_string(), event_id.to_string());
-        self.readers.read(move |c| super::waiters::waiters(c, &user_id, &event_id, limit)).await
+        self.readers.read(move |c| super::waiters::waiters(c, &user_id, &event_id, limit, max_bytes)).await
     }
 
-    async fn expire_waiters(&self, now: i64, limit: usize) -> Result<u64> {
-        self.request(|reply| WriteOp::ExpireWaiters { now, limit, reply }).await
+    async fn expire_waiters(&self, now: i64, limit: usize, run_limits: RunLimits) -> Result<u64> {
+        self.request(|reply| WriteOp::ExpireWaiters { now, limit, run_limits, reply }).await
     }
 
     async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {

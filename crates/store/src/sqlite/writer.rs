@@ -15,7 +15,7 @@ use super::syncer::{Committed, Syncer};
 use super::{checkpoint, ops, recovery, resources, schedules, waiters, workflow_ops};
 use crate::error::{NotRecorded, Result, StoreError};
 use crate::model::*;
-use crate::workflows::{NewWaiter, NotifyOutcome, RunEnd, RunEndOutcome, RunFilter, WaitOutcome};
+use crate::workflows::{Event, NewWaiter, NotifyOutcome, RunEnd, RunEndOutcome, RunFilter, RunLimits, WaitOutcome};
 use rusqlite::{Connection, TransactionBehavior};
 use std::sync::Arc;
 use tern_core::{HeaderList, MessageId};
@@ -163,17 +163,16 @@ pub enum WriteOp {
         reply: Reply<WaitOutcome>,
     },
     Notify {
-        user_id: String,
-        event_id: String,
-        run_id: Option<String>,
-        data: bytes::Bytes,
+        event: Box<Event>,
         now: i64,
         max_stored: usize,
+        run_limits: RunLimits,
         reply: Reply<NotifyOutcome>,
     },
     ExpireWaiters {
         now: i64,
         limit: usize,
+        run_limits: RunLimits,
         reply: Reply<u64>,
     },
     /// Commits everything queued before it, then ends the writer (closing the database).
@@ -563,14 +562,12 @@ fn apply(
         WriteOp::AddWaiter { waiter, reply } => {
             settle(waiters::add_waiter(context, &waiter, effects), |r| Pending::Waited(reply, r))
         }
-        WriteOp::Notify { user_id, event_id, run_id, data, now, max_stored, reply } => {
-            let event =
-                waiters::Event { user_id: &user_id, event_id: &event_id, run_id: run_id.as_deref(), data: &data };
-            let result = waiters::notify(context, event, now, max_stored, effects);
+        WriteOp::Notify { event, now, max_stored, run_limits, reply } => {
+            let result = waiters::notify(context, &event, now, max_stored, run_limits, effects);
             settle(result, |r| Pending::Notified(reply, r))
         }
-        WriteOp::ExpireWaiters { now, limit, reply } => {
-            settle(waiters::expire(context, now, limit, effects), |r| Pending::Count(reply, r))
+        WriteOp::ExpireWaiters { now, limit, run_limits, reply } => {
+            settle(waiters::expire(context, now, limit, run_limits, effects), |r| Pending::Count(reply, r))
         }
         WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
     }

@@ -141,11 +141,11 @@ async fn ending_a_run_cancels_what_is_left(backend: &mut impl Backend) {
     for id in ["wfr_d", "wfr_e"] {
         store.insert_messages(vec![init(USER, id, 2_000, b"")]).await.unwrap();
     }
-    let by_url = RunFilter { url: Some("http://127.0.0.1:1/work".into()), ..RunFilter::default() };
+    let by_url = RunFilter { urls: vec!["http://127.0.0.1:1/work".into()], ..RunFilter::default() };
     assert_eq!(store.cancel_runs(OTHER, by_url.clone(), None, 2_100).await.unwrap(), 0);
     assert_eq!(store.cancel_runs(USER, by_url.clone(), Some(1), 2_100).await.unwrap(), 1);
     assert_eq!(store.cancel_runs(USER, by_url, None, 2_100).await.unwrap(), 2, "the rest, wfr_c's second run included");
-    let exact = RunFilter { url: Some("http://127.0.0.1:1/work".into()), url_exact: true, ..RunFilter::default() };
+    let exact = RunFilter { urls: vec!["http://127.0.0.1:1/work".into()], url_exact: true, ..RunFilter::default() };
     assert_eq!(store.cancel_runs(USER, exact, None, 2_100).await.unwrap(), 0);
     let run = store.get_run(USER, "wfr_e").await.unwrap().unwrap();
     assert_eq!(run.state, RunState::RunCanceled);
@@ -197,6 +197,11 @@ async fn runs_are_listed_with_their_steps(backend: &mut impl Backend) {
     assert!(rest.items.iter().any(|run| run.run.run_id == "wfr_g1"));
     let one = RunFilter { run_ids: vec!["wfr_g2".into()], ..RunFilter::default() };
     assert_eq!(store.list_runs(USER, &one, &page(10)).await.unwrap().items.len(), 1);
+    let recorded =
+        store.list_runs(USER, &RunFilter::default(), &page(1)).await.unwrap().items[0].steps[1].message_id.clone();
+    let by_message = RunFilter { message_ids: vec![recorded], ..RunFilter::default() };
+    let listed = store.list_runs(USER, &by_message, &page(10)).await.unwrap();
+    assert_eq!(listed.items.iter().map(|run| run.run.run_id.as_str()).collect::<Vec<_>>(), ["wfr_g3"]);
     let started = RunFilter { states: vec![RunState::RunSuccess], ..RunFilter::default() };
     let listed = store.list_runs(USER, &started, &page(10)).await.unwrap();
     assert!(listed.items.iter().all(|run| run.run.state == RunState::RunSuccess));
