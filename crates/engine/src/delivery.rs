@@ -27,23 +27,34 @@ pub struct DeliveryClient {
     config: EngineConfig,
     tls: rustls::ClientConfig,
     client: std::sync::Mutex<reqwest::Client>,
+    /// Keeps no idle connection: a request sent again because its pooled connection was closed
+    /// under it goes out on a new one (another pooled connection may be as stale).
+    unpooled: reqwest::Client,
+}
+
+/// The clients of one attempt (cheap handles).
+#[derive(Clone)]
+pub struct Clients {
+    pub pooled: reqwest::Client,
+    pub unpooled: reqwest::Client,
 }
 
 impl DeliveryClient {
     pub fn new(config: &EngineConfig) -> Result<DeliveryClient, String> {
         let tls = tls_config().map_err(|error| format!("cannot set up TLS: {error}"))?;
-        let client = build_client(config, tls.clone()).map_err(|error| error.to_string())?;
-        Ok(DeliveryClient { config: config.clone(), tls, client: std::sync::Mutex::new(client) })
+        let client = build_client(config, tls.clone(), true).map_err(|error| error.to_string())?;
+        let unpooled = build_client(config, tls.clone(), false).map_err(|error| error.to_string())?;
+        Ok(DeliveryClient { config: config.clone(), tls, client: std::sync::Mutex::new(client), unpooled })
     }
 
-    /// The current client (a cheap handle on the shared pool).
-    pub fn get(&self) -> reqwest::Client {
-        self.client.lock().expect("client lock").clone()
+    /// The current clients (cheap handles on the shared pool).
+    pub fn get(&self) -> Clients {
+        Clients { pooled: self.client.lock().expect("client lock").clone(), unpooled: self.unpooled.clone() }
     }
 
     /// Replaces the pool with an empty one.
     pub fn drop_idle_connections(&self) {
-        match build_client(&self.config, self.tls.clone()) {
+        match build_client(&self.config, self.tls.clone(), true) {
             Ok(fresh) => *self.client.lock().expect("client lock") = fresh,
             Err(error) => tracing::error!(%error, "could not build a fresh HTTP client"),
         }
@@ -63,9 +74,9 @@ fn tls_config() -> Result<rustls::ClientConfig, rustls::Error> {
     Ok(tls)
 }
 
-/// Builds a keep-alive client. Connections are pooled per host; HTTP/2 is used when the
-/// destination offers it over TLS.
-fn build_client(config: &EngineConfig, tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
+/// Builds a client, keeping connections alive (`pooled`, per host) or not; HTTP/2 is used when
+/// the destination offers it over TLS.
+fn build_client(config: &EngineConfig, tls: rustls::ClientConfig, pooled: bool) -> reqwest::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .no_proxy()
@@ -75,7 +86,7 @@ fn build_client(config: &EngineConfig, tls: rustls::ClientConfig) -> reqwest::Re
         .pool_idle_timeout(Duration::from_secs(20))
         // More idle connections to one host than attempts can run at once are never reused:
         // they would only hold file descriptors.
-        .pool_max_idle_per_host(config.max_concurrent_deliveries);
+        .pool_max_idle_per_host(if pooled { config.max_concurrent_deliveries } else { 0 });
     if !config.allow_private_destinations {
         builder = builder.dns_resolver(Arc::new(PublicOnlyResolver)).redirect(public_redirects());
     }
@@ -98,7 +109,7 @@ pub struct NoDescriptor(String);
 /// Sends one attempt of `message`, which starts at `started` (the clock's time), and waits for
 /// the answer, at most [`timeout_ms`].
 pub async fn attempt(
-    client: &reqwest::Client,
+    clients: &Clients,
     clock: &dyn Clock,
     config: &EngineConfig,
     keys: &SigningKeys,
@@ -116,17 +127,18 @@ pub async fn attempt(
     };
     let signature =
         signing::sign(&keys.current, &spec.url, &message.body, started / 1000, new_jwt_id(), config.jwt_nbf_is_iat);
-    let request =
-        client.request(method, &spec.url).headers(request_headers(message, &signature)).body(message.body.clone());
+    let headers = request_headers(message, &signature);
+    let request = |client: &reqwest::Client| {
+        client.request(method.clone(), &spec.url).headers(headers.clone()).body(message.body.clone())
+    };
 
     let timeout = timeout_ms(config, message);
     let exchange = async {
-        let again = request.try_clone();
-        let response = match request.send().await {
+        let response = match request(&clients.pooled).send().await {
             // A kept-alive connection the destination closed just as it was reused: sent again at
-            // once on a fresh one, as browsers do (the destination may have seen the request; the
+            // once on a new one, as browsers do (the destination may have seen the request; the
             // message id lets it tell).
-            Err(error) if stale_connection(&error) && again.is_some() => again.expect("checked").send().await?,
+            Err(error) if stale_connection(&error) => request(&clients.unpooled).send().await?,
             result => result?,
         };
         let status = response.status().as_u16();

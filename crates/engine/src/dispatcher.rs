@@ -154,8 +154,8 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
     // A step's body holds its share of the budget until the attempt ends.
     let (delivered, _body_held) = crate::workflow_delivery::delivered(shared, Arc::clone(&message)).await;
     let (response, active_at) = {
-        let client = shared.http.get();
-        let exchange = attempt(&client, &*shared.clock, &shared.config, &keys, &delivered, started);
+        let clients = shared.http.get();
+        let exchange = attempt(&clients, &*shared.clock, &shared.config, &keys, &delivered, started);
         tokio::pin!(exchange);
         tokio::select! {
             response = &mut exchange => (response, Some(started)),
