@@ -108,14 +108,17 @@ mod tests {
         let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = target.local_addr().unwrap().port();
         let config = crate::config::EngineConfig { allow_private_destinations: false, ..Default::default() };
-        let client = crate::delivery::DeliveryClient::new(&config).unwrap().get();
+        let clients = crate::delivery::DeliveryClient::new(&config).unwrap().get();
         for location in
             [format!("http://127.0.0.1:{port}/"), format!("http://localhost:{port}/"), format!("http://[::1]:{port}/")]
         {
-            // The first hop is an IP literal: the engine checks that one before sending.
-            let error = client.get(redirector(location.clone()).await).send().await.unwrap_err();
-            assert!(error.is_redirect(), "{location}: {error:?}");
-            assert!(format!("{error:?}").contains("private address"), "{error:?}");
+            // The first hop is an IP literal: the engine checks that one before sending. Neither
+            // client (the one sending again after a closed connection included) follows.
+            for client in [&clients.pooled, &clients.unpooled] {
+                let error = client.get(redirector(location.clone()).await).send().await.unwrap_err();
+                assert!(error.is_redirect(), "{location}: {error:?}");
+                assert!(format!("{error:?}").contains("private address"), "{error:?}");
+            }
         }
         // Any connection made would already wait in the backlog; the timeout only bounds the look.
         let nothing = tokio::time::timeout(std::time::Duration::from_millis(50), target.accept()).await;
