@@ -106,8 +106,15 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
         })
         .collect();
     let is_plan = |view: &StepView| view.step_id() == Some(0) && view.fields.contains_key("targetStep");
-    // Results already shown in the parallel group of their plan.
+    // Results already shown in the parallel group of their plan; where each step with a step id
+    // is (its first record), to find a branch's result without scanning.
     let mut consumed: HashSet<usize> = HashSet::new();
+    let mut results_by_step: HashMap<(i64, i64), usize> = HashMap::new();
+    for (offset, (_, view)) in steps.iter().enumerate() {
+        if let Some(step_id) = view.step_id().filter(|id| *id > 0) {
+            results_by_step.entry((step_id, view.concurrent())).or_insert(offset);
+        }
+    }
     let mut index = 0;
     while index < steps.len() {
         let (record, view) = &steps[index];
@@ -123,18 +130,16 @@ fn groups(records: &[StepRecord], pending: &[PendingStep], shown: ShownBodies) -
         // The plans of one parallel group come together; each branch's result follows later.
         let width = usize::try_from(view.concurrent()).unwrap_or(1).max(1);
         let plans = steps[index..].iter().take(width).take_while(|(_, view)| is_plan(view)).count();
+        // Each branch's result: the step its plan targets, with the group's width, recorded
+        // after the plans.
         let mut results: HashMap<i64, usize> = HashMap::new();
-        for (offset, (_, result)) in steps.iter().enumerate().skip(index + plans) {
-            if results.len() == plans {
-                break;
-            }
-            if let Some(step_id) = result.step_id().filter(|id| *id > 0)
-                && result.concurrent() == view.concurrent()
-                && !consumed.contains(&offset)
-                && !results.contains_key(&step_id)
+        for (_, plan_view) in &steps[index..index + plans] {
+            let target = plan_view.fields.get("targetStep").and_then(Value::as_i64).unwrap_or_default();
+            if let Some(offset) = results_by_step.get(&(target, view.concurrent())).copied()
+                && offset >= index + plans
+                && consumed.insert(offset)
             {
-                results.insert(step_id, offset);
-                consumed.insert(offset);
+                results.insert(target, offset);
             }
         }
         let mut entries = Vec::with_capacity(plans);
