@@ -65,3 +65,20 @@ test("restart runs a failed run again from the beginning with a new run id", asy
   assert.equal(env.app.counter(`${key}:two`), 2);
   assert.equal(run.workflowUrl, env.app.wfUrl("dlq-flaky"));
 });
+
+test("retryFailureFunction calls the failure function again; delete removes the entry", async () => {
+  const { runId, entry } = await failedRun();
+  const failureCalls = () =>
+    env.app.calls("dlq-flaky", runId).filter((call) => call.headers["upstash-workflow-failure-callback"] !== undefined);
+  await pollFatal(() => failureCalls().length === 1, { timeout: WF_DEADLINE_MS, what: "the first failure callback" });
+  const again = await env.client.dlq.retryFailureFunction({ dlqId: entry.dlqId });
+  assert.equal(again.workflowRunId, runId);
+  assert.equal(again.workflowCreatedAt, entry.workflowCreatedAt);
+  await pollFatal(() => failureCalls().length === 2, { timeout: WF_DEADLINE_MS, what: "the failure callback again" });
+
+  const { deleted } = await env.client.dlq.delete(entry.dlqId);
+  assert.equal(deleted, 1);
+  const { messages } = await env.client.dlq.list({ filter: { workflowRunId: runId } });
+  assert.deepEqual(messages, []);
+  await assert.rejects(env.client.dlq.retryFailureFunction({ dlqId: entry.dlqId }), (error) => error.status === 404);
+});
