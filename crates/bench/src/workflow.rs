@@ -1,6 +1,7 @@
 //! The workflow scenario: tern serving Upstash Workflow runs to an endpoint in this process
-//! that plays the SDK (`/work/shared/spec/workflow-protocol.md` §1–§4.2), against plain
-//! publish→delivery through a fresh tern at the same concurrency, in the same run.
+//! that plays the SDK (COMPATIBILITY.md, "Upstash Workflow"; ARCHITECTURE.md, "How a workflow
+//! run flows"), against plain publish→delivery through a fresh tern at the same concurrency,
+//! in the same run.
 //!
 //! A run is triggered as `client.trigger` does it: `POST /v2/batch` with one Init item for the
 //! endpoint (a 1 KiB initial payload, the bench's body). Each delivery carries the run's
@@ -15,7 +16,13 @@
 //! protocol: tern delivers the records so far, the endpoint publishes the next result, tern
 //! records it. C runs go at once, each triggered when the one before it in its slot ended, so
 //! at most C deliveries are in flight, as at most C publishes are in the plain run's closed
-//! loop.
+//! loop. Per run tern also takes the trigger and the DELETE, and a step's figures carry a fifth
+//! of them.
+//!
+//! What a run stored is read once tern has stopped on SIGTERM (its last checkpoint has then
+//! copied every committed page into the database file): the pages in use from the database
+//! file's header, less those of a data directory where tern started and stopped with nothing
+//! done, divided by the runs; the plain run's per message likewise.
 
 use crate::load::{self, quantile};
 use crate::processes::{TOKEN, Tern, cpu_seconds};

@@ -146,13 +146,14 @@ async fn attempt_and_record(shared: &Shared, message: Arc<Message>, stop: &Cance
         shared.scheduler.update(|scheduler, now| scheduler.defer(message.id, now + LOAD_RETRY_MS, now));
         return;
     }
+    // A step's body is built (waiting for room in its budget) before the attempt starts, and
+    // holds its share of the budget until the attempt ends.
+    let (delivered, _body_held) = crate::workflow_delivery::delivered(shared, Arc::clone(&message)).await;
     let started = shared.clock.now_ms();
     let deadline = started + timeout_ms(&shared.config, &message);
     shared.scheduler.lock().exchange_started(message.id, deadline);
     // Most attempts end within milliseconds: their ACTIVE entry is logged with the outcome, one
     // write instead of two. A longer one gets it logged on its own, while it is in flight.
-    // A step's body holds its share of the budget until the attempt ends.
-    let (delivered, _body_held) = crate::workflow_delivery::delivered(shared, Arc::clone(&message)).await;
     let (response, active_at) = {
         let clients = shared.http.get();
         let exchange = attempt(&clients, &*shared.clock, &shared.config, &keys, &delivered, started);

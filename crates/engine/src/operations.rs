@@ -5,7 +5,7 @@ use crate::Engine;
 use crate::error::{EngineError, Result};
 use crate::keys::SigningKeys;
 use std::collections::{HashMap, HashSet};
-use tern_core::{Message, MessageId, PublishOptions, sizes};
+use tern_core::{Invalid, Message, MessageId, PublishOptions, sizes};
 use tern_store::{CancelSelection, InsertOutcome, LogEntry, MessageFilter, NewMessage, Page, PageRequest};
 
 /// Which DLQ entries an operation applies to.
@@ -95,6 +95,19 @@ impl Engine {
         }
         let mut messages = Vec::with_capacity(entries.len());
         for entry in entries {
+            // A failed workflow run is taken up by a run of its own (resume, restart); its
+            // message alone would go to a run that has ended. A filter skips it.
+            if let Some(link) = &entry.spec.workflow {
+                if explicit {
+                    return Err(Invalid::new(format!(
+                        "DLQ entry {} belongs to workflow run {}: resume or restart it (/v2/workflows/dlq/resume, …/restart)",
+                        entry.dlq_id.as_deref().unwrap_or_default(),
+                        link.run_id
+                    ))
+                    .into());
+                }
+                continue;
+            }
             let mut spec = entry.spec;
             overrides.override_spec(&mut spec, limits);
             if !self.shared.config.allow_private_destinations

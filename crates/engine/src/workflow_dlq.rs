@@ -8,10 +8,10 @@ use crate::operations::DlqSelection;
 use crate::publish::{NewResources, PublishRequest, Recipients, create_flow_keys, prepare};
 use crate::trigger::Triggered;
 use bytes::Bytes;
+use tern_core::PublishOptions;
 use tern_core::ids::new_run_id;
-use tern_core::workflow::{RUN_ID_HEADER, SDK_VERSION_HEADER};
-use tern_core::{MessageId, PublishOptions};
-use tern_store::{Continuation, FailedRun, InsertOutcome, NewMessage};
+use tern_core::workflow::{CallType, RUN_ID_HEADER, SDK_VERSION_HEADER};
+use tern_store::{Continuation, FailedRun, InsertOutcome};
 
 impl Engine {
     /// The run that failed with DLQ entry `dlq_id`, if it was a workflow run's.
@@ -57,7 +57,21 @@ impl Engine {
             {
                 headers.push("Upstash-Feature-Set", features);
             }
-            headers.push(format!("Upstash-Forward-{SDK_VERSION_HEADER}"), "1");
+            let failed_callback = failed
+                .failed_spec
+                .as_ref()
+                .filter(|spec| spec.workflow.as_ref().is_some_and(|link| link.call_type == CallType::FromCallback));
+            match failed_callback {
+                // Resumed at a call's callback: it is delivered again as it was (its body, the
+                // headers that tell the SDK which call it answers), continuing the new run.
+                Some(spec) if resume => {
+                    headers.push("Upstash-Workflow-CallType", CallType::FromCallback.as_str());
+                    for (name, value) in spec.headers.iter() {
+                        headers.push(format!("Upstash-Forward-{name}"), value);
+                    }
+                }
+                _ => headers.push(format!("Upstash-Forward-{SDK_VERSION_HEADER}"), "1"),
+            }
             let destination = tern_core::destination::checked_url(&failed.run.url, "workflow")?;
             let caller_ip = failed.run.caller_ip.clone();
             let request = PublishRequest::from_headers(
@@ -88,30 +102,13 @@ impl Engine {
     }
 
     /// Calls the failure function of the run that failed with DLQ entry `dlq_id` again: its
-    /// failure callback is published anew.
+    /// failure callback is published anew, in that run.
     pub async fn retry_failure_function(&self, user_id: &str, dlq_id: &str) -> Result<Triggered> {
-        let store = &self.shared.store;
-        // Only while the entry is in the DLQ (a resume or restart takes it out).
-        let failed = store.failed_run(user_id, dlq_id).await?.filter(|failed| failed.in_dlq);
-        let not_found = || EngineError::NotFound(format!("workflow run of DLQ entry {dlq_id} not found"));
-        let failed = failed.ok_or_else(not_found)?;
-        let no_callback = || EngineError::NotFound(format!("the run of DLQ entry {dlq_id} has no failure callback"));
-        let callback = failed.failure_callback.as_ref().ok_or_else(no_callback)?;
-        let callback = store.get_message(user_id, callback.message_id).await?.ok_or_else(no_callback)?;
         let now = self.shared.clock.now_ms();
-        let message = NewMessage {
-            id: MessageId::generate(),
-            user_id: user_id.to_string(),
-            spec: callback.spec,
-            body: callback.body,
-            created_at: now,
-            due_at: now,
-            dedup: None,
-            consumes_dlq_entry: None,
-            run: None,
-            run_limits: None,
-        };
-        store.insert_messages(vec![message]).await?;
-        Ok(Triggered { run_id: failed.run.run_id, created_at: failed.run.created_at, deduplicated: false })
+        let called = self.shared.store.call_failure_function_again(user_id, dlq_id, now).await?;
+        let (run_id, created_at) = called.ok_or_else(|| {
+            EngineError::NotFound(format!("no failure callback of a workflow run in DLQ entry {dlq_id}"))
+        })?;
+        Ok(Triggered { run_id, created_at, deduplicated: false })
     }
 }

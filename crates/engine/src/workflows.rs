@@ -44,7 +44,7 @@ pub(crate) async fn join_run(
             config.limits.max_retries
         )));
     }
-    if headers.init && headers.call_type == CallType::Step {
+    if headers.starts_run() {
         let config = RunConfig::from_trigger(options);
         let invoker = match headers.invoke {
             true => {

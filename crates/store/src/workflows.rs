@@ -310,6 +310,12 @@ pub trait WorkflowStore: Send + Sync {
     /// and removes them; returns how many. Durable on return.
     async fn expire_waiters(&self, now: i64, limit: usize, run_limits: RunLimits) -> Result<u64>;
 
+    /// Calls the failure function of the run that failed with DLQ entry `dlq_id` again: its
+    /// failure callback is stored anew, in that run. Returns the run's id and creation time;
+    /// `None` when the entry is gone or the run had no failure callback. Durable on return.
+    async fn call_failure_function_again(&self, user_id: &str, dlq_id: &str, now: i64)
+    -> Result<Option<(String, i64)>>;
+
     /// The run that failed with the DLQ entry `dlq_id`.
     async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>>;
 

@@ -198,7 +198,13 @@ impl WorkflowHeaders {
     /// The message's link to its run, if it names one.
     pub fn link(&self) -> Option<WorkflowLink> {
         let run_id = self.run_id.clone()?;
-        Some(WorkflowLink { run_id, call_type: self.call_type, init: self.init && self.call_type == CallType::Step })
+        Some(WorkflowLink { run_id, call_type: self.call_type, init: self.starts_run() })
+    }
+
+    /// Whether the message starts its run: an Init that carries the initial payload, or (a run
+    /// resumed from the DLQ at a call's callback) that callback again.
+    pub fn starts_run(&self) -> bool {
+        self.init && matches!(self.call_type, CallType::Step | CallType::FromCallback)
     }
 
     pub fn has_feature(&self, feature: &str) -> bool {

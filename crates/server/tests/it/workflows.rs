@@ -3,7 +3,7 @@
 //! and every bad input or other user's request gets a QStash-shaped error.
 
 use crate::harness::*;
-use crate::support::expect_error;
+use crate::support::{dead_letter, expect_error};
 use axum::http::{Method, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -165,4 +165,31 @@ async fn a_webhook_call_wakes_only_a_wait_for_a_webhook_and_learns_nothing() {
     let records = records(&result.body);
     let step: Value = serde_json::from_str(records.last().unwrap()).unwrap();
     assert_eq!(step["out"], STANDARD.encode("real"));
+}
+
+#[tokio::test]
+async fn a_failed_run_leaves_the_dlq_only_by_resume_or_restart() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    receiver.script("/wf", vec![Reply::Status(500)]);
+    receiver.script("/plain", vec![Reply::Status(500)]);
+    let url = receiver.url("/wf");
+    let init = [
+        ("Upstash-Workflow-RunId", "wfr_dead"),
+        ("Upstash-Workflow-Init", "true"),
+        ("Upstash-Workflow-Url", url.as_str()),
+    ];
+    let (_, workflow_entry) = dead_letter(&server, &receiver, "/wf", &init, "payload").await;
+    let (_, plain_entry) = dead_letter(&server, &receiver, "/plain", &[], "plain").await;
+
+    let both = json!({ "dlqIds": [workflow_entry, plain_entry] });
+    expect_error(server.post("/v2/dlq/retry").json(&both), StatusCode::BAD_REQUEST, "resume or restart").await;
+    let retried: Value = server.post("/v2/dlq/retry").send().await.unwrap().json().await.unwrap();
+    assert_eq!(retried["responses"].as_array().unwrap().len(), 1, "a filter skips the run's entry: {retried}");
+    let left: Value = server.get("/v2/dlq").send().await.unwrap().json().await.unwrap();
+    let left = crate::support::dlq_ids(&left);
+    assert!(left.contains(&workflow_entry) && !left.contains(&plain_entry), "{left:?}");
+    let restarted: Value =
+        server.post(&format!("/v2/workflows/dlq/restart/{workflow_entry}")).send().await.unwrap().json().await.unwrap();
+    assert!(restarted["workflowRunId"].as_str().is_some_and(|id| id != "wfr_dead"), "{restarted}");
 }

@@ -98,6 +98,19 @@ pub fn insert_into_run(
     Ok(outcomes)
 }
 
+/// Stores `message` (its spec's) with the body of the stored row `body_from`, copied within
+/// SQLite, in workflow run `run_key`: the store's own copy of a message (a failure callback
+/// called again).
+pub fn insert_copy(
+    context: Context<'_>,
+    message: NewMessage,
+    body_from: i64,
+    run_key: i64,
+    effects: &mut Effects,
+) -> Result<()> {
+    store_new_message(context.connection, context.next_seq, message, Some(body_from), Some(run_key), effects)
+}
+
 /// Inserts the row (creating its queue and flow-control key on first use, recording it in its
 /// workflow run `run_key` as admitted), logs `CREATED` and schedules the message once committed.
 /// With `body_from`, the body is that row's, copied within SQLite (a DLQ retry): the scheduler

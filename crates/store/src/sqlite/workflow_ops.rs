@@ -48,6 +48,45 @@ pub fn fail_run(
     reply_to_invoker(Context { connection, scheduling, next_seq }, key, InvokedEnd::Failed, at, effects)
 }
 
+/// Calls the failure function of the run that failed with DLQ entry `dlq_id` again: its failure
+/// callback is stored anew (the body copied), in that run. Returns the run's id and creation
+/// time; `None` when the entry is gone or the run had no failure callback.
+pub fn call_failure_function_again(
+    context: Context<'_>,
+    user_id: &str,
+    dlq_id: &str,
+    now: i64,
+    effects: &mut Effects,
+) -> Result<Option<(String, i64)>> {
+    let connection = context.connection;
+    let Some(key) = run_records::failed_run_key(connection, user_id, dlq_id)? else { return Ok(None) };
+    let (run_id, created_at, failure): (String, i64, Option<String>) = connection
+        .prepare_cached("SELECT run_id, created_at, failure_message_id FROM workflow_runs WHERE run_key = ?1")?
+        .query_row([key], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
+    let found: Option<(i64, String)> = match failure {
+        Some(id) => connection
+            .prepare_cached("SELECT rowid, spec FROM messages WHERE id = ?1 AND user_id = ?2")?
+            .query_row(params![id, user_id], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?,
+        None => None,
+    };
+    let Some((rowid, spec)) = found else { return Ok(None) };
+    let message = NewMessage {
+        id: MessageId::generate(),
+        user_id: user_id.to_string(),
+        spec: serde_json::from_str(&spec)?,
+        body: bytes::Bytes::new(),
+        created_at: now,
+        due_at: now,
+        dedup: None,
+        consumes_dlq_entry: None,
+        run: None,
+        run_limits: None,
+    };
+    ops::insert_copy(context, message, rowid, key, effects)?;
+    Ok(Some((run_id, created_at)))
+}
+
 /// Tells the run that invoked run `key` (if one did) how it ended: publishes the invoker's
 /// step result (dropped when the invoker's run has ended too).
 fn reply_to_invoker(

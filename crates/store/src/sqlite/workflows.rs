@@ -331,6 +331,16 @@ impl WorkflowStore for SqliteStore {
         self.request(|reply| WriteOp::ExpireWaiters { now, limit, run_limits, reply }).await
     }
 
+    async fn call_failure_function_again(
+        &self,
+        user_id: &str,
+        dlq_id: &str,
+        now: i64,
+    ) -> Result<Option<(String, i64)>> {
+        let (user_id, dlq_id) = (user_id.to_string(), dlq_id.to_string());
+        self.request(|reply| WriteOp::CallFailureFunctionAgain { user_id, dlq_id, now, reply }).await
+    }
+
     async fn failed_run(&self, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {
         let (user_id, dlq_id) = (user_id.to_string(), dlq_id.to_string());
         self.readers.read(move |c| failed_run(c, &user_id, &dlq_id)).await

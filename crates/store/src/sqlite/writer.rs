@@ -169,6 +169,12 @@ pub enum WriteOp {
         run_limits: RunLimits,
         reply: Reply<NotifyOutcome>,
     },
+    CallFailureFunctionAgain {
+        user_id: String,
+        dlq_id: String,
+        now: i64,
+        reply: Reply<Option<(String, i64)>>,
+    },
     ExpireWaiters {
         now: i64,
         limit: usize,
@@ -234,6 +240,7 @@ pub enum Pending {
     Flags(Reply<Vec<bool>>, Result<Vec<bool>>),
     RunEnded(Reply<RunEndOutcome>, Result<RunEndOutcome>),
     Waited(Reply<WaitOutcome>, Result<WaitOutcome>),
+    RunNamed(Reply<Option<(String, i64)>>, Result<Option<(String, i64)>>),
     Notified(Reply<NotifyOutcome>, Result<NotifyOutcome>),
     /// An attempt's outcome, kept until the commit is known so that a failure can hand it back.
     Recorded(RecordReply, Box<AttemptOutcome>, Result<()>),
@@ -250,6 +257,7 @@ impl Pending {
             WriteOp::Insert { reply, .. } => Pending::Insert(reply, error(message)),
             WriteOp::Cancel { reply, .. } => Pending::Cancel(reply, error(message)),
             WriteOp::AddWaiter { reply, .. } => Pending::Waited(reply, error(message)),
+            WriteOp::CallFailureFunctionAgain { reply, .. } => Pending::RunNamed(reply, error(message)),
             WriteOp::Notify { reply, .. } => Pending::Notified(reply, error(message)),
             WriteOp::DeleteDlq { reply, .. }
             | WriteOp::CancelRuns { reply, .. }
@@ -296,6 +304,7 @@ impl Pending {
             Pending::Flags(reply, result) => finish(reply, result, commit),
             Pending::RunEnded(reply, result) => finish(reply, result, commit),
             Pending::Waited(reply, result) => finish(reply, result, commit),
+            Pending::RunNamed(reply, result) => finish(reply, result, commit),
             Pending::Notified(reply, result) => finish(reply, result, commit),
             Pending::Recorded(reply, outcome, result) => {
                 let answer = match commit.clone().and(result) {
@@ -565,6 +574,10 @@ fn apply(
         WriteOp::Notify { event, now, max_stored, run_limits, reply } => {
             let result = waiters::notify(context, &event, now, max_stored, run_limits, effects);
             settle(result, |r| Pending::Notified(reply, r))
+        }
+        WriteOp::CallFailureFunctionAgain { user_id, dlq_id, now, reply } => {
+            let result = workflow_ops::call_failure_function_again(context, &user_id, &dlq_id, now, effects);
+            settle(result, |r| Pending::RunNamed(reply, r))
         }
         WriteOp::ExpireWaiters { now, limit, run_limits, reply } => {
             settle(waiters::expire(context, now, limit, run_limits, effects), |r| Pending::Count(reply, r))

@@ -345,6 +345,30 @@ async fn a_run_id_used_again_starts_a_run_apart(backend: &mut impl Backend) {
     assert_eq!(steps[0].body.as_ref(), b"second");
     let (first_run, first_steps) = store.message_run(USER, first.id, WantedRecords::ThroughOwn).await.unwrap().unwrap();
     assert_eq!((first_run.state, first_steps[0].body.as_ref()), (RunState::RunSuccess, &b"first"[..]));
+
+    // A run that failed with a failure callback, its id then used again: calling its failure
+    // function again reaches the failed run.
+    store.insert_messages(vec![init(USER, "wfr_again", 2_000, b"")]).await.unwrap();
+    let failing =
+        store.claim_due(2_000, 10).await.into_iter().find(|m| m.spec.workflow.as_ref().unwrap().run_id == "wfr_again");
+    let failing = failing.unwrap();
+    let mut failure = step(USER, "wfr_again", 2_100, "failureCall", b"{\"status\":500}");
+    failure.spec.origin = tern_core::Origin::FailureCallback { source: failing.id };
+    let mut failed = outcome(Arc::clone(&failing), 2_100, 500, NextStep::Failed { dlq_id: "dlq_again".into() });
+    failed.failure_callback = Some(failure);
+    store.record_attempt_outcome(failed).await.unwrap();
+    store.insert_messages(vec![init(USER, "wfr_again", 2_200, b"")]).await.unwrap();
+    let before = store.failed_run(USER, "dlq_again").await.unwrap().unwrap().failure_callback.unwrap().message_id;
+    let called = store.call_failure_function_again(USER, "dlq_again", 2_300).await.unwrap();
+    assert_eq!(called, Some(("wfr_again".to_string(), 2_000)), "the failed run's id and creation time");
+    let after = store.failed_run(USER, "dlq_again").await.unwrap().unwrap().failure_callback.unwrap();
+    assert_ne!(after.message_id, before, "the failed run's failure callback is the new one");
+    let again = store.get_message(USER, after.message_id).await.unwrap().unwrap();
+    assert_eq!(again.body.as_ref(), b"{\"status\":500}", "its body copied");
+    let again_filter = RunFilter { run_ids: vec!["wfr_again".into()], ..Default::default() };
+    let running = store.list_runs(USER, &again_filter, &page(10)).await.unwrap();
+    assert!(running.items[0].failure_callback.is_none(), "the new run with the id has none");
+    assert_eq!(store.call_failure_function_again(OTHER, "dlq_again", 2_300).await.unwrap(), None);
     store.shutdown().await.unwrap();
 }
 
