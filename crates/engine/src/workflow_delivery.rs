@@ -48,8 +48,17 @@ pub(crate) async fn delivered(shared: &Shared, message: Arc<Message>) -> (Arc<Me
     }
     let store = &shared.store;
     let is_step = link.call_type == CallType::Step && message.spec.headers.get(SDK_VERSION_HEADER).is_some();
-    let run = match store.message_run(&message.user_id, message.id, WantedRecords::None).await {
-        Ok(Some((run, _))) => run,
+    // Most runs are small: their records come with the run, read once, within a small
+    // reservation; a larger run's are read again once its whole size is reserved.
+    let (wanted, mut held) = match is_step {
+        true => (
+            WantedRecords::ThroughOwnWithin(SMALL_RUN_BYTES),
+            shared.delivery_bodies.reserve(body_bytes(SMALL_RUN_BYTES, 0)).await,
+        ),
+        false => (WantedRecords::None, None),
+    };
+    let (run, mut steps) = match store.message_run(&message.user_id, message.id, wanted).await {
+        Ok(Some(found)) => found,
         Ok(None) => return (Arc::new(delivered), None),
         Err(error) => {
             // Delivered without its run's records: the SDK answers with an error, and the
@@ -63,25 +72,39 @@ pub(crate) async fn delivered(shared: &Shared, message: Arc<Message>) -> (Arc<Me
     if !is_step {
         return (Arc::new(delivered), None);
     }
-    // The Python SDK (2.0.0) announces LazyFetch but refuses an empty body: only the SDK that
-    // also announces WF_TriggerOnConfig (JS v1) gets one.
-    let features = WorkflowHeaders::parse(&message.spec.passthrough);
-    if features.has_feature("LazyFetch")
-        && features.has_feature("WF_TriggerOnConfig")
-        && run.step_bytes > LAZY_FETCH_BYTES
-    {
-        delivered.body = Bytes::new();
-        return (Arc::new(delivered), None);
+    if run.step_bytes > SMALL_RUN_BYTES {
+        // The Python SDK (2.0.0) announces LazyFetch but refuses an empty body: only the SDK
+        // that also announces WF_TriggerOnConfig (JS v1) gets one.
+        let features = WorkflowHeaders::parse(&message.spec.passthrough);
+        if features.has_feature("LazyFetch")
+            && features.has_feature("WF_TriggerOnConfig")
+            && run.step_bytes > LAZY_FETCH_BYTES
+        {
+            delivered.body = Bytes::new();
+            return (Arc::new(delivered), None);
+        }
+        drop(held);
+        held = shared.delivery_bodies.reserve(body_bytes(run.step_bytes, run.step_count)).await;
+        steps = match store.message_run(&message.user_id, message.id, WantedRecords::ThroughOwn).await {
+            Ok(Some((_, steps))) => steps,
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                tracing::error!(%error, message_id = %message.id, "reading a workflow run's records failed");
+                Vec::new()
+            }
+        };
     }
-    // Base64 takes 4/3 of the bodies, each record some JSON besides; read and built twice over.
-    let bytes = (run.step_bytes as usize * 4 / 3 + run.step_count as usize * 128) * 2;
-    let held = shared.delivery_bodies.reserve(bytes).await;
-    match store.message_run(&message.user_id, message.id, WantedRecords::ThroughOwn).await {
-        Ok(Some((_, steps))) => delivered.body = steps_body(&steps).into(),
-        Ok(None) => {}
-        Err(error) => tracing::error!(%error, message_id = %message.id, "reading a workflow run's records failed"),
-    }
+    delivered.body = steps_body(&steps).into();
     (Arc::new(delivered), held)
+}
+
+/// A run whose records take at most this is read with its run in one go.
+const SMALL_RUN_BYTES: u64 = 64 << 10;
+
+/// What a step body of a run whose records take `bytes` holds: base64 takes 4/3 of the bodies,
+/// each record some JSON besides; read, then built.
+fn body_bytes(bytes: u64, records: u64) -> usize {
+    (bytes as usize * 4 / 3 + records as usize * 128) * 2
 }
 
 /// Completes the failure callback of a run's failed message with what the SDK's failure

@@ -1,7 +1,7 @@
 //! Upstash Workflow in the engine (workflow-protocol.md): what a publish of a run's message
-//! takes from the run (its trigger configuration), what a delivery of one carries (the step
-//! array built from the run's records, the run id and creation time), and the operations on
-//! runs the API offers (end, cancel, fetch, list).
+//! takes from the run (its trigger configuration, an invoked run's envelope), the errors of
+//! messages a run refuses, and the operations on runs the API offers (end, cancel, fetch, list).
+//! What a delivery carries is `workflow_delivery`; waits are `waiters`; the DLQ `workflow_dlq`.
 
 use crate::error::{EngineError, Result};
 use crate::publish::{NewResources, PublishRequest, message_spec};

@@ -115,6 +115,9 @@ pub enum WantedRecords {
     /// From the first through the message's own record (a message without one — an Init
     /// delivered with the initial payload alone — gets the first).
     ThroughOwn,
+    /// [`WantedRecords::ThroughOwn`] when the run's records take at most this many bytes, else
+    /// none (the caller reads them again once it made room for them).
+    ThroughOwnWithin(u64),
 }
 
 /// How a run ends on request.

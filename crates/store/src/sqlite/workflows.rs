@@ -291,8 +291,9 @@ impl WorkflowStore for SqliteStore {
             let Some((_, run)) = found else { return Ok(None) };
             let last = match wanted {
                 WantedRecords::None => return Ok(Some((run, Vec::new()))),
+                WantedRecords::ThroughOwnWithin(max) if run.step_bytes > max => return Ok(Some((run, Vec::new()))),
                 WantedRecords::Initial => 0,
-                WantedRecords::ThroughOwn => c
+                WantedRecords::ThroughOwn | WantedRecords::ThroughOwnWithin(_) => c
                     .prepare_cached("SELECT position FROM workflow_steps WHERE message_id = ?1 AND run_key = ?2")?
                     .query_row(params![id, key], |row| row.get(0))
                     .optional()?
