@@ -167,7 +167,8 @@ pub fn record(connection: &Connection, message: &NewMessage, id: &str, key: Opti
     append(connection, key, id, link.call_type, message.created_at, &message.body)
 }
 
-fn append(connection: &Connection, key: i64, id: &str, call_type: CallType, at: i64, body: &[u8]) -> Result<()> {
+/// Appends a record to run `key`'s records.
+pub fn append(connection: &Connection, key: i64, id: &str, call_type: CallType, at: i64, body: &[u8]) -> Result<()> {
     let position: i64 = connection
         .prepare_cached(
             "UPDATE workflow_runs SET step_count = step_count + 1, step_bytes = step_bytes + ?2

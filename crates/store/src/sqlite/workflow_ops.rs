@@ -12,7 +12,7 @@ use crate::model::*;
 use crate::workflows::{RunEnd, RunEndOutcome, RunFilter, RunInvoker};
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params, params_from_iter};
-use tern_core::workflow::{InvokedEnd, RunState, invoke_result_body};
+use tern_core::workflow::{CallType, InvokedEnd, RunState, invoke_result_body};
 use tern_core::{MessageId, MessageState};
 
 /// Run `key` fails with its message `failed` that failed for good (unless it ended already):
@@ -115,8 +115,14 @@ fn reply_to_invoker(
         run: None,
         run_limits: None,
     };
-    // Dropped when the invoker's run has ended too.
-    ops::insert_into_run(context, vec![message], Some(invoker_key), effects)?;
+    let connection = context.connection;
+    let (id, body, at) = (message.id.to_string(), message.body.clone(), message.created_at);
+    let outcomes = ops::insert_into_run(context, vec![message], Some(invoker_key), effects)?;
+    if outcomes.first() == Some(&InsertOutcome::RunNotActive) {
+        // The invoker has ended: nothing continues it, but its logs show how the run it
+        // invoked ended (the reply as a record, never delivered).
+        run_records::append(connection, invoker_key, &id, CallType::Step, at, &body)?;
+    }
     Ok(())
 }
 

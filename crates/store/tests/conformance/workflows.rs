@@ -252,6 +252,17 @@ async fn an_invoked_run_replies_to_its_invoker(backend: &mut impl Backend) {
     );
     assert_eq!(replies[1]["stepId"], 2);
     assert_eq!(out(&replies[1]), serde_json::json!({"isFailed": true, "isCanceled": false}));
+    // A child that ends after its invoker ended: the invoker's records still show how it ended.
+    let mut late = init(USER, "wfr_late_child", 1_400, b"");
+    late.run.as_mut().unwrap().invoker = Some(invoker(3));
+    store.insert_messages(vec![late]).await.unwrap();
+    assert_eq!(store.end_run(USER, "wfr_parent", RunEnd::Canceled, 1_500).await.unwrap(), RunEndOutcome::Ended);
+    let end = RunEnd::Success { response: Bytes::from_static(b"late") };
+    assert_eq!(store.end_run(USER, "wfr_late_child", end, 1_600).await.unwrap(), RunEndOutcome::Ended);
+    let (parent, steps) = store.run_records(USER, "wfr_parent").await.unwrap().unwrap();
+    assert_eq!(parent.state, RunState::RunCanceled);
+    let last: serde_json::Value = serde_json::from_slice(&steps.last().unwrap().body).unwrap();
+    assert_eq!(last["stepId"], 3, "the late reply is recorded: {last}");
     let child = RunFilter { run_ids: vec!["wfr_child".into()], ..Default::default() };
     let listed = store.list_runs(USER, &child, &page(1)).await.unwrap();
     assert_eq!(listed.items[0].run.invoker.as_deref(), Some(r#"{"workflowRunId":"wfr_parent"}"#));
