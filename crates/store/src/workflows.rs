@@ -148,6 +148,9 @@ pub struct RunFilter {
     pub url_exact: bool,
     /// Runs that recorded one of these messages.
     pub message_ids: Vec<String>,
+    /// Runs whose URL has one of these hosts (without port), or paths.
+    pub hosts: Vec<String>,
+    pub paths: Vec<String>,
     pub states: Vec<RunState>,
     pub labels: Vec<String>,
     /// The run's exact creation time (Unix ms), as the SDK names a run (`workflowCreatedAt`).

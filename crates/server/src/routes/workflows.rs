@@ -61,6 +61,8 @@ const LOG_KEYS: &[&str] = &[
     "callerIP",
     "flowControlKey",
     "messageId",
+    "host",
+    "path",
 ];
 
 /// The most runs one bulk cancel cancels (call again for more).
@@ -80,6 +82,8 @@ const CANCEL_KEYS: &[&str] = &[
     "flowControlKey",
     "count",
     "workflowCreatedAt",
+    "host",
+    "path",
 ];
 
 /// Cancels the started runs the query selects (every one of the user's when it selects
@@ -148,6 +152,8 @@ fn run_filter(query: &Query) -> ApiResult<RunFilter> {
         urls: query.values("workflowUrl"),
         url_exact,
         message_ids: query.values("messageId"),
+        hosts: query.values("host"),
+        paths: query.values("path"),
         states,
         labels: query.values("label"),
         created_at: integer(query, "workflowCreatedAt")?,

@@ -119,11 +119,12 @@ pub fn start_run(connection: &Connection, message: &NewMessage, admitted: Option
             .map(|(key, _)| key),
         None => None,
     };
+    let (host, path) = tern_core::message::url_host_and_path(&run.url);
     connection
         .prepare_cached(
             "INSERT INTO workflow_runs (user_id, run_id, url, created_at, state, config, labels, invoker,
-                caller_ip, flow_control_key, invoker_reply, invoker_run_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                caller_ip, flow_control_key, invoker_reply, invoker_run_key, host, path)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )?
         .execute(params![
             message.user_id,
@@ -138,6 +139,8 @@ pub fn start_run(connection: &Connection, message: &NewMessage, admitted: Option
             run.config.flow_control.as_ref().map(|flow| &flow.key),
             run.invoker.as_ref().map(serde_json::to_string).transpose()?,
             invoker_key,
+            host,
+            path,
         ])?;
     Ok(Some(connection.last_insert_rowid()))
 }

@@ -225,6 +225,9 @@ CREATE TABLE workflow_runs (
     -- invoker's run.
     invoker_reply TEXT,
     invoker_run_key INTEGER,
+    -- The host and path of the run's URL, for the `host` and `path` filters.
+    host TEXT,
+    path TEXT,
     -- The message whose failure failed the run (its DLQ entry may be resumed and gone).
     failed_message_id TEXT
 );

@@ -214,6 +214,8 @@ pub fn run_filter(sql: &mut SqlFilter, filter: &RunFilter, alias: &str) {
             filter.message_ids.iter().cloned().map(Value::Text),
         );
     }
+    sql.push_in(&format!("{alias}.host"), &filter.hosts);
+    sql.push_in(&format!("{alias}.path"), &filter.paths);
     let states: Vec<i64> = filter.states.iter().map(|state| state.code()).collect();
     sql.push_in(&format!("{alias}.state"), &states);
     if !filter.labels.is_empty() {

@@ -199,6 +199,11 @@ async fn runs_are_listed_with_their_steps(backend: &mut impl Backend) {
     assert_eq!(store.list_runs(USER, &one, &page(10)).await.unwrap().items.len(), 1);
     let recorded =
         store.list_runs(USER, &RunFilter::default(), &page(1)).await.unwrap().items[0].steps[1].message_id.clone();
+    let by_host =
+        RunFilter { hosts: vec!["127.0.0.1".into()], paths: vec!["/workflow".into()], ..RunFilter::default() };
+    assert_eq!(store.list_runs(USER, &by_host, &page(10)).await.unwrap().items.len(), 3);
+    let elsewhere = RunFilter { paths: vec!["/elsewhere".into()], ..RunFilter::default() };
+    assert!(store.list_runs(USER, &elsewhere, &page(10)).await.unwrap().items.is_empty());
     let by_message = RunFilter { message_ids: vec![recorded], ..RunFilter::default() };
     let listed = store.list_runs(USER, &by_message, &page(10)).await.unwrap();
     assert_eq!(listed.items.iter().map(|run| run.run.run_id.as_str()).collect::<Vec<_>>(), ["wfr_g3"]);
