@@ -1,10 +1,9 @@
-//! Identifiers: `msg_…` message ids (time-ordered ULIDs), `<unix-ms>-<seq>` DLQ ids, `jwt_…`
+//! Identifiers: `msg_…` message ids (time-ordered ULIDs), `<unix-ms>-<random>` DLQ ids, `jwt_…`
 //! token ids. Clients treat all of them as opaque strings.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use ulid::Ulid;
 
 /// A message id: `msg_` followed by a ULID, so ids sort roughly by creation time.
@@ -50,11 +49,11 @@ impl<'de> Deserialize<'de> for MessageId {
     }
 }
 
-static DLQ_SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-/// A DLQ id in the Redis-stream-like shape QStash uses: `1725323658779-0`.
+/// A DLQ id in the Redis-stream-like shape QStash uses (`1725323658779-0`): the time, then 48
+/// random bits rather than a process's counter, so that ids stay unique across restarts and
+/// across nodes sharing one database.
 pub fn new_dlq_id(now_ms: i64) -> String {
-    format!("{now_ms}-{}", DLQ_SEQUENCE.fetch_add(1, Ordering::Relaxed))
+    format!("{now_ms}-{}", Ulid::new().random() & 0xFFFF_FFFF_FFFF)
 }
 
 /// A workflow run id for a run the server starts without one given: `wfr_` and a ULID, as the
