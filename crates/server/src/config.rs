@@ -100,6 +100,13 @@ pub struct StorageSection {
     pub durable: bool,
 }
 
+impl StorageSection {
+    /// The store these settings open.
+    pub fn store_config(&self) -> tern_store::StorageConfig {
+        tern_store::StorageConfig::sqlite(self.data_dir.clone(), self.durable)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {

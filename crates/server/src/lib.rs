@@ -21,7 +21,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tern_engine::Engine;
 use tern_engine::clock::Clock;
-use tern_store::sqlite::{SqliteOptions, SqliteStore};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Layer;
@@ -109,8 +108,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         "file descriptors shared out"
     );
     engine_config.max_concurrent_deliveries = budget.max_concurrent_deliveries;
-    let store_options = SqliteOptions { data_dir: config.storage.data_dir.clone(), durable: config.storage.durable };
-    let store = Arc::new(SqliteStore::open(store_options)?);
+    let store = tern_store::open(&config.storage.store_config())?;
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
     let api = Arc::new(ApiSettings {
         max_body_bytes: config.limits.max_body_bytes,

@@ -216,6 +216,28 @@ pub trait Maintenance: Send + Sync {
     async fn shutdown(&self) -> Result<()>;
 }
 
+/// Which backend keeps the data, and its settings.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// The embedded SQLite store: one process owns a data directory.
+    Sqlite(sqlite::SqliteOptions),
+}
+
+impl StorageConfig {
+    /// The embedded store in `data_dir`, fsyncing every commit when `durable`.
+    pub fn sqlite(data_dir: impl Into<std::path::PathBuf>, durable: bool) -> Self {
+        StorageConfig::Sqlite(sqlite::SqliteOptions { data_dir: data_dir.into(), durable })
+    }
+}
+
+/// Opens the configured backend (creating or migrating its schema); callers never name a
+/// backend's type.
+pub fn open(config: &StorageConfig) -> Result<Arc<dyn Store>> {
+    match config {
+        StorageConfig::Sqlite(options) => Ok(Arc::new(sqlite::SqliteStore::open(options.clone())?)),
+    }
+}
+
 /// Everything the engine needs from a backend.
 pub trait Store:
     MessageStore
