@@ -193,3 +193,57 @@ async fn a_failed_run_leaves_the_dlq_only_by_resume_or_restart() {
         server.post(&format!("/v2/workflows/dlq/restart/{workflow_entry}")).send().await.unwrap().json().await.unwrap();
     assert!(restarted["workflowRunId"].as_str().is_some_and(|id| id != "wfr_dead"), "{restarted}");
 }
+
+/// A run whose call's callback failed for good, resumed: the new run gets that callback again
+/// (its body and the headers naming the call) and the third party is not called again.
+#[tokio::test]
+async fn a_run_resumed_at_a_failed_callback_gets_the_callback_again() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    // The Init's delivery, the call's callback (which fails), then what the resume sends.
+    receiver.script("/wf", vec![Reply::Status(200), Reply::Status(500), Reply::Status(200)]);
+    let url = receiver.url("/wf");
+    publish_in_run(&server, "wfr_call", &url, true, &[], "payload").await;
+    receiver.wait_for("/wf", 1).await;
+    // The call, as the SDK publishes it: to the third party, its callback back to the workflow.
+    let call = [
+        ("Upstash-Workflow-RunId", "wfr_call"),
+        ("Upstash-Workflow-CallType", "toCallback"),
+        ("Upstash-Retries", "0"),
+        ("Upstash-Callback", url.as_str()),
+        ("Upstash-Callback-Retries", "0"),
+        ("Upstash-Callback-Workflow-RunId", "wfr_call"),
+        ("Upstash-Callback-Workflow-CallType", "fromCallback"),
+        ("Upstash-Callback-Forward-Upstash-Workflow-Callback", "true"),
+        ("Upstash-Callback-Forward-Upstash-Workflow-StepName", "the call"),
+    ];
+    server.publish_ok(&receiver.url("/third"), &call, "call body").await;
+    let failed = receiver.wait_for("/wf", 2).await.remove(1);
+    assert_eq!(failed.header("upstash-workflow-callback"), Some("true"));
+    let entry = loop {
+        let listed: Value = server.get("/v2/dlq?source=workflow").send().await.unwrap().json().await.unwrap();
+        if let Some(entry) = listed["messages"].as_array().unwrap().first() {
+            break entry.clone();
+        }
+        server.settle(&[&receiver]).await;
+    };
+    assert_eq!(entry["workflowRunId"], "wfr_call");
+    let dlq_id = entry["dlqId"].as_str().unwrap();
+
+    let resumed: Value =
+        server.post(&format!("/v2/workflows/dlq/resume/{dlq_id}")).send().await.unwrap().json().await.unwrap();
+    let new_run = resumed["workflowRunId"].as_str().unwrap().to_string();
+    let again = receiver.wait_for("/wf", 3).await.remove(2);
+    assert_eq!(again.body, failed.body, "the callback's body again");
+    assert_eq!(again.header("upstash-workflow-callback"), Some("true"));
+    assert_eq!(again.header("upstash-workflow-stepname"), Some("the call"));
+    assert_eq!(again.header("upstash-workflow-runid"), Some(new_run.as_str()));
+    assert!(again.header("upstash-workflow-sdk-version").is_none(), "a callback, not a step");
+    receiver.assert_count_stays(&server, "/third", 1).await;
+    // The new run goes on from there: the SDK's result of the call is appended to it.
+    publish_in_run(&server, &new_run, &url, false, &[], r#"{"stepId":1,"stepType":"Call"}"#).await;
+    let step = receiver.wait_for("/wf", 4).await.remove(3);
+    let records = records(&step.body);
+    assert_eq!(records.first().map(String::as_str), Some("payload"));
+    assert_eq!(records.last().map(String::as_str), Some(r#"{"stepId":1,"stepType":"Call"}"#));
+}
