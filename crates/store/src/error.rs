@@ -3,6 +3,7 @@
 //! operator's remedy differs (free space, or restart).
 
 use crate::model::AttemptOutcome;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Cloneable: one failed commit answers every write that shared it.
@@ -10,6 +11,9 @@ use thiserror::Error;
 pub enum StoreError {
     #[error("storage backend failure: {0}")]
     Backend(String),
+    /// A failure the database driver reported, kept as the source.
+    #[error("storage backend failure: {0}")]
+    Driver(#[source] Arc<dyn std::error::Error + Send + Sync>),
     /// The disk (or the filesystem's quota) is full: nothing of the write was stored, and
     /// writes work again once there is space.
     #[error("the disk is full: {0}")]
@@ -33,7 +37,25 @@ impl From<rusqlite::Error> for StoreError {
     fn from(error: rusqlite::Error) -> Self {
         match error.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DiskFull) => StoreError::Full(error.to_string()),
-            _ => StoreError::Backend(error.to_string()),
+            _ => StoreError::Driver(Arc::new(error)),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        if error.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+            return StoreError::Full(error.to_string());
+        }
+        StoreError::Driver(Arc::new(error))
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        match error {
+            deadpool_postgres::PoolError::Backend(error) => error.into(),
+            other => StoreError::Driver(Arc::new(other)),
         }
     }
 }

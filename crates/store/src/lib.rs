@@ -9,8 +9,10 @@
 //! it again instead of repeating the delivery. Every committed change that matters for
 //! scheduling is reported to the engine's scheduler ([`SchedulingSource::attach`]).
 
+pub(crate) mod batch;
 pub mod error;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 pub mod workflows;
 

@@ -1,0 +1,1 @@
+//! A workflow run's records: admitting a message into its run, starting runs, recording steps.

@@ -1,0 +1,299 @@
+//! The writer task and its group commit, as in the embedded store (`sqlite/writer.rs`): every
+//! write is a [`WriteOp`] on one channel; the writer takes everything queued, applies it in one
+//! transaction on its own connection, commits (PostgreSQL makes the commit durable before it
+//! returns), reports the committed scheduling changes, then answers the callers — in that order,
+//! so that a published message is known to the scheduler before its publisher hears back.
+//! An op error fails the whole batch, except for ops in a savepoint of their own
+//! ([`WriteOp::needs_savepoint`]).
+
+use super::{Connector, ops, recovery, resources, schedules, waiters, workflow_ops};
+use crate::batch::{Effects, MAX_BATCH, Pending, WriteOp};
+use crate::error::{Result, StoreError};
+use crate::model::*;
+use std::sync::Arc;
+use tern_core::MessageId;
+use tokio::sync::mpsc;
+use tokio_postgres::{Client, Transaction};
+
+/// What an op may use: the transaction (or its savepoint) and the scheduler (for cancels).
+#[derive(Clone, Copy)]
+pub struct Context<'a> {
+    pub tx: &'a Transaction<'a>,
+    pub scheduling: Option<&'a dyn Scheduling>,
+}
+
+pub struct Writer {
+    pub connector: Connector,
+    pub client: Option<Client>,
+    pub scheduling: Option<Arc<dyn Scheduling>>,
+}
+
+impl Writer {
+    pub async fn run(mut self, mut receiver: mpsc::Receiver<WriteOp>) {
+        while let Some(first) = receiver.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(op) => batch.push(op),
+                    Err(_) => break,
+                }
+            }
+            let stop = batch.iter().any(|op| matches!(op, WriteOp::Stop { .. }));
+            self.commit_batch(batch).await;
+            if stop {
+                break;
+            }
+        }
+    }
+
+    /// The writer's connection, opened again when the last one broke (the database
+    /// restarted, the network dropped): the batch that found it broken failed, the next one
+    /// tries again.
+    async fn connection(&mut self) -> Result<&mut Client> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.client = Some(self.connector.connect().await?);
+        }
+        Ok(self.client.as_mut().expect("connected above"))
+    }
+
+    async fn commit_batch(&mut self, batch: Vec<WriteOp>) {
+        let started = std::time::Instant::now();
+        let ops = batch.len();
+        let scheduling = self.scheduling.clone();
+        let mut effects = Effects::default();
+        let mut pending = Vec::with_capacity(batch.len());
+        let mut attached = None;
+        let commit = match self.connection().await {
+            Ok(client) => {
+                apply_batch(client, scheduling.as_deref(), batch, &mut effects, &mut pending, &mut attached).await
+            }
+            Err(error) => {
+                pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
+                Err(error)
+            }
+        };
+        let changes = match &commit {
+            Ok(()) => {
+                if let Some(attached) = attached.take() {
+                    self.scheduling = Some(attached);
+                }
+                effects.changes
+            }
+            Err(error) => {
+                tracing::error!(%error, ops, "a write batch failed and was rolled back; its callers get an error");
+                release(self.scheduling.as_deref(), &effects.held);
+                Vec::new()
+            }
+        };
+        if let Some(scheduling) = &self.scheduling
+            && !changes.is_empty()
+        {
+            scheduling.committed(changes);
+        }
+        for answer in pending {
+            answer.send(&commit);
+        }
+        tracing::trace!(ops, micros = started.elapsed().as_micros() as u64, "write batch");
+    }
+}
+
+async fn apply_batch(
+    client: &mut Client,
+    scheduling: Option<&dyn Scheduling>,
+    batch: Vec<WriteOp>,
+    effects: &mut Effects,
+    pending: &mut Vec<Pending>,
+    attached: &mut Option<Arc<dyn Scheduling>>,
+) -> Result<()> {
+    let mut transaction = match client.transaction().await {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let error = StoreError::from(error);
+            pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
+            return Err(error);
+        }
+    };
+    let mut failure: Option<StoreError> = None;
+    for op in batch {
+        if let Some(error) = &failure {
+            pending.push(Pending::failed(op, error));
+            continue;
+        }
+        if matches!(op, WriteOp::Attach { .. }) {
+            // The recovery scan reads everything committed so far, earlier ops included.
+            effects.changes.clear();
+        }
+        if op.needs_savepoint() {
+            let before = (effects.changes.len(), effects.held.len());
+            let savepoint = match transaction.savepoint("op").await {
+                Ok(savepoint) => savepoint,
+                Err(error) => {
+                    let error = StoreError::from(error);
+                    pending.push(Pending::failed(op, &error));
+                    failure = Some(error);
+                    continue;
+                }
+            };
+            let context = Context { tx: &savepoint, scheduling };
+            let (answer, error) = apply(context, op, effects, attached).await;
+            pending.push(answer);
+            let ended = match error {
+                Some(_) => {
+                    release(scheduling, &effects.held[before.1..]);
+                    effects.changes.truncate(before.0);
+                    effects.held.truncate(before.1);
+                    savepoint.rollback().await
+                }
+                None => savepoint.commit().await,
+            };
+            if let Err(error) = ended {
+                // The connection itself failed: the ops before this one are gone too.
+                failure = Some(error.into());
+            }
+            continue;
+        }
+        let context = Context { tx: &transaction, scheduling };
+        let (answer, error) = apply(context, op, effects, attached).await;
+        failure = error;
+        pending.push(answer);
+    }
+    match failure {
+        Some(error) => {
+            let _ = transaction.rollback().await;
+            Err(error)
+        }
+        None => Ok(transaction.commit().await?),
+    }
+}
+
+fn release(scheduling: Option<&dyn Scheduling>, held: &[MessageId]) {
+    if let Some(scheduling) = scheduling {
+        for id in held {
+            scheduling.release_hold(*id);
+        }
+    }
+}
+
+/// Applies one op; returns its pending answer and, if it failed, why (which fails the batch).
+async fn apply(
+    context: Context<'_>,
+    op: WriteOp,
+    effects: &mut Effects,
+    attached: &mut Option<Arc<dyn Scheduling>>,
+) -> (Pending, Option<StoreError>) {
+    fn settle<T>(result: Result<T>, make: impl FnOnce(Result<T>) -> Pending) -> (Pending, Option<StoreError>) {
+        let error = result.as_ref().err().cloned();
+        (make(result), error)
+    }
+    let tx = context.tx;
+    match op {
+        WriteOp::Attach { scheduling, now, reply } => {
+            let result = recovery::scan(tx, now, effects).await;
+            if result.is_ok() {
+                *attached = Some(scheduling);
+            }
+            settle(result, |r| Pending::Unit(reply, r))
+        }
+        WriteOp::Insert { messages, reply } => {
+            let result = ops::insert_messages(context, messages, effects).await;
+            if let Ok(outcomes) = &result
+                && outcomes.iter().any(|outcome| outcome.refuses_insert())
+            {
+                // Rolls back the op's savepoint (`needs_savepoint`): nothing of it is stored, and
+                // the caller reads why from the outcomes.
+                let refused = StoreError::InvalidInput("a workflow run refused a message of the insert".into());
+                return (Pending::Insert(reply, result), Some(refused));
+            }
+            settle(result, |r| Pending::Insert(reply, r))
+        }
+        WriteOp::AttemptStarted { user_id, id, at } => {
+            settle(ops::log_attempt_started(tx, &user_id, id, at).await, |_| Pending::Nothing)
+        }
+        WriteOp::SaveFlowWindows(windows) => {
+            settle(resources::save_flow_windows(tx, &windows).await, |_| Pending::Nothing)
+        }
+        WriteOp::AttemptFinished { outcome, reply } => {
+            settle(ops::finish_attempt(context, &outcome, effects).await, |r| Pending::Recorded(reply, outcome, r))
+        }
+        WriteOp::Cancel { user_id, selection, now, reply } => {
+            settle(ops::cancel(context, &user_id, selection, now, effects).await, |r| Pending::Cancel(reply, r))
+        }
+        WriteOp::DeleteDlq { user_id, dlq_ids, reply } => {
+            settle(resources::delete_dlq(tx, &user_id, &dlq_ids).await, |r| Pending::Count(reply, r))
+        }
+        WriteOp::SaveKeys { user_id, keys, reply } => {
+            settle(resources::save_keys(tx, &user_id, &keys).await, |r| Pending::Unit(reply, r))
+        }
+        WriteOp::UpsertQueue { user_id, name, parallelism, paused, now, reply } => {
+            settle(resources::upsert_queue(tx, &user_id, &name, parallelism, paused, now).await, |r| {
+                Pending::Unit(reply, r)
+            })
+        }
+        WriteOp::DeleteQueue { user_id, name, now, reply } => {
+            settle(ops::delete_queue(context, &user_id, &name, now, effects).await, |r| Pending::Flag(reply, r))
+        }
+        WriteOp::SaveFlow { user_id, key, settings, reply } => {
+            settle(resources::save_flow(tx, &user_id, &key, &settings).await, |r| Pending::Unit(reply, r))
+        }
+        WriteOp::ForgetFlows { keys, reply } => {
+            settle(resources::forget_flows(tx, &keys).await, |r| Pending::Unit(reply, r))
+        }
+        WriteOp::AddEndpoints { user_id, group, endpoints, now, limits, reply } => {
+            settle(resources::add_endpoints(tx, &user_id, &group, &endpoints, now, limits).await, |r| {
+                Pending::Endpoints(reply, r)
+            })
+        }
+        WriteOp::RemoveEndpoints { user_id, group, endpoints, now, reply } => {
+            settle(resources::remove_endpoints(tx, &user_id, &group, &endpoints, now).await, |r| {
+                Pending::Unit(reply, r)
+            })
+        }
+        WriteOp::SetGroupHeaders { user_id, group, headers, now, reply } => {
+            settle(resources::set_group_headers(tx, &user_id, &group, &headers, now).await, |r| {
+                Pending::Flag(reply, r)
+            })
+        }
+        WriteOp::DeleteGroup { user_id, group, reply } => {
+            settle(resources::delete_group(tx, &user_id, &group).await, |r| Pending::Flag(reply, r))
+        }
+        WriteOp::UpsertSchedule { schedule, limit, dedup, reply } => {
+            settle(schedules::upsert(tx, &schedule, limit, dedup.as_ref()).await, |r| Pending::Upsert(reply, r))
+        }
+        WriteOp::DeleteSchedule { user_id, id, reply } => {
+            settle(schedules::delete(tx, &user_id, &id).await, |r| Pending::Flag(reply, r))
+        }
+        WriteOp::PauseSchedule { user_id, id, paused, next_tick_at, reply } => {
+            settle(schedules::set_paused(tx, &user_id, &id, paused, next_tick_at).await, |r| Pending::Flag(reply, r))
+        }
+        WriteOp::FireSchedules { fires, reply } => {
+            settle(schedules::fire(context, fires, effects).await, |r| Pending::Flags(reply, r))
+        }
+        WriteOp::Purge { now, retention, reply } => {
+            settle(resources::purge(tx, now, retention).await, |r| Pending::Purge(reply, r))
+        }
+        WriteOp::EndRun { user_id, run_id, end, now, reply } => {
+            let result = workflow_ops::end_run(context, &user_id, &run_id, end, now, effects).await;
+            settle(result, |r| Pending::RunEnded(reply, r))
+        }
+        WriteOp::CancelRuns { user_id, filter, limit, now, reply } => {
+            let result = workflow_ops::cancel_runs(context, &user_id, &filter, limit, now, effects).await;
+            settle(result, |r| Pending::Count(reply, r))
+        }
+        WriteOp::AddWaiter { waiter, reply } => {
+            settle(waiters::add_waiter(context, &waiter, effects).await, |r| Pending::Waited(reply, r))
+        }
+        WriteOp::Notify { event, now, max_stored, run_limits, reply } => {
+            let result = waiters::notify(context, &event, now, max_stored, run_limits, effects).await;
+            settle(result, |r| Pending::Notified(reply, r))
+        }
+        WriteOp::CallFailureFunctionAgain { user_id, dlq_id, now, reply } => {
+            let result = workflow_ops::call_failure_function_again(context, &user_id, &dlq_id, now, effects).await;
+            settle(result, |r| Pending::RunNamed(reply, r))
+        }
+        WriteOp::ExpireWaiters { now, limit, run_limits, reply } => {
+            settle(waiters::expire(context, now, limit, run_limits, effects).await, |r| Pending::Count(reply, r))
+        }
+        WriteOp::Stop { reply } => (Pending::Unit(reply, Ok(())), None),
+    }
+}
