@@ -93,17 +93,67 @@ pub struct ConnectionTimeouts {
     pub write: Duration,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
+    pub backend: StorageBackend,
     pub data_dir: PathBuf,
     pub durable: bool,
+    pub postgres_url: String,
+    pub postgres_pool_size: usize,
+    pub postgres_connect_timeout: String,
 }
+
+impl std::fmt::Debug for StorageSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry the database password.
+        f.debug_struct("StorageSection")
+            .field("backend", &self.backend)
+            .field("data_dir", &self.data_dir)
+            .field("durable", &self.durable)
+            .field("postgres_url", &tern_core::redact::SECRET)
+            .field("postgres_pool_size", &self.postgres_pool_size)
+            .field("postgres_connect_timeout", &self.postgres_connect_timeout)
+            .finish()
+    }
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// The most pooled connections one node opens for client reads: each holds a descriptor of
+/// the reserve (`descriptors::RESERVED`) and a backend process on the database.
+pub const MAX_POSTGRES_POOL_SIZE: usize = 32;
 
 impl StorageSection {
     /// The store these settings open.
-    pub fn store_config(&self) -> tern_store::StorageConfig {
-        tern_store::StorageConfig::sqlite(self.data_dir.clone(), self.durable)
+    pub fn store_config(&self) -> Result<tern_store::StorageConfig, ConfigError> {
+        match self.backend {
+            StorageBackend::Sqlite => Ok(tern_store::StorageConfig::sqlite(self.data_dir.clone(), self.durable)),
+            StorageBackend::Postgres => {
+                if self.postgres_url.trim().is_empty() {
+                    return Err(invalid(
+                        "storage.postgres_url",
+                        "backend = \"postgres\" needs a URL (postgres://user:password@host:port/database)",
+                    ));
+                }
+                if !(1..=MAX_POSTGRES_POOL_SIZE).contains(&self.postgres_pool_size) {
+                    let why = format!("expected 1 to {MAX_POSTGRES_POOL_SIZE} connections");
+                    return Err(invalid("storage.postgres_pool_size", why));
+                }
+                let connect_timeout = parse_duration(&self.postgres_connect_timeout)
+                    .map_err(|e| invalid("storage.postgres_connect_timeout", e))?;
+                let mut options = tern_store::postgres::PostgresOptions::new(self.postgres_url.trim());
+                options.pool_size = self.postgres_pool_size;
+                options.connect_timeout = connect_timeout;
+                Ok(tern_store::StorageConfig::Postgres(options))
+            }
+        }
     }
 }
 

@@ -108,7 +108,7 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         "file descriptors shared out"
     );
     engine_config.max_concurrent_deliveries = budget.max_concurrent_deliveries;
-    let store = tern_store::open(&config.storage.store_config())?;
+    let store = tern_store::open(&config.storage.store_config()?).await?;
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
     let api = Arc::new(ApiSettings {
         max_body_bytes: config.limits.max_body_bytes,

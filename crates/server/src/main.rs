@@ -41,6 +41,10 @@ enum Command {
         /// Plan limits to mirror.
         #[arg(long, env = "QSTASH_DEV_QUOTA", value_enum, default_value_t = Quota::Payg)]
         quota: Quota,
+        /// Keep data in this PostgreSQL database instead of the embedded store
+        /// (postgres://user:password@host:port/database).
+        #[arg(long, conflicts_with = "in_memory")]
+        postgres_url: Option<String>,
     },
     /// Run the production server from layered configuration.
     Serve {
@@ -83,15 +87,20 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             print!("{DEFAULTS}");
             return Ok(());
         }
-        Command::Dev { port, host, data_dir, in_memory, quota } => {
+        Command::Dev { port, host, data_dir, in_memory, quota, postgres_url } => {
             let temporary = in_memory.then(tempfile::TempDir::new).transpose()?;
-            let (data_dir, storage) = match &temporary {
+            let (data_dir, mut storage) = match &temporary {
                 Some(directory) => {
                     (directory.path().to_path_buf(), "in memory (a temporary directory, removed on exit)".to_string())
                 }
                 None => (data_dir.clone(), format!("{} (durable)", data_dir.display())),
             };
-            let config = dev_config(&host, port, data_dir, !in_memory, quota);
+            let mut config = dev_config(&host, port, data_dir, !in_memory, quota);
+            if let Some(url) = postgres_url {
+                storage = "PostgreSQL (--postgres-url)".to_string();
+                config.storage.backend = tern_server::config::StorageBackend::Postgres;
+                config.storage.postgres_url = url;
+            }
             (config, Some(storage), temporary)
         }
         Command::Serve { config } => {

@@ -1,6 +1,6 @@
 //! tern-store: persistence behind small capability traits. The embedded SQLite backend
-//! ([`sqlite::SqliteStore`]) is the default; every backend passes the conformance suite in
-//! `tests/conformance`.
+//! ([`sqlite::SqliteStore`]) is the default; [`postgres::PostgresStore`] keeps the same data in
+//! a PostgreSQL database. Every backend passes the conformance suite in `tests/conformance`.
 //!
 //! Writes resolve after their commit is durable; many of them share one commit. An attempt's
 //! start ([`MessageStore::record_attempt_started`]) is queued and committed in the background;
@@ -223,6 +223,8 @@ pub trait Maintenance: Send + Sync {
 pub enum StorageConfig {
     /// The embedded SQLite store: one process owns a data directory.
     Sqlite(sqlite::SqliteOptions),
+    /// A PostgreSQL database, which several nodes may share.
+    Postgres(postgres::PostgresOptions),
 }
 
 impl StorageConfig {
@@ -234,9 +236,10 @@ impl StorageConfig {
 
 /// Opens the configured backend (creating or migrating its schema); callers never name a
 /// backend's type.
-pub fn open(config: &StorageConfig) -> Result<Arc<dyn Store>> {
+pub async fn open(config: &StorageConfig) -> Result<Arc<dyn Store>> {
     match config {
         StorageConfig::Sqlite(options) => Ok(Arc::new(sqlite::SqliteStore::open(options.clone())?)),
+        StorageConfig::Postgres(options) => Ok(Arc::new(postgres::PostgresStore::open(options.clone()).await?)),
     }
 }
 

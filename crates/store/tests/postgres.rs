@@ -7,31 +7,23 @@ mod conformance;
 use conformance::Backend;
 use std::sync::Arc;
 use tern_store::Store;
-use tern_store::postgres::{PostgresOptions, PostgresStore};
+use tern_store::postgres::{PostgresOptions, PostgresStore, testing};
 
-/// Databases for one test, on the server `TERN_TEST_POSTGRES_URL` names.
+/// Databases for one test (their URLs), on the server `TERN_TEST_POSTGRES_URL` names.
 struct Postgres {
     databases: Vec<String>,
 }
 
 fn server_url() -> String {
-    std::env::var("TERN_TEST_POSTGRES_URL").expect(
+    testing::server_url().expect(
         "TERN_TEST_POSTGRES_URL names a PostgreSQL server to create test databases on \
          (scripts/test starts one and sets it)",
     )
 }
 
-/// `url` with its database replaced by `database`.
-fn database_url(url: &str, database: &str) -> String {
-    let mut url = url::Url::parse(url).expect("TERN_TEST_POSTGRES_URL is a postgres:// URL");
-    url.set_path(&format!("/{database}"));
-    url.to_string()
-}
-
 async fn admin() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&server_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect to TERN_TEST_POSTGRES_URL");
+    let (client, connection) =
+        tokio_postgres::connect(&server_url(), tokio_postgres::NoTls).await.expect("connect to TERN_TEST_POSTGRES_URL");
     tokio::spawn(connection);
     client
 }
@@ -42,13 +34,18 @@ impl Postgres {
     }
 
     fn options(&self) -> PostgresOptions {
-        PostgresOptions::new(database_url(&server_url(), self.databases.last().expect("a database")))
+        PostgresOptions::new(self.databases.last().expect("a database").clone())
+    }
+
+    async fn create(&mut self) {
+        self.databases.push(testing::create_database(&server_url()).await.unwrap());
     }
 
     async fn drop_databases(self) {
         let admin = admin().await;
-        for database in self.databases {
-            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)")).await.unwrap();
+        for url in self.databases {
+            let name = url::Url::parse(&url).unwrap().path().trim_start_matches('/').to_string();
+            admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.unwrap();
         }
     }
 }
@@ -56,9 +53,7 @@ impl Postgres {
 #[async_trait::async_trait]
 impl Backend for Postgres {
     async fn open(&mut self) -> Arc<dyn Store> {
-        let name = format!("tern_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-        admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-        self.databases.push(name);
+        self.create().await;
         Arc::new(PostgresStore::open(self.options()).await.unwrap())
     }
 
@@ -88,24 +83,29 @@ conformance_group!(listing, conformance::listing::run_all);
 conformance_group!(workflows, conformance::workflows::run_all);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_stores_migrate_one_database_at_once() {
+async fn nodes_starting_together_migrate_once_and_take_turns_as_the_active_one() {
+    use futures_util::StreamExt;
     let mut backend = Postgres::new();
-    let first = backend.open().await;
-    first.shutdown().await.unwrap();
-    // A fresh database, opened by four stores together: each schema version is applied once.
-    let name = format!("tern_test_{}", ulid::Ulid::new().to_string().to_lowercase());
-    admin().await.batch_execute(&format!("CREATE DATABASE {name}")).await.unwrap();
-    backend.databases.push(name);
-    let opening = (0..4).map(|_| PostgresStore::open(backend.options()));
-    let stores = futures_util::future::join_all(opening).await;
-    for store in stores {
-        tern_store::Maintenance::shutdown(&store.expect("every node opens")).await.unwrap();
+    backend.create().await;
+    // Four nodes on a fresh database at once: each schema version is applied once, one node is
+    // active, and each of the others becomes active when the one before it stops.
+    let mut opening: futures_util::stream::FuturesUnordered<_> =
+        (0..4).map(|_| PostgresStore::open(backend.options())).collect();
+    let mut active = 0;
+    while let Some(store) = opening.next().await {
+        let store = store.expect("every node opens in turn");
+        active += 1;
+        tern_store::Maintenance::shutdown(&store).await.unwrap();
+        drop(store);
     }
+    assert_eq!(active, 4);
     let (client, connection) = tokio_postgres::connect(&backend.options().url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let versions: Vec<i64> =
         client.query("SELECT version FROM tern_schema", &[]).await.unwrap().iter().map(|row| row.get(0)).collect();
     assert_eq!(versions, vec![1], "each version applied once");
+    let epoch: i64 = client.query_one("SELECT epoch FROM tern_nodes", &[]).await.unwrap().get(0);
+    assert_eq!(epoch, 4, "each node became the active one once");
     drop(client);
     backend.drop_databases().await;
 }

@@ -97,6 +97,20 @@ async fn an_attempt_cut_short_by_shutdown_is_made_again_after_restart() {
 
 /// The real `tern` binary, killed (SIGKILL) when dropped, so that a failing test leaves no
 /// process behind.
+/// The database of the test server on `data_dir` (on PostgreSQL): made at its first start,
+/// kept in the directory, so that a restart finds its data again.
+async fn postgres_database(data_dir: &Path) -> String {
+    let kept = data_dir.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&kept) {
+        return url;
+    }
+    let server = tern_store::postgres::testing::server_url().expect("TERN_TEST_POSTGRES_URL");
+    let url = tern_store::postgres::testing::create_database(&server).await.expect("a test database");
+    std::fs::create_dir_all(data_dir).expect("data directory");
+    std::fs::write(&kept, &url).expect("keep the database's URL");
+    url
+}
+
 pub struct TernProcess {
     child: std::process::Child,
     pub url: String,
@@ -111,10 +125,23 @@ impl TernProcess {
 
     /// [`TernProcess::start`] with `RUST_LOG` set to `log_filter`.
     pub async fn start_logging(data_dir: &Path, stderr: PathBuf, log_filter: &str) -> TernProcess {
+        Self::launch(data_dir, stderr, log_filter, crate::harness::on_postgres()).await
+    }
+
+    /// [`TernProcess::start_logging`] on the embedded store whatever the test run's backend, for
+    /// tests of what happens to its data directory (a full disk).
+    pub async fn start_on_embedded_store(data_dir: &Path, stderr: PathBuf, log_filter: &str) -> TernProcess {
+        Self::launch(data_dir, stderr, log_filter, false).await
+    }
+
+    async fn launch(data_dir: &Path, stderr: PathBuf, log_filter: &str, on_postgres: bool) -> TernProcess {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&stderr).expect("stderr file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tern"))
-            .args(["dev", "--port", "0", "--host", "127.0.0.1", "--data-dir"])
-            .arg(data_dir)
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tern"));
+        command.args(["dev", "--port", "0", "--host", "127.0.0.1", "--data-dir"]).arg(data_dir);
+        if on_postgres {
+            command.arg("--postgres-url").arg(postgres_database(data_dir).await);
+        }
+        let mut child = command
             .env("RUST_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -49,6 +49,29 @@ pub const NEXT_KEY: &str = DEV_USERS[0].3;
 /// A second user, for isolation tests.
 pub const OTHER_TOKEN: &str = DEV_USERS[1].1;
 
+/// The backend the servers of this test run use: `TERN_TEST_BACKEND=postgres` puts each on a
+/// fresh database of the PostgreSQL server `TERN_TEST_POSTGRES_URL` names (`scripts/test` runs
+/// the suite once per backend); otherwise each has an embedded store in its data directory.
+pub fn on_postgres() -> bool {
+    match std::env::var("TERN_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("TERN_TEST_BACKEND is \"sqlite\" or \"postgres\", not {other:?}"),
+    }
+}
+
+/// Points `config` at the test run's backend: on PostgreSQL, a fresh database.
+pub async fn use_test_backend(config: &mut Config) {
+    if !on_postgres() {
+        return;
+    }
+    let server = tern_store::postgres::testing::server_url()
+        .expect("TERN_TEST_BACKEND=postgres needs TERN_TEST_POSTGRES_URL (scripts/test sets both)");
+    let url = tern_store::postgres::testing::create_database(&server).await.expect("a test database");
+    config.storage.backend = tern_server::config::StorageBackend::Postgres;
+    config.storage.postgres_url = url;
+}
+
 /// A plain client for tests that talk to a `tern` process. reqwest is built without a default
 /// TLS provider, so one is installed first (a second install is refused harmlessly).
 pub fn http_client() -> reqwest::Client {
@@ -84,6 +107,7 @@ impl TestServer {
         config.users = dev_users();
         config.storage.data_dir = data_dir.path().to_path_buf();
         config.server.listen = "127.0.0.1:0".into();
+        use_test_backend(&mut config).await;
         configure(&mut config);
         let clock = Arc::new(ManualClock::new(start_ms));
         let running = Self::launch(&config, &clock, "127.0.0.1:0").await;

@@ -157,7 +157,8 @@ async fn a_full_disk_pauses_delivery_and_everything_continues_once_space_is_free
     let disk = SmallDisk::mount(48);
     let logs = tempfile::tempdir().expect("log directory");
     let receiver = Receiver::start().await;
-    let tern = TernProcess::start_logging(&disk.path().join("data"), logs.path().join("stderr"), log_filter()).await;
+    let tern =
+        TernProcess::start_on_embedded_store(&disk.path().join("data"), logs.path().join("stderr"), log_filter()).await;
     let (ids, filler) = hold_attempts_and_fill_the_disk(&tern, &receiver, &disk, MESSAGES).await;
 
     let (status, json) = publish(&tern, &receiver.url("/other"), "y".repeat(1 << 20)).await;
@@ -201,7 +202,7 @@ async fn stopping_while_outcomes_cannot_be_written_repeats_only_the_attempts_in_
     let stderr = logs.path().join("stderr");
     let data = disk.path().join("data");
     let receiver = Receiver::start().await;
-    let mut tern = TernProcess::start_logging(&data, stderr.clone(), log_filter()).await;
+    let mut tern = TernProcess::start_on_embedded_store(&data, stderr.clone(), log_filter()).await;
     let (ids, filler) = hold_attempts_and_fill_the_disk(&tern, &receiver, &disk, MESSAGES).await;
     receiver.release("/full", MESSAGES);
     wait_for_offers_without_redelivery(&tern, &receiver, 4).await;
@@ -212,7 +213,7 @@ async fn stopping_while_outcomes_cannot_be_written_repeats_only_the_attempts_in_
     assert!(status.success() || said.contains("could not shut down cleanly"), "{status}:\n{said}");
 
     std::fs::remove_file(filler).expect("free the space");
-    let tern = TernProcess::start_logging(&data, stderr, log_filter()).await;
+    let tern = TernProcess::start_on_embedded_store(&data, stderr, log_filter()).await;
     receiver.release("/full", 2 * MESSAGES);
     wait_all_failed(&tern, &ids).await;
     let attempts = attempts_by_message(&receiver, "/full");

@@ -4,6 +4,7 @@
 //! small pool of its own so that a burst of client searches never holds up deliveries.
 
 mod listing;
+mod node_lock;
 mod ops;
 mod query;
 mod recovery;
@@ -12,6 +13,7 @@ mod rows;
 mod run_records;
 mod schedules;
 mod schema;
+pub mod testing;
 mod waiters;
 mod workflow_ops;
 mod workflows;
@@ -78,6 +80,8 @@ impl Connector {
             .parse()
             .map_err(|e| StoreError::InvalidInput(format!("storage.postgres_url is not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(options.connect_timeout);
+        // Notice a database host gone silent within seconds, not the system default of hours.
+        config.keepalives(true).keepalives_idle(Duration::from_secs(10));
         if config.get_application_name().is_none() {
             config.application_name("tern");
         }
@@ -95,11 +99,8 @@ impl Connector {
     }
 
     fn pool(&self, size: usize) -> Result<Pool> {
-        let manager = Manager::from_config(
-            self.config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let manager =
+            Manager::from_config(self.config.clone(), NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         Pool::builder(manager)
             .max_size(size.max(1))
             .build()
@@ -115,14 +116,23 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects, brings the schema to the newest version and starts the writer. Nothing is
-    /// scheduled until the engine attaches its scheduler ([`SchedulingSource::attach`]).
+    /// Connects, brings the schema to the newest version, waits until this node is the active
+    /// one on the database (`node_lock`: another node may be active; this one then stands by)
+    /// and starts the writer. Nothing is scheduled until the engine attaches its scheduler
+    /// ([`SchedulingSource::attach`]).
     pub async fn open(options: PostgresOptions) -> Result<Self> {
         let connector = Connector::new(&options)?;
         let mut client = connector.connect().await?;
         schema::migrate(&mut client).await?;
+        let epoch = node_lock::become_active(&client).await?;
         let (sender, receiver) = mpsc::channel(WRITE_QUEUE);
-        let writer = writer::Writer { connector: connector.clone(), client: Some(client), scheduling: None };
+        let writer = writer::Writer {
+            connector: connector.clone(),
+            client: Some(client),
+            scheduling: None,
+            epoch,
+            taken_over: None,
+        };
         let writer_task = tokio::spawn(writer.run(receiver));
         tracing::info!("PostgreSQL store opened");
         Ok(PostgresStore {

@@ -18,8 +18,8 @@ const MIGRATION_LOCK: i64 = 0x7465_726e;
 const MIGRATIONS: &[&str] = &[r#"
 CREATE SEQUENCE message_seq;
 CREATE TABLE messages (
-    id TEXT PRIMARY KEY,
-    user_id TEXT NOT NULL,
+    id TEXT COLLATE "C" PRIMARY KEY,
+    user_id TEXT COLLATE "C" NOT NULL,
     seq BIGINT NOT NULL DEFAULT nextval('message_seq'),
     state BIGINT NOT NULL,
     due_at BIGINT,
@@ -30,14 +30,14 @@ CREATE TABLE messages (
     url TEXT NOT NULL,
     host TEXT NOT NULL,
     path TEXT NOT NULL,
-    topic_name TEXT,
-    queue_name TEXT,
-    schedule_id TEXT,
-    flow_control_key TEXT,
+    topic_name TEXT COLLATE "C",
+    queue_name TEXT COLLATE "C",
+    schedule_id TEXT COLLATE "C",
+    flow_control_key TEXT COLLATE "C",
     labels TEXT,
     caller_ip TEXT,
     source_id TEXT,
-    dlq_id TEXT,
+    dlq_id TEXT COLLATE "C",
     dlq_at BIGINT,
     spec TEXT NOT NULL,
     body BYTEA NOT NULL,
@@ -59,8 +59,8 @@ CREATE INDEX messages_workflow_run ON messages(workflow_run_key, seq)
 
 CREATE TABLE logs (
     seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    message_id TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
     time BIGINT NOT NULL,
     state BIGINT NOT NULL,
     error TEXT,
@@ -69,21 +69,22 @@ CREATE TABLE logs (
     response_headers TEXT,
     response_body BYTEA
 );
+ALTER TABLE logs ALTER COLUMN response_body SET STORAGE EXTERNAL;
 CREATE INDEX logs_user_time ON logs(user_id, time, seq);
 CREATE INDEX logs_message ON logs(message_id);
 
 CREATE TABLE dedup (
-    user_id TEXT NOT NULL,
-    key TEXT NOT NULL,
-    message_id TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
     expires_at BIGINT NOT NULL,
     PRIMARY KEY (user_id, key)
 );
 CREATE INDEX dedup_expiry ON dedup(expires_at);
 
 CREATE TABLE queues (
-    user_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     parallelism BIGINT NOT NULL,
     paused BOOLEAN NOT NULL,
     created_at BIGINT NOT NULL,
@@ -92,8 +93,8 @@ CREATE TABLE queues (
 );
 
 CREATE TABLE flow_keys (
-    user_id TEXT NOT NULL,
-    key TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    key TEXT COLLATE "C" NOT NULL,
     parallelism BIGINT,
     rate BIGINT,
     period_secs BIGINT NOT NULL,
@@ -106,8 +107,8 @@ CREATE TABLE flow_keys (
 );
 
 CREATE TABLE url_groups (
-    user_id TEXT NOT NULL,
-    name TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    name TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     default_headers TEXT,
@@ -115,20 +116,20 @@ CREATE TABLE url_groups (
 );
 
 CREATE TABLE url_group_endpoints (
-    user_id TEXT NOT NULL,
-    group_name TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    group_name TEXT COLLATE "C" NOT NULL,
     position BIGINT NOT NULL,
     url TEXT NOT NULL,
-    name TEXT,
+    name TEXT COLLATE "C",
     PRIMARY KEY (user_id, group_name, position)
 );
 
 CREATE TABLE schedules (
-    user_id TEXT NOT NULL,
-    id TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
     cron TEXT NOT NULL,
     destination TEXT NOT NULL,
-    queue_name TEXT,
+    queue_name TEXT COLLATE "C",
     headers TEXT NOT NULL,
     body BYTEA NOT NULL,
     caller_ip TEXT,
@@ -142,9 +143,35 @@ CREATE TABLE schedules (
 );
 CREATE INDEX schedules_due ON schedules(next_tick_at) WHERE NOT paused AND next_tick_at IS NOT NULL;
 CREATE INDEX schedules_by_creation ON schedules(user_id, created_at, id);
+-- The per-user schedule limit reads a kept count, not the user's rows (counting them would make
+-- creating many schedules quadratic). Only rows really inserted or deleted count: an upsert that
+-- updates fires no AFTER INSERT row trigger.
+CREATE TABLE schedule_counts (
+    user_id TEXT COLLATE "C" PRIMARY KEY,
+    count BIGINT NOT NULL
+);
+CREATE FUNCTION schedule_counted_in() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO schedule_counts VALUES (NEW.user_id, 1)
+        ON CONFLICT (user_id) DO UPDATE SET count = schedule_counts.count + 1;
+    RETURN NULL;
+END $$;
+CREATE FUNCTION schedule_counted_out() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE schedule_counts SET count = count - 1 WHERE user_id = OLD.user_id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER schedules_counted_in AFTER INSERT ON schedules FOR EACH ROW EXECUTE FUNCTION schedule_counted_in();
+CREATE TRIGGER schedules_counted_out AFTER DELETE ON schedules FOR EACH ROW EXECUTE FUNCTION schedule_counted_out();
+
+-- The active node's epoch: bumped by each node that becomes the active one (`node_lock`).
+CREATE TABLE tern_nodes (
+    id BIGINT PRIMARY KEY,
+    epoch BIGINT NOT NULL
+);
 
 CREATE TABLE signing_keys (
-    user_id TEXT PRIMARY KEY,
+    user_id TEXT COLLATE "C" PRIMARY KEY,
     current TEXT NOT NULL,
     next TEXT NOT NULL,
     configured_current TEXT NOT NULL,
@@ -153,8 +180,8 @@ CREATE TABLE signing_keys (
 
 CREATE TABLE workflow_runs (
     run_key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    run_id TEXT COLLATE "C" NOT NULL,
     url TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     state BIGINT NOT NULL,
@@ -163,9 +190,9 @@ CREATE TABLE workflow_runs (
     config TEXT NOT NULL,
     labels TEXT,
     invoker TEXT,
-    dlq_id TEXT,
+    dlq_id TEXT COLLATE "C",
     caller_ip TEXT,
-    flow_control_key TEXT,
+    flow_control_key TEXT COLLATE "C",
     step_count BIGINT NOT NULL DEFAULT 0,
     step_bytes BIGINT NOT NULL DEFAULT 0,
     failure_message_id TEXT,
@@ -184,7 +211,7 @@ CREATE INDEX workflow_runs_dlq ON workflow_runs(dlq_id) WHERE dlq_id IS NOT NULL
 CREATE TABLE workflow_steps (
     run_key BIGINT NOT NULL,
     position BIGINT NOT NULL,
-    message_id TEXT NOT NULL,
+    message_id TEXT COLLATE "C" NOT NULL,
     call_type BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     body BYTEA NOT NULL,
@@ -194,9 +221,9 @@ CREATE INDEX workflow_steps_message ON workflow_steps(message_id);
 
 CREATE TABLE workflow_waiters (
     waiter_key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    user_id TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    user_id TEXT COLLATE "C" NOT NULL,
+    event_id TEXT COLLATE "C" NOT NULL,
+    run_id TEXT COLLATE "C" NOT NULL,
     run_key BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
     deadline BIGINT NOT NULL,
@@ -213,7 +240,7 @@ CREATE INDEX workflow_waiters_deadline ON workflow_waiters(deadline);
 CREATE TABLE workflow_events (
     event_key BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     run_key BIGINT NOT NULL,
-    event_id TEXT NOT NULL,
+    event_id TEXT COLLATE "C" NOT NULL,
     created_at BIGINT NOT NULL,
     data BYTEA NOT NULL,
     webhook BOOLEAN NOT NULL DEFAULT FALSE

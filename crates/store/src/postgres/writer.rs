@@ -6,7 +6,7 @@
 //! An op error fails the whole batch, except for ops in a savepoint of their own
 //! ([`WriteOp::needs_savepoint`]).
 
-use super::{Connector, ops, recovery, resources, schedules, waiters, workflow_ops};
+use super::{Connector, node_lock, ops, recovery, resources, schedules, waiters, workflow_ops};
 use crate::batch::{Effects, MAX_BATCH, Pending, WriteOp};
 use crate::error::{Result, StoreError};
 use crate::model::*;
@@ -26,6 +26,10 @@ pub struct Writer {
     pub connector: Connector,
     pub client: Option<Client>,
     pub scheduling: Option<Arc<dyn Scheduling>>,
+    /// The epoch at which this node became the active one (see `node_lock`).
+    pub epoch: i64,
+    /// Set when another node took over: every later write fails with it.
+    pub taken_over: Option<StoreError>,
 }
 
 impl Writer {
@@ -50,9 +54,22 @@ impl Writer {
     /// restarted, the network dropped): the batch that found it broken failed, the next one
     /// tries again.
     async fn connection(&mut self) -> Result<&mut Client> {
+        if let Some(error) = &self.taken_over {
+            return Err(error.clone());
+        }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            self.client = Some(self.connector.connect().await?);
+            let client = self.connector.connect().await?;
+            // The old connection's lock went with it: this node is still the active one only
+            // if nobody took over meanwhile.
+            if let Err(error) = node_lock::resume(&client, self.epoch).await {
+                if matches!(error, StoreError::Unavailable(_)) {
+                    tracing::error!(%error, "this node refuses writes until it is restarted");
+                    self.taken_over = Some(error.clone());
+                }
+                return Err(error);
+            }
+            self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected above"))
     }
@@ -250,9 +267,7 @@ async fn apply(
             })
         }
         WriteOp::SetGroupHeaders { user_id, group, headers, now, reply } => {
-            settle(resources::set_group_headers(tx, &user_id, &group, &headers, now).await, |r| {
-                Pending::Flag(reply, r)
-            })
+            settle(resources::set_group_headers(tx, &user_id, &group, &headers, now).await, |r| Pending::Flag(reply, r))
         }
         WriteOp::DeleteGroup { user_id, group, reply } => {
             settle(resources::delete_group(tx, &user_id, &group).await, |r| Pending::Flag(reply, r))

@@ -1,10 +1,12 @@
 //! The writer with its sync thread: what waits for what.
 
 use super::*;
+use crate::batch::Reply;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tern_core::{AttemptResponse, Message, MessageState, PublishLimits, PublishOptions};
+use tokio::sync::oneshot;
 
 /// A scheduler that calls every message it knows of running, and notes being asked about
 /// one it has not heard of.

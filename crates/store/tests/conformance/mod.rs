@@ -172,6 +172,7 @@ fn outcome(message: Arc<Message>, at: i64, status: u16, next: NextStep) -> Attem
     }
 }
 
+#[allow(dead_code, reason = "the PostgreSQL tests run the groups one by one, in parallel")]
 pub async fn run_all(backend: &mut impl Backend) {
     messages(backend).await;
     resources::run_all(backend).await;
