@@ -18,6 +18,9 @@ pub const DEFAULTS: &str = include_str!("../defaults.toml");
 /// Environment variables that configure the process rather than the config tree.
 const RESERVED_ENV: &[&str] = &["TERN_CONFIG"];
 
+/// Variables of tern's own test suite (which servers it starts inherit), never configuration.
+const TEST_SUITE_ENV: &str = "TERN_TEST_";
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
@@ -252,7 +255,7 @@ impl Config {
             let Some(key) = name.strip_prefix("TERN_") else {
                 continue;
             };
-            if RESERVED_ENV.contains(&name.as_str()) || key.is_empty() {
+            if RESERVED_ENV.contains(&name.as_str()) || name.starts_with(TEST_SUITE_ENV) || key.is_empty() {
                 continue;
             }
             let path: Vec<String> = key.split("__").map(str::to_ascii_lowercase).collect();

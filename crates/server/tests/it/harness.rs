@@ -60,7 +60,9 @@ pub fn on_postgres() -> bool {
     }
 }
 
-/// Points `config` at the test run's backend: on PostgreSQL, a fresh database.
+/// Points `config` at the test run's backend: on PostgreSQL, a fresh database, whose URL is
+/// kept in the data directory for a `tern` process started on it later
+/// (`durability::TernProcess`).
 pub async fn use_test_backend(config: &mut Config) {
     if !on_postgres() {
         return;
@@ -68,6 +70,7 @@ pub async fn use_test_backend(config: &mut Config) {
     let server = tern_store::postgres::testing::server_url()
         .expect("TERN_TEST_BACKEND=postgres needs TERN_TEST_POSTGRES_URL (scripts/test sets both)");
     let url = tern_store::postgres::testing::create_database(&server).await.expect("a test database");
+    std::fs::write(config.storage.data_dir.join("postgres-url"), &url).expect("keep the database's URL");
     config.storage.backend = tern_server::config::StorageBackend::Postgres;
     config.storage.postgres_url = url;
 }
