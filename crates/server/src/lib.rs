@@ -88,9 +88,27 @@ pub enum ShutdownError {
     Engine(#[from] tern_engine::EngineError),
 }
 
+/// Opens the configured store (creating or migrating its schema). On a database another node
+/// is active on, this waits until that node stops: bind the listener only afterwards, so that a
+/// node standing by refuses connections and a load balancer sends nothing its way.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn tern_store::Store>, StartError> {
+    Ok(tern_store::open(&config.storage.store_config()?).await?)
+}
+
 /// Raises the open-file limit, opens the store, starts the engine and serves the API on
 /// `listener`.
 pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>) -> Result<RunningServer, StartError> {
+    let store = open_store(config).await?;
+    start_on(config, store, listener, clock).await
+}
+
+/// [`start`] on a store already open ([`open_store`]).
+pub async fn start_on(
+    config: &Config,
+    store: Arc<dyn tern_store::Store>,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+) -> Result<RunningServer, StartError> {
     let mut engine_config = config.engine_config()?;
     let timeouts = config.connection_timeouts()?;
     let budget = descriptors::plan(
@@ -108,7 +126,6 @@ pub async fn start(config: &Config, listener: TcpListener, clock: Arc<dyn Clock>
         "file descriptors shared out"
     );
     engine_config.max_concurrent_deliveries = budget.max_concurrent_deliveries;
-    let store = tern_store::open(&config.storage.store_config()?).await?;
     let engine = Engine::start(store, clock, engine_config, &config.user_keys()).await?;
     let api = Arc::new(ApiSettings {
         max_body_bytes: config.limits.max_body_bytes,

@@ -111,10 +111,12 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             (config, None, None)
         }
     };
+    // A node standing by for another on the same database waits here, not listening yet.
+    let store = tern_server::open_store(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.server.listen))?;
-    let server = tern_server::start(&config, listener, Arc::new(SystemClock)).await?;
+    let server = tern_server::start_on(&config, store, listener, Arc::new(SystemClock)).await?;
     match announce {
         Some(storage) => {
             let address = server.address;
