@@ -39,6 +39,7 @@ mod schedules_dst;
 mod schedules_manage;
 mod schedules_restart;
 mod settle;
+mod several_nodes;
 mod signed_urls;
 mod storage_faults;
 mod support;
