@@ -59,7 +59,7 @@ struct Cli {
     #[arg(long)]
     tern: Option<PathBuf>,
     /// Which scenarios to run.
-    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "delayed".into(), "failing".into(), "crash".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into(), "workflow".into()])]
+    #[arg(long, value_delimiter = ',', default_values_t = ["immediate".to_string(), "postgres".into(), "delayed".into(), "failing".into(), "crash".into(), "backlog".into(), "keys".into(), "schedules".into(), "listing".into(), "workflow".into()])]
     scenarios: Vec<String>,
     /// Queues and flow-control keys in the keys scenario.
     #[arg(long, default_value_t = 10_000)]
@@ -183,6 +183,15 @@ async fn main() {
         print_ratios("tern's delivered/s as a ratio of the forwarder's", ratios);
         print_ratios("tern's delivered/s as a ratio of the durable forwarder's", durable_ratios);
         print_ratios("the durable queue's delivered/s as a ratio of the forwarder's", queue_ratios);
+    }
+
+    for &concurrency in cli.concurrency.iter().filter(|_| run("postgres")) {
+        println!("\n== PostgreSQL, one node (the database on this machine too), C = {concurrency} ==");
+        let sqlite = bench.immediate(cli.messages, concurrency, 0).await;
+        print_row("tern on SQLite, immediate delivery", &sqlite, None);
+        let postgres = bench.immediate_on_postgres(cli.messages, concurrency).await;
+        print_row("tern on PostgreSQL, immediate delivery, as a ratio of SQLite", &postgres, Some(&sqlite));
+        check(&mut failures, &format!("postgres C={concurrency}"), &postgres);
     }
 
     let concurrency = cli.concurrency[0];

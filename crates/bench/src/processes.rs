@@ -43,6 +43,15 @@ impl Tern {
 
     /// [`Tern::start`], logging into `log` (its restarts append to the same file).
     pub async fn start_logging(binary: &Path, data_dir: &Path, log: Option<TraceLog>) -> Tern {
+        Self::start_on(binary, data_dir, None, log).await
+    }
+
+    /// [`Tern::start`] on the PostgreSQL database at `database` instead of the embedded store.
+    pub async fn start_on_postgres(binary: &Path, data_dir: &Path, database: &str) -> Tern {
+        Self::start_on(binary, data_dir, Some(database), None).await
+    }
+
+    async fn start_on(binary: &Path, data_dir: &Path, database: Option<&str>, log: Option<TraceLog>) -> Tern {
         let config = data_dir.with_extension("toml");
         let port = free_port();
         let durable = durable();
@@ -54,6 +63,7 @@ listen = "127.0.0.1:{port}"
 [storage]
 data_dir = "{}"
 durable = {durable}
+{postgres}
 [limits]
 max_queues = 1000000
 max_schedules = 10000000
@@ -63,7 +73,9 @@ token = "{TOKEN}"
 current_signing_key = "sig_benchCurrentKey000000000000000"
 next_signing_key = "sig_benchNextKey000000000000000000"
 "#,
-                data_dir.display()
+                data_dir.display(),
+                postgres =
+                    database.map(|url| format!("backend = \"postgres\"\npostgres_url = \"{url}\"")).unwrap_or_default(),
             ),
         )
         .expect("write the bench configuration");

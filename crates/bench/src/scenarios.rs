@@ -155,6 +155,23 @@ impl Bench {
         figures
     }
 
+    /// A tern on a fresh PostgreSQL database of the server `TERN_TEST_POSTGRES_URL` names
+    /// (`scripts/bench` starts one, as `scripts/test` does).
+    pub async fn fresh_tern_on_postgres(&self, name: &str) -> Tern {
+        let server = tern_store::postgres::testing::server_url()
+            .expect("TERN_TEST_POSTGRES_URL names the PostgreSQL server (scripts/bench sets it)");
+        let database = tern_store::postgres::testing::create_database(&server).await.expect("a database");
+        Tern::start_on_postgres(&self.tern_binary, &self.work_dir.path().join(name), &database).await
+    }
+
+    /// One run of immediate deliveries through tern on a fresh PostgreSQL database.
+    pub async fn immediate_on_postgres(&self, messages: u64, concurrency: usize) -> Figures {
+        let tern = self.fresh_tern_on_postgres(&format!("postgres-{concurrency}")).await;
+        let figures = self.immediate_on(&tern, messages, concurrency).await;
+        tern.stop().await;
+        figures
+    }
+
     /// One run of `round` (a fresh data directory each).
     pub async fn immediate(&self, messages: u64, concurrency: usize, round: usize) -> Figures {
         let tern = self.fresh_tern(&format!("immediate-{concurrency}-{round}")).await;

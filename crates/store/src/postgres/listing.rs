@@ -5,6 +5,7 @@
 //! statement at a time), each only as far as a trim asks. So a page never holds more than its
 //! byte budget plus one item, whatever the stored bodies.
 
+use super::client::GenericClient;
 use super::query::{SqlFilter, message_filter, paginate, param};
 use super::rows::{
     LISTED_MESSAGE_COLUMN_COUNT, ListedLengths, MESSAGE_COLUMN_COUNT, listed_body, listed_body_value,
@@ -17,7 +18,6 @@ use futures_util::TryStreamExt;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tern_core::{AttemptResponse, LogState, Message, MessageId};
-use tokio_postgres::GenericClient;
 
 /// Where a page ends: after `count` items, or before the item that would take what the page
 /// read past `max_bytes` — never before its first item, unless `fit_first`. A refused item
@@ -163,7 +163,7 @@ pub async fn list_logs(
         listed_body("l.response_body"),
         sql.clause()
     );
-    let mut rows = Box::pin(c.query_raw(query.as_str(), sql.params()).await?);
+    let mut rows = Box::pin(c.query_raw(query.as_str(), &sql.params()).await?);
     let mut fill = PageFill::new(page);
     let mut messages: Vec<ListedMessage> = Vec::new();
     let mut entries: Vec<ListedEntry> = Vec::new();
@@ -259,7 +259,7 @@ pub async fn list_dlq(
         listed_message_columns("m", true),
         sql.clause()
     );
-    let mut rows = Box::pin(c.query_raw(query.as_str(), sql.params()).await?);
+    let mut rows = Box::pin(c.query_raw(query.as_str(), &sql.params()).await?);
     let mut fill = PageFill::new(page);
     // Each taken message with its body and response body, and its id as stored.
     let mut taken: Vec<(Message, Body, Option<Body>, String)> = Vec::new();

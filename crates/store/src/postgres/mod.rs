@@ -3,6 +3,7 @@
 //! connection, one transaction per batch); reads take a pooled connection, the engine's from a
 //! small pool of its own so that a burst of client searches never holds up deliveries.
 
+mod client;
 mod listing;
 mod node_lock;
 mod ops;
@@ -129,6 +130,7 @@ impl PostgresStore {
         let writer = writer::Writer {
             connector: connector.clone(),
             client: Some(client),
+            statements: Default::default(),
             scheduling: None,
             epoch,
             taken_over: None,
@@ -164,8 +166,8 @@ impl PostgresStore {
     }
 }
 
-/// The driver's client behind a pooled connection.
-fn client(object: &Object) -> &tokio_postgres::Client {
+/// A pooled connection, with its statement cache.
+fn client(object: &Object) -> &deadpool_postgres::ClientWrapper {
     object
 }
 

@@ -1,6 +1,7 @@
 //! The writer's message operations: inserts (deduplication, DLQ replacement, workflow runs),
 //! the record of attempts, and cancels. Sequence numbers come from the database's sequence.
 
+use super::client::GenericClient;
 use super::query::{SqlFilter, message_filter};
 use super::rows::{LogRow, LoggedResponse, callback_source, headers_json, insert_logs, insert_message, parse_id};
 use super::run_records::{self, Admission};
@@ -13,7 +14,6 @@ use crate::model::*;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tern_core::{AttemptResponse, LogState, Message, MessageId, MessageState};
-use tokio_postgres::GenericClient;
 
 /// Messages due within this horizon of their insertion hand their payload to the scheduler.
 const PAYLOAD_HORIZON_MS: i64 = 5_000;
@@ -158,7 +158,13 @@ async fn store_new_message(
 ) -> Result<()> {
     let id = message.id.to_string();
     let run_key = run_records::start_run(c, &message, run_key).await?;
-    let seq = insert_message(c, &message, &id, run_key).await?;
+    // The row and its `CREATED` entry go out together (pipelined), in one round trip.
+    let created = [LogRow {
+        next_delivery_time: Some(message.due_at),
+        ..log(&message.user_id, &id, message.created_at, LogState::Created)
+    }];
+    let (seq, ()) =
+        futures_util::future::try_join(insert_message(c, &message, &id, run_key), insert_logs(c, &created)).await?;
     run_records::record(c, &message, &id, run_key).await?;
     let body_copied = body_from.is_some() || message.run.as_ref().is_some_and(|run| run.continues.is_some());
     if let Some(source) = body_from {
@@ -168,14 +174,6 @@ async fn store_new_message(
         )
         .await?;
     }
-    insert_logs(
-        c,
-        &[LogRow {
-            next_delivery_time: Some(message.due_at),
-            ..log(&message.user_id, &id, message.created_at, LogState::Created)
-        }],
-    )
-    .await?;
     let spec = &message.spec;
     if let Some(queue) = &spec.queue_name {
         c.execute(

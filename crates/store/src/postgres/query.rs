@@ -1,12 +1,12 @@
 //! Read queries: filters turned into SQL, keyset pagination, and the reads behind the traits
 //! (the listings of logs and the DLQ are in `listing`).
 
+use super::client::GenericClient;
 use super::listing::PageFill;
 use super::rows::{message_columns, message_from_row};
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use tern_core::{HeaderList, Message, MessageId};
-use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 /// A parameter of a statement built at run time.

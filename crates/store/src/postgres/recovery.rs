@@ -2,13 +2,13 @@
 //! messages whose callbacks still run. Cancels that waited for an attempt cut off by a crash
 //! are finished here.
 
+use super::client::GenericClient;
 use super::rows::parse_id;
 use crate::batch::Effects;
 use crate::error::Result;
 use crate::model::*;
 use futures_util::TryStreamExt;
 use tern_core::{FlowControl, LogState, MessageSpec, MessageState};
-use tokio_postgres::GenericClient;
 
 pub async fn scan(c: &(impl GenericClient + Sync), now: i64, effects: &mut Effects) -> Result<()> {
     let started = std::time::Instant::now();
@@ -62,7 +62,7 @@ async fn scan_unfinished(c: &(impl GenericClient + Sync), effects: &mut Effects)
         .query_raw(
             "SELECT id, user_id, due_at, seq, queue_name, source_id, flow_control_key, spec FROM messages
              WHERE state < 3 AND due_at IS NOT NULL ORDER BY seq",
-            std::iter::empty::<i64>(),
+            &[],
         )
         .await?;
     let mut rows = std::pin::pin!(rows);

@@ -1,11 +1,11 @@
 //! Writes of users' resources: DLQ deletes, keys, queues, flow-control keys, URL groups, and
 //! retention.
 
+use super::client::GenericClient;
 use super::rows::headers_json;
 use crate::error::Result;
 use crate::model::*;
 use tern_core::HeaderList;
-use tokio_postgres::GenericClient;
 
 /// The most rows one purge op deletes per table, so the writer never stalls for long.
 const PURGE_CHUNK: usize = 5000;

@@ -1,12 +1,13 @@
 //! Conversions between PostgreSQL rows and domain values, and the inserts of messages and log
 //! entries (the embedded store's `sqlite/rows.rs`, in PostgreSQL's dialect).
 
+use super::client::GenericClient;
 use crate::error::{Result, StoreError};
 use crate::model::NewMessage;
 use bytes::Bytes;
 use tern_core::message::url_host_and_path;
 use tern_core::{AttemptResponse, HeaderList, LogState, Message, MessageId, MessageState, Origin};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 const MESSAGE_COLUMNS: [&str; MESSAGE_COLUMN_COUNT] = [
     "id",
@@ -253,9 +254,11 @@ pub struct LoggedResponse<'a> {
     pub body: &'a [u8],
 }
 
-/// Appends `logs` in order (so their sequence numbers follow it).
+/// Appends `logs` in order (so their sequence numbers follow it). The statements go out
+/// together (pipelined): the database runs them in the order sent.
 pub async fn insert_logs(c: &(impl GenericClient + Sync), logs: &[LogRow<'_>]) -> Result<()> {
-    for log in logs {
+    let inserts = logs.iter().map(|log| async move {
+        let status = log.response.map(|response| response.status as i64);
         c.execute(
             "INSERT INTO logs (user_id, message_id, time, state, error, next_delivery_time,
                 response_status, response_headers, response_body)
@@ -267,12 +270,13 @@ pub async fn insert_logs(c: &(impl GenericClient + Sync), logs: &[LogRow<'_>]) -
                 &log.state.code(),
                 &log.error,
                 &log.next_delivery_time,
-                &log.response.map(|response| response.status as i64),
+                &status,
                 &log.response.and_then(|response| response.headers),
                 &log.response.map(|response| response.body),
             ],
         )
-        .await?;
-    }
+        .await
+    });
+    futures_util::future::try_join_all(inserts).await?;
     Ok(())
 }

@@ -5,12 +5,12 @@
 //! once the last ended, so what a message does later (its delivery, its failure, its callbacks)
 //! must reach its own run, never a later one with the same id.
 
+use super::client::GenericClient;
 use super::rows::labels_column;
 use crate::error::{Result, StoreError};
 use crate::model::{InsertOutcome, NewMessage};
 use crate::workflows::Continuation;
 use tern_core::workflow::{CallType, RunState};
-use tokio_postgres::GenericClient;
 
 /// The latest run with this id (its key and state), if there is one.
 pub async fn latest_run(

@@ -1,6 +1,7 @@
 //! Schedules: the writer's operations (upsert keeping creation time and pause, pause, delete,
 //! and ticks applied with a compare-and-set on the tick they fire) and the reads.
 
+use super::client::GenericClient;
 use super::listing::PageFill;
 use super::ops;
 use super::query::{SqlFilter, paginate};
@@ -11,7 +12,7 @@ use crate::error::{Result, StoreError};
 use crate::model::*;
 use bytes::Bytes;
 use tern_core::{MessageId, MessageState};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 const COLUMNS: &str = "id, user_id, cron, destination, queue_name, headers, body, caller_ip, created_at, paused,
     next_tick_at, last_tick_at, last_message_ids, error";

@@ -2,6 +2,7 @@
 //! came first), notifying, expiring deadlines — each resolution publishing the wait step's
 //! result to its run in the same commit — and the reads behind `GET /v2/waiters`.
 
+use super::client::GenericClient;
 use super::writer::Context;
 use super::{ops, run_records};
 use crate::batch::Effects;
@@ -11,7 +12,7 @@ use crate::workflows::{Event, NewWaiter, Notified, NotifyOutcome, RunLimits, Wai
 use bytes::Bytes;
 use tern_core::workflow::{RunState, wait_step_body};
 use tern_core::{MessageId, MessageSpec};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 /// A waiter read back for its resolution.
 struct Stored {

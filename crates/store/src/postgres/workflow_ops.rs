@@ -2,6 +2,7 @@
 //! cancelling runs — each with their unfinished messages, their waits, and the reply to the run
 //! that invoked them. (Admitting and recording a run's messages is `run_records`.)
 
+use super::client::GenericClient;
 use super::query::{SqlFilter, param};
 use super::rows::parse_id;
 use super::schema::FIRST_TERMINAL_STATE;

@@ -2,6 +2,7 @@
 //! runs with their steps and pending messages) and the writer ops that end runs
 //! (`workflow_ops`).
 
+use super::client::GenericClient;
 use super::listing::PageFill;
 use super::query::{SqlFilter, get_message, message_bytes, paginate};
 use super::rows::{listed_body, parse_id, response_from_row};
@@ -15,7 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tern_core::workflow::{CallType, RunState, StepRecord};
 use tern_core::{LogState, MessageId, MessageSpec, MessageState};
-use tokio_postgres::{GenericClient, Row};
+use tokio_postgres::Row;
 
 const RUN_COLUMNS: &str =
     "r.run_key, r.user_id, r.run_id, r.url, r.created_at, r.state, r.completed_at, r.response, r.config,

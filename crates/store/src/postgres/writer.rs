@@ -6,25 +6,30 @@
 //! An op error fails the whole batch, except for ops in a savepoint of their own
 //! ([`WriteOp::needs_savepoint`]).
 
+use super::client::{Cached, StatementCache};
 use super::{Connector, node_lock, ops, recovery, resources, schedules, waiters, workflow_ops};
 use crate::batch::{Effects, MAX_BATCH, Pending, WriteOp};
 use crate::error::{Result, StoreError};
 use crate::model::*;
+use futures_util::FutureExt;
 use std::sync::Arc;
 use tern_core::MessageId;
 use tokio::sync::mpsc;
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Client;
 
-/// What an op may use: the transaction (or its savepoint) and the scheduler (for cancels).
+/// What an op may use: the writer's connection, inside the batch's transaction (and the op's
+/// savepoint, if it has one), and the scheduler (for cancels).
 #[derive(Clone, Copy)]
 pub struct Context<'a> {
-    pub tx: &'a Transaction<'a>,
+    pub tx: &'a Cached<'a, Client>,
     pub scheduling: Option<&'a dyn Scheduling>,
 }
 
 pub struct Writer {
     pub connector: Connector,
     pub client: Option<Client>,
+    /// The statements prepared on `client`.
+    pub statements: StatementCache,
     pub scheduling: Option<Arc<dyn Scheduling>>,
     /// The epoch at which this node became the active one (see `node_lock`).
     pub epoch: i64,
@@ -70,6 +75,7 @@ impl Writer {
                 return Err(error);
             }
             self.client = Some(client);
+            self.statements = StatementCache::default();
         }
         Ok(self.client.as_mut().expect("connected above"))
     }
@@ -82,8 +88,11 @@ impl Writer {
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
         let commit = match self.connection().await {
-            Ok(client) => {
-                apply_batch(client, scheduling.as_deref(), batch, &mut effects, &mut pending, &mut attached).await
+            Ok(_) => {
+                let client = self.client.as_mut().expect("connected");
+                let statements = &self.statements;
+                apply_batch(client, statements, scheduling.as_deref(), batch, &mut effects, &mut pending, &mut attached)
+                    .await
             }
             Err(error) => {
                 pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
@@ -117,24 +126,54 @@ impl Writer {
 
 async fn apply_batch(
     client: &mut Client,
+    statements: &StatementCache,
     scheduling: Option<&dyn Scheduling>,
     batch: Vec<WriteOp>,
     effects: &mut Effects,
     pending: &mut Vec<Pending>,
     attached: &mut Option<Arc<dyn Scheduling>>,
 ) -> Result<()> {
-    let mut transaction = match client.transaction().await {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            let error = StoreError::from(error);
-            pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
-            return Err(error);
-        }
-    };
+    let client = &*client;
+    // `BEGIN` goes out with the first op's statements instead of a round trip of its own: one
+    // poll queues it on the connection, ahead of everything sent after it; its answer is read
+    // before the commit.
+    let mut begin = Box::pin(client.batch_execute("BEGIN"));
+    if let Some(Err(error)) = begin.as_mut().now_or_never() {
+        let error = StoreError::from(error);
+        pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
+        return Err(error);
+    }
+    let cached = Cached { inner: client, cache: statements };
+    let context = Context { tx: &cached, scheduling };
     let mut failure: Option<StoreError> = None;
-    for op in batch {
+    let mut ops = batch.into_iter().peekable();
+    while let Some(op) = ops.next() {
         if let Some(error) = &failure {
             pending.push(Pending::failed(op, error));
+            continue;
+        }
+        if independent(&op) {
+            // Ops on rows of their own run together: their statements go out in one stream
+            // (the driver pipelines them on the connection) instead of one round trip after
+            // another. The database runs them in the order sent, each op's first statement in
+            // op order.
+            let mut group = vec![op];
+            while let Some(next) = ops.next_if(independent) {
+                group.push(next);
+            }
+            let applied = futures_util::future::join_all(group.into_iter().map(|op| async move {
+                let mut effects = Effects::default();
+                let mut unused = None;
+                let (answer, error) = apply(context, op, &mut effects, &mut unused).await;
+                (answer, error, effects)
+            }))
+            .await;
+            for (answer, error, op_effects) in applied {
+                failure = failure.or(error);
+                pending.push(answer);
+                effects.changes.extend(op_effects.changes);
+                effects.held.extend(op_effects.held);
+            }
             continue;
         }
         if matches!(op, WriteOp::Attach { .. }) {
@@ -142,17 +181,15 @@ async fn apply_batch(
             effects.changes.clear();
         }
         if op.needs_savepoint() {
+            // Client-shaped statements (filters) and workflow inserts get a savepoint, so that
+            // one of them failing fails only itself, never the publishes sharing its commit.
             let before = (effects.changes.len(), effects.held.len());
-            let savepoint = match transaction.savepoint("op").await {
-                Ok(savepoint) => savepoint,
-                Err(error) => {
-                    let error = StoreError::from(error);
-                    pending.push(Pending::failed(op, &error));
-                    failure = Some(error);
-                    continue;
-                }
-            };
-            let context = Context { tx: &savepoint, scheduling };
+            if let Err(error) = client.batch_execute("SAVEPOINT op").await {
+                let error = StoreError::from(error);
+                pending.push(Pending::failed(op, &error));
+                failure = Some(error);
+                continue;
+            }
             let (answer, error) = apply(context, op, effects, attached).await;
             pending.push(answer);
             let ended = match error {
@@ -160,9 +197,9 @@ async fn apply_batch(
                     release(scheduling, &effects.held[before.1..]);
                     effects.changes.truncate(before.0);
                     effects.held.truncate(before.1);
-                    savepoint.rollback().await
+                    client.batch_execute("ROLLBACK TO SAVEPOINT op").await
                 }
-                None => savepoint.commit().await,
+                None => client.batch_execute("RELEASE SAVEPOINT op").await,
             };
             if let Err(error) = ended {
                 // The connection itself failed: the ops before this one are gone too.
@@ -170,17 +207,42 @@ async fn apply_batch(
             }
             continue;
         }
-        let context = Context { tx: &transaction, scheduling };
         let (answer, error) = apply(context, op, effects, attached).await;
         failure = error;
         pending.push(answer);
     }
+    if let Err(error) = begin.await {
+        failure = failure.or(Some(error.into()));
+    }
     match failure {
         Some(error) => {
-            let _ = transaction.rollback().await;
+            let _ = client.batch_execute("ROLLBACK").await;
             Err(error)
         }
-        None => Ok(transaction.commit().await?),
+        None => Ok(client.batch_execute("COMMIT").await?),
+    }
+}
+
+/// Whether `op` touches only rows of its own (its messages, their log entries, callbacks and
+/// queue or flow-control rows it creates idempotently), whatever runs beside it: the ops of
+/// the hot path, without deduplication, DLQ entries or workflow runs, which read what other
+/// ops may write.
+fn independent(op: &WriteOp) -> bool {
+    match op {
+        WriteOp::AttemptStarted { .. } => true,
+        WriteOp::Insert { messages, .. } => messages.iter().all(|message| {
+            message.dedup.is_none()
+                && message.consumes_dlq_entry.is_none()
+                && message.run.is_none()
+                && message.spec.workflow.is_none()
+        }),
+        WriteOp::AttemptFinished { outcome, .. } => {
+            let plain = |message: &NewMessage| message.spec.workflow.is_none() && message.dedup.is_none();
+            outcome.message.spec.workflow.is_none()
+                && outcome.callback.as_ref().is_none_or(plain)
+                && outcome.failure_callback.as_ref().is_none_or(plain)
+        }
+        _ => false,
     }
 }
 
