@@ -87,7 +87,7 @@ impl Body {
     }
 
     /// The body of the message `id` (`column` is `body` or `response_body`).
-    async fn of_message(self, c: &(impl GenericClient + Sync), column: &str, id: &str) -> Result<Bytes> {
+    async fn of_message(self, c: &impl GenericClient, column: &str, id: &str) -> Result<Bytes> {
         match self {
             Body::Read(body) => Ok(body),
             Body::Long { length, wanted } => listed_body_value(c, (column, id), Bytes::new(), length, wanted).await,
@@ -95,7 +95,7 @@ impl Body {
     }
 
     /// The response body of the log entry `seq`.
-    async fn of_log(self, c: &(impl GenericClient + Sync), seq: i64) -> Result<Bytes> {
+    async fn of_log(self, c: &impl GenericClient, seq: i64) -> Result<Bytes> {
         let wanted = match self {
             Body::Read(body) => return Ok(body),
             Body::Long { wanted, .. } => wanted,
@@ -136,7 +136,7 @@ struct ListedEntry {
 }
 
 pub async fn list_logs(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     filter: &MessageFilter,
     page: &PageRequest,
@@ -245,7 +245,7 @@ pub async fn list_logs(
 }
 
 pub async fn list_dlq(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     filter: &MessageFilter,
     page: &PageRequest,

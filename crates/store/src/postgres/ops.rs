@@ -25,7 +25,7 @@ fn log<'a>(user_id: &'a str, message_id: &'a str, time: i64, state: LogState) ->
     LogRow { user_id, message_id, time, state, error: None, next_delivery_time: None, response: None }
 }
 
-pub async fn log_attempt_started(c: &(impl GenericClient + Sync), user_id: &str, id: MessageId, at: i64) -> Result<()> {
+pub async fn log_attempt_started(c: &impl GenericClient, user_id: &str, id: MessageId, at: i64) -> Result<()> {
     insert_logs(c, &[log(user_id, &id.to_string(), at, LogState::Active)]).await
 }
 
@@ -35,12 +35,7 @@ pub async fn log_attempt_started(c: &(impl GenericClient + Sync), user_id: &str,
 /// The key is locked until the transaction ends (an advisory lock on its hash, which also holds
 /// when no claim exists yet): a node that checks the same key waits for this one's commit and
 /// then reads its claim, so a check followed by [`claim_dedup`] is never raced by another node.
-pub async fn claimed_dedup(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    key: &str,
-    now: i64,
-) -> Result<Option<String>> {
+pub async fn claimed_dedup(c: &impl GenericClient, user_id: &str, key: &str, now: i64) -> Result<Option<String>> {
     c.execute(
         "SELECT pg_advisory_xact_lock($1, hashtext($2::TEXT || ':' || $3::TEXT))",
         &[&DEDUP_LOCK_CLASS, &user_id, &key],
@@ -57,12 +52,7 @@ pub async fn claimed_dedup(
 }
 
 /// Claims the key for `holder` until the claim's expiry.
-pub async fn claim_dedup(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    claim: &DedupClaim,
-    holder: &str,
-) -> Result<()> {
+pub async fn claim_dedup(c: &impl GenericClient, user_id: &str, claim: &DedupClaim, holder: &str) -> Result<()> {
     c.execute(
         "INSERT INTO dedup (user_id, key, message_id, expires_at) VALUES ($1, $2, $3, $4)
          ON CONFLICT (user_id, key) DO UPDATE SET message_id = excluded.message_id, expires_at = excluded.expires_at",
@@ -150,7 +140,7 @@ pub async fn insert_copy(
 /// message is due; so too for a run's Init that takes up a failed run, whose body the store
 /// copies from its records.
 async fn store_new_message(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     message: NewMessage,
     body_from: Option<&str>,
     run_key: Option<i64>,
@@ -245,7 +235,7 @@ impl AttemptUpdate<'_> {
     /// Moves the row from one of the states `from` to `state`; false if it was in neither.
     async fn apply(
         &self,
-        c: &(impl GenericClient + Sync),
+        c: &impl GenericClient,
         from: [MessageState; 2],
         state: MessageState,
         due_at: Option<i64>,

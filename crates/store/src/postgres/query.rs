@@ -203,17 +203,17 @@ fn to_u32(value: i64, what: &str) -> Result<u32> {
     u32::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} {value}")))
 }
 
-pub async fn get_dlq(c: &(impl GenericClient + Sync), user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
+pub async fn get_dlq(c: &impl GenericClient, user_id: &str, dlq_id: &str) -> Result<Option<Message>> {
     let query = format!("SELECT {} FROM messages m WHERE m.dlq_id = $1 AND m.user_id = $2", message_columns("m"));
     c.query_opt(&query, &[&dlq_id, &user_id]).await?.map(|row| message_from_row(&row, 0)).transpose()
 }
 
-pub async fn get_message(c: &(impl GenericClient + Sync), user_id: &str, id: MessageId) -> Result<Option<Message>> {
+pub async fn get_message(c: &impl GenericClient, user_id: &str, id: MessageId) -> Result<Option<Message>> {
     let query = format!("SELECT {} FROM messages m WHERE m.id = $1 AND m.user_id = $2", message_columns("m"));
     c.query_opt(&query, &[&id.to_string(), &user_id]).await?.map(|row| message_from_row(&row, 0)).transpose()
 }
 
-pub async fn message_bytes(c: &(impl GenericClient + Sync), user_id: &str, id: MessageId) -> Result<Option<usize>> {
+pub async fn message_bytes(c: &impl GenericClient, user_id: &str, id: MessageId) -> Result<Option<usize>> {
     let row = c
         .query_opt(
             "SELECT coalesce(octet_length(body), 0)::BIGINT + coalesce(octet_length(response_body), 0)
@@ -227,7 +227,7 @@ pub async fn message_bytes(c: &(impl GenericClient + Sync), user_id: &str, id: M
 }
 
 /// Loads claimed messages by id (any user); missing ids are skipped.
-pub async fn load_messages(c: &(impl GenericClient + Sync), ids: &[MessageId]) -> Result<Vec<Message>> {
+pub async fn load_messages(c: &impl GenericClient, ids: &[MessageId]) -> Result<Vec<Message>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -237,7 +237,7 @@ pub async fn load_messages(c: &(impl GenericClient + Sync), ids: &[MessageId]) -
     c.query(&query, &[&ids]).await?.iter().map(|row| message_from_row(row, 0)).collect()
 }
 
-pub async fn load_keys(c: &(impl GenericClient + Sync), user_id: &str) -> Result<Option<StoredKeys>> {
+pub async fn load_keys(c: &impl GenericClient, user_id: &str) -> Result<Option<StoredKeys>> {
     let row = c
         .query_opt(
             "SELECT current, next, configured_current, configured_next FROM signing_keys WHERE user_id = $1",
@@ -265,7 +265,7 @@ fn queue_from_row(row: &tokio_postgres::Row, offset: usize) -> Result<QueueRecor
 }
 
 /// Queues by name, byte by byte as SQLite orders text.
-pub async fn list_queues(c: &(impl GenericClient + Sync), user_id: &str) -> Result<Vec<QueueRecord>> {
+pub async fn list_queues(c: &impl GenericClient, user_id: &str) -> Result<Vec<QueueRecord>> {
     let rows = c
         .query(
             "SELECT name, parallelism, paused, created_at, updated_at FROM queues WHERE user_id = $1
@@ -276,7 +276,7 @@ pub async fn list_queues(c: &(impl GenericClient + Sync), user_id: &str) -> Resu
     rows.iter().map(|row| queue_from_row(row, 0)).collect()
 }
 
-pub async fn get_queue(c: &(impl GenericClient + Sync), user_id: &str, name: &str) -> Result<Option<QueueRecord>> {
+pub async fn get_queue(c: &impl GenericClient, user_id: &str, name: &str) -> Result<Option<QueueRecord>> {
     let row = c
         .query_opt(
             "SELECT name, parallelism, paused, created_at, updated_at FROM queues WHERE user_id = $1 AND name = $2",
@@ -287,13 +287,13 @@ pub async fn get_queue(c: &(impl GenericClient + Sync), user_id: &str, name: &st
 }
 
 /// Every queue of every user, for the scheduler at start.
-pub async fn all_queues(c: &(impl GenericClient + Sync)) -> Result<Vec<(String, QueueRecord)>> {
+pub async fn all_queues(c: &impl GenericClient) -> Result<Vec<(String, QueueRecord)>> {
     let rows = c.query("SELECT user_id, name, parallelism, paused, created_at, updated_at FROM queues", &[]).await?;
     rows.iter().map(|row| Ok((row.try_get(0)?, queue_from_row(row, 1)?))).collect()
 }
 
 /// Every flow-control key of every user with its settings.
-pub async fn all_flows(c: &(impl GenericClient + Sync)) -> Result<Vec<(String, String, FlowSettings)>> {
+pub async fn all_flows(c: &impl GenericClient) -> Result<Vec<(String, String, FlowSettings)>> {
     let rows = c
         .query(
             "SELECT user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism, pinned_rate,
@@ -324,7 +324,7 @@ pub async fn all_flows(c: &(impl GenericClient + Sync)) -> Result<Vec<(String, S
         .collect()
 }
 
-pub async fn get_group(c: &(impl GenericClient + Sync), user_id: &str, name: &str) -> Result<Option<UrlGroup>> {
+pub async fn get_group(c: &impl GenericClient, user_id: &str, name: &str) -> Result<Option<UrlGroup>> {
     let row = c
         .query_opt(
             "SELECT name, created_at, updated_at, default_headers FROM url_groups WHERE user_id = $1 AND name = $2",
@@ -363,7 +363,7 @@ const GROUP_BYTES: &str = "(coalesce(octet_length(g.default_headers), 0)::BIGINT
        WHERE e.user_id = g.user_id AND e.group_name = g.name))::BIGINT";
 
 /// About how many bytes [`get_group`] reads for a group; `None` when there is none.
-pub async fn group_bytes(c: &(impl GenericClient + Sync), user_id: &str, name: &str) -> Result<Option<usize>> {
+pub async fn group_bytes(c: &impl GenericClient, user_id: &str, name: &str) -> Result<Option<usize>> {
     let query = format!("SELECT {GROUP_BYTES} FROM url_groups g WHERE g.user_id = $1 AND g.name = $2");
     let row = c.query_opt(&query, &[&user_id, &name]).await?;
     let bytes: Option<i64> = row.map(|row| row.try_get(0)).transpose()?;
@@ -373,7 +373,7 @@ pub async fn group_bytes(c: &(impl GenericClient + Sync), user_id: &str, name: &
 /// A page of groups by name (byte by byte, as SQLite orders text) after the cursor (the last
 /// name of the previous page). Each group's size (names, URLs, headers) is counted before its
 /// endpoints are read, so a page holds at most its byte budget plus one group.
-pub async fn list_groups(c: &(impl GenericClient + Sync), user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
+pub async fn list_groups(c: &impl GenericClient, user_id: &str, page: &PageRequest) -> Result<Page<UrlGroup>> {
     // A page takes at most `count` groups and looks at one more (`PageFill`): the names and
     // sizes of those are all it needs.
     let query = format!(

@@ -10,7 +10,7 @@ use crate::model::*;
 use futures_util::TryStreamExt;
 use tern_core::{FlowControl, LogState, MessageSpec, MessageState};
 
-pub async fn scan(c: &(impl GenericClient + Sync), now: i64, effects: &mut Effects) -> Result<()> {
+pub async fn scan(c: &impl GenericClient, now: i64, effects: &mut Effects) -> Result<()> {
     let started = std::time::Instant::now();
     let waiting =
         c.query("SELECT id, user_id FROM messages WHERE state = $1", &[&MessageState::CancelRequested.code()]).await?;
@@ -57,7 +57,7 @@ pub async fn scan(c: &(impl GenericClient + Sync), now: i64, effects: &mut Effec
 
 /// Every unfinished message that waits for an attempt, in enqueue order. The rows are streamed,
 /// never all held at once.
-async fn scan_unfinished(c: &(impl GenericClient + Sync), effects: &mut Effects) -> Result<()> {
+async fn scan_unfinished(c: &impl GenericClient, effects: &mut Effects) -> Result<()> {
     let rows = c
         .query_raw(
             "SELECT id, user_id, due_at, seq, queue_name, source_id, flow_control_key, spec FROM messages

@@ -12,7 +12,7 @@ const PURGE_CHUNK: usize = 5000;
 
 /// Removes DLQ entries (the messages stay, as finished messages, until log retention); returns
 /// how many of `dlq_ids` were the user's entries.
-pub async fn delete_dlq(c: &(impl GenericClient + Sync), user_id: &str, dlq_ids: &[String]) -> Result<u64> {
+pub async fn delete_dlq(c: &impl GenericClient, user_id: &str, dlq_ids: &[String]) -> Result<u64> {
     if dlq_ids.is_empty() {
         return Ok(0);
     }
@@ -25,7 +25,7 @@ pub async fn delete_dlq(c: &(impl GenericClient + Sync), user_id: &str, dlq_ids:
     .await?)
 }
 
-pub async fn save_keys(c: &(impl GenericClient + Sync), user_id: &str, keys: &StoredKeys) -> Result<()> {
+pub async fn save_keys(c: &impl GenericClient, user_id: &str, keys: &StoredKeys) -> Result<()> {
     c.execute(
         "INSERT INTO signing_keys (user_id, current, next, configured_current, configured_next)
          VALUES ($1, $2, $3, $4, $5)
@@ -38,7 +38,7 @@ pub async fn save_keys(c: &(impl GenericClient + Sync), user_id: &str, keys: &St
 }
 
 pub async fn upsert_queue(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     name: &str,
     parallelism: u32,
@@ -57,12 +57,7 @@ pub async fn upsert_queue(
 
 /// Saves a key's settings. Its window goes through the same rule as [`save_flow_windows`]: the
 /// dispatcher records windows too, and whichever write comes last, the newer window stays.
-pub async fn save_flow(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    key: &str,
-    settings: &FlowSettings,
-) -> Result<()> {
+pub async fn save_flow(c: &impl GenericClient, user_id: &str, key: &str, settings: &FlowSettings) -> Result<()> {
     c.execute(
         "INSERT INTO flow_keys (user_id, key, parallelism, rate, period_secs, paused, pinned_parallelism,
             pinned_rate) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -91,7 +86,7 @@ pub async fn save_flow(
 /// One statement for them all: per key, only the newest window of the list can win (the
 /// windows of one key applied one by one leave the greatest `(start, count)`), and it then
 /// goes through [`save_window`]'s rule.
-pub async fn save_flow_windows(c: &(impl GenericClient + Sync), windows: &[FlowWindow]) -> Result<()> {
+pub async fn save_flow_windows(c: &impl GenericClient, windows: &[FlowWindow]) -> Result<()> {
     if windows.is_empty() {
         return Ok(());
     }
@@ -116,7 +111,7 @@ pub async fn save_flow_windows(c: &(impl GenericClient + Sync), windows: &[FlowW
 /// A window replaces the stored one only if it started later, or at the same time with more
 /// starts. A reset is a window of no starts opened at the reset, so it replaces every window
 /// before it (one opened in the same millisecond excepted).
-async fn save_window(c: &(impl GenericClient + Sync), user_id: &str, key: &str, start: i64, count: u32) -> Result<()> {
+async fn save_window(c: &impl GenericClient, user_id: &str, key: &str, start: i64, count: u32) -> Result<()> {
     c.execute(
         "UPDATE flow_keys SET window_start = $3, window_count = $4 WHERE user_id = $1 AND key = $2
             AND (window_start IS NULL OR window_start < $3 OR (window_start = $3 AND window_count < $4))",
@@ -129,7 +124,7 @@ async fn save_window(c: &(impl GenericClient + Sync), user_id: &str, key: &str, 
 /// Deletes idle keys; the operator's settings (a pause, a pin) keep a key. A publish racing
 /// this may lose its key's row; its message still carries the limits, and recovery takes them
 /// from there (the engine's scheduler), so the race costs nothing but the row.
-pub async fn forget_flows(c: &(impl GenericClient + Sync), keys: &[(String, String)]) -> Result<()> {
+pub async fn forget_flows(c: &impl GenericClient, keys: &[(String, String)]) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -147,7 +142,7 @@ pub async fn forget_flows(c: &(impl GenericClient + Sync), keys: &[(String, Stri
 /// Adds endpoints (creating the group), or renames those whose URL is already there; at a
 /// limit nothing is written. The limits are checked by counting rows, never reading them.
 pub async fn add_endpoints(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     group: &str,
     endpoints: &[Endpoint],
@@ -221,7 +216,7 @@ pub async fn add_endpoints(
 
 /// Removes endpoints matching by URL or name; a group left empty is deleted.
 pub async fn remove_endpoints(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     group: &str,
     endpoints: &[Endpoint],
@@ -252,7 +247,7 @@ pub async fn remove_endpoints(
 
 /// Replaces a group's default publish headers. Returns whether the group exists.
 pub async fn set_group_headers(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     group: &str,
     headers: &HeaderList,
@@ -268,13 +263,13 @@ pub async fn set_group_headers(
 }
 
 /// Deletes a group and its endpoints. Returns whether it existed.
-pub async fn delete_group(c: &(impl GenericClient + Sync), user_id: &str, group: &str) -> Result<bool> {
+pub async fn delete_group(c: &impl GenericClient, user_id: &str, group: &str) -> Result<bool> {
     c.execute("DELETE FROM url_group_endpoints WHERE user_id = $1 AND group_name = $2", &[&user_id, &group]).await?;
     let deleted = c.execute("DELETE FROM url_groups WHERE user_id = $1 AND name = $2", &[&user_id, &group]).await?;
     Ok(deleted > 0)
 }
 
-pub async fn purge(c: &(impl GenericClient + Sync), now: i64, retention: Retention) -> Result<PurgeStats> {
+pub async fn purge(c: &impl GenericClient, now: i64, retention: Retention) -> Result<PurgeStats> {
     let log_cutoff = now.saturating_sub(retention.logs.as_millis() as i64);
     let dlq_cutoff = now.saturating_sub(retention.dlq.as_millis() as i64);
     let chunk = PURGE_CHUNK as i64;

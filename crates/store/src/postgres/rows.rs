@@ -106,7 +106,7 @@ pub fn wanted(length: Option<usize>, limit: Option<usize>) -> usize {
 /// stored value (`column` of the message `id`, `body` or `response_body`) when it was too long
 /// to come inline.
 pub async fn listed_body_value(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     (column, id): (&str, &str),
     inline: Bytes,
     length: Option<usize>,
@@ -192,7 +192,7 @@ pub fn callback_source(spec: &tern_core::MessageSpec) -> Option<MessageId> {
 /// `run_key` is the workflow run it belongs to. Returns the enqueue sequence number the
 /// database gave it (increasing across every node).
 pub async fn insert_message(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     message: &NewMessage,
     id: &str,
     run_key: Option<i64>,
@@ -256,7 +256,7 @@ pub struct LoggedResponse<'a> {
 
 /// Appends `logs` in order (so their sequence numbers follow it). The statements go out
 /// together (pipelined): the database runs them in the order sent.
-pub async fn insert_logs(c: &(impl GenericClient + Sync), logs: &[LogRow<'_>]) -> Result<()> {
+pub async fn insert_logs(c: &impl GenericClient, logs: &[LogRow<'_>]) -> Result<()> {
     let inserts = logs.iter().map(|log| async move {
         let status = log.response.map(|response| response.status as i64);
         c.execute(

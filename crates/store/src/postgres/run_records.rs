@@ -13,11 +13,7 @@ use crate::workflows::Continuation;
 use tern_core::workflow::{CallType, RunState};
 
 /// The latest run with this id (its key and state), if there is one.
-pub async fn latest_run(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    run_id: &str,
-) -> Result<Option<(i64, RunState)>> {
+pub async fn latest_run(c: &impl GenericClient, user_id: &str, run_id: &str) -> Result<Option<(i64, RunState)>> {
     let row = c
         .query_opt(
             "SELECT run_key, state FROM workflow_runs WHERE user_id = $1 AND run_id = $2
@@ -36,12 +32,12 @@ fn state_of(code: i64) -> Result<RunState> {
 }
 
 /// The run a stored message belongs to.
-pub async fn run_of_message(c: &(impl GenericClient + Sync), message_id: &str) -> Result<Option<i64>> {
+pub async fn run_of_message(c: &impl GenericClient, message_id: &str) -> Result<Option<i64>> {
     let row = c.query_opt("SELECT workflow_run_key FROM messages WHERE id = $1", &[&message_id]).await?;
     Ok(row.map(|row| row.try_get::<_, Option<i64>>(0)).transpose()?.flatten())
 }
 
-async fn run_state(c: &(impl GenericClient + Sync), key: i64) -> Result<Option<RunState>> {
+async fn run_state(c: &impl GenericClient, key: i64) -> Result<Option<RunState>> {
     let row = c.query_opt("SELECT state FROM workflow_runs WHERE run_key = $1", &[&key]).await?;
     row.map(|row| state_of(row.try_get(0)?)).transpose()
 }
@@ -58,7 +54,7 @@ pub enum Admission {
 /// the latest with the id. An Init names a new run or replaces the running one's configuration;
 /// any other message continues a running run, within the run's limits when it carries them — a
 /// failure callback reports on a run that has just failed.
-pub async fn admit(c: &(impl GenericClient + Sync), message: &NewMessage, own_run: Option<i64>) -> Result<Admission> {
+pub async fn admit(c: &impl GenericClient, message: &NewMessage, own_run: Option<i64>) -> Result<Admission> {
     let Some(link) = &message.spec.workflow else {
         return Ok(Admission::Admitted(None));
     };
@@ -109,11 +105,7 @@ pub async fn admit(c: &(impl GenericClient + Sync), message: &NewMessage, own_ru
 
 /// Starts the run of an admitted Init, or (replacing the running run's configuration) finds
 /// it; returns its key. `None` for any other message.
-pub async fn start_run(
-    c: &(impl GenericClient + Sync),
-    message: &NewMessage,
-    admitted: Option<i64>,
-) -> Result<Option<i64>> {
+pub async fn start_run(c: &impl GenericClient, message: &NewMessage, admitted: Option<i64>) -> Result<Option<i64>> {
     let Some(run) = &message.run else { return Ok(admitted) };
     if let Some(key) = admitted {
         // The run keeps its records; only its configuration changes.
@@ -162,7 +154,7 @@ pub async fn start_run(
 /// Records a stored message of run `key`: an Init's body is the run's first record (or the
 /// failed run it takes up gives the first ones); a failure callback is noted as the run's; any
 /// other message is appended to the run's records.
-pub async fn record(c: &(impl GenericClient + Sync), message: &NewMessage, id: &str, key: Option<i64>) -> Result<()> {
+pub async fn record(c: &impl GenericClient, message: &NewMessage, id: &str, key: Option<i64>) -> Result<()> {
     let (Some(link), Some(key)) = (&message.spec.workflow, key) else {
         return Ok(());
     };
@@ -184,7 +176,7 @@ pub async fn record(c: &(impl GenericClient + Sync), message: &NewMessage, id: &
 
 /// Appends a record to run `key`'s records.
 pub async fn append(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     key: i64,
     id: &str,
     call_type: CallType,
@@ -210,7 +202,7 @@ pub async fn append(
 }
 
 /// The run that failed with the DLQ entry `dlq_id`, while the entry exists.
-pub async fn failed_run_key(c: &(impl GenericClient + Sync), user_id: &str, dlq_id: &str) -> Result<Option<i64>> {
+pub async fn failed_run_key(c: &impl GenericClient, user_id: &str, dlq_id: &str) -> Result<Option<i64>> {
     // The first row, as the embedded store reads it (a DLQ id names one run).
     let rows = c
         .query(
@@ -228,13 +220,7 @@ pub async fn failed_run_key(c: &(impl GenericClient + Sync), user_id: &str, dlq_
 /// with its initial payload (restart), or with every record before the message that failed and
 /// that message's own again as the Init's (resume). The Init's body is copied from there, never
 /// read out, and the DLQ entry is removed.
-async fn take_up(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    continuation: &Continuation,
-    key: i64,
-    id: &str,
-) -> Result<()> {
+async fn take_up(c: &impl GenericClient, user_id: &str, continuation: &Continuation, key: i64, id: &str) -> Result<()> {
     let failed = failed_run_key(c, user_id, &continuation.dlq_id)
         .await?
         .ok_or_else(|| StoreError::Corrupt("a DLQ entry admitted for a resume is gone".into()))?;

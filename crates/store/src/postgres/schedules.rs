@@ -58,12 +58,12 @@ fn ids_json(ids: &[MessageId]) -> String {
     serde_json::to_string(&ids.iter().map(ToString::to_string).collect::<Vec<_>>()).expect("ids serialise")
 }
 
-async fn exists(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Result<bool> {
+async fn exists(c: &impl GenericClient, user_id: &str, id: &str) -> Result<bool> {
     Ok(c.query_opt("SELECT 1 FROM schedules WHERE user_id = $1 AND id = $2", &[&user_id, &id]).await?.is_some())
 }
 
 pub async fn upsert(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     schedule: &ScheduleRecord,
     limit: usize,
     dedup: Option<&DedupClaim>,
@@ -127,12 +127,12 @@ pub async fn upsert(
     Ok(if created { ScheduleUpsert::Created } else { ScheduleUpsert::Replaced })
 }
 
-pub async fn delete(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Result<bool> {
+pub async fn delete(c: &impl GenericClient, user_id: &str, id: &str) -> Result<bool> {
     Ok(c.execute("DELETE FROM schedules WHERE user_id = $1 AND id = $2", &[&user_id, &id]).await? > 0)
 }
 
 pub async fn set_paused(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     id: &str,
     paused: bool,
@@ -197,7 +197,7 @@ fn states_from_row(row: &Row, index: usize) -> Result<Vec<(MessageId, MessageSta
         .collect()
 }
 
-pub async fn get(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>> {
+pub async fn get(c: &impl GenericClient, user_id: &str, id: &str) -> Result<Option<ScheduleWithStates>> {
     let query = format!("SELECT {COLUMNS}, {LAST_STATES} FROM schedules s WHERE user_id = $1 AND id = $2");
     let Some(row) = c.query_opt(&query, &[&user_id, &id]).await? else {
         return Ok(None);
@@ -206,7 +206,7 @@ pub async fn get(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Re
 }
 
 /// About how many bytes [`get`] reads for a schedule; `None` when there is none.
-pub async fn bytes(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Result<Option<usize>> {
+pub async fn bytes(c: &impl GenericClient, user_id: &str, id: &str) -> Result<Option<usize>> {
     let row = c
         .query_opt(
             "SELECT octet_length(body)::BIGINT + octet_length(headers) + octet_length(destination) + octet_length(cron)
@@ -222,11 +222,7 @@ pub async fn bytes(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> 
 
 /// A page of a user's schedules in creation order (an index range), with their last states;
 /// long bodies are read only once the page has taken their row.
-pub async fn list(
-    c: &(impl GenericClient + Sync),
-    user_id: &str,
-    page: &PageRequest,
-) -> Result<Page<ScheduleWithStates>> {
+pub async fn list(c: &impl GenericClient, user_id: &str, page: &PageRequest) -> Result<Page<ScheduleWithStates>> {
     let mut sql = SqlFilter::new("s.user_id = ?", user_id.to_string());
     let order = paginate(&mut sql, page, "s.created_at", "s.id", false)?;
     let columns = COLUMNS.replacen("body", &listed_body("body"), 1);
@@ -257,13 +253,13 @@ pub async fn list(
 }
 
 /// A schedule's whole body, read on its own (empty if the schedule is gone since).
-async fn long_body(c: &(impl GenericClient + Sync), user_id: &str, id: &str) -> Result<Bytes> {
+async fn long_body(c: &impl GenericClient, user_id: &str, id: &str) -> Result<Bytes> {
     let row = c.query_opt("SELECT body FROM schedules WHERE user_id = $1 AND id = $2", &[&user_id, &id]).await?;
     let body: Option<Vec<u8>> = row.map(|row| row.try_get(0)).transpose()?;
     Ok(body.map(Bytes::from).unwrap_or_default())
 }
 
-pub async fn due(c: &(impl GenericClient + Sync), now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {
+pub async fn due(c: &impl GenericClient, now: i64, limit: usize) -> Result<Vec<ScheduleRecord>> {
     let query = format!(
         "SELECT {COLUMNS} FROM schedules WHERE NOT paused AND next_tick_at IS NOT NULL AND next_tick_at <= $1
          ORDER BY next_tick_at LIMIT $2"
@@ -271,7 +267,7 @@ pub async fn due(c: &(impl GenericClient + Sync), now: i64, limit: usize) -> Res
     c.query(&query, &[&now, &(limit as i64)]).await?.iter().map(from_row).collect()
 }
 
-pub async fn next_tick(c: &(impl GenericClient + Sync)) -> Result<Option<i64>> {
+pub async fn next_tick(c: &impl GenericClient) -> Result<Option<i64>> {
     Ok(c.query_one("SELECT min(next_tick_at) FROM schedules WHERE NOT paused AND next_tick_at IS NOT NULL", &[])
         .await?
         .try_get(0)?)

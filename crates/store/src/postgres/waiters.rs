@@ -248,14 +248,14 @@ pub async fn expire(
 }
 
 /// Forgets what an ended run waited for and the events it did not take.
-pub async fn forget_run(c: &(impl GenericClient + Sync), run_key: i64) -> Result<()> {
+pub async fn forget_run(c: &impl GenericClient, run_key: i64) -> Result<()> {
     c.execute("DELETE FROM workflow_waiters WHERE run_key = $1", &[&run_key]).await?;
     c.execute("DELETE FROM workflow_events WHERE run_key = $1", &[&run_key]).await?;
     Ok(())
 }
 
 pub async fn waiters(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     event_id: &str,
     limit: usize,
@@ -280,6 +280,6 @@ pub async fn waiters(
     Ok(views)
 }
 
-pub async fn next_deadline(c: &(impl GenericClient + Sync)) -> Result<Option<i64>> {
+pub async fn next_deadline(c: &impl GenericClient) -> Result<Option<i64>> {
     Ok(c.query_one("SELECT min(deadline) FROM workflow_waiters", &[]).await?.try_get(0)?)
 }

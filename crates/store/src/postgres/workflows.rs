@@ -45,7 +45,7 @@ fn run_from_row(row: &Row) -> Result<(i64, RunRecord)> {
 }
 
 /// The latest run with this id, and its key.
-async fn latest_run(c: &(impl GenericClient + Sync), user_id: &str, run_id: &str) -> Result<Option<(i64, RunRecord)>> {
+async fn latest_run(c: &impl GenericClient, user_id: &str, run_id: &str) -> Result<Option<(i64, RunRecord)>> {
     let row = c
         .query_opt(
             &format!(
@@ -58,12 +58,12 @@ async fn latest_run(c: &(impl GenericClient + Sync), user_id: &str, run_id: &str
     row.as_ref().map(run_from_row).transpose()
 }
 
-async fn get_run(c: &(impl GenericClient + Sync), user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
+async fn get_run(c: &impl GenericClient, user_id: &str, run_id: &str) -> Result<Option<RunRecord>> {
     Ok(latest_run(c, user_id, run_id).await?.map(|(_, run)| run))
 }
 
 /// The records of run `key` from the first through position `last`.
-async fn steps(c: &(impl GenericClient + Sync), run_key: i64, last: i64) -> Result<Vec<StepRecord>> {
+async fn steps(c: &impl GenericClient, run_key: i64, last: i64) -> Result<Vec<StepRecord>> {
     let rows = c
         .query(
             "SELECT message_id, call_type, created_at, body FROM workflow_steps
@@ -85,7 +85,7 @@ async fn steps(c: &(impl GenericClient + Sync), run_key: i64, last: i64) -> Resu
 
 /// The messages of run `key` that have not continued it: its unfinished ones, and `failed`,
 /// the one whose failure failed it.
-async fn pending(c: &(impl GenericClient + Sync), key: i64, failed: Option<&str>) -> Result<Vec<PendingStep>> {
+async fn pending(c: &impl GenericClient, key: i64, failed: Option<&str>) -> Result<Vec<PendingStep>> {
     let rows = c
         .query(
             "SELECT id, state, retried, due_at, created_at, spec FROM messages
@@ -122,7 +122,7 @@ pub const ERROR_BODY_SHOWN: usize = 4 << 10;
 
 /// The failed attempts of a message, oldest first, each answer's body cut at
 /// [`ERROR_BODY_SHOWN`] bytes.
-async fn errors(c: &(impl GenericClient + Sync), message_id: &str) -> Result<Vec<(i64, tern_core::AttemptResponse)>> {
+async fn errors(c: &impl GenericClient, message_id: &str) -> Result<Vec<(i64, tern_core::AttemptResponse)>> {
     let rows = c
         .query(
             &format!(
@@ -152,7 +152,7 @@ fn pending_bytes(pending: &[PendingStep]) -> usize {
         .sum()
 }
 
-async fn failed_run(c: &(impl GenericClient + Sync), user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {
+async fn failed_run(c: &impl GenericClient, user_id: &str, dlq_id: &str) -> Result<Option<FailedRun>> {
     let found = c
         .query_opt(
             // The first, as the embedded store reads it (a DLQ id names one run).
@@ -213,7 +213,7 @@ fn listed_run_columns() -> String {
 }
 
 async fn list_runs(
-    c: &(impl GenericClient + Sync),
+    c: &impl GenericClient,
     user_id: &str,
     filter: &RunFilter,
     page: &PageRequest,
