@@ -64,6 +64,13 @@ impl From<StoreError> for ApiError {
                     "the server's storage failed a write and refuses writes until it is restarted: nothing was stored",
                 )
             }
+            StoreError::Unreachable(_) => {
+                tracing::error!(%error, "a request failed");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server's database cannot be reached: nothing was stored; try again shortly",
+                )
+            }
             other => Self::internal(other),
         }
     }

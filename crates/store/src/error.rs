@@ -22,6 +22,10 @@ pub enum StoreError {
     /// refused until the process restarts and recovers what is on disk.
     #[error("the store refuses writes until tern is restarted: {0}")]
     Unavailable(String),
+    /// The database cannot be reached (it is down, restarting, or the network is): nothing of
+    /// the write was stored, and writes work again once it answers.
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
     #[error("stored record is unreadable: {0}")]
     Corrupt(String),
     /// A request value only the store can judge (a cursor it did not produce).
@@ -44,8 +48,19 @@ impl From<rusqlite::Error> for StoreError {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
-        if error.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL) {
+        use tokio_postgres::error::SqlState;
+        let code = error.code();
+        if code == Some(&SqlState::DISK_FULL) {
             return StoreError::Full(error.to_string());
+        }
+        // Class 08 is a connection exception; the others are the server going down.
+        let connection_lost = code.is_some_and(|code| {
+            code.code().starts_with("08")
+                || [SqlState::ADMIN_SHUTDOWN, SqlState::CRASH_SHUTDOWN, SqlState::CANNOT_CONNECT_NOW].contains(code)
+        });
+        let io_failure = std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>());
+        if error.is_closed() || connection_lost || io_failure {
+            return StoreError::Unreachable(error.to_string());
         }
         StoreError::Driver(Arc::new(error))
     }
@@ -55,6 +70,7 @@ impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(error: deadpool_postgres::PoolError) -> Self {
         match error {
             deadpool_postgres::PoolError::Backend(error) => error.into(),
+            deadpool_postgres::PoolError::Timeout(_) => StoreError::Unreachable(error.to_string()),
             other => StoreError::Driver(Arc::new(other)),
         }
     }

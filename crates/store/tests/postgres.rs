@@ -109,3 +109,90 @@ async fn nodes_starting_together_migrate_once_and_take_turns_as_the_active_one()
     drop(client);
     backend.drop_databases().await;
 }
+
+/// Terminates the sessions of `application_name` on the database at `url` (as an operator's
+/// `pg_terminate_backend` or a database restart would).
+async fn terminate_sessions(url: &str, application_name: &str) -> u64 {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1 AND pid <> pg_backend_pid()",
+            &[&application_name],
+        )
+        .await
+        .unwrap();
+    rows.len() as u64
+}
+
+fn named(url: &str, application_name: &str) -> PostgresOptions {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    PostgresOptions::new(format!("{url}{separator}application_name={application_name}"))
+}
+
+async fn insert(store: &PostgresStore) -> tern_store::Result<Vec<tern_store::InsertOutcome>> {
+    let message = conformance::new_message("alice", "http://127.0.0.1:1/", 0, 0, &[]);
+    tern_store::MessageStore::insert_messages(store, vec![message]).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_go_on_after_the_database_dropped_the_connection() {
+    let mut backend = Postgres::new();
+    backend.create().await;
+    let url = backend.options().url;
+    let store = PostgresStore::open(named(&url, "node_a")).await.unwrap();
+    insert(&store).await.unwrap();
+    assert!(terminate_sessions(&url, "node_a").await >= 1);
+    // The write that finds the connection gone fails as "unreachable"; the next reconnects,
+    // finds this node still the active one, and goes on.
+    let mut answers = Vec::new();
+    loop {
+        let answer = insert(&store).await;
+        let done = answer.is_ok();
+        answers.push(answer);
+        if done || answers.len() == 3 {
+            break;
+        }
+    }
+    let last = answers.last().unwrap();
+    assert!(last.is_ok(), "writes did not resume: {answers:?}");
+    for failed in answers.iter().filter_map(|answer| answer.as_ref().err()) {
+        assert!(matches!(failed, tern_store::StoreError::Unreachable(_)), "{failed:?}");
+    }
+    tern_store::Maintenance::shutdown(&store).await.unwrap();
+    backend.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_another_node_took_over_from_refuses_writes() {
+    let mut backend = Postgres::new();
+    backend.create().await;
+    let url = backend.options().url;
+    let first = PostgresStore::open(named(&url, "node_a")).await.unwrap();
+    insert(&first).await.unwrap();
+    let second = tokio::spawn(PostgresStore::open(named(&url, "node_b")));
+    // The second node waits for the lock; the first one's sessions end (terminated until the
+    // second holds the lock, so that the first cannot take it back); the second takes over.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    let second = loop {
+        terminate_sessions(&url, "node_a").await;
+        if second.is_finished() {
+            break second.await.unwrap().expect("the second node becomes active");
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the second node never became active");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    insert(&second).await.expect("the active node writes");
+    for _ in 0..2 {
+        let refused = insert(&first).await.expect_err("the first node must not write any more");
+        assert!(
+            matches!(refused, tern_store::StoreError::Unavailable(_) | tern_store::StoreError::Unreachable(_)),
+            "{refused:?}"
+        );
+    }
+    let refused = insert(&first).await.expect_err("still refused");
+    assert!(matches!(refused, tern_store::StoreError::Unavailable(_)), "{refused:?}");
+    tern_store::Maintenance::shutdown(&second).await.unwrap();
+    backend.drop_databases().await;
+}

@@ -138,7 +138,8 @@ async fn apply_batch(
     // poll queues it on the connection, ahead of everything sent after it; its answer is read
     // before the commit.
     let mut begin = Box::pin(client.batch_execute("BEGIN"));
-    if let Some(Err(error)) = begin.as_mut().now_or_never() {
+    let begun = begin.as_mut().now_or_never();
+    if let Some(Err(error)) = begun {
         let error = StoreError::from(error);
         pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
         return Err(error);
@@ -211,7 +212,12 @@ async fn apply_batch(
         failure = error;
         pending.push(answer);
     }
-    if let Err(error) = begin.await {
+    // A future that already answered must not be polled again.
+    let begin = match begun {
+        Some(answer) => answer,
+        None => begin.await,
+    };
+    if let Err(error) = begin {
         failure = failure.or(Some(error.into()));
     }
     match failure {
