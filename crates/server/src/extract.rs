@@ -305,10 +305,20 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Path::<String>::from_request_parts(parts, state)
+        let axum::extract::Path(value) = axum::extract::Path::<String>::from_request_parts(parts, state)
             .await
-            .map(|axum::extract::Path(value)| PathParam(value))
-            .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))
+            .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))?;
+        no_nul(&value)?;
+        Ok(PathParam(value))
+    }
+}
+
+/// A percent-decoded path parameter holding a NUL character names nothing: refused here, for
+/// every backend alike (PostgreSQL cannot even compare such text).
+fn no_nul(value: &str) -> Result<(), ApiError> {
+    match value.contains('\0') {
+        true => Err(ApiError::bad_request("invalid path: a path parameter contains a NUL character (%00)")),
+        false => Ok(()),
     }
 }
 
@@ -319,6 +329,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request(format!("invalid path: {}", rejection.body_text())))?;
+        for (_, value) in &raw {
+            no_nul(value)?;
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| PathParams(value))

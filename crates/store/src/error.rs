@@ -53,6 +53,10 @@ impl From<tokio_postgres::Error> for StoreError {
         if code == Some(&SqlState::DISK_FULL) {
             return StoreError::Full(error.to_string());
         }
+        // Text PostgreSQL cannot store (a NUL character) that a client sent.
+        if code == Some(&SqlState::CHARACTER_NOT_IN_REPERTOIRE) || code == Some(&SqlState::UNTRANSLATABLE_CHARACTER) {
+            return StoreError::InvalidInput("a value contains a character that cannot be stored (NUL)".into());
+        }
         // Class 08 is a connection exception; the others are the server going down.
         let connection_lost = code.is_some_and(|code| {
             code.code().starts_with("08")

@@ -131,9 +131,9 @@ fn named(url: &str, application_name: &str) -> PostgresOptions {
     PostgresOptions::new(format!("{url}{separator}application_name={application_name}"))
 }
 
-async fn insert(store: &PostgresStore) -> tern_store::Result<Vec<tern_store::InsertOutcome>> {
+async fn insert(store: &dyn Store) -> tern_store::Result<Vec<tern_store::InsertOutcome>> {
     let message = conformance::new_message("alice", "http://127.0.0.1:1/", 0, 0, &[]);
-    tern_store::MessageStore::insert_messages(store, vec![message]).await
+    store.insert_messages(vec![message]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,5 +194,22 @@ async fn a_node_another_node_took_over_from_refuses_writes() {
     let refused = insert(&first).await.expect_err("still refused");
     assert!(matches!(refused, tern_store::StoreError::Unavailable(_)), "{refused:?}");
     tern_store::Maintenance::shutdown(&second).await.unwrap();
+    backend.drop_databases().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_postgresql_cannot_store_fails_only_its_own_write() {
+    let mut backend = Postgres::new();
+    let store = backend.open().await;
+    insert(&*store).await.unwrap();
+    // A NUL character in a client's value (PostgreSQL's text cannot hold one), beside publishes.
+    let refused = store.delete_dlq("alice", vec!["x\0y".into()]);
+    let (refused, published) = tokio::join!(refused, insert(&*store));
+    assert!(matches!(refused, Err(tern_store::StoreError::InvalidInput(_))), "{refused:?}");
+    assert_eq!(published.unwrap(), vec![tern_store::InsertOutcome::Created]);
+    let read = store.get_dlq("alice", "x\0y").await;
+    assert!(matches!(read, Err(tern_store::StoreError::InvalidInput(_))), "{read:?}");
+    store.shutdown().await.unwrap();
+    drop(store);
     backend.drop_databases().await;
 }

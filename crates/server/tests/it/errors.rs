@@ -131,6 +131,21 @@ async fn a_path_name_that_is_not_utf8_is_a_json_400() {
 }
 
 #[tokio::test]
+async fn a_nul_in_a_path_name_is_a_json_400_and_other_writes_go_on() {
+    let server = TestServer::start().await;
+    let receiver = Receiver::start().await;
+    for path in ["/v2/queues/a%00b", "/v2/topics/a%00b", "/v2/schedules/a%00b", "/v2/dlq/a%00b"] {
+        expect_error(server.get(path), StatusCode::BAD_REQUEST, "NUL").await;
+    }
+    expect_error(server.delete("/v2/dlq/a%00b"), StatusCode::BAD_REQUEST, "NUL").await;
+    // A webhook call needs no token: its path is checked all the same.
+    let hook = "/v2/workflows/hooks/defaultUser/wfr_a%00b/event";
+    expect_error(server.request(Method::POST, hook), StatusCode::BAD_REQUEST, "NUL").await;
+    server.publish_ok(&receiver.url("/after"), &[], "still stored").await;
+    receiver.wait_for("/after", 1).await;
+}
+
+#[tokio::test]
 async fn a_non_utf8_header_value_is_rejected() {
     let server = TestServer::start().await;
     let receiver = Receiver::start().await;

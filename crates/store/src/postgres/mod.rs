@@ -81,8 +81,16 @@ impl Connector {
             .parse()
             .map_err(|e| StoreError::InvalidInput(format!("storage.postgres_url is not a PostgreSQL URL: {e}")))?;
         config.connect_timeout(options.connect_timeout);
-        // Notice a database host gone silent within seconds, not the system default of hours.
-        config.keepalives(true).keepalives_idle(Duration::from_secs(10));
+        // Notice a database host gone silent within about half a minute, not the system
+        // default of hours, whether the connection is idle (keepalives) or waiting for an
+        // answer to data sent (the TCP user timeout): as soon as the database gives up on
+        // this node's session (`node_lock`), and another node may take over.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(25));
         if config.get_application_name().is_none() {
             config.application_name("tern");
         }
@@ -134,6 +142,7 @@ impl PostgresStore {
             scheduling: None,
             epoch,
             taken_over: None,
+            batches: 0,
         };
         let writer_task = tokio::spawn(writer.run(receiver));
         tracing::info!("PostgreSQL store opened");

@@ -38,8 +38,14 @@ pub async fn become_active(client: &Client) -> Result<i64> {
     Ok(epoch)
 }
 
-/// Takes the lock again on a new connection of the node that was active at `epoch`; an error
-/// if another node has been active since (or holds the lock now).
+/// How long a reconnecting node waits for its lock: the database still holds it for the old
+/// session until it notices that session is gone (at once for a closed socket, within about
+/// half a minute for a silent one, see [`watch_the_peer`]).
+const RESUME_WAIT: &str = "60s";
+
+/// Takes the lock again on a new connection of the node that was active at `epoch`. An
+/// [`StoreError::Unavailable`] if another node has been active since; an
+/// [`StoreError::Unreachable`] (try again) if the old session still holds the lock.
 pub async fn resume(client: &Client, epoch: i64) -> Result<()> {
     watch_the_peer(client).await?;
     let taken_over = || {
@@ -47,12 +53,26 @@ pub async fn resume(client: &Client, epoch: i64) -> Result<()> {
             "another tern node became active on the database while this node's connection was down".into(),
         )
     };
-    if !try_lock(client).await? {
+    let current_epoch = || async {
+        let row = client.query_one("SELECT epoch FROM tern_nodes WHERE id = 1", &[]).await?;
+        Ok::<i64, StoreError>(row.try_get(0)?)
+    };
+    if current_epoch().await? != epoch {
         return Err(taken_over());
     }
-    let row = client.query_one("SELECT epoch FROM tern_nodes WHERE id = 1", &[]).await?;
-    let current: i64 = row.try_get(0)?;
-    if current != epoch {
+    client.batch_execute(&format!("SET lock_timeout = '{RESUME_WAIT}'")).await?;
+    let locked = client.execute("SELECT pg_advisory_lock($1)", &[&ACTIVE_LOCK]).await;
+    client.batch_execute("SET lock_timeout = 0").await?;
+    if let Err(error) = locked {
+        if error.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) {
+            return Err(StoreError::Unreachable(
+                "the database still holds this node's previous session; writes resume once it ends".into(),
+            ));
+        }
+        return Err(error.into());
+    }
+    // Whoever held the lock meanwhile (a standby that took over) bumped the epoch.
+    if current_epoch().await? != epoch {
         return Err(taken_over());
     }
     Ok(())

@@ -420,7 +420,8 @@ pub async fn cancel(
             // cancels until nothing is left gets there.
             sql.push_raw(&format!("m.state <> {}", MessageState::CancelRequested.code()));
             message_filter(&mut sql, &filter, "m", Some("m.created_at"));
-            let limit = limit.map_or_else(|| "ALL".to_string(), |n| n.to_string());
+            // Bound (`LIMIT NULL` is no limit), so that the statement's text stays the same.
+            let limit = sql.bind(limit.map(super::query::limit));
             let query =
                 format!("SELECT m.id, m.state FROM messages m WHERE {} ORDER BY m.seq LIMIT {limit}", sql.clause());
             let rows = c.query(&query, &sql.params()).await?;

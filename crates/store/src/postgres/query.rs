@@ -190,7 +190,9 @@ pub fn paginate(
         Some(Cursor::AtOrBefore(at)) => sql.push(&format!("{time} {at_or} ?"), [param(at)]),
         None => {}
     }
-    Ok(format!("ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {}", limit(page.count.saturating_add(1))))
+    // Bound, not written into the text: the statement stays one the connection keeps.
+    let count = sql.bind(limit(page.count.saturating_add(1)));
+    Ok(format!("ORDER BY {time} {direction}, {tiebreak} {direction} LIMIT {count}"))
 }
 
 /// A row count as a `LIMIT` takes it.

@@ -165,9 +165,12 @@ CREATE TRIGGER schedules_counted_in AFTER INSERT ON schedules FOR EACH ROW EXECU
 CREATE TRIGGER schedules_counted_out AFTER DELETE ON schedules FOR EACH ROW EXECUTE FUNCTION schedule_counted_out();
 
 -- The active node's epoch: bumped by each node that becomes the active one (`node_lock`).
+-- `batch`: the number of the active node's last write batch, written in its transaction, so
+-- that a batch whose COMMIT got no answer can learn whether it committed.
 CREATE TABLE tern_nodes (
     id BIGINT PRIMARY KEY,
-    epoch BIGINT NOT NULL
+    epoch BIGINT NOT NULL,
+    batch BIGINT NOT NULL DEFAULT 0
 );
 
 CREATE TABLE signing_keys (

@@ -167,7 +167,8 @@ pub async fn cancel_runs(
     let mut sql = SqlFilter::new("r.user_id = ?", user_id.to_string());
     let started = RunFilter { states: vec![RunState::RunStarted], ..filter.clone() };
     run_filter(&mut sql, &started, "r");
-    let limit = limit.map_or(String::new(), |n| format!("LIMIT {}", super::query::limit(n)));
+    // Bound (`LIMIT NULL` is no limit), so that the statement's text stays the same.
+    let limit = format!("LIMIT {}", sql.bind(limit.map(super::query::limit)));
     // The run id compared byte by byte, as SQLite orders text.
     let query = format!(
         "SELECT r.run_id FROM workflow_runs r WHERE {} ORDER BY r.created_at, r.run_id COLLATE \"C\" {limit}",

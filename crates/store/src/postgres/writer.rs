@@ -35,6 +35,17 @@ pub struct Writer {
     pub epoch: i64,
     /// Set when another node took over: every later write fails with it.
     pub taken_over: Option<StoreError>,
+    /// The number of the last batch begun, written in its transaction (`tern_nodes.batch`), so
+    /// that a batch whose `COMMIT` got no answer can learn whether it committed.
+    pub batches: i64,
+}
+
+/// How a batch ended, when it failed.
+enum Failed {
+    /// Rolled back (or never begun): nothing of it is stored.
+    RolledBack(StoreError),
+    /// `COMMIT` was sent and got no answer: it may or may not have committed.
+    Unknown(StoreError),
 }
 
 impl Writer {
@@ -80,6 +91,34 @@ impl Writer {
         Ok(self.client.as_mut().expect("connected above"))
     }
 
+    /// Whether batch `number`, whose `COMMIT` got no answer, committed: read on a new
+    /// connection once this node holds its lock again (so the old session, and its commit,
+    /// are over). If that cannot be told, nothing more is written until a restart loads what
+    /// the database holds.
+    async fn committed_after_all(&mut self, number: i64, error: StoreError) -> Result<()> {
+        self.client = None;
+        let written = match self.connection().await {
+            Ok(client) => match client.query_one("SELECT batch FROM tern_nodes WHERE id = 1", &[]).await {
+                Ok(row) => row.try_get::<_, i64>(0).ok(),
+                Err(_) => None,
+            },
+            Err(_) => None,
+        };
+        match written {
+            Some(written) if written == number => Ok(()),
+            Some(_) => Err(error),
+            None => {
+                let unknown = StoreError::Unavailable(format!(
+                    "the database connection broke while a commit was sent ({error}) and whether it \
+                     committed cannot be told"
+                ));
+                tracing::error!(%unknown, "this node refuses writes until it is restarted");
+                self.taken_over = Some(unknown.clone());
+                Err(unknown)
+            }
+        }
+    }
+
     async fn commit_batch(&mut self, batch: Vec<WriteOp>) {
         let started = std::time::Instant::now();
         let ops = batch.len();
@@ -87,17 +126,24 @@ impl Writer {
         let mut effects = Effects::default();
         let mut pending = Vec::with_capacity(batch.len());
         let mut attached = None;
-        let commit = match self.connection().await {
+        self.batches += 1;
+        let number = self.batches;
+        let applied = match self.connection().await {
             Ok(_) => {
                 let client = self.client.as_mut().expect("connected");
                 let statements = &self.statements;
-                apply_batch(client, statements, scheduling.as_deref(), batch, &mut effects, &mut pending, &mut attached)
-                    .await
+                let context = (scheduling.as_deref(), &mut effects, &mut pending, &mut attached);
+                apply_batch(client, statements, number, batch, context).await
             }
             Err(error) => {
                 pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
-                Err(error)
+                Err(Failed::RolledBack(error))
             }
+        };
+        let commit = match applied {
+            Ok(()) => Ok(()),
+            Err(Failed::RolledBack(error)) => Err(error),
+            Err(Failed::Unknown(error)) => self.committed_after_all(number, error).await,
         };
         let changes = match &commit {
             Ok(()) => {
@@ -124,25 +170,28 @@ impl Writer {
     }
 }
 
+/// What ops record into while a batch is applied.
+type Outputs<'a> =
+    (Option<&'a dyn Scheduling>, &'a mut Effects, &'a mut Vec<Pending>, &'a mut Option<Arc<dyn Scheduling>>);
+
 async fn apply_batch(
     client: &mut Client,
     statements: &StatementCache,
-    scheduling: Option<&dyn Scheduling>,
+    number: i64,
     batch: Vec<WriteOp>,
-    effects: &mut Effects,
-    pending: &mut Vec<Pending>,
-    attached: &mut Option<Arc<dyn Scheduling>>,
-) -> Result<()> {
+    (scheduling, effects, pending, attached): Outputs<'_>,
+) -> Result<(), Failed> {
     let client = &*client;
-    // `BEGIN` goes out with the first op's statements instead of a round trip of its own: one
-    // poll queues it on the connection, ahead of everything sent after it; its answer is read
-    // before the commit.
-    let mut begin = Box::pin(client.batch_execute("BEGIN"));
+    // `BEGIN` (and the batch's number) goes out with the first op's statements instead of a
+    // round trip of its own: one poll queues it on the connection, ahead of everything sent
+    // after it; its answer is read before the commit.
+    let begin_sql = format!("BEGIN; UPDATE tern_nodes SET batch = {number} WHERE id = 1");
+    let mut begin = Box::pin(client.batch_execute(&begin_sql));
     let begun = begin.as_mut().now_or_never();
     if let Some(Err(error)) = begun {
         let error = StoreError::from(error);
         pending.extend(batch.into_iter().map(|op| Pending::failed(op, &error)));
-        return Err(error);
+        return Err(Failed::RolledBack(error));
     }
     let cached = Cached { inner: client, cache: statements };
     let context = Context { tx: &cached, scheduling };
@@ -170,7 +219,12 @@ async fn apply_batch(
             }))
             .await;
             for (answer, error, op_effects) in applied {
-                failure = failure.or(error);
+                // The statements after a failed one fail as "transaction aborted": keep the
+                // error that says why.
+                failure = match (failure, error) {
+                    (Some(first), Some(next)) if aborted(&first) && !aborted(&next) => Some(next),
+                    (first, next) => first.or(next),
+                };
                 pending.push(answer);
                 effects.changes.extend(op_effects.changes);
                 effects.held.extend(op_effects.held);
@@ -181,9 +235,10 @@ async fn apply_batch(
             // The recovery scan reads everything committed so far, earlier ops included.
             effects.changes.clear();
         }
-        if op.needs_savepoint() {
-            // Client-shaped statements (filters) and workflow inserts get a savepoint, so that
-            // one of them failing fails only itself, never the publishes sharing its commit.
+        if isolated(&op) {
+            // Client-shaped statements (filters, values) and workflow inserts get a savepoint,
+            // so that one of them failing fails only itself, never the publishes sharing its
+            // commit.
             let before = (effects.changes.len(), effects.held.len());
             if let Err(error) = client.batch_execute("SAVEPOINT op").await {
                 let error = StoreError::from(error);
@@ -223,9 +278,14 @@ async fn apply_batch(
     match failure {
         Some(error) => {
             let _ = client.batch_execute("ROLLBACK").await;
-            Err(error)
+            Err(Failed::RolledBack(error))
         }
-        None => Ok(client.batch_execute("COMMIT").await?),
+        None => match client.batch_execute("COMMIT").await {
+            Ok(()) => Ok(()),
+            Err(error) if error.code().is_none() => Err(Failed::Unknown(error.into())),
+            // The database answered: it did not commit.
+            Err(error) => Err(Failed::RolledBack(error.into())),
+        },
     }
 }
 
@@ -236,20 +296,59 @@ async fn apply_batch(
 fn independent(op: &WriteOp) -> bool {
     match op {
         WriteOp::AttemptStarted { .. } => true,
-        WriteOp::Insert { messages, .. } => messages.iter().all(|message| {
-            message.dedup.is_none()
-                && message.consumes_dlq_entry.is_none()
-                && message.run.is_none()
-                && message.spec.workflow.is_none()
-        }),
+        WriteOp::Insert { messages, .. } => messages.iter().all(plain),
         WriteOp::AttemptFinished { outcome, .. } => {
-            let plain = |message: &NewMessage| message.spec.workflow.is_none() && message.dedup.is_none();
             outcome.message.spec.workflow.is_none()
                 && outcome.callback.as_ref().is_none_or(plain)
                 && outcome.failure_callback.as_ref().is_none_or(plain)
         }
         _ => false,
     }
+}
+
+/// Whether `error` is PostgreSQL refusing a statement because an earlier one failed.
+fn aborted(error: &StoreError) -> bool {
+    match error {
+        StoreError::Driver(source) => source
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|error| error.code() == Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)),
+        _ => false,
+    }
+}
+
+/// A message whose insert reads nothing another op writes, and whose statements may run in
+/// any order with other ops' (a flow-control key's settings are the last message's, so their
+/// upserts keep op order).
+fn plain(message: &NewMessage) -> bool {
+    message.dedup.is_none()
+        && message.consumes_dlq_entry.is_none()
+        && message.run.is_none()
+        && message.spec.workflow.is_none()
+        && message.spec.flow_control.is_none()
+}
+
+/// Ops with a savepoint of their own on this backend: besides the shared ones
+/// ([`WriteOp::needs_savepoint`]), those whose values a client chose, which PostgreSQL may
+/// refuse (a NUL character in a text value): their failure must fail only themselves.
+fn isolated(op: &WriteOp) -> bool {
+    op.needs_savepoint()
+        || matches!(
+            op,
+            WriteOp::Notify { .. }
+                | WriteOp::AddWaiter { .. }
+                | WriteOp::DeleteDlq { .. }
+                | WriteOp::CallFailureFunctionAgain { .. }
+                | WriteOp::UpsertQueue { .. }
+                | WriteOp::SaveFlow { .. }
+                | WriteOp::SaveKeys { .. }
+                | WriteOp::AddEndpoints { .. }
+                | WriteOp::RemoveEndpoints { .. }
+                | WriteOp::SetGroupHeaders { .. }
+                | WriteOp::DeleteGroup { .. }
+                | WriteOp::UpsertSchedule { .. }
+                | WriteOp::DeleteSchedule { .. }
+                | WriteOp::PauseSchedule { .. }
+        )
 }
 
 fn release(scheduling: Option<&dyn Scheduling>, held: &[MessageId]) {
