@@ -11,6 +11,7 @@ use crate::batch::Effects;
 use crate::error::{Result, StoreError};
 use crate::model::*;
 use bytes::Bytes;
+use futures_util::TryStreamExt;
 use tern_core::{MessageId, MessageState};
 use tokio_postgres::Row;
 
@@ -231,23 +232,32 @@ pub async fn list(c: &impl GenericClient, user_id: &str, page: &PageRequest) -> 
          FROM schedules s WHERE {} {order}",
         sql.clause()
     );
-    let rows = c.query(&query, &sql.params()).await?;
+    // Rows arrive one at a time and reading stops once the page is full, so that the page
+    // holds at most its byte budget plus one row.
+    let mut rows = Box::pin(c.query_raw(&query, &sql.params()).await?);
     let mut fill = PageFill::new(page);
     let mut schedules: Vec<ScheduleWithStates> = Vec::new();
+    let mut long = Vec::new();
     let mut cursor = None;
-    for row in &rows {
+    while let Some(row) = rows.try_next().await? {
         let (body_length, headers_length): (i64, i64) = (row.try_get(15)?, row.try_get(16)?);
         let body_length = body_length.max(0) as usize;
         if !fill.take(body_length + headers_length.max(0) as usize) {
             cursor = schedules.last().map(|last| format!("{}-{}", last.schedule.created_at, last.schedule.id));
             break;
         }
-        let mut schedule = from_row(row)?;
+        let schedule = from_row(&row)?;
         // A body too long to come inline came as `NULL`: schedules show whole bodies.
         if schedule.body.len() != body_length {
-            schedule.body = long_body(c, user_id, &schedule.id).await?;
+            long.push(schedules.len());
         }
-        schedules.push(ScheduleWithStates { schedule, last_states: states_from_row(row, 14)? });
+        schedules.push(ScheduleWithStates { schedule, last_states: states_from_row(&row, 14)? });
+    }
+    // The connection answers one statement at a time: long bodies once the rows are done.
+    drop(rows);
+    for index in long {
+        let schedule = &mut schedules[index].schedule;
+        schedule.body = long_body(c, user_id, &schedule.id).await?;
     }
     Ok(fill.page(schedules, cursor))
 }

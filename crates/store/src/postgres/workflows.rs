@@ -5,7 +5,7 @@
 use super::client::GenericClient;
 use super::listing::PageFill;
 use super::query::{SqlFilter, get_message, message_bytes, paginate};
-use super::rows::{listed_body, parse_id, response_from_row};
+use super::rows::{parse_id, response_from_row};
 use super::workflow_ops::run_filter;
 use super::{PostgresStore, client};
 use crate::batch::WriteOp;
@@ -205,10 +205,11 @@ async fn failed_run(c: &impl GenericClient, user_id: &str, dlq_id: &str) -> Resu
 }
 
 /// [`RUN_COLUMNS`] as a page of runs reads them, followed by the response's length: the
-/// response comes only when short (see [`listed_body`]), a longer one is read once the page
-/// has taken its run, so that a page never loads what it does not show.
+/// response is read once the page has taken its run, so that a page never loads what it does
+/// not show. (The page's rows are read before its runs' records, on the same connection, so
+/// they come without any response at all.)
 fn listed_run_columns() -> String {
-    let columns = RUN_COLUMNS.replacen("r.response,", &format!("{},", listed_body("r.response")), 1);
+    let columns = RUN_COLUMNS.replacen("r.response,", "NULL::BYTEA,", 1);
     format!("{columns}, octet_length(r.response)::BIGINT")
 }
 
